@@ -1,0 +1,176 @@
+//! The one interface between herald's core and every chat platform.
+//!
+//! The core (routing, progress scheduling, durable receipts, retries) only
+//! ever sees a platform through [`Messaging`]. An adapter turns one
+//! platform-neutral [`Outbound`] message into one platform call and classifies
+//! the answer into a typed [`DeliveryOutcome`]. Adapters know nothing of
+//! events, routes, the store or retry policy; the core never looks at a
+//! platform's error strings. That wall is what lets one retry policy serve
+//! Discord, Slack, Telegram, webhooks and the built-in web channel alike.
+
+mod outbound;
+mod outcome;
+mod text;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use outbound::{Field, MessageKind, Outbound, Severity};
+pub use outcome::{DeliveryOutcome, NotSurfaced, Reconciled};
+pub use text::truncate_chars;
+
+/// The platform family an adapter speaks to; used for metrics labels and for
+/// budgets the platform shares across channels (e.g. Slack's per-workspace
+/// `chat.update` limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Platform {
+    /// Discord, through serenity.
+    Discord,
+    /// Slack, through slack-morphism.
+    Slack,
+    /// Telegram, through teloxide.
+    Telegram,
+    /// Signed outgoing webhooks (Standard Webhooks).
+    Webhook,
+    /// Herald's own built-in web channel.
+    Web,
+}
+
+impl Platform {
+    /// The lower-case name used in config (`adapter = "..."`) and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Discord => "discord",
+            Platform::Slack => "slack",
+            Platform::Telegram => "telegram",
+            Platform::Webhook => "webhook",
+            Platform::Web => "web",
+        }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A request rate: at most `count` calls per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// How many calls fit in one window.
+    pub count: u32,
+    /// The window length.
+    pub per: Duration,
+}
+
+impl Rate {
+    /// `count` calls per `per`.
+    pub const fn new(count: u32, per: Duration) -> Self {
+        Rate { count, per }
+    }
+
+    /// The steady-state spacing between two calls at this rate.
+    pub fn interval(&self) -> Duration {
+        if self.count == 0 {
+            return self.per;
+        }
+        self.per / self.count
+    }
+}
+
+/// What a platform allows, declared by its adapter so the core can spend
+/// budgets that never earn a 429 in steady state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest message text the platform accepts, in characters.
+    pub max_text_chars: usize,
+    /// New messages per channel.
+    pub posts_per_channel: Rate,
+    /// Edits per channel; `None` when the platform cannot edit.
+    pub edits_per_channel: Option<Rate>,
+    /// Edits shared by every channel of one account (Slack's per-workspace
+    /// `chat.update`); `None` when edits are only limited per channel.
+    pub edits_shared: Option<Rate>,
+    /// All calls of one account (Discord's 50 req/s, Telegram's 30 msg/s).
+    pub global: Option<Rate>,
+}
+
+/// Where a message goes: the platform's own id for a channel or chat, plus an
+/// optional thread (a Telegram forum topic, a Slack thread).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChannelRef {
+    /// Platform channel id, chat id, web channel name or webhook URL.
+    pub id: String,
+    /// Optional thread or topic within the channel.
+    pub thread: Option<String>,
+}
+
+impl ChannelRef {
+    /// A channel without a thread.
+    pub fn new(id: impl Into<String>) -> Self {
+        ChannelRef {
+            id: id.into(),
+            thread: None,
+        }
+    }
+}
+
+/// The platform's id for a message that exists: the proof that it surfaced,
+/// and what later edits address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MessageHandle(pub String);
+
+impl MessageHandle {
+    /// The platform's message id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MessageHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A stable key that identifies one logical message across retries (herald
+/// uses the delivery receipt id), so a platform that supports it can refuse a
+/// duplicate (Discord `nonce`, Slack `metadata`, webhook `webhook-id`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct IdempotencyKey(pub String);
+
+impl IdempotencyKey {
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A chat platform, as the core sees it.
+///
+/// Every call returns a [`DeliveryOutcome`] instead of an error: failing to
+/// deliver is an expected, typed result that the retry policy decides on.
+#[async_trait]
+pub trait Messaging: Send + Sync {
+    /// Which platform this is.
+    fn platform(&self) -> Platform;
+
+    /// What the platform allows; the core's budgets are built from this.
+    fn limits(&self) -> Limits;
+
+    /// Create a new message.
+    async fn post(&self, to: &ChannelRef, msg: &Outbound) -> DeliveryOutcome;
+
+    /// Replace the content of an existing message. Platforms that cannot edit
+    /// answer [`NotSurfaced::Unsupported`].
+    async fn edit(&self, to: &ChannelRef, at: &MessageHandle, msg: &Outbound) -> DeliveryOutcome;
+
+    /// After an [`NotSurfaced::Unverified`] outcome, find out whether the
+    /// message carrying `key` exists already, so a retry does not post twice.
+    async fn reconcile(&self, to: &ChannelRef, key: &IdempotencyKey) -> Reconciled;
+}

@@ -1,0 +1,77 @@
+//! The platform-neutral message the core hands to an adapter. Each adapter
+//! renders and escapes it for its own platform; nothing here is pre-escaped.
+
+use serde::{Deserialize, Serialize};
+
+use crate::IdempotencyKey;
+
+/// Whether a message is the live progress message of a worker task (edited
+/// in place) or a terminal notification (a new message that notifies people).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    /// The one live message per (channel, worker task).
+    Progress,
+    /// The notification of a completed, failed or cancelled task.
+    Terminal,
+}
+
+/// How a message should look: adapters map it to colours or emoji.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Work is moving normally.
+    Progress,
+    /// Someone should look (interrupted, stale, escalated, recoverable failure).
+    Attention,
+    /// Ended well.
+    Success,
+    /// Ended badly.
+    Failure,
+    /// Ended neither well nor badly (cancelled).
+    Neutral,
+}
+
+/// One labelled value shown with a message ("worker" → "worker-a").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Field {
+    /// Short label.
+    pub name: String,
+    /// The value, raw event text: the adapter escapes it.
+    pub value: String,
+}
+
+/// A message to show, before any platform rendering.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outbound {
+    /// Progress (edited in place) or terminal (new, notifying).
+    pub kind: MessageKind,
+    /// The headline: which work this is about.
+    pub title: String,
+    /// The state in words (`running`, `completed`, ...).
+    pub state: String,
+    /// Colour or emoji hint.
+    pub severity: Severity,
+    /// Labelled details (run, worker, task, elapsed, tool, ...).
+    pub fields: Vec<Field>,
+    /// The summary or failure reason, if any.
+    pub body: Option<String>,
+    /// Stable across retries of the same logical message.
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+impl Outbound {
+    /// A plain-text rendering for platforms or fallbacks without markup.
+    /// It is not escaped: callers escape it for their platform.
+    pub fn plain_text(&self) -> String {
+        let mut text = format!("{} — {}", self.title, self.state);
+        for field in &self.fields {
+            text.push_str(&format!("\n{}: {}", field.name, field.value));
+        }
+        if let Some(body) = &self.body {
+            text.push_str("\n\n");
+            text.push_str(body);
+        }
+        text
+    }
+}

@@ -1,0 +1,257 @@
+//! Herald's configuration (SPEC §5): the validated model, loading from TOML
+//! with `${VAR}` interpolation, and the built-in default.
+//!
+//! Loading reports every problem it can find as `PATH:LINE:COL: message`:
+//! all syntax errors, all unknown keys, and all semantic errors (unknown
+//! channel in a route, missing environment variable, bad matcher, bad
+//! duration). A config that loads is safe to serve.
+
+mod diagnostics;
+mod env;
+mod raw;
+mod unknown_keys;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use herald_messaging::Platform;
+
+use crate::routing::Router;
+
+pub use diagnostics::{ConfigError, ConfigErrors};
+pub use env::{EnvError, interpolate};
+
+/// The default config, also shipped as `config/herald.toml`: SQLite at
+/// `./herald.db`, `127.0.0.1:8600`, one web channel `main` receiving every
+/// event.
+pub const BUILT_IN: &str = include_str!("../../config/herald.toml");
+
+/// Where `herald serve` looks when `--config` is not given.
+pub const DEFAULT_PATH: &str = "config/herald.toml";
+
+/// A secret from the config (token, signing key). Its `Debug` and `Display`
+/// never show the value, so it cannot leak into logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret value.
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    /// The value, for the one place that must use it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The whole validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from, for messages.
+    pub source: String,
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[store]`
+    pub store: StoreConfig,
+    /// `[[sources]]`: who may post events. Empty means ingest is open, which
+    /// validation allows only on a loopback address.
+    pub sources: Vec<SourceConfig>,
+    /// `[adapters.*]`: platform accounts.
+    pub adapters: AdaptersConfig,
+    /// `[channels.*]`, by name.
+    pub channels: BTreeMap<String, ChannelConfig>,
+    /// `[[routes]]` and `[defaults]`, compiled.
+    pub router: Router,
+    /// `[delivery]`
+    pub delivery: DeliveryConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Largest accepted request body; larger is `413`.
+    pub max_body_bytes: usize,
+}
+
+/// `[store]`
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` (PostgreSQL is planned for multi-replica setups).
+    pub url: String,
+}
+
+/// One `[[sources]]` entry: a named bearer token.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// Shown in logs as the origin of events.
+    pub name: String,
+    /// The bearer token.
+    pub token: Secret,
+}
+
+/// `[adapters]`: one account per platform.
+#[derive(Debug, Clone, Default)]
+pub struct AdaptersConfig {
+    /// `[adapters.discord]`
+    pub discord: Option<AccountConfig>,
+    /// `[adapters.slack]`
+    pub slack: Option<AccountConfig>,
+    /// `[adapters.telegram]`
+    pub telegram: Option<AccountConfig>,
+}
+
+/// A platform account: its bot token and API base URL.
+#[derive(Debug, Clone)]
+pub struct AccountConfig {
+    /// Bot token.
+    pub token: Secret,
+    /// API base URL (platform default, a proxy, or an emulator).
+    pub api_url: Option<String>,
+}
+
+/// One `[channels.NAME]` entry.
+#[derive(Debug, Clone)]
+pub struct ChannelConfig {
+    /// The config name.
+    pub name: String,
+    /// Which adapter delivers to it.
+    pub platform: Platform,
+    /// Where, on that platform.
+    pub target: ChannelTarget,
+    /// Whether it gets the live progress message (else terminal only).
+    pub progress: bool,
+}
+
+/// Platform-specific destination of a channel.
+#[derive(Debug, Clone)]
+pub enum ChannelTarget {
+    /// Discord channel id, Slack channel id, Telegram chat id, web channel name.
+    Chat {
+        /// The platform id.
+        id: String,
+        /// Telegram forum topic.
+        thread_id: Option<String>,
+    },
+    /// Signed outgoing webhook.
+    Webhook(WebhookTarget),
+}
+
+/// A webhook channel's endpoint and signing key.
+#[derive(Debug, Clone)]
+pub struct WebhookTarget {
+    /// Endpoint.
+    pub url: String,
+    /// `whsec_<base64>` signing secret.
+    pub secret: Secret,
+    /// Extra request headers.
+    pub headers: BTreeMap<String, String>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Every state change (`true`) or terminal only.
+    pub all_events: bool,
+}
+
+/// `[delivery]`
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// Waits between attempts; the last repeats.
+    pub retry_schedule: Vec<Duration>,
+    /// Age after which an undelivered receipt is failed.
+    pub max_age: Duration,
+    /// Minimum time between two edits of one progress message.
+    pub progress_min_interval: Duration,
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path tried.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file was read but is not valid.
+    #[error("{0}")]
+    Invalid(#[from] ConfigErrors),
+}
+
+impl Config {
+    /// Parse and validate config text, reading `${VAR}` from the process
+    /// environment. `path` is used in error messages only.
+    pub fn parse(path: &str, text: &str) -> Result<Config, ConfigErrors> {
+        validate::load(path, text, |name| std::env::var(name).ok())
+    }
+
+    /// Parse with an explicit environment (for tests).
+    pub fn parse_with_env(
+        path: &str,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        validate::load(path, text, env)
+    }
+
+    /// The built-in default.
+    pub fn built_in() -> Result<Config, ConfigErrors> {
+        Config::parse("<built-in>", BUILT_IN)
+    }
+
+    /// Read and validate a file.
+    pub fn load_file(path: &Path) -> Result<Config, LoadError> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+            path: display.clone(),
+            source,
+        })?;
+        Ok(Config::parse(&display, &text)?)
+    }
+
+    /// What `serve` uses: `--config`, else `config/herald.toml` if present,
+    /// else the built-in default. Returns the path read, if any.
+    pub fn resolve(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>), LoadError> {
+        if let Some(path) = explicit {
+            return Ok((Config::load_file(path)?, Some(path.to_owned())));
+        }
+        let default = Path::new(DEFAULT_PATH);
+        if default.exists() {
+            return Ok((Config::load_file(default)?, Some(default.to_owned())));
+        }
+        Ok((Config::built_in()?, None))
+    }
+
+    /// One line for `check-config` and start-up logs.
+    pub fn summary(&self) -> String {
+        let mut per_platform: BTreeMap<&str, usize> = BTreeMap::new();
+        for ch in self.channels.values() {
+            *per_platform.entry(ch.platform.as_str()).or_default() += 1;
+        }
+        let platforms: Vec<String> = per_platform.iter().map(|(p, n)| format!("{n} {p}")).collect();
+        format!(
+            "{}: ok — {} channel(s) ({}), {} route(s), {} source(s), store {}, listen {}",
+            self.source,
+            self.channels.len(),
+            platforms.join(", "),
+            self.router.len(),
+            self.sources.len(),
+            self.store.url,
+            self.server.listen
+        )
+    }
+}

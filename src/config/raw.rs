@@ -1,0 +1,103 @@
+//! The config file exactly as written: serde structs with source spans, so
+//! that validation can point at `PATH:LINE:COL`. Nothing here is checked
+//! beyond TOML types; `validate.rs` turns it into a [`super::Config`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A string as written, with its place in the file.
+pub type SpannedStr = Spanned<String>;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub sources: Vec<Spanned<RawSource>>,
+    #[serde(default)]
+    pub adapters: RawAdapters,
+    #[serde(default)]
+    pub channels: BTreeMap<String, Spanned<RawChannel>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawRoute>>,
+    pub defaults: Option<RawDefaults>,
+    #[serde(default)]
+    pub delivery: RawDelivery,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawServer {
+    pub listen: Option<SpannedStr>,
+    pub max_body_bytes: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawStore {
+    pub url: Option<SpannedStr>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawSource {
+    pub name: SpannedStr,
+    pub token: SpannedStr,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAdapters {
+    pub discord: Option<Spanned<RawAccount>>,
+    pub slack: Option<Spanned<RawAccount>>,
+    pub telegram: Option<Spanned<RawAccount>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawAccount {
+    pub token: SpannedStr,
+    pub api_url: Option<SpannedStr>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawChannel {
+    pub adapter: SpannedStr,
+    pub id: Option<SpannedStr>,
+    pub thread_id: Option<SpannedStr>,
+    pub url: Option<SpannedStr>,
+    pub secret: Option<SpannedStr>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, SpannedStr>,
+    pub timeout: Option<SpannedStr>,
+    pub events: Option<SpannedStr>,
+    pub progress: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawRoute {
+    #[serde(rename = "match", default)]
+    pub matchers: BTreeMap<String, Spanned<RawMatcher>>,
+    pub channels: Spanned<Vec<SpannedStr>>,
+    #[serde(rename = "continue", default)]
+    pub continue_: bool,
+}
+
+/// A matcher is one string or a list of strings (any of).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawMatcher {
+    One(String),
+    AnyOf(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawDefaults {
+    pub channels: Vec<SpannedStr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawDelivery {
+    pub retry_schedule: Option<Spanned<Vec<SpannedStr>>>,
+    pub max_age: Option<SpannedStr>,
+    pub progress_min_interval: Option<SpannedStr>,
+}

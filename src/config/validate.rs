@@ -1,0 +1,591 @@
+//! From TOML text to a validated [`Config`], collecting every error.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::Duration;
+
+use herald_messaging::Platform;
+use toml::Spanned;
+use toml::de::DeTable;
+
+use super::diagnostics::{ConfigErrors, Diagnostics};
+use super::env::interpolate;
+use super::raw::{RawAccount, RawChannel, RawConfig, RawMatcher, RawRoute, SpannedStr};
+use super::unknown_keys;
+use super::{
+    AccountConfig, AdaptersConfig, ChannelConfig, ChannelTarget, Config, DeliveryConfig, Secret,
+    ServerConfig, SourceConfig, StoreConfig, WebhookTarget,
+};
+use crate::protocol::KNOWN_STATES;
+use crate::routing::{MatchField, Matcher, Route, Router};
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8600";
+const DEFAULT_STORE: &str = "sqlite://herald.db";
+const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
+const DEFAULT_RETRY: &[&str] = &["1s", "5s", "15s", "1m", "5m"];
+const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
+const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Parse and validate. `env` looks up `${VAR}`.
+pub fn load(path: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    let mut diag = Diagnostics::new(path, text);
+
+    let (root, syntax_errors) = DeTable::parse_recoverable(text);
+    if !syntax_errors.is_empty() {
+        for err in syntax_errors {
+            diag.error(err.span().unwrap_or(0..0), err.message().trim().to_owned());
+        }
+        return Err(diag.into_errors());
+    }
+
+    let mut unknown: Vec<Vec<unknown_keys::Segment>> = Vec::new();
+    let deserializer = toml::de::Deserializer::from(root.clone());
+    let raw: RawConfig = match serde_ignored::deserialize(deserializer, |p| {
+        unknown.push(unknown_keys::segments(&p));
+    }) {
+        Ok(raw) => raw,
+        Err(err) => {
+            diag.error(err.span().unwrap_or(0..0), err.message().trim().to_owned());
+            return Err(diag.into_errors());
+        }
+    };
+    for segments in &unknown {
+        let span = unknown_keys::key_span(&root, segments);
+        diag.error(span, format!("unknown key `{}`", unknown_keys::dotted(segments)));
+    }
+
+    let mut v = Validator { diag, env: &env };
+    let config = v.config(path, raw);
+    if v.diag.is_empty() {
+        config.ok_or_else(|| v.diag.into_errors())
+    } else {
+        Err(v.diag.into_errors())
+    }
+}
+
+struct Validator<'a, E: Fn(&str) -> Option<String>> {
+    diag: Diagnostics<'a>,
+    env: &'a E,
+}
+
+impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
+    fn err(&mut self, span: Range<usize>, msg: impl Into<String>) {
+        self.diag.error(span, msg);
+    }
+
+    /// Interpolate `${VAR}`; on failure record the error and return None.
+    fn text(&mut self, value: &SpannedStr) -> Option<String> {
+        match interpolate(value.get_ref(), self.env) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.err(value.span(), e.to_string());
+                None
+            }
+        }
+    }
+
+    fn non_empty(&mut self, value: &SpannedStr, what: &str) -> Option<String> {
+        let s = self.text(value)?;
+        if s.trim().is_empty() {
+            self.err(value.span(), format!("{what} must not be empty"));
+            return None;
+        }
+        Some(s)
+    }
+
+    fn duration(&mut self, value: &SpannedStr) -> Option<Duration> {
+        let s = self.text(value)?;
+        match humantime::parse_duration(&s) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(
+                    value.span(),
+                    format!("bad duration {s:?}: {e} (write e.g. \"500ms\", \"5s\", \"1m\", \"24h\")"),
+                );
+                None
+            }
+        }
+    }
+
+    fn config(&mut self, path: &str, raw: RawConfig) -> Option<Config> {
+        let server = self.server(&raw);
+        let store = self.store(&raw);
+        let sources = self.sources(&raw);
+        let adapters = AdaptersConfig {
+            discord: raw.adapters.discord.as_ref().and_then(|a| self.account(a)),
+            slack: raw.adapters.slack.as_ref().and_then(|a| self.account(a)),
+            telegram: raw.adapters.telegram.as_ref().and_then(|a| self.account(a)),
+        };
+        let mut channels = BTreeMap::new();
+        for (name, ch) in &raw.channels {
+            if let Some(c) = self.channel(name, ch, &raw) {
+                channels.insert(name.clone(), c);
+            }
+        }
+        let routes: Vec<Route> = raw.routes.iter().filter_map(|r| self.route(r, &raw)).collect();
+        let defaults = match &raw.defaults {
+            Some(d) => d
+                .channels
+                .iter()
+                .filter_map(|c| self.channel_ref(c, &raw))
+                .collect(),
+            None => Vec::new(),
+        };
+        let delivery = self.delivery(&raw);
+
+        if let (Some(server), true) = (&server, sources.is_empty()) {
+            if !server.listen.ip().is_loopback() {
+                let span = raw.server.listen.as_ref().map_or(0..0, |l| l.span());
+                self.err(
+                    span,
+                    "listening beyond loopback requires at least one [[sources]] token; \
+                     without one anybody could post events",
+                );
+            }
+        }
+
+        Some(Config {
+            source: path.to_owned(),
+            server: server?,
+            store: store?,
+            sources,
+            adapters,
+            channels,
+            router: Router::new(routes, defaults),
+            delivery: delivery?,
+        })
+    }
+
+    fn server(&mut self, raw: &RawConfig) -> Option<ServerConfig> {
+        let listen_text = match &raw.server.listen {
+            Some(l) => self.text(l)?,
+            None => DEFAULT_LISTEN.to_owned(),
+        };
+        let listen: SocketAddr = match listen_text.parse() {
+            Ok(a) => a,
+            Err(_) => {
+                let span = raw.server.listen.as_ref().map_or(0..0, |l| l.span());
+                self.err(span, format!("listen must be IP:PORT, got {listen_text:?}"));
+                return None;
+            }
+        };
+        let max_body_bytes = match &raw.server.max_body_bytes {
+            None => DEFAULT_MAX_BODY,
+            Some(n) => match usize::try_from(*n.get_ref()) {
+                Ok(v) if v >= 1024 => v,
+                _ => {
+                    self.err(n.span(), "max_body_bytes must be at least 1024");
+                    return None;
+                }
+            },
+        };
+        Some(ServerConfig {
+            listen,
+            max_body_bytes,
+        })
+    }
+
+    fn store(&mut self, raw: &RawConfig) -> Option<StoreConfig> {
+        let Some(url) = &raw.store.url else {
+            return Some(StoreConfig {
+                url: DEFAULT_STORE.to_owned(),
+            });
+        };
+        let text = self.non_empty(url, "store.url")?;
+        if text.starts_with("sqlite:") {
+            Some(StoreConfig { url: text })
+        } else if text.starts_with("postgres:") || text.starts_with("postgresql:") {
+            self.err(
+                url.span(),
+                "the PostgreSQL store is not available in this version; use sqlite://PATH",
+            );
+            None
+        } else {
+            self.err(url.span(), "store.url must start with sqlite:");
+            None
+        }
+    }
+
+    fn sources(&mut self, raw: &RawConfig) -> Vec<SourceConfig> {
+        let mut out: Vec<SourceConfig> = Vec::new();
+        for src in &raw.sources {
+            let src = src.get_ref();
+            let (Some(name), Some(token)) = (
+                self.non_empty(&src.name, "source name"),
+                self.non_empty(&src.token, "source token"),
+            ) else {
+                continue;
+            };
+            if out.iter().any(|s| s.name == name) {
+                self.err(src.name.span(), format!("duplicate source name {name:?}"));
+                continue;
+            }
+            out.push(SourceConfig {
+                name,
+                token: Secret::new(token),
+            });
+        }
+        out
+    }
+
+    fn account(&mut self, raw: &Spanned<RawAccount>) -> Option<AccountConfig> {
+        let acc = raw.get_ref();
+        let token = self.non_empty(&acc.token, "token")?;
+        let api_url = match &acc.api_url {
+            Some(u) => Some(self.url(u)?),
+            None => None,
+        };
+        Some(AccountConfig {
+            token: Secret::new(token),
+            api_url,
+        })
+    }
+
+    fn url(&mut self, value: &SpannedStr) -> Option<String> {
+        let s = self.text(value)?;
+        if !(s.starts_with("http://") || s.starts_with("https://")) {
+            self.err(value.span(), format!("{s:?} is not an http:// or https:// URL"));
+            return None;
+        }
+        Some(s.trim_end_matches('/').to_owned())
+    }
+
+    fn channel(&mut self, name: &str, raw: &Spanned<RawChannel>, cfg: &RawConfig) -> Option<ChannelConfig> {
+        let ch = raw.get_ref();
+        let adapter_text = ch.adapter.get_ref().as_str();
+        let platform = match adapter_text {
+            "discord" => Platform::Discord,
+            "slack" => Platform::Slack,
+            "telegram" => Platform::Telegram,
+            "webhook" => Platform::Webhook,
+            "web" => Platform::Web,
+            other => {
+                self.err(
+                    ch.adapter.span(),
+                    format!("unknown adapter {other:?} (expected discord, slack, telegram, webhook or web)"),
+                );
+                return None;
+            }
+        };
+        let account_configured = match platform {
+            Platform::Discord => cfg.adapters.discord.is_some(),
+            Platform::Slack => cfg.adapters.slack.is_some(),
+            Platform::Telegram => cfg.adapters.telegram.is_some(),
+            Platform::Webhook | Platform::Web => true,
+        };
+        if !account_configured {
+            self.err(
+                ch.adapter.span(),
+                format!("channel {name:?} uses {platform} but [adapters.{platform}] is not configured"),
+            );
+        }
+        let webhook_only = [
+            ("url", ch.url.as_ref()),
+            ("secret", ch.secret.as_ref()),
+            ("timeout", ch.timeout.as_ref()),
+            ("events", ch.events.as_ref()),
+        ];
+        let target = if platform == Platform::Webhook {
+            if let Some(id) = &ch.id {
+                self.err(id.span(), "webhook channels take `url`, not `id`");
+            }
+            let url = match &ch.url {
+                Some(u) => self.url(u),
+                None => {
+                    self.err(raw.span(), format!("webhook channel {name:?} needs `url`"));
+                    None
+                }
+            };
+            let secret = match &ch.secret {
+                Some(s) => self.webhook_secret(s),
+                None => {
+                    self.err(raw.span(), format!("webhook channel {name:?} needs `secret` (whsec_<base64>)"));
+                    None
+                }
+            };
+            let timeout = match &ch.timeout {
+                Some(t) => self.duration(t),
+                None => Some(DEFAULT_WEBHOOK_TIMEOUT),
+            };
+            let all_events = match &ch.events {
+                None => Some(false),
+                Some(e) => match e.get_ref().as_str() {
+                    "terminal" => Some(false),
+                    "all" => Some(true),
+                    other => {
+                        self.err(e.span(), format!("events must be \"terminal\" or \"all\", got {other:?}"));
+                        None
+                    }
+                },
+            };
+            let mut headers = BTreeMap::new();
+            for (k, v) in &ch.headers {
+                if let Some(v) = self.text(v) {
+                    headers.insert(k.clone(), v);
+                }
+            }
+            ChannelTarget::Webhook(WebhookTarget {
+                url: url?,
+                secret: secret?,
+                headers,
+                timeout: timeout?,
+                all_events: all_events?,
+            })
+        } else {
+            for (key, value) in webhook_only {
+                if let Some(v) = value {
+                    self.err(v.span(), format!("`{key}` applies to webhook channels only"));
+                }
+            }
+            if let Some((_, v)) = ch.headers.iter().next() {
+                self.err(v.span(), "`headers` applies to webhook channels only");
+            }
+            if let (Some(t), false) = (&ch.thread_id, platform == Platform::Telegram) {
+                self.err(t.span(), "`thread_id` applies to telegram channels only");
+            }
+            let id = match (&ch.id, platform) {
+                (Some(id), _) => self.non_empty(id, "id")?,
+                (None, Platform::Web) => name.to_owned(),
+                (None, _) => {
+                    self.err(raw.span(), format!("channel {name:?} needs `id` (the {platform} channel id)"));
+                    return None;
+                }
+            };
+            let thread_id = match &ch.thread_id {
+                Some(t) => Some(self.non_empty(t, "thread_id")?),
+                None => None,
+            };
+            ChannelTarget::Chat { id, thread_id }
+        };
+        let progress_default = platform != Platform::Webhook;
+        let progress = ch.progress.unwrap_or(progress_default);
+        Some(ChannelConfig {
+            name: name.to_owned(),
+            platform,
+            target,
+            progress,
+        })
+    }
+
+    fn webhook_secret(&mut self, value: &SpannedStr) -> Option<Secret> {
+        let s = self.text(value)?;
+        let ok = s
+            .strip_prefix("whsec_")
+            .is_some_and(|b64| !b64.is_empty() && b64.chars().all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c)));
+        if !ok {
+            self.err(value.span(), "webhook secret must look like whsec_<base64>");
+            return None;
+        }
+        Some(Secret::new(s))
+    }
+
+    fn channel_ref(&mut self, name: &SpannedStr, cfg: &RawConfig) -> Option<String> {
+        let n = name.get_ref();
+        if cfg.channels.contains_key(n) {
+            Some(n.clone())
+        } else {
+            let known: Vec<&str> = cfg.channels.keys().map(String::as_str).collect();
+            self.err(
+                name.span(),
+                format!("unknown channel {n:?} (defined: {})", known.join(", ")),
+            );
+            None
+        }
+    }
+
+    fn route(&mut self, raw: &Spanned<RawRoute>, cfg: &RawConfig) -> Option<Route> {
+        let route = raw.get_ref();
+        let mut matchers = Vec::new();
+        let mut ok = true;
+        for (key, value) in &route.matchers {
+            let field = match MatchField::parse(key) {
+                Ok(f) => f,
+                Err(e) => {
+                    self.err(value.span(), e);
+                    ok = false;
+                    continue;
+                }
+            };
+            let compiled = match value.get_ref() {
+                RawMatcher::One(p) => Matcher::parse(p),
+                RawMatcher::AnyOf(list) => Matcher::any_of(list),
+            };
+            match compiled {
+                Ok(m) => {
+                    if field == MatchField::State {
+                        for s in m.exact_values() {
+                            if !KNOWN_STATES.contains(&s) {
+                                self.err(
+                                    value.span(),
+                                    format!("unknown state {s:?} (known: {})", KNOWN_STATES.join(", ")),
+                                );
+                                ok = false;
+                            }
+                        }
+                    }
+                    matchers.push((field, m));
+                }
+                Err(e) => {
+                    self.err(value.span(), format!("bad matcher for {key}: {e}"));
+                    ok = false;
+                }
+            }
+        }
+        let mut channels = Vec::new();
+        for c in route.channels.get_ref() {
+            match self.channel_ref(c, cfg) {
+                Some(name) => channels.push(name),
+                None => ok = false,
+            }
+        }
+        if route.channels.get_ref().is_empty() {
+            self.err(route.channels.span(), "a route needs at least one channel");
+            ok = false;
+        }
+        ok.then_some(Route {
+            matchers,
+            channels,
+            continue_: route.continue_,
+        })
+    }
+
+    fn delivery(&mut self, raw: &RawConfig) -> Option<DeliveryConfig> {
+        let d = &raw.delivery;
+        let retry_schedule = match &d.retry_schedule {
+            None => DEFAULT_RETRY
+                .iter()
+                .filter_map(|s| humantime::parse_duration(s).ok())
+                .collect(),
+            Some(list) => {
+                if list.get_ref().is_empty() {
+                    self.err(list.span(), "retry_schedule needs at least one step");
+                }
+                let steps: Vec<Option<Duration>> = list.get_ref().iter().map(|s| self.duration(s)).collect();
+                steps.into_iter().collect::<Option<Vec<_>>>()?
+            }
+        };
+        let max_age = match &d.max_age {
+            Some(s) => self.duration(s)?,
+            None => DEFAULT_MAX_AGE,
+        };
+        let progress_min_interval = match &d.progress_min_interval {
+            Some(s) => self.duration(s)?,
+            None => DEFAULT_PROGRESS_INTERVAL,
+        };
+        Some(DeliveryConfig {
+            retry_schedule,
+            max_age,
+            progress_min_interval,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "TOKEN").then(|| "t0k".to_string())
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match load("h.toml", text, env) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn built_in_default_is_valid() {
+        let cfg = load("<built-in>", super::super::BUILT_IN, env).unwrap();
+        assert_eq!(cfg.server.listen.to_string(), "127.0.0.1:8600");
+        assert_eq!(cfg.channels["main"].platform, Platform::Web);
+        assert!(cfg.channels["main"].progress);
+        assert_eq!(cfg.delivery.retry_schedule.len(), 5);
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_with_position() {
+        let errs = errors("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n\n[delivery]\nmax_agee = \"1h\"\n");
+        assert_eq!(
+            errs,
+            vec![
+                "h.toml:3:1: unknown key `server.lisen`".to_string(),
+                "h.toml:6:1: unknown key `delivery.max_agee`".to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn semantic_errors_are_all_collected() {
+        let text = r#"
+[[sources]]
+name = "fleet"
+token = "${MISSING_VAR}"
+
+[channels.main]
+adapter = "web"
+
+[channels.x]
+adapter = "carrier-pigeon"
+
+[[routes]]
+match = { state = ["failed", "exploded"], run_id = "~(" }
+channels = ["main", "nope"]
+
+[delivery]
+max_age = "forever"
+"#;
+        let errs = errors(text);
+        assert!(errs.iter().any(|e| e.starts_with("h.toml:4:9:") && e.contains("MISSING_VAR")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.starts_with("h.toml:10:11:") && e.contains("carrier-pigeon")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.contains("unknown state \"exploded\"")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.contains("bad matcher for run_id")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.starts_with("h.toml:14:21:") && e.contains("unknown channel \"nope\"")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.starts_with("h.toml:17:11:") && e.contains("bad duration")), "{errs:?}");
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let errs = errors("[server\nlisten = 1\n");
+        assert!(!errs.is_empty());
+        assert!(errs[0].starts_with("h.toml:1:"), "{errs:?}");
+    }
+
+    #[test]
+    fn type_errors_have_positions() {
+        let errs = errors("[server]\nmax_body_bytes = \"big\"\n");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("h.toml:2:"), "{errs:?}");
+    }
+
+    #[test]
+    fn open_ingest_beyond_loopback_is_refused() {
+        let errs = errors("[server]\nlisten = \"0.0.0.0:8600\"\n");
+        assert!(errs[0].contains("sources"), "{errs:?}");
+        assert!(errors("[server]\nlisten = \"0.0.0.0:8600\"\n[[sources]]\nname=\"a\"\ntoken=\"${TOKEN}\"\n").is_empty());
+    }
+
+    #[test]
+    fn webhook_channels_default_to_terminal_only() {
+        let cfg = load(
+            "h.toml",
+            "[channels.audit]\nadapter = \"webhook\"\nurl = \"http://127.0.0.1:9/h\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
+            env,
+        )
+        .unwrap();
+        assert!(!cfg.channels["audit"].progress);
+        let errs = errors("[channels.audit]\nadapter = \"webhook\"\nurl = \"http://x\"\nsecret = \"plain\"\n");
+        assert!(errs[0].contains("whsec_"), "{errs:?}");
+    }
+
+    #[test]
+    fn chat_channels_need_their_adapter_account() {
+        let errs = errors("[channels.b]\nadapter = \"discord\"\nid = \"1\"\n");
+        assert!(errs[0].contains("[adapters.discord]"), "{errs:?}");
+        let ok = errors("[adapters.discord]\ntoken = \"${TOKEN}\"\n[channels.b]\nadapter = \"discord\"\nid = \"1\"\n");
+        assert!(ok.is_empty(), "{ok:?}");
+    }
+}

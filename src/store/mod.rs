@@ -1,0 +1,78 @@
+//! Durable state through sqlx: the event journal, worker tasks, routed
+//! channels with their progress-message handles, delivery receipts and the
+//! web channel's messages. All SQL lives under this module so a second
+//! backend (PostgreSQL) is an addition, not a rewrite.
+
+mod ingest;
+mod progress;
+mod queries;
+mod receipts;
+mod web;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+pub use ingest::{IngestResult, RequestReport, RoutedChannel};
+pub use progress::{ProgressJob, ProgressWrite};
+pub use queries::{JournalEntry, ReceiptRow, WorkerRow};
+pub use receipts::{ClaimedReceipt, ReceiptUpdate};
+pub use web::WebMessageRow;
+
+/// What can go wrong talking to the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database said no (I/O, constraint, corrupt file, ...).
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations could not be applied.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored JSON document did not parse.
+    #[error("stored JSON is corrupt: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// A handle to the database, cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// Current time as Unix milliseconds, the unit of every stored time.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Store {
+    /// Open (creating if missing) and migrate. SQLite runs in WAL mode with
+    /// `synchronous = FULL`: a commit is on disk before ingest answers `202`,
+    /// so accepted events survive even a power cut, not only `kill -9`.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// True when the database answers a trivial query (for `/readyz`).
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Close all connections, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,173 @@
+//! Progress messages: which (channel, task) messages are stale, and the
+//! versioned write that records what a message now shows.
+
+use serde_json::Value;
+use sqlx::Row;
+
+use super::{Store, StoreError};
+
+/// One progress message that needs posting or editing, with the task state
+/// to render into it.
+#[derive(Debug, Clone)]
+pub struct ProgressJob {
+    /// Task row id.
+    pub task: i64,
+    /// Channel name.
+    pub channel: String,
+    /// The platform message to edit; `None` means post a new one.
+    pub message_id: Option<String>,
+    /// The task version this rendering shows.
+    pub version: i64,
+    /// Run id.
+    pub run_id: String,
+    /// Worker id.
+    pub worker_id: String,
+    /// Task id.
+    pub task_id: String,
+    /// Displayed state.
+    pub state: String,
+    /// The displayed event's JSON.
+    pub display: Value,
+    /// Unix ms of the first event (for elapsed time).
+    pub first_seen_at: i64,
+    /// Unix ms of the last event.
+    pub updated_at: i64,
+    /// Whether the task has ended.
+    pub terminal: bool,
+}
+
+/// The result of sending a progress rendering.
+#[derive(Debug, Clone)]
+pub enum ProgressWrite {
+    /// The platform shows `version` in message `message_id`.
+    Shown {
+        /// The platform's message id (new after a post).
+        message_id: String,
+        /// The task version that was rendered.
+        version: i64,
+    },
+    /// The message no longer exists: forget it so the next round posts anew.
+    Gone,
+    /// Give up on this rendering (permanent error); the message stays dirty
+    /// only if a newer version arrives.
+    Abandon {
+        /// The version that could not be shown.
+        version: i64,
+    },
+}
+
+impl Store {
+    /// Stale progress messages of `channel` that may be sent now (their last
+    /// send is at least `min_interval_ms` old), stalest first.
+    pub async fn due_progress(
+        &self,
+        channel: &str,
+        now: i64,
+        min_interval_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<ProgressJob>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tc.task, tc.message_id, t.version, t.run_id, t.worker_id, t.task_id, t.state, t.display, \
+             t.first_seen_at, t.updated_at, t.terminal \
+             FROM task_channels tc JOIN tasks t ON t.id = tc.task \
+             WHERE tc.channel = ? AND tc.dirty_since IS NOT NULL \
+             AND (tc.last_sent_at IS NULL OR tc.last_sent_at <= ?) \
+             ORDER BY tc.dirty_since, tc.task LIMIT ?",
+        )
+        .bind(channel)
+        .bind(now - min_interval_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let display: String = r.try_get("display")?;
+                Ok(ProgressJob {
+                    task: r.try_get("task")?,
+                    channel: channel.to_owned(),
+                    message_id: r.try_get("message_id")?,
+                    version: r.try_get("version")?,
+                    run_id: r.try_get("run_id")?,
+                    worker_id: r.try_get("worker_id")?,
+                    task_id: r.try_get("task_id")?,
+                    state: r.try_get("state")?,
+                    display: serde_json::from_str(&display)?,
+                    first_seen_at: r.try_get("first_seen_at")?,
+                    updated_at: r.try_get("updated_at")?,
+                    terminal: r.try_get("terminal")?,
+                })
+            })
+            .collect()
+    }
+
+    /// When the next stale progress message of `channel` becomes sendable
+    /// (Unix ms), or `None` when nothing is stale.
+    pub async fn next_progress_due(&self, channel: &str, min_interval_ms: i64) -> Result<Option<i64>, StoreError> {
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(COALESCE(last_sent_at + ?, 0)) FROM task_channels \
+             WHERE channel = ? AND dirty_since IS NOT NULL",
+        )
+        .bind(min_interval_ms)
+        .bind(channel)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(due)
+    }
+
+    /// Record a progress send. Versioned: the dirty mark is cleared only if
+    /// the task has not moved past the rendered version meanwhile, and the
+    /// shown version never goes backwards.
+    pub async fn record_progress(
+        &self,
+        task: i64,
+        channel: &str,
+        write: &ProgressWrite,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        match write {
+            ProgressWrite::Shown { message_id, version } => {
+                sqlx::query(
+                    "UPDATE task_channels SET message_id = ?, shown_version = MAX(shown_version, ?), \
+                     last_sent_at = ?, \
+                     dirty_since = CASE WHEN (SELECT version FROM tasks WHERE id = task) <= ? \
+                                   THEN NULL ELSE dirty_since END \
+                     WHERE task = ? AND channel = ?",
+                )
+                .bind(message_id)
+                .bind(version)
+                .bind(now)
+                .bind(version)
+                .bind(task)
+                .bind(channel)
+                .execute(&self.pool)
+                .await?;
+            }
+            ProgressWrite::Gone => {
+                sqlx::query(
+                    "UPDATE task_channels SET message_id = NULL, shown_version = 0, \
+                     dirty_since = COALESCE(dirty_since, ?) WHERE task = ? AND channel = ?",
+                )
+                .bind(now)
+                .bind(task)
+                .bind(channel)
+                .execute(&self.pool)
+                .await?;
+            }
+            ProgressWrite::Abandon { version } => {
+                sqlx::query(
+                    "UPDATE task_channels SET last_sent_at = ?, \
+                     dirty_since = CASE WHEN (SELECT version FROM tasks WHERE id = task) <= ? \
+                                   THEN NULL ELSE dirty_since END \
+                     WHERE task = ? AND channel = ?",
+                )
+                .bind(now)
+                .bind(version)
+                .bind(task)
+                .bind(channel)
+                .execute(&self.pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}

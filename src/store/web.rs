@@ -1,0 +1,99 @@
+//! Storage of the built-in web channel's messages. Herald is that platform,
+//! so it keeps the messages itself, and they survive restarts like a chat
+//! platform's would.
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+
+use super::{Store, StoreError};
+
+/// One message of a web channel.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebMessageRow {
+    /// Message id (the `MessageHandle`).
+    pub id: i64,
+    /// Web channel name.
+    pub channel: String,
+    /// The rendered message.
+    pub body: Value,
+    /// Unix ms created.
+    pub created_at: i64,
+    /// Unix ms last edited.
+    pub updated_at: i64,
+}
+
+impl Store {
+    /// Store a new web message and return it.
+    pub async fn web_post(&self, channel: &str, body: &Value, now: i64) -> Result<WebMessageRow, StoreError> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO web_messages (channel, body, created_at, updated_at) VALUES (?, ?, ?, ?) RETURNING id",
+        )
+        .bind(channel)
+        .bind(body.to_string())
+        .bind(now)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(WebMessageRow {
+            id,
+            channel: channel.to_owned(),
+            body: body.clone(),
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    /// Replace a web message's body; `None` when it does not exist.
+    pub async fn web_edit(
+        &self,
+        channel: &str,
+        id: i64,
+        body: &Value,
+        now: i64,
+    ) -> Result<Option<WebMessageRow>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE web_messages SET body = ?, updated_at = ? WHERE id = ? AND channel = ? RETURNING created_at",
+        )
+        .bind(body.to_string())
+        .bind(now)
+        .bind(id)
+        .bind(channel)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(WebMessageRow {
+                id,
+                channel: channel.to_owned(),
+                body: body.clone(),
+                created_at: r.try_get("created_at")?,
+                updated_at: now,
+            })
+        })
+        .transpose()
+    }
+
+    /// The newest `limit` messages of a web channel, oldest first.
+    pub async fn web_messages(&self, channel: &str, limit: i64) -> Result<Vec<WebMessageRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, body, created_at, updated_at FROM \
+             (SELECT * FROM web_messages WHERE channel = ? ORDER BY id DESC LIMIT ?) ORDER BY id",
+        )
+        .bind(channel)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let body: String = r.try_get("body")?;
+                Ok(WebMessageRow {
+                    id: r.try_get("id")?,
+                    channel: channel.to_owned(),
+                    body: serde_json::from_str(&body)?,
+                    created_at: r.try_get("created_at")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+}

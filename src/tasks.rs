@@ -1,0 +1,212 @@
+//! The worker-task state machine (SPEC §4 "Ordering"): what a task shows
+//! after any sequence of events.
+//!
+//! * The journal keeps every event; this is only the displayed state.
+//! * The highest `seq` wins; a lower `seq` arriving late never regresses it.
+//! * A terminal state is final: the first terminal event to arrive is shown
+//!   for good, whatever its `seq`, because hiding a finished task behind a
+//!   late progress event would be the worst possible lie.
+//! * Heartbeats refresh liveness but do not change what is shown.
+//!
+//! Kept pure (no I/O) so property tests can throw any interleaving at it.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::protocol::FleetWorkerEvent;
+
+/// The current state of one worker task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskState {
+    /// The state shown (`running_tool`, `completed`, ...).
+    pub state: String,
+    /// The `seq` of the event shown.
+    pub state_seq: i64,
+    /// The highest `seq` seen, shown or not.
+    pub max_seq: i64,
+    /// Whether the task has ended.
+    pub terminal: bool,
+    /// The normalised JSON of the event shown.
+    pub display: Value,
+    /// `extra.labels` merged over all events, later events winning.
+    pub labels: BTreeMap<String, String>,
+    /// Bumped every time what is shown changes; progress messages are
+    /// versioned by it so an older rendering never overwrites a newer one.
+    pub version: i64,
+    /// Unix ms of the first event.
+    pub first_seen_at: i64,
+    /// Unix ms of the last event.
+    pub updated_at: i64,
+    /// Unix ms of the last heartbeat.
+    pub last_heartbeat_at: Option<i64>,
+}
+
+/// What applying one event changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Applied {
+    /// What is shown changed (progress messages are now stale).
+    pub display_changed: bool,
+    /// This event ended the task (a terminal notification is due).
+    pub became_terminal: bool,
+}
+
+impl TaskState {
+    /// The state of a task created by its first event.
+    pub fn new(event: &FleetWorkerEvent, event_json: &Value, now_ms: i64) -> Self {
+        let heartbeat = event.state.is_heartbeat();
+        TaskState {
+            state: event.state.name().to_owned(),
+            // A task first seen through a heartbeat has shown nothing real
+            // yet: any later non-heartbeat event replaces it.
+            state_seq: if heartbeat { -1 } else { event.seq },
+            max_seq: event.seq,
+            terminal: event.state.is_terminal(),
+            display: event_json.clone(),
+            labels: event.labels(),
+            version: 1,
+            first_seen_at: now_ms,
+            updated_at: now_ms,
+            last_heartbeat_at: heartbeat.then_some(now_ms),
+        }
+    }
+
+    /// Apply a later-arriving event (never a duplicate: the journal filters
+    /// those out before).
+    pub fn apply(&mut self, event: &FleetWorkerEvent, event_json: &Value, now_ms: i64) -> Applied {
+        self.max_seq = self.max_seq.max(event.seq);
+        self.updated_at = self.updated_at.max(now_ms);
+        for (k, v) in event.labels() {
+            self.labels.insert(k, v);
+        }
+        if self.terminal {
+            return Applied::default();
+        }
+        if event.state.is_terminal() {
+            self.show(event, event_json);
+            self.terminal = true;
+            return Applied {
+                display_changed: true,
+                became_terminal: true,
+            };
+        }
+        if event.state.is_heartbeat() {
+            self.last_heartbeat_at = Some(now_ms);
+            return Applied::default();
+        }
+        if event.seq > self.state_seq {
+            self.show(event, event_json);
+            return Applied {
+                display_changed: true,
+                became_terminal: false,
+            };
+        }
+        Applied::default()
+    }
+
+    fn show(&mut self, event: &FleetWorkerEvent, event_json: &Value) {
+        self.state = event.state.name().to_owned();
+        self.state_seq = event.seq;
+        self.display = event_json.clone();
+        self.version += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::parse_event;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const STATES: &[&str] = &["queued", "running", "model_wait", "heartbeat", "completed", "failed", "cancelled"];
+
+    fn event(seq: i64, state: &str) -> (FleetWorkerEvent, Value) {
+        let mut v = json!({"seq": seq, "run_id": "r", "worker_id": "w", "task_id": "t",
+            "timestamp": "2026-01-01T00:00:00Z", "state": state});
+        if state == "failed" {
+            v["reason"] = json!("boom");
+        }
+        let ev = parse_event(v).unwrap();
+        let json = serde_json::to_value(&ev).unwrap();
+        (ev, json)
+    }
+
+    /// Replays events through the journal's duplicate filter and the state
+    /// machine, as ingest does.
+    fn replay(events: &[(i64, &str)]) -> Option<TaskState> {
+        let mut seen = std::collections::HashSet::new();
+        let mut state: Option<TaskState> = None;
+        for (i, (seq, name)) in events.iter().enumerate() {
+            if !seen.insert(*seq) {
+                continue;
+            }
+            let (ev, json) = event(*seq, name);
+            match &mut state {
+                None => state = Some(TaskState::new(&ev, &json, i as i64)),
+                Some(s) => {
+                    s.apply(&ev, &json, i as i64);
+                }
+            }
+        }
+        state
+    }
+
+    #[test]
+    fn late_lower_seq_does_not_regress() {
+        let s = replay(&[(1, "queued"), (3, "model_wait"), (2, "running")]).unwrap();
+        assert_eq!(s.state, "model_wait");
+        assert_eq!(s.max_seq, 3);
+    }
+
+    #[test]
+    fn terminal_is_final() {
+        let s = replay(&[(1, "running"), (2, "completed"), (5, "running"), (6, "failed")]).unwrap();
+        assert_eq!(s.state, "completed");
+        assert!(s.terminal);
+        assert_eq!(s.max_seq, 6);
+    }
+
+    #[test]
+    fn heartbeat_does_not_change_display() {
+        let s = replay(&[(1, "running"), (2, "heartbeat")]).unwrap();
+        assert_eq!(s.state, "running");
+        assert_eq!(s.version, 1);
+        assert!(s.last_heartbeat_at.is_some());
+    }
+
+    proptest! {
+        /// For any interleaving (duplicates, any order): if no terminal event
+        /// arrived, the task shows its highest-seq non-heartbeat event;
+        /// otherwise it shows the first terminal event to arrive, and nothing
+        /// after it changes that.
+        #[test]
+        fn display_follows_highest_seq_and_terminal_is_final(
+            events in proptest::collection::vec((0i64..20, proptest::sample::select(STATES)), 1..40)
+        ) {
+            let state = replay(&events).unwrap();
+            let mut seen = std::collections::HashSet::new();
+            let unique: Vec<(i64, &str)> = events.iter().filter(|(s, _)| seen.insert(*s)).cloned().collect();
+            let first_terminal = unique.iter().find(|(_, n)| ["completed", "failed", "cancelled"].contains(n));
+            match first_terminal {
+                Some((seq, name)) => {
+                    prop_assert!(state.terminal);
+                    prop_assert_eq!(&state.state, name);
+                    prop_assert_eq!(state.state_seq, *seq);
+                }
+                None => {
+                    prop_assert!(!state.terminal);
+                    let shown = unique.iter().filter(|(_, n)| *n != "heartbeat").max_by_key(|(s, _)| *s);
+                    match shown {
+                        Some((seq, name)) => {
+                            prop_assert_eq!(&state.state, name);
+                            prop_assert_eq!(state.state_seq, *seq);
+                        }
+                        None => prop_assert_eq!(state.state.as_str(), "heartbeat"),
+                    }
+                }
+            }
+            prop_assert_eq!(state.max_seq, unique.iter().map(|(s, _)| *s).max().unwrap());
+        }
+    }
+}
