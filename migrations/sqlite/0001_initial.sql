@@ -75,7 +75,9 @@ CREATE TABLE web_messages (
     id         INTEGER PRIMARY KEY,
     channel    TEXT    NOT NULL,
     body       TEXT    NOT NULL,   -- JSON of the rendered message
+    idempotency_key TEXT,          -- receipt id of a terminal notification
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
 CREATE INDEX web_messages_by_channel ON web_messages (channel, id DESC);
+CREATE UNIQUE INDEX web_messages_by_key ON web_messages (channel, idempotency_key) WHERE idempotency_key IS NOT NULL;

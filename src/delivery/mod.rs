@@ -1,4 +1,128 @@
 //! The delivery engine: one actor per channel that keeps progress messages
 //! current and drives terminal receipts until the platform confirms them.
+//!
+//! The store is the truth: actors read their work from it, and a wake-up
+//! after an ingest commit is only a hint that saves latency.
+
 pub mod budget;
+mod channel;
 pub mod receipts;
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use herald_messaging::{ChannelRef, Messaging, Platform};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+use crate::config::{ChannelTarget, Config};
+use crate::store::Store;
+use channel::ChannelActor;
+
+/// The adapters available in this build, by platform.
+pub type Adapters = HashMap<Platform, Arc<dyn Messaging>>;
+
+/// Why delivery could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A channel uses a platform this build has no adapter for.
+    #[error("channel {channel:?} uses the {platform} adapter, which this build of herald does not include")]
+    MissingAdapter {
+        /// Channel name.
+        channel: String,
+        /// Its platform.
+        platform: Platform,
+    },
+}
+
+/// The wake-up hints of the running channel actors, by channel name. Shared
+/// with the ingest writer and replaced when a reload restarts the actors.
+#[derive(Clone, Default)]
+pub struct Wakers(Arc<RwLock<HashMap<String, Arc<Notify>>>>);
+
+impl Wakers {
+    /// Tell the actors of these channels that new work is in the store.
+    pub fn wake<'a>(&self, channels: impl IntoIterator<Item = &'a String>) {
+        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        for name in channels {
+            if let Some(w) = map.get(name) {
+                w.notify_one();
+            }
+        }
+    }
+
+    fn replace(&self, map: HashMap<String, Arc<Notify>>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = map;
+    }
+}
+
+impl crate::ingest::Waker for Wakers {
+    fn wake(&self, channel: &str) {
+        Wakers::wake(self, [&channel.to_owned()]);
+    }
+}
+
+/// The running channel actors.
+pub struct Delivery {
+    tasks: Vec<JoinHandle<()>>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Delivery {
+    /// Start one actor per configured channel, registering their wake-ups
+    /// in `wakers`.
+    pub fn start(
+        config: &Config,
+        store: &Store,
+        adapters: &Adapters,
+        wakers: &Wakers,
+    ) -> Result<Delivery, StartError> {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut wakers_map = HashMap::new();
+        let mut actors = Vec::new();
+        for ch in config.channels.values() {
+            let adapter = adapters.get(&ch.platform).cloned().ok_or_else(|| StartError::MissingAdapter {
+                channel: ch.name.clone(),
+                platform: ch.platform,
+            })?;
+            let target = match &ch.target {
+                ChannelTarget::Chat { id, thread_id } => ChannelRef {
+                    id: id.clone(),
+                    thread: thread_id.clone(),
+                },
+                ChannelTarget::Webhook(hook) => ChannelRef::new(hook.url.clone()),
+            };
+            let wake = Arc::new(Notify::new());
+            wakers_map.insert(ch.name.clone(), wake.clone());
+            actors.push(ChannelActor {
+                name: ch.name.clone(),
+                target,
+                progress: ch.progress,
+                adapter,
+                store: store.clone(),
+                config: config.delivery.clone(),
+                wake,
+                shutdown: shutdown_rx.clone(),
+                shared_budget: None,
+            });
+        }
+        let tasks = actors.into_iter().map(|a| tokio::spawn(a.run())).collect();
+        wakers.replace(wakers_map);
+        Ok(Delivery { tasks, shutdown })
+    }
+
+    /// Stop: actors finish the platform call in flight (up to `deadline`)
+    /// and leave everything else pending in the store.
+    pub async fn shutdown(self, deadline: Duration) {
+        if self.shutdown.send(true).is_err() {
+            // Every actor has already exited; nothing to wait for.
+            return;
+        }
+        let all = futures_util::future::join_all(self.tasks);
+        if tokio::time::timeout(deadline, all).await.is_err() {
+            warn!(?deadline, "delivery did not drain before the deadline; leaving the rest pending");
+        }
+    }
+}

@@ -25,12 +25,20 @@ pub struct WebMessageRow {
 
 impl Store {
     /// Store a new web message and return it.
-    pub async fn web_post(&self, channel: &str, body: &Value, now: i64) -> Result<WebMessageRow, StoreError> {
+    pub async fn web_post(
+        &self,
+        channel: &str,
+        body: &Value,
+        idempotency_key: Option<&str>,
+        now: i64,
+    ) -> Result<WebMessageRow, StoreError> {
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO web_messages (channel, body, created_at, updated_at) VALUES (?, ?, ?, ?) RETURNING id",
+            "INSERT INTO web_messages (channel, body, idempotency_key, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(channel)
         .bind(body.to_string())
+        .bind(idempotency_key)
         .bind(now)
         .bind(now)
         .fetch_one(&self.pool)
@@ -71,6 +79,17 @@ impl Store {
             })
         })
         .transpose()
+    }
+
+    /// The message posted with `key`, if any (reconciliation).
+    pub async fn web_find(&self, channel: &str, key: &str) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM web_messages WHERE channel = ? AND idempotency_key = ?")
+                .bind(channel)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// The newest `limit` messages of a web channel, oldest first.

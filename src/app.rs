@@ -1,0 +1,219 @@
+//! `herald serve`: wires the store, the ingest writer, the delivery engine
+//! and the HTTP API together, and handles signals (SIGTERM/SIGINT drain,
+//! SIGHUP reload).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use herald_messaging::{Messaging, Platform};
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, oneshot, watch};
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::delivery::{Adapters, Delivery, Wakers};
+use crate::ingest::writer::IngestWriter;
+use crate::ingest::{AppState, Reload};
+use crate::store::{Store, now_ms};
+use crate::web::WebChannel;
+
+/// How long in-flight platform calls may take to finish on shutdown.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The adapters this build includes. Discord, Slack, Telegram and webhook
+/// adapters are added here as their crates land.
+fn adapters(store: &Store) -> (Adapters, WebChannel) {
+    let web = WebChannel::new(store.clone());
+    let mut adapters: Adapters = HashMap::new();
+    adapters.insert(Platform::Web, Arc::new(web.clone()) as Arc<dyn Messaging>);
+    (adapters, web)
+}
+
+/// Re-reads the config and restarts the channel actors on the new one.
+struct Reloader {
+    path: Option<PathBuf>,
+    config: watch::Sender<Arc<Config>>,
+    delivery: Mutex<Option<Delivery>>,
+    store: Store,
+    adapters: Adapters,
+    wakers: Wakers,
+}
+
+#[async_trait::async_trait]
+impl Reload for Reloader {
+    async fn reload(&self) -> Result<String, String> {
+        let loaded = match &self.path {
+            Some(path) => Config::load_file(path).map_err(|e| e.to_string()),
+            None => Config::built_in().map_err(|e| e.to_string()),
+        };
+        let new = match loaded {
+            Ok(c) => c,
+            Err(errors) => {
+                crate::metrics::config_reloaded(false);
+                error!(%errors, "config reload rejected; keeping the running config");
+                return Err(errors);
+            }
+        };
+        let old = self.config.borrow().clone();
+        if new.store.url != old.store.url || new.server.listen != old.server.listen {
+            warn!("store.url and server.listen changes take effect only after a restart");
+        }
+        let mut delivery = self.delivery.lock().await;
+        if let Some(running) = delivery.take() {
+            running.shutdown(DRAIN_DEADLINE).await;
+        }
+        match Delivery::start(&new, &self.store, &self.adapters, &self.wakers) {
+            Ok(d) => *delivery = Some(d),
+            Err(e) => {
+                // Fall back to the old channels so delivery never stops.
+                crate::metrics::config_reloaded(false);
+                let restarted = Delivery::start(&old, &self.store, &self.adapters, &self.wakers)
+                    .map_err(|e| format!("could not restart delivery on the old config: {e}"))?;
+                *delivery = Some(restarted);
+                return Err(e.to_string());
+            }
+        }
+        let summary = new.summary();
+        self.config.send_replace(Arc::new(new));
+        crate::metrics::config_reloaded(true);
+        info!(%summary, "config reloaded");
+        Ok(summary)
+    }
+}
+
+/// Run the gateway until SIGTERM/SIGINT (or until `stop` fires, for the
+/// demo and tests). `bound` receives the listening address once bound.
+pub async fn serve(
+    config: Config,
+    path: Option<PathBuf>,
+    bound: Option<oneshot::Sender<SocketAddr>>,
+) -> Result<()> {
+    let metrics = crate::metrics::install().context("could not install the metrics recorder")?;
+    let store = Store::open(&config.store.url)
+        .await
+        .with_context(|| format!("could not open the store at {}", config.store.url))?;
+    let recovered = store
+        .recover_receipts(now_ms())
+        .await
+        .context("could not recover in-flight receipts")?;
+    if recovered > 0 {
+        info!(recovered, "receipts interrupted by the last stop will be reconciled and resent");
+    }
+
+    let (adapters, web) = adapters(&store);
+    let wakers = Wakers::default();
+    let delivery = Delivery::start(&config, &store, &adapters, &wakers)?;
+    let listen = config.server.listen;
+    info!(summary = %config.summary(), "starting");
+    let (config_tx, config_rx) = watch::channel(Arc::new(config));
+
+    let commit_wakers = wakers.clone();
+    let writer = IngestWriter::start(
+        store.clone(),
+        config_rx.clone(),
+        Box::new(move |result| {
+            let accepted: usize = result.reports.iter().map(|r| r.accepted).sum();
+            let duplicates: usize = result.reports.iter().map(|r| r.duplicates).sum();
+            crate::metrics::ingested(accepted, duplicates, result.unrouted_tasks);
+            commit_wakers.wake(&result.touched_channels);
+        }),
+    );
+    let reloader = Arc::new(Reloader {
+        path,
+        config: config_tx,
+        delivery: Mutex::new(Some(delivery)),
+        store: store.clone(),
+        adapters,
+        wakers: wakers.clone(),
+    });
+    let state = AppState {
+        store: store.clone(),
+        writer,
+        config: config_rx.clone(),
+        reloader: reloader.clone(),
+        waker: Arc::new(wakers),
+        metrics,
+    };
+    let app = crate::ingest::routes(state)
+        .merge(crate::web::routes(web, config_rx))
+        .fallback(crate::ingest::not_found);
+
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("could not listen on {listen}"))?;
+    let local = listener.local_addr().context("could not read the bound address")?;
+    info!(address = %local, "listening");
+    if let Some(tx) = bound {
+        // The caller may have stopped waiting; serving goes on regardless.
+        let _ignored = tx.send(local).is_err();
+    }
+
+    spawn_sighup(reloader.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the HTTP server failed")?;
+
+    info!("stopped accepting; draining in-flight deliveries");
+    if let Some(delivery) = reloader.delivery.lock().await.take() {
+        delivery.shutdown(DRAIN_DEADLINE).await;
+    }
+    store.close().await;
+    info!("stopped");
+    Ok(())
+}
+
+#[cfg(unix)]
+fn spawn_sighup(reloader: Arc<Reloader>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    tokio::spawn(async move {
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGHUP; reload with POST /-/reload");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            info!("SIGHUP: reloading config");
+            // Success and failure are both logged by reload itself.
+            let _logged = reloader.reload().await.is_ok();
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn spawn_sighup(_reloader: Arc<Reloader>) {}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            warn!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => info!("SIGINT received"),
+        _ = term => info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,85 @@
+//! A small client for herald's ingest API, used by `herald send` and the
+//! demo fleet.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Why posting events failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No answer (connection refused, timeout, ...).
+    #[error("could not reach herald at {url}: {source}")]
+    Unreachable {
+        /// The URL tried.
+        url: String,
+        /// The transport error.
+        source: reqwest::Error,
+    },
+    /// Herald answered with an error.
+    #[error("herald rejected the event ({status}): {body}")]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// The JSON error body.
+        body: String,
+    },
+}
+
+/// What herald answered to an accepted post.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    /// Newly stored events.
+    pub accepted: u64,
+    /// Repeats of known events.
+    pub duplicates: u64,
+}
+
+/// Posts events to one herald.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    events_url: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client for the herald at `base_url` (e.g. `http://127.0.0.1:8600`).
+    pub fn new(base_url: &str, token: Option<String>) -> Result<Client, reqwest::Error> {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        Ok(Client {
+            http,
+            events_url: format!("{}/v1/events", base_url.trim_end_matches('/')),
+            token,
+        })
+    }
+
+    /// Post a batch of events as a JSON array.
+    pub async fn post(&self, events: &[Value]) -> Result<Accepted, ClientError> {
+        let mut request = self.http.post(&self.events_url).json(events);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let unreachable = |source| ClientError::Unreachable {
+            url: self.events_url.clone(),
+            source,
+        };
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        let body = response.text().await.map_err(unreachable)?;
+        if !status.is_success() {
+            return Err(ClientError::Rejected {
+                status: status.as_u16(),
+                body,
+            });
+        }
+        let parsed: Value = serde_json::from_str(&body).map_err(|_| ClientError::Rejected {
+            status: status.as_u16(),
+            body: body.clone(),
+        })?;
+        Ok(Accepted {
+            accepted: parsed["accepted"].as_u64().unwrap_or(0),
+            duplicates: parsed["duplicates"].as_u64().unwrap_or(0),
+        })
+    }
+}

@@ -1,0 +1,237 @@
+//! One actor per channel. It owns the channel's rate budget and drains its
+//! work from the store: terminal receipts first, then stale progress
+//! messages, stalest first. Actors never wait on each other, so a slow,
+//! failing or rate-limited channel delays nobody else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_messaging::{ChannelRef, DeliveryOutcome, Messaging, MessageHandle, NotSurfaced, Reconciled};
+use tokio::sync::{Notify, watch};
+use tracing::{debug, info, warn};
+
+use super::budget::{SharedBucket, TokenBucket, acquire};
+use super::receipts::decide;
+use crate::config::DeliveryConfig;
+use crate::render::{self, TaskView};
+use crate::store::{ClaimedReceipt, ProgressJob, ProgressWrite, ReceiptUpdate, Store, now_ms};
+
+/// How long a claimed receipt stays ours before another process may take it.
+const LEASE_MS: i64 = 60_000;
+/// Work taken from the store per round; small so receipts keep priority.
+const BATCH: i64 = 16;
+/// Longest idle sleep; the store is the truth and a wake-up only a hint, so a
+/// lost wake-up costs at most this much latency.
+const IDLE_POLL: Duration = Duration::from_secs(5);
+/// Pause of a channel's progress after a transient failure.
+const PROGRESS_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Everything one channel actor needs.
+pub struct ChannelActor {
+    /// Channel name from the config.
+    pub name: String,
+    /// Where on the platform.
+    pub target: ChannelRef,
+    /// Whether this channel shows progress messages.
+    pub progress: bool,
+    /// The platform.
+    pub adapter: Arc<dyn Messaging>,
+    /// The store.
+    pub store: Store,
+    /// Retry schedule, max age, progress interval.
+    pub config: DeliveryConfig,
+    /// Poked after an ingest commit touching this channel.
+    pub wake: Arc<Notify>,
+    /// Becomes true on shutdown.
+    pub shutdown: watch::Receiver<bool>,
+    /// Budget shared with other channels of the account, if the platform has one.
+    pub shared_budget: Option<SharedBucket>,
+}
+
+struct Budgets {
+    posts: TokenBucket,
+    edits: Option<TokenBucket>,
+}
+
+impl ChannelActor {
+    /// Run until shutdown. Errors from the store are logged and retried:
+    /// the actor must outlive a briefly locked or full database.
+    pub async fn run(mut self) {
+        let limits = self.adapter.limits();
+        let mut budgets = Budgets {
+            posts: TokenBucket::new(limits.posts_per_channel),
+            edits: limits.edits_per_channel.map(TokenBucket::new),
+        };
+        info!(channel = %self.name, platform = %self.adapter.platform(), "channel actor started");
+        while !*self.shutdown.borrow() {
+            match self.round(&mut budgets).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => warn!(channel = %self.name, error = %e, "delivery round failed; retrying"),
+            }
+            let sleep = match self.next_due().await {
+                Ok(Some(due)) => Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0)).min(IDLE_POLL),
+                Ok(None) => IDLE_POLL,
+                Err(e) => {
+                    warn!(channel = %self.name, error = %e, "could not read next due time");
+                    IDLE_POLL
+                }
+            };
+            if sleep.is_zero() {
+                continue;
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = self.shutdown.changed() => {}
+            }
+        }
+        info!(channel = %self.name, "channel actor stopped");
+    }
+
+    async fn next_due(&self) -> Result<Option<i64>, crate::store::StoreError> {
+        let receipts = self.store.next_receipt_due(&self.name).await?;
+        let progress = if self.progress {
+            self.store.next_progress_due(&self.name, self.min_interval_ms()).await?
+        } else {
+            None
+        };
+        Ok(match (receipts, progress) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    fn min_interval_ms(&self) -> i64 {
+        i64::try_from(self.config.progress_min_interval.as_millis()).unwrap_or(i64::MAX / 2)
+    }
+
+    /// One round of work. Returns whether anything was sent.
+    async fn round(&mut self, budgets: &mut Budgets) -> Result<bool, crate::store::StoreError> {
+        let receipts = self.store.claim_receipts(&self.name, now_ms(), LEASE_MS, BATCH).await?;
+        let mut worked = !receipts.is_empty();
+        for receipt in receipts {
+            self.deliver_receipt(receipt, budgets).await?;
+        }
+        if worked || !self.progress || *self.shutdown.borrow() {
+            return Ok(worked);
+        }
+        let jobs = self
+            .store
+            .due_progress(&self.name, now_ms(), self.min_interval_ms(), BATCH)
+            .await?;
+        for job in jobs {
+            if *self.shutdown.borrow() {
+                break;
+            }
+            worked = true;
+            if !self.send_progress(job, budgets).await? {
+                break;
+            }
+        }
+        Ok(worked)
+    }
+
+    async fn deliver_receipt(
+        &self,
+        receipt: ClaimedReceipt,
+        budgets: &mut Budgets,
+    ) -> Result<(), crate::store::StoreError> {
+        let message = render::terminal(
+            &TaskView {
+                run_id: &receipt.run_id,
+                worker_id: &receipt.worker_id,
+                task_id: &receipt.task_id,
+                event: &receipt.event,
+                first_seen_at: receipt.first_seen_at,
+                as_of: receipt.created_at,
+            },
+            &receipt.id,
+        );
+        let outcome = if receipt.unverified {
+            let key = herald_messaging::IdempotencyKey(receipt.id.clone());
+            match self.adapter.reconcile(&self.target, &key).await {
+                Reconciled::Found(handle) => DeliveryOutcome::Surfaced(handle),
+                Reconciled::Absent | Reconciled::Unknown => self.post(&message, budgets).await,
+            }
+        } else {
+            self.post(&message, budgets).await
+        };
+        let now = now_ms();
+        crate::metrics::delivery(self.adapter.platform().as_str(), "terminal", outcome.label());
+        let update = decide(&outcome, receipt.attempts, receipt.created_at, now, &self.config);
+        match &update {
+            ReceiptUpdate::Surfaced { .. } => {
+                crate::metrics::surfaced_latency((now - receipt.created_at) as f64 / 1000.0);
+                debug!(channel = %self.name, receipt = %receipt.id, latency_ms = now - receipt.created_at, "terminal notification surfaced")
+            }
+            ReceiptUpdate::Retry { error, .. } => {
+                info!(channel = %self.name, receipt = %receipt.id, attempts = receipt.attempts, %error, "terminal notification will be retried")
+            }
+            ReceiptUpdate::Failed { error } => {
+                warn!(channel = %self.name, receipt = %receipt.id, %error, "terminal notification failed")
+            }
+        }
+        self.store.finish_receipt(&receipt.id, &update, now).await
+    }
+
+    async fn post(&self, message: &herald_messaging::Outbound, budgets: &mut Budgets) -> DeliveryOutcome {
+        acquire(&mut budgets.posts, None).await;
+        let outcome = self.adapter.post(&self.target, message).await;
+        if let DeliveryOutcome::NotSurfaced(NotSurfaced::RateLimited { retry_after, .. }) = &outcome {
+            budgets.posts.pause(*retry_after);
+        }
+        outcome
+    }
+
+    /// Send one progress rendering. Returns false when the channel should
+    /// stop sending progress for this round (rate limited, failing).
+    async fn send_progress(&self, job: ProgressJob, budgets: &mut Budgets) -> Result<bool, crate::store::StoreError> {
+        let message = render::progress(&TaskView {
+            run_id: &job.run_id,
+            worker_id: &job.worker_id,
+            task_id: &job.task_id,
+            event: &job.display,
+            first_seen_at: job.first_seen_at,
+            as_of: job.updated_at,
+        });
+        let outcome = match (&job.message_id, budgets.edits.as_mut()) {
+            (Some(id), Some(edits)) => {
+                acquire(edits, self.shared_budget.as_ref()).await;
+                let outcome = self.adapter.edit(&self.target, &MessageHandle(id.clone()), &message).await;
+                if let DeliveryOutcome::NotSurfaced(NotSurfaced::RateLimited { retry_after, .. }) = &outcome {
+                    edits.pause(*retry_after);
+                }
+                outcome
+            }
+            (Some(_), None) => DeliveryOutcome::NotSurfaced(NotSurfaced::Unsupported),
+            (None, _) => self.post(&message, budgets).await,
+        };
+        let now = now_ms();
+        crate::metrics::delivery(self.adapter.platform().as_str(), "progress", outcome.label());
+        let (write, keep_going) = match outcome {
+            DeliveryOutcome::Surfaced(handle) => (
+                ProgressWrite::Shown {
+                    message_id: handle.0,
+                    version: job.version,
+                },
+                true,
+            ),
+            DeliveryOutcome::NotSurfaced(NotSurfaced::Gone) => (ProgressWrite::Gone, true),
+            DeliveryOutcome::NotSurfaced(NotSurfaced::RateLimited { .. }) => return Ok(false),
+            DeliveryOutcome::NotSurfaced(
+                reason @ (NotSurfaced::Permanent { .. } | NotSurfaced::Unsupported),
+            ) => {
+                warn!(channel = %self.name, task = job.task, %reason, "progress message abandoned");
+                (ProgressWrite::Abandon { version: job.version }, true)
+            }
+            DeliveryOutcome::NotSurfaced(reason) => {
+                info!(channel = %self.name, task = job.task, %reason, "progress update failed; will retry");
+                tokio::time::sleep(PROGRESS_BACKOFF).await;
+                return Ok(false);
+            }
+        };
+        self.store.record_progress(job.task, &job.channel, &write, now).await?;
+        Ok(keep_going)
+    }
+}

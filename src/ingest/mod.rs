@@ -1,0 +1,168 @@
+//! The HTTP API (SPEC §3): thin axum handlers that parse, authenticate,
+//! call the store and answer. Errors become JSON in `error.rs`.
+
+mod auth;
+mod body;
+mod error;
+mod queries;
+pub mod writer;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderMap, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::store::Store;
+pub use auth::{Auth, authenticate};
+pub use error::ApiError;
+use writer::IngestWriter;
+
+/// Something that re-reads the config (`POST /-/reload`, SIGHUP).
+#[async_trait::async_trait]
+pub trait Reload: Send + Sync {
+    /// Re-read and apply; `Err` carries every config error.
+    async fn reload(&self) -> Result<String, String>;
+}
+
+/// Something that re-drives a failed receipt's channel (`POST
+/// /v1/deliveries/{id}/retry`).
+pub trait Waker: Send + Sync {
+    /// New work is in the store for `channel`.
+    fn wake(&self, channel: &str);
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Store,
+    /// The group-commit writer.
+    pub writer: IngestWriter,
+    /// The current config.
+    pub config: watch::Receiver<Arc<Config>>,
+    /// Config reloader.
+    pub reloader: Arc<dyn Reload>,
+    /// Wakes channel actors.
+    pub waker: Arc<dyn Waker>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+/// The API routes (the web channel's pages are merged in by the caller).
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .route("/v1/workers", get(queries::workers))
+        .route("/v1/workers/{run_id}/{worker_id}/{task_id}/events", get(queries::journal))
+        .route("/v1/deliveries", get(queries::deliveries))
+        .route("/v1/deliveries/{id}/retry", post(queries::retry_delivery))
+        .route("/-/reload", post(reload))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        // Ingest enforces `server.max_body_bytes` itself, with a JSON 413.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// The JSON 404 for unknown paths.
+pub use error::not_found;
+
+fn check_auth(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match authenticate(headers, &state.config.borrow().sources) {
+        Auth::Source(_) | Auth::Open => Ok(()),
+        Auth::Denied => {
+            crate::metrics::rejected("unauthorized");
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (Authorization: Bearer <token> from [[sources]])",
+            ))
+        }
+    }
+}
+
+async fn post_events(State(state): State<AppState>, request: Request<axum::body::Body>) -> Response {
+    match ingest(state, request).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn ingest(state: AppState, request: Request<axum::body::Body>) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    check_auth(&state, &parts.headers)?;
+    let limit = state.config.borrow().server.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let bytes = body::read_limited(body, declared, limit).await.inspect_err(|_| {
+        crate::metrics::rejected("too_large");
+    })?;
+    let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let events = body::parse_events(&bytes, body::Framing::from_content_type(content_type)).inspect_err(|_| {
+        crate::metrics::rejected("invalid");
+    })?;
+    let report = state
+        .writer
+        .commit(events)
+        .await
+        .map_err(|e| ApiError::internal("events were not stored", e))?;
+    Ok(error::ok(
+        StatusCode::ACCEPTED,
+        json!({"accepted": report.accepted, "duplicates": report.duplicates}),
+    ))
+}
+
+async fn reload(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if state.config.borrow().sources.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "reload over HTTP needs a [[sources]] token; send SIGHUP instead",
+        ));
+    }
+    check_auth(&state, &headers)?;
+    match state.reloader.reload().await {
+        Ok(summary) => Ok(error::ok(StatusCode::OK, json!({"reloaded": true, "summary": summary}))),
+        Err(errors) => Err(ApiError::new(StatusCode::BAD_REQUEST, "config rejected; the old config stays")
+            .with("errors", errors.lines().collect::<Vec<_>>())),
+    }
+}
+
+async fn healthz() -> Response {
+    error::ok(StatusCode::OK, json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.store.ping().await {
+        error::ok(StatusCode::OK, json!({"status": "ready"}))
+    } else {
+        ApiError::unavailable("the store is not reachable").into_response()
+    }
+}
+
+async fn render_metrics(State(state): State<AppState>) -> Response {
+    match state.store.receipt_counts().await {
+        Ok(counts) => {
+            for status in ["pending", "sending", "surfaced", "failed"] {
+                let n = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+                crate::metrics::receipts(status, n);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not count receipts for /metrics"),
+    }
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,100 @@
+//! Group commit: one task owns ingest writes. Requests queue up while a
+//! commit is in flight and are then committed together, so concurrent
+//! clients share one fsync instead of paying one each.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::error;
+
+use crate::config::Config;
+use crate::protocol::FleetWorkerEvent;
+use crate::store::{IngestResult, RequestReport, RoutedChannel, Store};
+
+/// Requests waiting for the writer; beyond this, handlers wait (backpressure).
+const QUEUE: usize = 1024;
+/// Most events committed in one transaction.
+const MAX_GROUP_EVENTS: usize = 20_000;
+
+struct Job {
+    events: Vec<FleetWorkerEvent>,
+    reply: oneshot::Sender<Result<RequestReport, String>>,
+}
+
+/// What happens after a commit: wake the channels, count metrics.
+pub type OnCommit = Box<dyn Fn(&IngestResult) + Send + Sync>;
+
+/// The handle handlers use to commit events.
+#[derive(Clone)]
+pub struct IngestWriter {
+    tx: mpsc::Sender<Job>,
+}
+
+impl IngestWriter {
+    /// Start the writer task.
+    pub fn start(store: Store, config: watch::Receiver<Arc<Config>>, on_commit: OnCommit) -> IngestWriter {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(store, config, rx, on_commit));
+        IngestWriter { tx }
+    }
+
+    /// Commit `events` durably; resolves after the transaction committed.
+    pub async fn commit(&self, events: Vec<FleetWorkerEvent>) -> Result<RequestReport, String> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Job { events, reply })
+            .await
+            .map_err(|_| "the ingest writer has stopped".to_owned())?;
+        answer
+            .await
+            .map_err(|_| "the ingest writer stopped before committing".to_owned())?
+    }
+}
+
+/// The channels an event routes to, with their progress setting.
+pub fn route_channels(config: &Config, input: &crate::routing::RoutingInput<'_>) -> Vec<RoutedChannel> {
+    config
+        .router
+        .route(input)
+        .into_iter()
+        .map(|name| {
+            let progress = config.channels.get(&name).is_some_and(|c| c.progress);
+            RoutedChannel { name, progress }
+        })
+        .collect()
+}
+
+async fn run(store: Store, config: watch::Receiver<Arc<Config>>, mut rx: mpsc::Receiver<Job>, on_commit: OnCommit) {
+    while let Some(first) = rx.recv().await {
+        let mut total = first.events.len();
+        let mut jobs = vec![first];
+        while total < MAX_GROUP_EVENTS {
+            match rx.try_recv() {
+                Ok(job) => {
+                    total += job.events.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let requests: Vec<Vec<FleetWorkerEvent>> = jobs.iter_mut().map(|j| std::mem::take(&mut j.events)).collect();
+        let cfg = config.borrow().clone();
+        let route = |input: &crate::routing::RoutingInput<'_>| route_channels(&cfg, input);
+        match store.ingest(&requests, &route).await {
+            Ok(result) => {
+                on_commit(&result);
+                for (job, report) in jobs.into_iter().zip(result.reports) {
+                    // A handler that went away (client hung up) no longer
+                    // needs the answer; its events are committed regardless.
+                    let _gone = job.reply.send(Ok(report)).is_err();
+                }
+            }
+            Err(e) => {
+                error!(error = %e, events = total, "ingest commit failed");
+                for job in jobs {
+                    let _gone = job.reply.send(Err(format!("could not store events: {e}"))).is_err();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Prometheus metrics (SPEC §8). Names live here so every counter is
+//! declared once and described for `/metrics` readers.
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Events newly journaled.
+pub const EVENTS_INGESTED: &str = "herald_events_ingested_total";
+/// Events already known.
+pub const EVENTS_DUPLICATE: &str = "herald_events_duplicate_total";
+/// Requests rejected, by reason.
+pub const EVENTS_REJECTED: &str = "herald_events_rejected_total";
+/// Adapter calls, by adapter, kind and outcome.
+pub const DELIVERIES: &str = "herald_deliveries_total";
+/// Event accepted → terminal notification surfaced.
+pub const DELIVERY_LATENCY: &str = "herald_delivery_latency_seconds";
+/// Receipts by status.
+pub const RECEIPTS: &str = "herald_receipts";
+/// 429s and equivalents, by adapter.
+pub const RATE_LIMITED: &str = "herald_rate_limited_total";
+/// 1 when the last config reload succeeded.
+pub const CONFIG_RELOAD_OK: &str = "herald_config_last_reload_successful";
+/// New tasks no route matched.
+pub const UNROUTED: &str = "herald_tasks_unrouted_total";
+
+/// Install the process-wide recorder and describe every metric.
+pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(DELIVERY_LATENCY.to_owned()),
+            &[0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0],
+        )?
+        .install_recorder()?;
+    describe_counter!(EVENTS_INGESTED, "Events newly journaled.");
+    describe_counter!(EVENTS_DUPLICATE, "Events ignored as repeats of a known (run, worker, task, seq).");
+    describe_counter!(EVENTS_REJECTED, "Ingest requests rejected, by reason.");
+    describe_counter!(DELIVERIES, "Adapter calls by adapter, kind (progress|terminal) and outcome.");
+    describe_histogram!(DELIVERY_LATENCY, "Seconds from event accepted to terminal notification surfaced.");
+    describe_gauge!(RECEIPTS, "Delivery receipts by status.");
+    describe_counter!(RATE_LIMITED, "Rate-limited answers from a platform, by adapter.");
+    describe_gauge!(CONFIG_RELOAD_OK, "1 if the last config (re)load succeeded, else 0.");
+    describe_counter!(UNROUTED, "New worker tasks that no route matched.");
+    gauge!(CONFIG_RELOAD_OK).set(1.0);
+    Ok(handle)
+}
+
+/// Count an ingest commit.
+pub fn ingested(accepted: usize, duplicates: usize, unrouted: usize) {
+    counter!(EVENTS_INGESTED).increment(accepted as u64);
+    counter!(EVENTS_DUPLICATE).increment(duplicates as u64);
+    counter!(UNROUTED).increment(unrouted as u64);
+}
+
+/// Count a rejected request.
+pub fn rejected(reason: &'static str) {
+    counter!(EVENTS_REJECTED, "reason" => reason).increment(1);
+}
+
+/// Count one adapter call's outcome.
+pub fn delivery(adapter: &'static str, kind: &'static str, outcome: &'static str) {
+    counter!(DELIVERIES, "adapter" => adapter, "kind" => kind, "outcome" => outcome).increment(1);
+    if outcome == "rate_limited" {
+        counter!(RATE_LIMITED, "adapter" => adapter).increment(1);
+    }
+}
+
+/// Record a terminal notification's latency.
+pub fn surfaced_latency(seconds: f64) {
+    histogram!(DELIVERY_LATENCY).record(seconds);
+}
+
+/// Set the receipts gauge for one status.
+pub fn receipts(status: &str, count: i64) {
+    gauge!(RECEIPTS, "status" => status.to_owned()).set(count as f64);
+}
+
+/// Record a config reload result.
+pub fn config_reloaded(ok: bool) {
+    gauge!(CONFIG_RELOAD_OK).set(if ok { 1.0 } else { 0.0 });
+}

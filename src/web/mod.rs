@@ -1,0 +1,143 @@
+//! Herald's built-in web channel: a [`Messaging`] implementation whose
+//! "platform" is herald itself. Messages are kept in the store and pushed
+//! live to `/channels/{name}` with server-sent events, so the embedded
+//! default works with nothing but a browser.
+
+mod pages;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald_messaging::{
+    ChannelRef, DeliveryOutcome, IdempotencyKey, Limits, MessageHandle, Messaging, NotSurfaced, Outbound, Platform,
+    Rate, Reconciled,
+};
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::store::{Store, WebMessageRow, now_ms};
+
+pub use pages::routes;
+
+/// Live updates buffered per viewer before a slow one must reload.
+const UPDATE_BUFFER: usize = 256;
+
+/// One live update pushed to viewers of a web channel.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebUpdate {
+    /// `post` (a new message) or `edit` (replace message `message.id`).
+    pub op: &'static str,
+    /// The message as it now is.
+    pub message: WebMessageRow,
+}
+
+/// The web channel platform: stores messages and fans updates out to viewers.
+#[derive(Clone)]
+pub struct WebChannel {
+    store: Store,
+    hubs: Arc<Mutex<HashMap<String, broadcast::Sender<WebUpdate>>>>,
+}
+
+impl WebChannel {
+    /// A web platform over `store`.
+    pub fn new(store: Store) -> Self {
+        WebChannel {
+            store,
+            hubs: Arc::default(),
+        }
+    }
+
+    /// Subscribe to a web channel's live updates.
+    pub fn subscribe(&self, channel: &str) -> broadcast::Receiver<WebUpdate> {
+        self.sender(channel).subscribe()
+    }
+
+    /// The newest messages of a web channel, oldest first.
+    pub async fn recent(&self, channel: &str, limit: i64) -> Result<Vec<WebMessageRow>, crate::store::StoreError> {
+        self.store.web_messages(channel, limit).await
+    }
+
+    fn sender(&self, channel: &str) -> broadcast::Sender<WebUpdate> {
+        let mut hubs = self.hubs.lock().unwrap_or_else(PoisonError::into_inner);
+        hubs.entry(channel.to_owned())
+            .or_insert_with(|| broadcast::channel(UPDATE_BUFFER).0)
+            .clone()
+    }
+
+    fn publish(&self, op: &'static str, message: WebMessageRow) {
+        // No viewer connected is the normal case, not an error.
+        let _viewers = self.sender(&message.channel).send(WebUpdate { op, message }).unwrap_or(0);
+    }
+}
+
+fn transient(e: impl std::fmt::Display) -> DeliveryOutcome {
+    DeliveryOutcome::NotSurfaced(NotSurfaced::Transient { reason: e.to_string() })
+}
+
+#[async_trait]
+impl Messaging for WebChannel {
+    fn platform(&self) -> Platform {
+        Platform::Web
+    }
+
+    /// The web channel is local: generous limits, but still bounded so one
+    /// busy fleet cannot flood every open browser.
+    fn limits(&self) -> Limits {
+        Limits {
+            max_text_chars: 16_000,
+            posts_per_channel: Rate::new(200, Duration::from_secs(1)),
+            edits_per_channel: Some(Rate::new(200, Duration::from_secs(1))),
+            edits_shared: None,
+            global: None,
+        }
+    }
+
+    async fn post(&self, to: &ChannelRef, msg: &Outbound) -> DeliveryOutcome {
+        let body = match serde_json::to_value(msg) {
+            Ok(b) => b,
+            Err(e) => return transient(e),
+        };
+        let key = msg.idempotency_key.as_ref().map(IdempotencyKey::as_str);
+        match self.store.web_post(&to.id, &body, key, now_ms()).await {
+            Ok(row) => {
+                let handle = MessageHandle(row.id.to_string());
+                self.publish("post", row);
+                DeliveryOutcome::Surfaced(handle)
+            }
+            Err(e) => transient(e),
+        }
+    }
+
+    async fn edit(&self, to: &ChannelRef, at: &MessageHandle, msg: &Outbound) -> DeliveryOutcome {
+        let Ok(id) = at.as_str().parse::<i64>() else {
+            return DeliveryOutcome::NotSurfaced(NotSurfaced::Gone);
+        };
+        let body = match serde_json::to_value(msg) {
+            Ok(b) => b,
+            Err(e) => return transient(e),
+        };
+        match self.store.web_edit(&to.id, id, &body, now_ms()).await {
+            Ok(Some(row)) => {
+                self.publish("edit", row);
+                DeliveryOutcome::Surfaced(at.clone())
+            }
+            Ok(None) => DeliveryOutcome::NotSurfaced(NotSurfaced::Gone),
+            Err(e) => transient(e),
+        }
+    }
+
+    /// A crash between the web post's commit and the receipt's update leaves
+    /// the outcome unknown; the idempotency key finds the message again.
+    async fn reconcile(&self, to: &ChannelRef, key: &IdempotencyKey) -> Reconciled {
+        match self.store.web_find(&to.id, key.as_str()).await {
+            Ok(Some(id)) => Reconciled::Found(MessageHandle(id.to_string())),
+            Ok(None) => Reconciled::Absent,
+            Err(e) => {
+                tracing::warn!(channel = %to.id, error = %e, "web reconcile could not read the store");
+                Reconciled::Unknown
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The web channel's pages: `/` lists the web channels, `/channels/{name}`
+//! shows one, live. The page loads recent messages as JSON, then follows
+//! server-sent events; on every (re)connect it reloads, so a viewer that
+//! missed updates catches up.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use futures_util::Stream;
+use futures_util::StreamExt;
+use herald_messaging::Platform;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_stream::wrappers::BroadcastStream;
+
+use super::WebChannel;
+use crate::config::{ChannelTarget, Config};
+
+/// Messages shown when a page opens.
+const RECENT: i64 = 200;
+
+const CHANNEL_PAGE: &str = include_str!("channel.html");
+
+#[derive(Clone)]
+struct PagesState {
+    web: WebChannel,
+    config: watch::Receiver<Arc<Config>>,
+}
+
+/// The web channel's HTTP routes.
+pub fn routes(web: WebChannel, config: watch::Receiver<Arc<Config>>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/channels/{name}", get(channel_page))
+        .route("/channels/{name}/messages", get(channel_messages))
+        .route("/channels/{name}/events", get(channel_events))
+        .with_state(PagesState { web, config })
+}
+
+/// Web channel ids (the `/channels/{id}` path) with their config names.
+fn web_channels(config: &Config) -> Vec<(String, String)> {
+    config
+        .channels
+        .values()
+        .filter(|c| c.platform == Platform::Web)
+        .filter_map(|c| match &c.target {
+            ChannelTarget::Chat { id, .. } => Some((id.clone(), c.name.clone())),
+            ChannelTarget::Webhook(_) => None,
+        })
+        .collect()
+}
+
+fn not_found(name: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": format!("no web channel named {name:?}")})),
+    )
+        .into_response()
+}
+
+fn known(state: &PagesState, name: &str) -> bool {
+    web_channels(&state.config.borrow()).iter().any(|(id, _)| id == name)
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn index(State(state): State<PagesState>) -> Html<String> {
+    let channels = web_channels(&state.config.borrow());
+    let items: String = channels
+        .iter()
+        .map(|(id, name)| {
+            format!(
+                "<li><a href=\"/channels/{}\">{}</a></li>",
+                escape_html(id),
+                escape_html(name)
+            )
+        })
+        .collect();
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>herald</title><style>body{{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}}\
+         a{{font-size:1.2rem}}</style></head><body><h1>herald</h1><p>Web channels:</p><ul>{items}</ul></body></html>"
+    ))
+}
+
+async fn channel_page(State(state): State<PagesState>, Path(name): Path<String>) -> Response {
+    if !known(&state, &name) {
+        return not_found(&name);
+    }
+    // The name goes into HTML text (escaped) and into a script as a JSON
+    // string; `<` is escaped there too so it cannot close the script tag.
+    let as_json = serde_json::to_string(&name)
+        .unwrap_or_else(|_| "\"\"".to_owned())
+        .replace('<', "\\u003c");
+    Html(
+        CHANNEL_PAGE
+            .replace("{{CHANNEL_JSON}}", &as_json)
+            .replace("{{CHANNEL}}", &escape_html(&name)),
+    )
+    .into_response()
+}
+
+async fn channel_messages(State(state): State<PagesState>, Path(name): Path<String>) -> Response {
+    if !known(&state, &name) {
+        return not_found(&name);
+    }
+    match state.web.recent(&name, RECENT).await {
+        Ok(messages) => Json(json!({ "messages": messages })).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": format!("could not read messages: {e}")})),
+        )
+            .into_response(),
+    }
+}
+
+async fn channel_events(State(state): State<PagesState>, Path(name): Path<String>) -> Response {
+    if !known(&state, &name) {
+        return not_found(&name);
+    }
+    let updates = BroadcastStream::new(state.web.subscribe(&name));
+    let stream = updates.map(|update| -> Result<Event, Infallible> {
+        Ok(match update {
+            Ok(update) => Event::default()
+                .event(update.op)
+                .json_data(&update.message)
+                .unwrap_or_else(|_| Event::default().event("reload").data("")),
+            // The viewer fell behind: tell the page to reload the snapshot.
+            Err(_lagged) => Event::default().event("reload").data(""),
+        })
+    });
+    sse(stream).into_response()
+}
+
+fn sse<S: Stream<Item = Result<Event, Infallible>> + Send + 'static>(stream: S) -> impl IntoResponse {
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
