@@ -101,7 +101,10 @@ pub async fn serve(
         .await
         .context("could not recover in-flight receipts")?;
     if recovered > 0 {
-        info!(recovered, "receipts interrupted by the last stop will be reconciled and resent");
+        info!(
+            recovered,
+            "receipts interrupted by the last stop will be reconciled and resent"
+        );
     }
 
     let (adapters, web) = adapters(&store);
@@ -145,7 +148,9 @@ pub async fn serve(
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("could not listen on {listen}"))?;
-    let local = listener.local_addr().context("could not read the bound address")?;
+    let local = listener
+        .local_addr()
+        .context("could not read the bound address")?;
     info!(address = %local, "listening");
     if let Some(tx) = bound {
         // The caller may have stopped waiting; serving goes on regardless.

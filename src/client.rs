@@ -46,7 +46,9 @@ pub struct Client {
 impl Client {
     /// A client for the herald at `base_url` (e.g. `http://127.0.0.1:8600`).
     pub fn new(base_url: &str, token: Option<String>) -> Result<Client, reqwest::Error> {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
         Ok(Client {
             http,
             events_url: format!("{}/v1/events", base_url.trim_end_matches('/')),

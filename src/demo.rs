@@ -11,7 +11,15 @@ use tracing::warn;
 
 use crate::client::Client;
 
-const TOOLS: &[&str] = &["cargo build", "cargo test", "git diff", "pytest -q", "web_search", "read_file", "kubectl apply"];
+const TOOLS: &[&str] = &[
+    "cargo build",
+    "cargo test",
+    "git diff",
+    "pytest -q",
+    "web_search",
+    "read_file",
+    "kubectl apply",
+];
 const MODELS: &[&str] = &["claude-sonnet", "gpt-large", "local-llama"];
 const TEAMS: &[&str] = &["infra", "data", "web"];
 
@@ -65,19 +73,33 @@ impl Worker {
             for _ in 0..steps {
                 self.pause(1.0).await;
                 let model = MODELS.choose(&mut rand::rng()).copied().unwrap_or("model");
-                self.emit(&task_id, &mut seq, "model_wait", json!({"model": model})).await;
+                self.emit(&task_id, &mut seq, "model_wait", json!({"model": model}))
+                    .await;
                 self.pause(1.0).await;
                 let tool = TOOLS.choose(&mut rand::rng()).copied().unwrap_or("tool");
                 let call_id = format!("call-{seq}");
-                self.emit(&task_id, &mut seq, "running_tool", json!({"tool": tool, "call_id": call_id}))
-                    .await;
-                self.emit(&task_id, &mut seq, "heartbeat", json!({"cpu_percent": 37.5, "memory_mb": 512})).await;
+                self.emit(
+                    &task_id,
+                    &mut seq,
+                    "running_tool",
+                    json!({"tool": tool, "call_id": call_id}),
+                )
+                .await;
+                self.emit(
+                    &task_id,
+                    &mut seq,
+                    "heartbeat",
+                    json!({"cpu_percent": 37.5, "memory_mb": 512}),
+                )
+                .await;
             }
             let roll: f64 = rand::rng().random();
             if roll < 0.05 {
-                self.emit(&task_id, &mut seq, "interrupted", json!({"signal": "SIGTERM"})).await;
+                self.emit(&task_id, &mut seq, "interrupted", json!({"signal": "SIGTERM"}))
+                    .await;
                 self.pause(1.0).await;
-                self.emit(&task_id, &mut seq, "restarted", json!({"restart_count": 1})).await;
+                self.emit(&task_id, &mut seq, "restarted", json!({"restart_count": 1}))
+                    .await;
                 self.pause(1.0).await;
             }
             self.emit(
@@ -105,7 +127,13 @@ impl Worker {
                 )
                 .await;
             } else {
-                self.emit(&task_id, &mut seq, "cancelled", json!({"cancelled_by": "operator"})).await;
+                self.emit(
+                    &task_id,
+                    &mut seq,
+                    "cancelled",
+                    json!({"cancelled_by": "operator"}),
+                )
+                .await;
             }
             self.pause(2.0).await;
         }
@@ -114,7 +142,12 @@ impl Worker {
 
 /// Run `workers` simulated workers against the herald at `base_url` until
 /// the process stops. `pace` scales every pause between events.
-pub async fn run_fleet(base_url: &str, token: Option<String>, workers: usize, pace: Duration) -> anyhow::Result<()> {
+pub async fn run_fleet(
+    base_url: &str,
+    token: Option<String>,
+    workers: usize,
+    pace: Duration,
+) -> anyhow::Result<()> {
     let client = Client::new(base_url, token)?;
     let run_id = format!("demo-{}", Utc::now().format("%Y%m%d-%H%M%S"));
     let mut handles = Vec::new();

@@ -2,16 +2,16 @@
 //! their work. See README.md for the tour and docs/architecture.md for the
 //! shape of the code.
 
+pub mod app;
+pub mod client;
 pub mod config;
+pub mod delivery;
+pub mod demo;
+pub mod ingest;
+pub mod metrics;
 pub mod protocol;
+pub mod render;
 pub mod routing;
 pub mod store;
 pub mod tasks;
-pub mod delivery;
-pub mod render;
 pub mod web;
-pub mod metrics;
-pub mod ingest;
-pub mod app;
-pub mod client;
-pub mod demo;

@@ -16,7 +16,11 @@ use herald::protocol::parse_event;
 use herald::routing::RoutingInput;
 
 #[derive(Parser)]
-#[command(name = "herald", version, about = "Delivers worker status to the chat rooms where people watch their work")]
+#[command(
+    name = "herald",
+    version,
+    about = "Delivers worker status to the chat rooms where people watch their work"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -119,7 +123,9 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).init(),
@@ -177,7 +183,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             token,
         } => {
             let mut event = Map::new();
-            event.insert("seq".into(), json!(seq.unwrap_or_else(|| Utc::now().timestamp_micros())));
+            event.insert(
+                "seq".into(),
+                json!(seq.unwrap_or_else(|| Utc::now().timestamp_micros())),
+            );
             event.insert("run_id".into(), json!(run));
             event.insert("worker_id".into(), json!(worker));
             event.insert("task_id".into(), json!(task));
@@ -235,7 +244,9 @@ fn routes(config: &std::path::Path, event: &std::path::Path) -> Result<ExitCode>
     };
     let text = if event.as_os_str() == "-" {
         let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).context("could not read the event from stdin")?;
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("could not read the event from stdin")?;
         s
     } else {
         std::fs::read_to_string(event).with_context(|| format!("could not read {}", event.display()))?
@@ -263,7 +274,9 @@ fn routes(config: &std::path::Path, event: &std::path::Path) -> Result<ExitCode>
 async fn demo(workers: usize, listen: Option<String>, db: Option<PathBuf>, pace: f64) -> Result<ExitCode> {
     let mut cfg = Config::built_in().map_err(|e| anyhow::anyhow!("built-in config is invalid: {e}"))?;
     if let Some(listen) = listen {
-        cfg.server.listen = listen.parse().with_context(|| format!("bad --listen {listen:?}"))?;
+        cfg.server.listen = listen
+            .parse()
+            .with_context(|| format!("bad --listen {listen:?}"))?;
     }
     if let Some(db) = db {
         cfg.store.url = format!("sqlite://{}", db.display());

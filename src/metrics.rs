@@ -28,17 +28,31 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(DELIVERY_LATENCY.to_owned()),
-            &[0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0],
+            &[
+                0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0,
+            ],
         )?
         .install_recorder()?;
     describe_counter!(EVENTS_INGESTED, "Events newly journaled.");
-    describe_counter!(EVENTS_DUPLICATE, "Events ignored as repeats of a known (run, worker, task, seq).");
+    describe_counter!(
+        EVENTS_DUPLICATE,
+        "Events ignored as repeats of a known (run, worker, task, seq)."
+    );
     describe_counter!(EVENTS_REJECTED, "Ingest requests rejected, by reason.");
-    describe_counter!(DELIVERIES, "Adapter calls by adapter, kind (progress|terminal) and outcome.");
-    describe_histogram!(DELIVERY_LATENCY, "Seconds from event accepted to terminal notification surfaced.");
+    describe_counter!(
+        DELIVERIES,
+        "Adapter calls by adapter, kind (progress|terminal) and outcome."
+    );
+    describe_histogram!(
+        DELIVERY_LATENCY,
+        "Seconds from event accepted to terminal notification surfaced."
+    );
     describe_gauge!(RECEIPTS, "Delivery receipts by status.");
     describe_counter!(RATE_LIMITED, "Rate-limited answers from a platform, by adapter.");
-    describe_gauge!(CONFIG_RELOAD_OK, "1 if the last config (re)load succeeded, else 0.");
+    describe_gauge!(
+        CONFIG_RELOAD_OK,
+        "1 if the last config (re)load succeeded, else 0."
+    );
     describe_counter!(UNROUTED, "New worker tasks that no route matched.");
     gauge!(CONFIG_RELOAD_OK).set(1.0);
     Ok(handle)

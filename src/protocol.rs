@@ -288,21 +288,28 @@ fn validate_labels(extra: &Map<String, Value>) -> Result<(), FieldError> {
         Some(Value::Object(labels)) => {
             for (k, v) in labels {
                 if !v.is_string() {
-                    return Err(FieldError::new(format!("extra.labels.{k}"), "label values must be strings"));
+                    return Err(FieldError::new(
+                        format!("extra.labels.{k}"),
+                        "label values must be strings",
+                    ));
                 }
             }
             Ok(())
         }
-        Some(_) => Err(FieldError::new("extra.labels", "must be an object of string values")),
+        Some(_) => Err(FieldError::new(
+            "extra.labels",
+            "must be an object of string values",
+        )),
     }
 }
 
 fn required_id(obj: &Map<String, Value>, field: &str) -> Result<String, FieldError> {
     match obj.get(field) {
         Some(Value::String(s)) if s.is_empty() => Err(FieldError::new(field, "must not be empty")),
-        Some(Value::String(s)) if s.len() > MAX_ID_BYTES => {
-            Err(FieldError::new(field, format!("must be at most {MAX_ID_BYTES} bytes")))
-        }
+        Some(Value::String(s)) if s.len() > MAX_ID_BYTES => Err(FieldError::new(
+            field,
+            format!("must be at most {MAX_ID_BYTES} bytes"),
+        )),
         Some(Value::String(s)) => Ok(s.clone()),
         Some(_) => Err(FieldError::new(field, "must be a string")),
         None => Err(FieldError::new(field, "is required")),
@@ -474,7 +481,10 @@ mod tests {
     fn failed_is_terminal_unless_recoverable() {
         let mut v = base("failed");
         v["reason"] = json!("oom");
-        assert_eq!(parse_event(v.clone()).unwrap().state.class(), StateClass::Terminal);
+        assert_eq!(
+            parse_event(v.clone()).unwrap().state.class(),
+            StateClass::Terminal
+        );
         v["recoverable"] = json!(true);
         assert_eq!(parse_event(v).unwrap().state.class(), StateClass::Attention);
     }

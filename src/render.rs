@@ -88,7 +88,9 @@ fn severity(event: &Value) -> Severity {
     match str_field(event, "state") {
         Some("completed") => Severity::Success,
         Some("cancelled") => Severity::Neutral,
-        Some("failed") if event.get("recoverable").and_then(Value::as_bool) == Some(true) => Severity::Attention,
+        Some("failed") if event.get("recoverable").and_then(Value::as_bool) == Some(true) => {
+            Severity::Attention
+        }
         Some("failed") => Severity::Failure,
         Some("interrupted" | "stale" | "restarted" | "escalated") => Severity::Attention,
         _ => Severity::Progress,
@@ -183,7 +185,11 @@ mod tests {
         };
         let msg = progress(&view);
         assert_eq!(msg.state, "running tool");
-        assert!(msg.fields.iter().any(|f| f.name == "tool" && f.value == "cargo test"));
+        assert!(
+            msg.fields
+                .iter()
+                .any(|f| f.name == "tool" && f.value == "cargo test")
+        );
         assert!(msg.fields.iter().any(|f| f.value == "1h 00m"));
     }
 }

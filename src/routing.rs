@@ -231,7 +231,10 @@ mod tests {
             vec![
                 route(
                     vec![
-                        (MatchField::State, Matcher::any_of(&["failed".into(), "cancelled".into()]).unwrap()),
+                        (
+                            MatchField::State,
+                            Matcher::any_of(&["failed".into(), "cancelled".into()]).unwrap(),
+                        ),
                         (MatchField::Label("team".into()), Matcher::parse("infra").unwrap()),
                     ],
                     &["ops"],
@@ -247,8 +250,14 @@ mod tests {
         );
         let infra: BTreeMap<_, _> = [("team".to_string(), "infra".to_string())].into();
         let none = BTreeMap::new();
-        assert_eq!(router.route(&input("nightly-7", "failed", &infra)), ["ops", "builds", "audit"]);
-        assert_eq!(router.route(&input("nightly-7", "running", &infra)), ["builds", "audit"]);
+        assert_eq!(
+            router.route(&input("nightly-7", "failed", &infra)),
+            ["ops", "builds", "audit"]
+        );
+        assert_eq!(
+            router.route(&input("nightly-7", "running", &infra)),
+            ["builds", "audit"]
+        );
         assert_eq!(router.route(&input("adhoc", "failed", &infra)), ["ops"]);
         assert_eq!(router.route(&input("adhoc", "failed", &none)), ["main"]);
     }
@@ -256,10 +265,7 @@ mod tests {
     #[test]
     fn first_match_stops_without_continue() {
         let router = Router::new(
-            vec![
-                route(vec![], &["a"], false),
-                route(vec![], &["b"], false),
-            ],
+            vec![route(vec![], &["a"], false), route(vec![], &["b"], false)],
             vec![],
         );
         let none = BTreeMap::new();

@@ -119,7 +119,15 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
-    const STATES: &[&str] = &["queued", "running", "model_wait", "heartbeat", "completed", "failed", "cancelled"];
+    const STATES: &[&str] = &[
+        "queued",
+        "running",
+        "model_wait",
+        "heartbeat",
+        "completed",
+        "failed",
+        "cancelled",
+    ];
 
     fn event(seq: i64, state: &str) -> (FleetWorkerEvent, Value) {
         let mut v = json!({"seq": seq, "run_id": "r", "worker_id": "w", "task_id": "t",

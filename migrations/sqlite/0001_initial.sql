@@ -41,6 +41,8 @@ CREATE TABLE task_channels (
     channel       TEXT    NOT NULL,
     progress      INTEGER NOT NULL,   -- 1: keep a live progress message here
     message_id    TEXT,               -- platform id of the progress message
+    post_key      TEXT    NOT NULL,   -- idempotency key of its post (reconciled after a crash)
+    post_started  INTEGER NOT NULL DEFAULT 0,   -- 1: a post was sent whose outcome is not recorded
     shown_version INTEGER NOT NULL DEFAULT 0,   -- task version the message shows
     dirty_since   INTEGER,            -- set when a newer version is due; NULL when up to date
     last_sent_at  INTEGER,            -- last post or edit, for progress_min_interval

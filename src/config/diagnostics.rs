@@ -64,7 +64,7 @@ impl<'a> Diagnostics<'a> {
             path: self.path.to_owned(),
             line,
             column,
-            message: message.into(),
+            message: one_line(&message.into()),
         });
     }
 
@@ -79,6 +79,17 @@ impl<'a> Diagnostics<'a> {
         self.errors.dedup();
         ConfigErrors(self.errors)
     }
+}
+
+/// Keep each error on its own line (`PATH:LINE:COL: message`) even when the
+/// underlying error (a regex, a TOML parser) explains itself over several.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// 1-based line and character column of a byte offset.

@@ -72,7 +72,10 @@ mod tests {
         assert_eq!(interpolate("${NOPE:-fallback}", env).unwrap(), "fallback");
         assert_eq!(interpolate("${TOKEN:-fallback}", env).unwrap(), "s3cret");
         assert_eq!(interpolate("${EMPTY}x", env).unwrap(), "x");
-        assert_eq!(interpolate("cost $5 and $$HOME", env).unwrap(), "cost $5 and $HOME");
+        assert_eq!(
+            interpolate("cost $5 and $$HOME", env).unwrap(),
+            "cost $5 and $HOME"
+        );
     }
 
     #[test]

@@ -301,7 +301,10 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             let secret = match &ch.secret {
                 Some(s) => self.webhook_secret(s),
                 None => {
-                    self.err(raw.span(), format!("webhook channel {name:?} needs `secret` (whsec_<base64>)"));
+                    self.err(
+                        raw.span(),
+                        format!("webhook channel {name:?} needs `secret` (whsec_<base64>)"),
+                    );
                     None
                 }
             };
@@ -315,7 +318,10 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
                     "terminal" => Some(false),
                     "all" => Some(true),
                     other => {
-                        self.err(e.span(), format!("events must be \"terminal\" or \"all\", got {other:?}"));
+                        self.err(
+                            e.span(),
+                            format!("events must be \"terminal\" or \"all\", got {other:?}"),
+                        );
                         None
                     }
                 },
@@ -349,7 +355,10 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
                 (Some(id), _) => self.non_empty(id, "id")?,
                 (None, Platform::Web) => name.to_owned(),
                 (None, _) => {
-                    self.err(raw.span(), format!("channel {name:?} needs `id` (the {platform} channel id)"));
+                    self.err(
+                        raw.span(),
+                        format!("channel {name:?} needs `id` (the {platform} channel id)"),
+                    );
                     return None;
                 }
             };
@@ -371,9 +380,12 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
 
     fn webhook_secret(&mut self, value: &SpannedStr) -> Option<Secret> {
         let s = self.text(value)?;
-        let ok = s
-            .strip_prefix("whsec_")
-            .is_some_and(|b64| !b64.is_empty() && b64.chars().all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c)));
+        let ok = s.strip_prefix("whsec_").is_some_and(|b64| {
+            !b64.is_empty()
+                && b64
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c))
+        });
         if !ok {
             self.err(value.span(), "webhook secret must look like whsec_<base64>");
             return None;
@@ -539,12 +551,34 @@ channels = ["main", "nope"]
 max_age = "forever"
 "#;
         let errs = errors(text);
-        assert!(errs.iter().any(|e| e.starts_with("h.toml:4:9:") && e.contains("MISSING_VAR")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.starts_with("h.toml:10:11:") && e.contains("carrier-pigeon")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.contains("unknown state \"exploded\"")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.contains("bad matcher for run_id")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.starts_with("h.toml:14:21:") && e.contains("unknown channel \"nope\"")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.starts_with("h.toml:17:11:") && e.contains("bad duration")), "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("h.toml:4:9:") && e.contains("MISSING_VAR")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("h.toml:10:11:") && e.contains("carrier-pigeon")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.contains("unknown state \"exploded\"")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.contains("bad matcher for run_id")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("h.toml:14:21:") && e.contains("unknown channel \"nope\"")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("h.toml:17:11:") && e.contains("bad duration")),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -565,7 +599,10 @@ max_age = "forever"
     fn open_ingest_beyond_loopback_is_refused() {
         let errs = errors("[server]\nlisten = \"0.0.0.0:8600\"\n");
         assert!(errs[0].contains("sources"), "{errs:?}");
-        assert!(errors("[server]\nlisten = \"0.0.0.0:8600\"\n[[sources]]\nname=\"a\"\ntoken=\"${TOKEN}\"\n").is_empty());
+        assert!(
+            errors("[server]\nlisten = \"0.0.0.0:8600\"\n[[sources]]\nname=\"a\"\ntoken=\"${TOKEN}\"\n")
+                .is_empty()
+        );
     }
 
     #[test]
@@ -577,7 +614,8 @@ max_age = "forever"
         )
         .unwrap();
         assert!(!cfg.channels["audit"].progress);
-        let errs = errors("[channels.audit]\nadapter = \"webhook\"\nurl = \"http://x\"\nsecret = \"plain\"\n");
+        let errs =
+            errors("[channels.audit]\nadapter = \"webhook\"\nurl = \"http://x\"\nsecret = \"plain\"\n");
         assert!(errs[0].contains("whsec_"), "{errs:?}");
     }
 
@@ -585,7 +623,9 @@ max_age = "forever"
     fn chat_channels_need_their_adapter_account() {
         let errs = errors("[channels.b]\nadapter = \"discord\"\nid = \"1\"\n");
         assert!(errs[0].contains("[adapters.discord]"), "{errs:?}");
-        let ok = errors("[adapters.discord]\ntoken = \"${TOKEN}\"\n[channels.b]\nadapter = \"discord\"\nid = \"1\"\n");
+        let ok = errors(
+            "[adapters.discord]\ntoken = \"${TOKEN}\"\n[channels.b]\nadapter = \"discord\"\nid = \"1\"\n",
+        );
         assert!(ok.is_empty(), "{ok:?}");
     }
 }

@@ -36,7 +36,8 @@ impl TokenBucket {
     fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.updated);
         if !self.per_token.is_zero() {
-            self.tokens = (self.tokens + elapsed.as_secs_f64() / self.per_token.as_secs_f64()).min(self.capacity);
+            self.tokens =
+                (self.tokens + elapsed.as_secs_f64() / self.per_token.as_secs_f64()).min(self.capacity);
         } else {
             self.tokens = self.capacity;
         }
@@ -114,7 +115,10 @@ mod tests {
         assert!(start.elapsed() < Duration::from_millis(10));
         acquire(&mut b, None).await;
         let waited = start.elapsed();
-        assert!(waited >= Duration::from_millis(990) && waited <= Duration::from_millis(1100), "{waited:?}");
+        assert!(
+            waited >= Duration::from_millis(990) && waited <= Duration::from_millis(1100),
+            "{waited:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

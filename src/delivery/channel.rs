@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_messaging::{ChannelRef, DeliveryOutcome, Messaging, MessageHandle, NotSurfaced, Reconciled};
+use herald_messaging::{ChannelRef, DeliveryOutcome, MessageHandle, Messaging, NotSurfaced, Reconciled};
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
@@ -70,7 +70,9 @@ impl ChannelActor {
                 Err(e) => warn!(channel = %self.name, error = %e, "delivery round failed; retrying"),
             }
             let sleep = match self.next_due().await {
-                Ok(Some(due)) => Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0)).min(IDLE_POLL),
+                Ok(Some(due)) => {
+                    Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0)).min(IDLE_POLL)
+                }
                 Ok(None) => IDLE_POLL,
                 Err(e) => {
                     warn!(channel = %self.name, error = %e, "could not read next due time");
@@ -92,7 +94,9 @@ impl ChannelActor {
     async fn next_due(&self) -> Result<Option<i64>, crate::store::StoreError> {
         let receipts = self.store.next_receipt_due(&self.name).await?;
         let progress = if self.progress {
-            self.store.next_progress_due(&self.name, self.min_interval_ms()).await?
+            self.store
+                .next_progress_due(&self.name, self.min_interval_ms())
+                .await?
         } else {
             None
         };
@@ -108,7 +112,10 @@ impl ChannelActor {
 
     /// One round of work. Returns whether anything was sent.
     async fn round(&mut self, budgets: &mut Budgets) -> Result<bool, crate::store::StoreError> {
-        let receipts = self.store.claim_receipts(&self.name, now_ms(), LEASE_MS, BATCH).await?;
+        let receipts = self
+            .store
+            .claim_receipts(&self.name, now_ms(), LEASE_MS, BATCH)
+            .await?;
         let mut worked = !receipts.is_empty();
         for receipt in receipts {
             self.deliver_receipt(receipt, budgets).await?;
@@ -186,8 +193,12 @@ impl ChannelActor {
 
     /// Send one progress rendering. Returns false when the channel should
     /// stop sending progress for this round (rate limited, failing).
-    async fn send_progress(&self, job: ProgressJob, budgets: &mut Budgets) -> Result<bool, crate::store::StoreError> {
-        let message = render::progress(&TaskView {
+    async fn send_progress(
+        &self,
+        job: ProgressJob,
+        budgets: &mut Budgets,
+    ) -> Result<bool, crate::store::StoreError> {
+        let mut message = render::progress(&TaskView {
             run_id: &job.run_id,
             worker_id: &job.worker_id,
             task_id: &job.task_id,
@@ -198,14 +209,43 @@ impl ChannelActor {
         let outcome = match (&job.message_id, budgets.edits.as_mut()) {
             (Some(id), Some(edits)) => {
                 acquire(edits, self.shared_budget.as_ref()).await;
-                let outcome = self.adapter.edit(&self.target, &MessageHandle(id.clone()), &message).await;
+                let outcome = self
+                    .adapter
+                    .edit(&self.target, &MessageHandle(id.clone()), &message)
+                    .await;
                 if let DeliveryOutcome::NotSurfaced(NotSurfaced::RateLimited { retry_after, .. }) = &outcome {
                     edits.pause(*retry_after);
                 }
                 outcome
             }
             (Some(_), None) => DeliveryOutcome::NotSurfaced(NotSurfaced::Unsupported),
-            (None, _) => self.post(&message, budgets).await,
+            (None, _) => {
+                let key = herald_messaging::IdempotencyKey(job.post_key.clone());
+                let earlier = if job.post_started {
+                    self.adapter.reconcile(&self.target, &key).await
+                } else {
+                    Reconciled::Absent
+                };
+                match earlier {
+                    // The post before a crash did land: adopt it; the next
+                    // round edits it to the newest state.
+                    Reconciled::Found(handle) => {
+                        let write = ProgressWrite::Shown {
+                            message_id: handle.0,
+                            version: 0,
+                        };
+                        self.store
+                            .record_progress(job.task, &job.channel, &write, now_ms())
+                            .await?;
+                        return Ok(true);
+                    }
+                    Reconciled::Absent | Reconciled::Unknown => {
+                        self.store.progress_post_started(job.task, &job.channel).await?;
+                        message.idempotency_key = Some(key);
+                        self.post(&message, budgets).await
+                    }
+                }
+            }
         };
         let now = now_ms();
         crate::metrics::delivery(self.adapter.platform().as_str(), "progress", outcome.label());
@@ -231,7 +271,9 @@ impl ChannelActor {
                 return Ok(false);
             }
         };
-        self.store.record_progress(job.task, &job.channel, &write, now).await?;
+        self.store
+            .record_progress(job.task, &job.channel, &write, now)
+            .await?;
         Ok(keep_going)
     }
 }

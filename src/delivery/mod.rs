@@ -83,10 +83,13 @@ impl Delivery {
         let mut wakers_map = HashMap::new();
         let mut actors = Vec::new();
         for ch in config.channels.values() {
-            let adapter = adapters.get(&ch.platform).cloned().ok_or_else(|| StartError::MissingAdapter {
-                channel: ch.name.clone(),
-                platform: ch.platform,
-            })?;
+            let adapter = adapters
+                .get(&ch.platform)
+                .cloned()
+                .ok_or_else(|| StartError::MissingAdapter {
+                    channel: ch.name.clone(),
+                    platform: ch.platform,
+                })?;
             let target = match &ch.target {
                 ChannelTarget::Chat { id, thread_id } => ChannelRef {
                     id: id.clone(),
@@ -122,7 +125,10 @@ impl Delivery {
         }
         let all = futures_util::future::join_all(self.tasks);
         if tokio::time::timeout(deadline, all).await.is_err() {
-            warn!(?deadline, "delivery did not drain before the deadline; leaving the rest pending");
+            warn!(
+                ?deadline,
+                "delivery did not drain before the deadline; leaving the rest pending"
+            );
         }
     }
 }

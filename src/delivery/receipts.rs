@@ -131,7 +131,9 @@ mod tests {
 
     #[test]
     fn unverified_is_marked_for_reconciliation() {
-        let out = DeliveryOutcome::NotSurfaced(NotSurfaced::Unverified { reason: "timeout".into() });
+        let out = DeliveryOutcome::NotSurfaced(NotSurfaced::Unverified {
+            reason: "timeout".into(),
+        });
         assert!(matches!(
             decide(&out, 1, 0, 0, &cfg()),
             ReceiptUpdate::Retry { unverified: true, .. }
@@ -140,8 +142,13 @@ mod tests {
 
     #[test]
     fn permanent_fails_at_once_and_max_age_fails() {
-        let out = DeliveryOutcome::NotSurfaced(NotSurfaced::Permanent { reason: "unknown channel".into() });
-        assert!(matches!(decide(&out, 1, 0, 0, &cfg()), ReceiptUpdate::Failed { .. }));
+        let out = DeliveryOutcome::NotSurfaced(NotSurfaced::Permanent {
+            reason: "unknown channel".into(),
+        });
+        assert!(matches!(
+            decide(&out, 1, 0, 0, &cfg()),
+            ReceiptUpdate::Failed { .. }
+        ));
         let out = DeliveryOutcome::NotSurfaced(NotSurfaced::Transient { reason: "503".into() });
         match decide(&out, 5, 0, 59_000, &cfg()) {
             ReceiptUpdate::Failed { error } => assert!(error.contains("max_age"), "{error}"),

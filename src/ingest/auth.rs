@@ -35,7 +35,10 @@ pub fn authenticate(headers: &HeaderMap, sources: &[SourceConfig]) -> Auth {
     };
     let mut matched: Option<&str> = None;
     for source in sources {
-        let equal: bool = presented.as_bytes().ct_eq(source.token.expose().as_bytes()).into();
+        let equal: bool = presented
+            .as_bytes()
+            .ct_eq(source.token.expose().as_bytes())
+            .into();
         if equal && matched.is_none() {
             matched = Some(&source.name);
         }
@@ -70,7 +73,10 @@ mod tests {
 
     #[test]
     fn tokens_are_matched_to_sources() {
-        assert_eq!(authenticate(&headers("Bearer beta"), &sources()), Auth::Source("alerts".into()));
+        assert_eq!(
+            authenticate(&headers("Bearer beta"), &sources()),
+            Auth::Source("alerts".into())
+        );
         assert_eq!(authenticate(&headers("Bearer alph"), &sources()), Auth::Denied);
         assert_eq!(authenticate(&headers("Basic alpha"), &sources()), Auth::Denied);
         assert_eq!(authenticate(&HeaderMap::new(), &sources()), Auth::Denied);

@@ -26,7 +26,8 @@ pub async fn read_limited(body: Body, declared_len: Option<u64>, limit: usize) -
     let mut out = Vec::with_capacity(declared_len.map_or(8 * 1024, |n| n as usize));
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("could not read body: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("could not read body: {e}")))?;
         if out.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -48,7 +49,9 @@ impl Framing {
     /// From the `Content-Type` header.
     pub fn from_content_type(content_type: Option<&str>) -> Framing {
         match content_type {
-            Some(ct) if ct.contains("ndjson") || ct.contains("jsonl") || ct.contains("json-seq") => Framing::Ndjson,
+            Some(ct) if ct.contains("ndjson") || ct.contains("jsonl") || ct.contains("json-seq") => {
+                Framing::Ndjson
+            }
             _ => Framing::Json,
         }
     }

@@ -61,7 +61,10 @@ pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/v1/events", post(post_events))
         .route("/v1/workers", get(queries::workers))
-        .route("/v1/workers/{run_id}/{worker_id}/{task_id}/events", get(queries::journal))
+        .route(
+            "/v1/workers/{run_id}/{worker_id}/{task_id}/events",
+            get(queries::journal),
+        )
         .route("/v1/deliveries", get(queries::deliveries))
         .route("/v1/deliveries/{id}/retry", post(queries::retry_delivery))
         .route("/-/reload", post(reload))
@@ -109,9 +112,10 @@ async fn ingest(state: AppState, request: Request<axum::body::Body>) -> Result<R
         crate::metrics::rejected("too_large");
     })?;
     let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let events = body::parse_events(&bytes, body::Framing::from_content_type(content_type)).inspect_err(|_| {
-        crate::metrics::rejected("invalid");
-    })?;
+    let events =
+        body::parse_events(&bytes, body::Framing::from_content_type(content_type)).inspect_err(|_| {
+            crate::metrics::rejected("invalid");
+        })?;
     let report = state
         .writer
         .commit(events)
@@ -132,9 +136,14 @@ async fn reload(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
     }
     check_auth(&state, &headers)?;
     match state.reloader.reload().await {
-        Ok(summary) => Ok(error::ok(StatusCode::OK, json!({"reloaded": true, "summary": summary}))),
-        Err(errors) => Err(ApiError::new(StatusCode::BAD_REQUEST, "config rejected; the old config stays")
-            .with("errors", errors.lines().collect::<Vec<_>>())),
+        Ok(summary) => Ok(error::ok(
+            StatusCode::OK,
+            json!({"reloaded": true, "summary": summary}),
+        )),
+        Err(errors) => Err(
+            ApiError::new(StatusCode::BAD_REQUEST, "config rejected; the old config stays")
+                .with("errors", errors.lines().collect::<Vec<_>>()),
+        ),
     }
 }
 

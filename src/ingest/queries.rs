@@ -18,8 +18,10 @@ fn limit(requested: Option<i64>) -> Result<i64, ApiError> {
     match requested {
         None => Ok(DEFAULT_LIMIT),
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::new(StatusCode::BAD_REQUEST, format!("limit must be 1..={MAX_LIMIT}"))
-            .with("field", "limit")),
+        Some(_) => Err(
+            ApiError::new(StatusCode::BAD_REQUEST, format!("limit must be 1..={MAX_LIMIT}"))
+                .with("field", "limit"),
+        ),
     }
 }
 
@@ -31,7 +33,10 @@ pub struct WorkersQuery {
     limit: Option<i64>,
 }
 
-pub async fn workers(State(state): State<AppState>, Query(q): Query<WorkersQuery>) -> Result<Response, ApiError> {
+pub async fn workers(
+    State(state): State<AppState>,
+    Query(q): Query<WorkersQuery>,
+) -> Result<Response, ApiError> {
     let limit = limit(q.limit)?;
     let rows = state
         .store
@@ -70,7 +75,10 @@ pub async fn journal(
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such worker task"));
     }
     let next = events.last().map(|e| e.id);
-    Ok(ok(StatusCode::OK, json!({ "events": events, "next_after": next })))
+    Ok(ok(
+        StatusCode::OK,
+        json!({ "events": events, "next_after": next }),
+    ))
 }
 
 /// `GET /v1/deliveries` parameters.
@@ -80,7 +88,10 @@ pub struct DeliveriesQuery {
     limit: Option<i64>,
 }
 
-pub async fn deliveries(State(state): State<AppState>, Query(q): Query<DeliveriesQuery>) -> Result<Response, ApiError> {
+pub async fn deliveries(
+    State(state): State<AppState>,
+    Query(q): Query<DeliveriesQuery>,
+) -> Result<Response, ApiError> {
     let limit = limit(q.limit)?;
     if let Some(s) = &q.status {
         if !RECEIPT_STATUSES.contains(&s.as_str()) {

@@ -64,7 +64,12 @@ pub fn route_channels(config: &Config, input: &crate::routing::RoutingInput<'_>)
         .collect()
 }
 
-async fn run(store: Store, config: watch::Receiver<Arc<Config>>, mut rx: mpsc::Receiver<Job>, on_commit: OnCommit) {
+async fn run(
+    store: Store,
+    config: watch::Receiver<Arc<Config>>,
+    mut rx: mpsc::Receiver<Job>,
+    on_commit: OnCommit,
+) {
     while let Some(first) = rx.recv().await {
         let mut total = first.events.len();
         let mut jobs = vec![first];
@@ -77,7 +82,8 @@ async fn run(store: Store, config: watch::Receiver<Arc<Config>>, mut rx: mpsc::R
                 Err(_) => break,
             }
         }
-        let requests: Vec<Vec<FleetWorkerEvent>> = jobs.iter_mut().map(|j| std::mem::take(&mut j.events)).collect();
+        let requests: Vec<Vec<FleetWorkerEvent>> =
+            jobs.iter_mut().map(|j| std::mem::take(&mut j.events)).collect();
         let cfg = config.borrow().clone();
         let route = |input: &crate::routing::RoutingInput<'_>| route_channels(&cfg, input);
         match store.ingest(&requests, &route).await {
@@ -92,7 +98,10 @@ async fn run(store: Store, config: watch::Receiver<Arc<Config>>, mut rx: mpsc::R
             Err(e) => {
                 error!(error = %e, events = total, "ingest commit failed");
                 for job in jobs {
-                    let _gone = job.reply.send(Err(format!("could not store events: {e}"))).is_err();
+                    let _gone = job
+                        .reply
+                        .send(Err(format!("could not store events: {e}")))
+                        .is_err();
                 }
             }
         }

@@ -87,7 +87,12 @@ impl Store {
         let mut pending: Vec<Pending<'_>> = Vec::new();
         for (request, events) in requests.iter().enumerate() {
             for event in events {
-                let key = (event.run_id.as_str(), event.worker_id.as_str(), event.task_id.as_str(), event.seq);
+                let key = (
+                    event.run_id.as_str(),
+                    event.worker_id.as_str(),
+                    event.task_id.as_str(),
+                    event.seq,
+                );
                 if !seen.insert(key) {
                     result.reports[request].duplicates += 1;
                     continue;
@@ -109,7 +114,12 @@ impl Store {
         let journal_ids = insert_journal(&mut tx, &pending, now).await?;
         let mut fresh: Vec<(&Pending<'_>, i64)> = Vec::new();
         for p in &pending {
-            let key = (p.event.run_id.clone(), p.event.worker_id.clone(), p.event.task_id.clone(), p.event.seq);
+            let key = (
+                p.event.run_id.clone(),
+                p.event.worker_id.clone(),
+                p.event.task_id.clone(),
+                p.event.seq,
+            );
             match journal_ids.get(&key) {
                 Some(id) => {
                     result.reports[p.request].accepted += 1;
@@ -221,7 +231,11 @@ impl Store {
 }
 
 fn task_key(event: &FleetWorkerEvent) -> TaskKey {
-    (event.run_id.clone(), event.worker_id.clone(), event.task_id.clone())
+    (
+        event.run_id.clone(),
+        event.worker_id.clone(),
+        event.task_id.clone(),
+    )
 }
 
 fn routing_input<'a>(event: &'a FleetWorkerEvent, state: &'a TaskState) -> RoutingInput<'a> {
@@ -241,8 +255,9 @@ async fn insert_journal(
 ) -> Result<HashMap<(String, String, String, i64), i64>, StoreError> {
     let mut ids = HashMap::with_capacity(pending.len());
     for chunk in pending.chunks(CHUNK) {
-        let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT INTO events (run_id, worker_id, task_id, seq, state, body, received_at) ");
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO events (run_id, worker_id, task_id, seq, state, body, received_at) ",
+        );
         qb.push_values(chunk, |mut b, p| {
             b.push_bind(p.event.run_id.clone())
                 .push_bind(p.event.worker_id.clone())
@@ -255,7 +270,12 @@ async fn insert_journal(
         qb.push(" ON CONFLICT (run_id, worker_id, task_id, seq) DO NOTHING RETURNING id, run_id, worker_id, task_id, seq");
         for row in qb.build().fetch_all(&mut **tx).await? {
             ids.insert(
-                (row.try_get("run_id")?, row.try_get("worker_id")?, row.try_get("task_id")?, row.try_get("seq")?),
+                (
+                    row.try_get("run_id")?,
+                    row.try_get("worker_id")?,
+                    row.try_get("task_id")?,
+                    row.try_get("seq")?,
+                ),
                 row.try_get("id")?,
             );
         }
@@ -286,7 +306,11 @@ async fn load_tasks(
         }
         qb.push(")");
         for row in qb.build().fetch_all(&mut **tx).await? {
-            let key: TaskKey = (row.try_get("run_id")?, row.try_get("worker_id")?, row.try_get("task_id")?);
+            let key: TaskKey = (
+                row.try_get("run_id")?,
+                row.try_get("worker_id")?,
+                row.try_get("task_id")?,
+            );
             let display: String = row.try_get("display")?;
             let labels: String = row.try_get("labels")?;
             let state = TaskState {
@@ -360,7 +384,11 @@ async fn upsert_tasks(
         );
         for row in qb.build().fetch_all(&mut **tx).await? {
             ids.insert(
-                (row.try_get("run_id")?, row.try_get("worker_id")?, row.try_get("task_id")?),
+                (
+                    row.try_get("run_id")?,
+                    row.try_get("worker_id")?,
+                    row.try_get("task_id")?,
+                ),
                 row.try_get("id")?,
             );
         }
@@ -381,12 +409,13 @@ async fn insert_task_channels(
         .collect();
     for chunk in rows.chunks(CHUNK) {
         let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT INTO task_channels (task, channel, progress, dirty_since) ");
+            QueryBuilder::new("INSERT INTO task_channels (task, channel, progress, dirty_since, post_key) ");
         qb.push_values(chunk, |mut b, (id, ch)| {
             b.push_bind(*id)
                 .push_bind(ch.name.clone())
                 .push_bind(ch.progress)
-                .push_bind(ch.progress.then_some(now));
+                .push_bind(ch.progress.then_some(now))
+                .push_bind(super::receipts::new_progress_key());
         });
         qb.push(" ON CONFLICT (task, channel) DO NOTHING");
         qb.build().execute(&mut **tx).await?;
@@ -406,7 +435,8 @@ async fn mark_progress_dirty(
     touched: &mut BTreeSet<String>,
 ) -> Result<(), StoreError> {
     for chunk in task_ids.chunks(CHUNK) {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE task_channels SET dirty_since = COALESCE(dirty_since, ");
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("UPDATE task_channels SET dirty_since = COALESCE(dirty_since, ");
         qb.push_bind(now);
         qb.push(") WHERE progress = 1 AND task IN (");
         let mut sep = qb.separated(", ");
@@ -421,7 +451,10 @@ async fn mark_progress_dirty(
     Ok(())
 }
 
-async fn task_channel_names(tx: &mut Transaction<'_, Sqlite>, task: i64) -> Result<Vec<RoutedChannel>, StoreError> {
+async fn task_channel_names(
+    tx: &mut Transaction<'_, Sqlite>,
+    task: i64,
+) -> Result<Vec<RoutedChannel>, StoreError> {
     let rows = sqlx::query("SELECT channel, progress FROM task_channels WHERE task = ? ORDER BY rowid")
         .bind(task)
         .fetch_all(&mut **tx)
@@ -436,10 +469,17 @@ async fn task_channel_names(tx: &mut Transaction<'_, Sqlite>, task: i64) -> Resu
         .collect()
 }
 
-async fn add_task_channel(tx: &mut Transaction<'_, Sqlite>, task: i64, channel: &str) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO task_channels (task, channel, progress) VALUES (?, ?, 0) ON CONFLICT DO NOTHING")
-        .bind(task)
-        .bind(channel)
+async fn add_task_channel(
+    tx: &mut Transaction<'_, Sqlite>,
+    task: i64,
+    channel: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO task_channels (task, channel, progress, post_key) VALUES (?, ?, 0, ?) ON CONFLICT DO NOTHING",
+    )
+    .bind(task)
+    .bind(channel)
+    .bind(super::receipts::new_progress_key())
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -452,8 +492,9 @@ async fn insert_receipts(
 ) -> Result<usize, StoreError> {
     let mut created = 0;
     for chunk in receipts.chunks(CHUNK) {
-        let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT INTO receipts (id, task, channel, event_id, status, created_at, next_attempt_at) ");
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO receipts (id, task, channel, event_id, status, created_at, next_attempt_at) ",
+        );
         qb.push_values(chunk, |mut b, (task, channel, event_id, now)| {
             b.push_bind(super::receipts::new_receipt_id())
                 .push_bind(*task)

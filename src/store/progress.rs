@@ -18,6 +18,11 @@ pub struct ProgressJob {
     pub message_id: Option<String>,
     /// The task version this rendering shows.
     pub version: i64,
+    /// Idempotency key of the message's post.
+    pub post_key: String,
+    /// A post was sent earlier whose outcome was never recorded (crash):
+    /// reconcile before posting again.
+    pub post_started: bool,
     /// Run id.
     pub run_id: String,
     /// Worker id.
@@ -67,7 +72,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<ProgressJob>, StoreError> {
         let rows = sqlx::query(
-            "SELECT tc.task, tc.message_id, t.version, t.run_id, t.worker_id, t.task_id, t.state, t.display, \
+            "SELECT tc.task, tc.message_id, tc.post_key, tc.post_started, t.version, t.run_id, t.worker_id, t.task_id, t.state, t.display, \
              t.first_seen_at, t.updated_at, t.terminal \
              FROM task_channels tc JOIN tasks t ON t.id = tc.task \
              WHERE tc.channel = ? AND tc.dirty_since IS NOT NULL \
@@ -87,6 +92,8 @@ impl Store {
                     channel: channel.to_owned(),
                     message_id: r.try_get("message_id")?,
                     version: r.try_get("version")?,
+                    post_key: r.try_get("post_key")?,
+                    post_started: r.try_get("post_started")?,
                     run_id: r.try_get("run_id")?,
                     worker_id: r.try_get("worker_id")?,
                     task_id: r.try_get("task_id")?,
@@ -102,7 +109,11 @@ impl Store {
 
     /// When the next stale progress message of `channel` becomes sendable
     /// (Unix ms), or `None` when nothing is stale.
-    pub async fn next_progress_due(&self, channel: &str, min_interval_ms: i64) -> Result<Option<i64>, StoreError> {
+    pub async fn next_progress_due(
+        &self,
+        channel: &str,
+        min_interval_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
         let due: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(COALESCE(last_sent_at + ?, 0)) FROM task_channels \
              WHERE channel = ? AND dirty_since IS NOT NULL",
@@ -112,6 +123,17 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         Ok(due)
+    }
+
+    /// Note durably that a progress post is about to be sent, so that after a
+    /// crash the next attempt reconciles instead of posting a duplicate.
+    pub async fn progress_post_started(&self, task: i64, channel: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE task_channels SET post_started = 1 WHERE task = ? AND channel = ?")
+            .bind(task)
+            .bind(channel)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Record a progress send. Versioned: the dirty mark is cleared only if
@@ -128,7 +150,7 @@ impl Store {
             ProgressWrite::Shown { message_id, version } => {
                 sqlx::query(
                     "UPDATE task_channels SET message_id = ?, shown_version = MAX(shown_version, ?), \
-                     last_sent_at = ?, \
+                     last_sent_at = ?, post_started = 0, \
                      dirty_since = CASE WHEN (SELECT version FROM tasks WHERE id = task) <= ? \
                                    THEN NULL ELSE dirty_since END \
                      WHERE task = ? AND channel = ?",
@@ -144,7 +166,7 @@ impl Store {
             }
             ProgressWrite::Gone => {
                 sqlx::query(
-                    "UPDATE task_channels SET message_id = NULL, shown_version = 0, \
+                    "UPDATE task_channels SET message_id = NULL, shown_version = 0, post_started = 0, \
                      dirty_since = COALESCE(dirty_since, ?) WHERE task = ? AND channel = ?",
                 )
                 .bind(now)

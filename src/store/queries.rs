@@ -99,7 +99,8 @@ impl Store {
         if let Some(state) = state {
             qb.push(" AND t.state = ").push_bind(state.to_owned());
         }
-        qb.push(" ORDER BY t.updated_at DESC, t.id DESC LIMIT ").push_bind(limit);
+        qb.push(" ORDER BY t.updated_at DESC, t.id DESC LIMIT ")
+            .push_bind(limit);
         let rows = qb.build().fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
@@ -160,7 +161,12 @@ impl Store {
     }
 
     /// Whether a worker task exists (to tell an empty journal from a 404).
-    pub async fn task_exists(&self, run_id: &str, worker_id: &str, task_id: &str) -> Result<bool, StoreError> {
+    pub async fn task_exists(
+        &self,
+        run_id: &str,
+        worker_id: &str,
+        task_id: &str,
+    ) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT 1 FROM tasks WHERE run_id = ? AND worker_id = ? AND task_id = ?")
             .bind(run_id)
             .bind(worker_id)
@@ -187,7 +193,8 @@ impl Store {
         if let Some(status) = status {
             qb.push(" WHERE r.status = ").push_bind(status.to_owned());
         }
-        qb.push(" ORDER BY r.created_at DESC, r.id LIMIT ").push_bind(limit);
+        qb.push(" ORDER BY r.created_at DESC, r.id LIMIT ")
+            .push_bind(limit);
         let rows = qb.build().fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {

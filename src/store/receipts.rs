@@ -15,6 +15,13 @@ pub fn new_receipt_id() -> String {
     format!("hr{bits:020x}")
 }
 
+/// Make the idempotency key of a progress message's first post: `hp` + 20
+/// hex digits, distinct from receipt ids.
+pub fn new_progress_key() -> String {
+    let bits: u128 = rand::rng().random::<u128>() >> 48;
+    format!("hp{bits:020x}")
+}
+
 /// A receipt claimed for one delivery attempt, with what to render.
 #[derive(Debug, Clone)]
 pub struct ClaimedReceipt {
@@ -129,7 +136,11 @@ impl Store {
                 .execute(&self.pool)
                 .await?;
             }
-            ReceiptUpdate::Retry { at, error, unverified } => {
+            ReceiptUpdate::Retry {
+                at,
+                error,
+                unverified,
+            } => {
                 sqlx::query(
                     "UPDATE receipts SET status = 'pending', next_attempt_at = ?, last_error = ?, \
                      unverified = ?, lease_until = NULL WHERE id = ?",

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_messaging::{
-    ChannelRef, DeliveryOutcome, IdempotencyKey, Limits, MessageHandle, Messaging, NotSurfaced, Outbound, Platform,
-    Rate, Reconciled,
+    ChannelRef, DeliveryOutcome, IdempotencyKey, Limits, MessageHandle, Messaging, NotSurfaced, Outbound,
+    Platform, Rate, Reconciled,
 };
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -55,7 +55,11 @@ impl WebChannel {
     }
 
     /// The newest messages of a web channel, oldest first.
-    pub async fn recent(&self, channel: &str, limit: i64) -> Result<Vec<WebMessageRow>, crate::store::StoreError> {
+    pub async fn recent(
+        &self,
+        channel: &str,
+        limit: i64,
+    ) -> Result<Vec<WebMessageRow>, crate::store::StoreError> {
         self.store.web_messages(channel, limit).await
     }
 
@@ -68,12 +72,17 @@ impl WebChannel {
 
     fn publish(&self, op: &'static str, message: WebMessageRow) {
         // No viewer connected is the normal case, not an error.
-        let _viewers = self.sender(&message.channel).send(WebUpdate { op, message }).unwrap_or(0);
+        let _viewers = self
+            .sender(&message.channel)
+            .send(WebUpdate { op, message })
+            .unwrap_or(0);
     }
 }
 
 fn transient(e: impl std::fmt::Display) -> DeliveryOutcome {
-    DeliveryOutcome::NotSurfaced(NotSurfaced::Transient { reason: e.to_string() })
+    DeliveryOutcome::NotSurfaced(NotSurfaced::Transient {
+        reason: e.to_string(),
+    })
 }
 
 #[async_trait]

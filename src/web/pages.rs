@@ -67,7 +67,9 @@ fn not_found(name: &str) -> Response {
 }
 
 fn known(state: &PagesState, name: &str) -> bool {
-    web_channels(&state.config.borrow()).iter().any(|(id, _)| id == name)
+    web_channels(&state.config.borrow())
+        .iter()
+        .any(|(id, _)| id == name)
 }
 
 fn escape_html(text: &str) -> String {

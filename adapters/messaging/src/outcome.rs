@@ -82,10 +82,7 @@ impl NotSurfaced {
 impl fmt::Display for NotSurfaced {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            NotSurfaced::RateLimited {
-                retry_after,
-                global,
-            } => {
+            NotSurfaced::RateLimited { retry_after, global } => {
                 let scope = if *global { "globally " } else { "" };
                 write!(f, "rate limited {scope}for {retry_after:?}")
             }

@@ -1,0 +1,198 @@
+//! Shared helpers for the integration tests: they run the real `herald`
+//! binary against a real SQLite file in a temporary directory.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The binary under test.
+pub fn herald_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_herald")
+}
+
+/// A running herald with its own directory, config and database.
+pub struct Herald {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub base: String,
+    pub client: reqwest::Client,
+    child: Option<Child>,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+/// A config for tests: listen on an ephemeral port, store in `dir`.
+pub fn config_text(dir: &Path, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[store]\nurl = \"sqlite://{}\"\n\n{extra}",
+        dir.join("herald.db").display()
+    )
+}
+
+/// The default test config: one source, one web channel receiving everything.
+pub const WEB_ONLY: &str = r#"
+[[sources]]
+name = "fleet"
+token = "test-token"
+
+[channels.main]
+adapter = "web"
+
+[defaults]
+channels = ["main"]
+
+[delivery]
+progress_min_interval = "50ms"
+retry_schedule = ["100ms", "200ms"]
+"#;
+
+impl Herald {
+    /// Write a config with `extra` and start herald on it.
+    pub fn start(extra: &str) -> Herald {
+        Herald::start_full(|dir| config_text(dir, extra))
+    }
+
+    /// Start herald on a whole config made from its directory.
+    pub fn start_full(make_config: impl FnOnce(&Path) -> String) -> Herald {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("herald.toml");
+        std::fs::write(&config, make_config(dir.path())).expect("write config");
+        let mut h = Herald {
+            dir,
+            config,
+            base: String::new(),
+            client: reqwest::Client::new(),
+            child: None,
+            log: Arc::default(),
+        };
+        h.spawn();
+        h
+    }
+
+    /// Start (or restart) the process on the same directory.
+    pub fn spawn(&mut self) {
+        let mut child = Command::new(herald_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .current_dir(self.dir.path())
+            .env("HERALD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn herald");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if !sent {
+                    if let Some(addr) = line.split("address=").nth(1) {
+                        let addr = addr.split_whitespace().next().unwrap_or("").to_string();
+                        sent = tx.send(addr).is_ok();
+                    }
+                }
+                log.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
+            panic!(
+                "herald did not start; log:\n{}",
+                self.log.lock().unwrap().join("\n")
+            )
+        });
+        self.base = format!("http://{addr}");
+        self.child = Some(child);
+    }
+
+    /// `kill -9`: no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill");
+            child.wait().expect("wait");
+        }
+    }
+
+    /// SIGTERM and wait for exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "herald did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// POST a JSON body to /v1/events with the test token.
+    pub async fn post_events(&self, body: &Value) -> (u16, Value) {
+        let res = self
+            .client
+            .post(self.url("/v1/events"))
+            .bearer_auth("test-token")
+            .json(body)
+            .send()
+            .await
+            .expect("post");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let res = self.client.get(self.url(path)).send().await.expect("get");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Poll `check` until it returns Some or the timeout passes.
+    pub async fn wait_for<T, F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// An event with the given identity and state (plus payload fields).
+pub fn event(run: &str, worker: &str, task: &str, seq: i64, state: &str, payload: Value) -> Value {
+    let mut ev = json!({"seq": seq, "run_id": run, "worker_id": worker, "task_id": task,
+                        "timestamp": "2026-06-12T17:02:00Z", "state": state});
+    if let (Value::Object(e), Value::Object(p)) = (&mut ev, payload) {
+        e.extend(p);
+    }
+    ev
+}
