@@ -228,3 +228,16 @@ async fn send_posts_an_event_and_reports_rejections() {
     assert_ne!(code, 0);
     assert!(err.contains("401"), "{err}");
 }
+
+#[test]
+fn shipped_configs_are_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for path in [
+        root.join("config/herald.toml"),
+        root.join("config/examples/full.toml"),
+    ] {
+        let (code, out, err) = run(&["check-config", "--config", path.to_str().unwrap()], root, &[]);
+        assert_eq!(code, 0, "{}: {err}", path.display());
+        assert!(out.contains(": ok"), "{out}");
+    }
+}

@@ -56,7 +56,7 @@ CREATE TABLE receipts (
     id              TEXT    PRIMARY KEY,   -- idempotency key sent to the platform (<= 25 chars)
     task            INTEGER NOT NULL REFERENCES tasks (id),
     channel         TEXT    NOT NULL,
-    event_id        INTEGER NOT NULL REFERENCES events (id),
+    event_seq       INTEGER NOT NULL,   -- seq of the terminal event (journal key with the task's ids)
     status          TEXT    NOT NULL CHECK (status IN ('pending', 'sending', 'surfaced', 'failed')),
     attempts        INTEGER NOT NULL DEFAULT 0,
     created_at      INTEGER NOT NULL,   -- the event's acceptance time

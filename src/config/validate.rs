@@ -135,15 +135,15 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         };
         let delivery = self.delivery(&raw);
 
-        if let (Some(server), true) = (&server, sources.is_empty()) {
-            if !server.listen.ip().is_loopback() {
-                let span = raw.server.listen.as_ref().map_or(0..0, |l| l.span());
-                self.err(
-                    span,
-                    "listening beyond loopback requires at least one [[sources]] token; \
+        if let (Some(server), true) = (&server, sources.is_empty())
+            && !server.listen.ip().is_loopback()
+        {
+            let span = raw.server.listen.as_ref().map_or(0..0, |l| l.span());
+            self.err(
+                span,
+                "listening beyond loopback requires at least one [[sources]] token; \
                      without one anybody could post events",
-                );
-            }
+            );
         }
 
         Some(Config {

@@ -93,14 +93,14 @@ pub async fn deliveries(
     Query(q): Query<DeliveriesQuery>,
 ) -> Result<Response, ApiError> {
     let limit = limit(q.limit)?;
-    if let Some(s) = &q.status {
-        if !RECEIPT_STATUSES.contains(&s.as_str()) {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("status must be one of {}", RECEIPT_STATUSES.join(", ")),
-            )
-            .with("field", "status"));
-        }
+    if let Some(s) = &q.status
+        && !RECEIPT_STATUSES.contains(&s.as_str())
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("status must be one of {}", RECEIPT_STATUSES.join(", ")),
+        )
+        .with("field", "status"));
     }
     let rows = state
         .store

@@ -86,8 +86,15 @@ async fn run(
             jobs.iter_mut().map(|j| std::mem::take(&mut j.events)).collect();
         let cfg = config.borrow().clone();
         let route = |input: &crate::routing::RoutingInput<'_>| route_channels(&cfg, input);
+        let started = std::time::Instant::now();
         match store.ingest(&requests, &route).await {
             Ok(result) => {
+                tracing::debug!(
+                    events = total,
+                    requests = requests.len(),
+                    elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "group committed"
+                );
                 on_commit(&result);
                 for (job, report) in jobs.into_iter().zip(result.reports) {
                     // A handler that went away (client hung up) no longer

@@ -58,19 +58,25 @@ struct Pending<'a> {
 }
 
 struct LoadedTask {
-    id: Option<i64>,
+    id: i64,
+    /// Created by this commit.
+    is_new: bool,
     state: TaskState,
     /// Channels routed at creation (new tasks only).
     new_channels: Vec<RoutedChannel>,
     display_changed: bool,
     dirty: bool,
-    /// The journal id of the event that ended the task in this commit.
-    terminal_event: Option<(i64, usize)>,
+    /// The seq of the event that ended the task in this commit.
+    terminal_seq: Option<i64>,
 }
 
 impl Store {
     /// Commit a group of requests in one transaction. `route` decides the
     /// channels of an event (for a new task, and for a terminal event).
+    ///
+    /// Statements are multi-row and return few or no rows: with sqlx's SQLite
+    /// driver every returned row is a hop between threads, which dominated
+    /// the cost of earlier versions.
     pub async fn ingest(
         &self,
         requests: &[Vec<FleetWorkerEvent>],
@@ -108,11 +114,14 @@ impl Store {
             }
         }
 
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: take the write lock up front. A deferred transaction that
+        // reads first cannot upgrade while a channel actor writes, and SQLite
+        // answers that with SQLITE_BUSY instead of waiting.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
 
-        // 2. Journal; the rows that conflict are duplicates of earlier requests.
-        let journal_ids = insert_journal(&mut tx, &pending, now).await?;
-        let mut fresh: Vec<(&Pending<'_>, i64)> = Vec::new();
+        // 2. Events already journaled are duplicates; journal the rest.
+        let known = known_events(&mut tx, &pending).await?;
+        let mut fresh: Vec<&Pending<'_>> = Vec::with_capacity(pending.len());
         for p in &pending {
             let key = (
                 p.event.run_id.clone(),
@@ -120,31 +129,32 @@ impl Store {
                 p.event.task_id.clone(),
                 p.event.seq,
             );
-            match journal_ids.get(&key) {
-                Some(id) => {
-                    result.reports[p.request].accepted += 1;
-                    fresh.push((p, *id));
-                }
-                None => result.reports[p.request].duplicates += 1,
+            if !known.is_empty() && known.contains(&key) {
+                result.reports[p.request].duplicates += 1;
+            } else {
+                result.reports[p.request].accepted += 1;
+                fresh.push(p);
             }
         }
         if fresh.is_empty() {
             tx.commit().await?;
             return Ok(result);
         }
+        insert_journal(&mut tx, &fresh, now).await?;
 
         // 3. Load the tasks concerned and apply the fresh events in order.
         let mut keys: Vec<TaskKey> = Vec::new();
         let mut key_set: HashSet<TaskKey> = HashSet::new();
-        for (p, _) in &fresh {
+        for p in &fresh {
             let k = task_key(p.event);
             if key_set.insert(k.clone()) {
                 keys.push(k);
             }
         }
         let mut tasks: HashMap<TaskKey, LoadedTask> = load_tasks(&mut tx, &keys).await?;
+        let mut next_id: Option<i64> = None;
         let mut terminal_routes: HashMap<TaskKey, Vec<RoutedChannel>> = HashMap::new();
-        for (index, (p, journal_id)) in fresh.iter().enumerate() {
+        for p in &fresh {
             let key = task_key(p.event);
             match tasks.get_mut(&key) {
                 Some(task) => {
@@ -152,78 +162,81 @@ impl Store {
                     task.display_changed |= applied.display_changed;
                     task.dirty = true;
                     if applied.became_terminal {
-                        task.terminal_event = Some((*journal_id, index));
+                        task.terminal_seq = Some(p.event.seq);
                         terminal_routes.insert(key.clone(), route(&routing_input(p.event, &task.state)));
                     }
                 }
                 None => {
+                    let id = match next_id {
+                        Some(id) => id,
+                        None => max_task_id(&mut tx).await? + 1,
+                    };
+                    next_id = Some(id + 1);
                     let state = TaskState::new(p.event, &p.json, now);
                     let new_channels = route(&routing_input(p.event, &state));
                     if new_channels.is_empty() {
                         result.unrouted_tasks += 1;
                     }
-                    let terminal_event = state.terminal.then_some((*journal_id, index));
+                    let terminal_seq = state.terminal.then_some(p.event.seq);
                     if state.terminal {
-                        terminal_routes.insert(key.clone(), route(&routing_input(p.event, &state)));
+                        terminal_routes.insert(key.clone(), new_channels.clone());
                     }
                     tasks.insert(
                         key.clone(),
                         LoadedTask {
-                            id: None,
+                            id,
+                            is_new: true,
                             state,
                             new_channels,
                             display_changed: true,
                             dirty: true,
-                            terminal_event,
+                            terminal_seq,
                         },
                     );
                 }
             }
         }
 
-        // 4. Write task state back; learn the ids of new tasks.
-        let ids = upsert_tasks(&mut tx, &tasks).await?;
-        for (key, task) in tasks.iter_mut() {
-            if task.id.is_none() {
-                task.id = ids.get(key).copied();
-            }
-        }
+        // 4. Write task state back.
+        upsert_tasks(&mut tx, &tasks).await?;
 
-        // 5. Routed channels of new tasks; progress dirty marks.
+        // 5. Routed channels of new tasks; progress dirty marks of old ones.
         insert_task_channels(&mut tx, &tasks, now, &mut result.touched_channels).await?;
         let changed: Vec<i64> = tasks
             .values()
-            .filter(|t| t.display_changed && t.new_channels.is_empty())
-            .filter_map(|t| t.id)
+            .filter(|t| t.display_changed && !t.is_new)
+            .map(|t| t.id)
             .collect();
         mark_progress_dirty(&mut tx, &changed, now, &mut result.touched_channels).await?;
 
         // 6. Terminal receipts: the task's channels plus wherever the
         //    terminal event itself routes (so `state = "failed"` routes work).
-        let mut receipts: Vec<(i64, String, i64, i64)> = Vec::new();
+        let ended_old: Vec<i64> = tasks
+            .values()
+            .filter(|t| t.terminal_seq.is_some() && !t.is_new)
+            .map(|t| t.id)
+            .collect();
+        let mut old_channels = channels_of(&mut tx, &ended_old).await?;
+        let mut receipts: Vec<(i64, String, i64)> = Vec::new();
+        let mut added: Vec<(i64, String)> = Vec::new();
         for (key, task) in &tasks {
-            let (Some(task_id), Some((event_id, _))) = (task.id, task.terminal_event) else {
-                continue;
-            };
-            let mut channels: Vec<RoutedChannel> = if task.new_channels.is_empty() {
-                task_channel_names(&mut tx, task_id).await?
+            let Some(seq) = task.terminal_seq else { continue };
+            let mut channels: Vec<String> = if task.is_new {
+                task.new_channels.iter().map(|c| c.name.clone()).collect()
             } else {
-                task.new_channels.clone()
+                old_channels.remove(&task.id).unwrap_or_default()
             };
             for extra in terminal_routes.remove(key).unwrap_or_default() {
-                if !channels.iter().any(|c| c.name == extra.name) {
-                    add_task_channel(&mut tx, task_id, &extra.name).await?;
-                    channels.push(RoutedChannel {
-                        name: extra.name,
-                        progress: false,
-                    });
+                if !channels.contains(&extra.name) {
+                    added.push((task.id, extra.name.clone()));
+                    channels.push(extra.name);
                 }
             }
-            for ch in channels {
-                receipts.push((task_id, ch.name, event_id, now));
-            }
+            receipts.extend(channels.into_iter().map(|ch| (task.id, ch, seq)));
         }
-        result.receipts_created = insert_receipts(&mut tx, &receipts, &mut result.touched_channels).await?;
+        add_task_channels(&mut tx, &added).await?;
+        result.receipts_created =
+            insert_receipts(&mut tx, &receipts, now, &mut result.touched_channels).await?;
 
         tx.commit().await?;
         Ok(result)
@@ -248,13 +261,38 @@ fn routing_input<'a>(event: &'a FleetWorkerEvent, state: &'a TaskState) -> Routi
     }
 }
 
-async fn insert_journal(
+async fn known_events(
     tx: &mut Transaction<'_, Sqlite>,
     pending: &[Pending<'_>],
-    now: i64,
-) -> Result<HashMap<(String, String, String, i64), i64>, StoreError> {
-    let mut ids = HashMap::with_capacity(pending.len());
+) -> Result<HashSet<(String, String, String, i64)>, StoreError> {
+    let mut known = HashSet::new();
     for chunk in pending.chunks(CHUNK) {
+        // A join with a VALUES list uses the unique index; `(a, b) IN
+        // (VALUES ...)` would scan the whole journal.
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("WITH k (r, w, t, s) AS (");
+        qb.push_values(chunk, |mut b, p| {
+            b.push_bind(p.event.run_id.clone())
+                .push_bind(p.event.worker_id.clone())
+                .push_bind(p.event.task_id.clone())
+                .push_bind(p.event.seq);
+        });
+        qb.push(
+            ") SELECT e.run_id, e.worker_id, e.task_id, e.seq FROM k JOIN events e \
+             ON e.run_id = k.r AND e.worker_id = k.w AND e.task_id = k.t AND e.seq = k.s",
+        );
+        for row in qb.build().fetch_all(&mut **tx).await? {
+            known.insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?));
+        }
+    }
+    Ok(known)
+}
+
+async fn insert_journal(
+    tx: &mut Transaction<'_, Sqlite>,
+    fresh: &[&Pending<'_>],
+    now: i64,
+) -> Result<(), StoreError> {
+    for chunk in fresh.chunks(CHUNK) {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO events (run_id, worker_id, task_id, seq, state, body, received_at) ",
         );
@@ -267,20 +305,15 @@ async fn insert_journal(
                 .push_bind(p.body.clone())
                 .push_bind(now);
         });
-        qb.push(" ON CONFLICT (run_id, worker_id, task_id, seq) DO NOTHING RETURNING id, run_id, worker_id, task_id, seq");
-        for row in qb.build().fetch_all(&mut **tx).await? {
-            ids.insert(
-                (
-                    row.try_get("run_id")?,
-                    row.try_get("worker_id")?,
-                    row.try_get("task_id")?,
-                    row.try_get("seq")?,
-                ),
-                row.try_get("id")?,
-            );
-        }
+        qb.build().execute(&mut **tx).await?;
     }
-    Ok(ids)
+    Ok(())
+}
+
+async fn max_task_id(tx: &mut Transaction<'_, Sqlite>) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM tasks")
+        .fetch_one(&mut **tx)
+        .await?)
 }
 
 async fn load_tasks(
@@ -289,22 +322,17 @@ async fn load_tasks(
 ) -> Result<HashMap<TaskKey, LoadedTask>, StoreError> {
     let mut out = HashMap::with_capacity(keys.len());
     for chunk in keys.chunks(CHUNK) {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT id, run_id, worker_id, task_id, state, state_seq, max_seq, terminal, display, labels, \
-             version, first_seen_at, updated_at, last_heartbeat_at FROM tasks \
-             WHERE (run_id, worker_id, task_id) IN (VALUES ",
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("WITH k (r, w, t) AS (");
+        qb.push_values(chunk, |mut b, (run, worker, task)| {
+            b.push_bind(run.clone())
+                .push_bind(worker.clone())
+                .push_bind(task.clone());
+        });
+        qb.push(
+            ") SELECT id, run_id, worker_id, task_id, state, state_seq, max_seq, terminal, display, labels, \
+             version, first_seen_at, updated_at, last_heartbeat_at FROM k JOIN tasks \
+             ON run_id = k.r AND worker_id = k.w AND task_id = k.t",
         );
-        let mut sep = qb.separated(", ");
-        for (run, worker, task) in chunk {
-            sep.push("(")
-                .push_bind_unseparated(run.clone())
-                .push_unseparated(", ")
-                .push_bind_unseparated(worker.clone())
-                .push_unseparated(", ")
-                .push_bind_unseparated(task.clone())
-                .push_unseparated(")");
-        }
-        qb.push(")");
         for row in qb.build().fetch_all(&mut **tx).await? {
             let key: TaskKey = (
                 row.try_get("run_id")?,
@@ -328,12 +356,13 @@ async fn load_tasks(
             out.insert(
                 key,
                 LoadedTask {
-                    id: Some(row.try_get("id")?),
+                    id: row.try_get("id")?,
+                    is_new: false,
                     state,
                     new_channels: Vec::new(),
                     display_changed: false,
                     dirty: false,
-                    terminal_event: None,
+                    terminal_seq: None,
                 },
             );
         }
@@ -344,21 +373,19 @@ async fn load_tasks(
 async fn upsert_tasks(
     tx: &mut Transaction<'_, Sqlite>,
     tasks: &HashMap<TaskKey, LoadedTask>,
-) -> Result<HashMap<TaskKey, i64>, StoreError> {
-    let dirty: Vec<(&TaskKey, &LoadedTask)> = tasks.iter().filter(|(_, t)| t.dirty).collect();
-    let mut ids = HashMap::new();
+) -> Result<(), StoreError> {
+    let mut dirty: Vec<(&TaskKey, &LoadedTask, String)> = Vec::new();
+    for (key, task) in tasks.iter().filter(|(_, t)| t.dirty) {
+        dirty.push((key, task, serde_json::to_string(&task.state.labels)?));
+    }
     for chunk in dirty.chunks(CHUNK / 2) {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO tasks (run_id, worker_id, task_id, state, state_seq, max_seq, terminal, display, labels, \
-             version, first_seen_at, updated_at, last_heartbeat_at) ",
+            "INSERT INTO tasks (id, run_id, worker_id, task_id, state, state_seq, max_seq, terminal, display, \
+             labels, version, first_seen_at, updated_at, last_heartbeat_at) ",
         );
-        let mut err: Option<serde_json::Error> = None;
-        qb.push_values(chunk, |mut b, ((run, worker, task), t)| {
-            let labels = serde_json::to_string(&t.state.labels).unwrap_or_else(|e| {
-                err = Some(e);
-                String::new()
-            });
-            b.push_bind(run.clone())
+        qb.push_values(chunk, |mut b, ((run, worker, task), t, labels)| {
+            b.push_bind(t.id)
+                .push_bind(run.clone())
                 .push_bind(worker.clone())
                 .push_bind(task.clone())
                 .push_bind(t.state.state.clone())
@@ -366,34 +393,21 @@ async fn upsert_tasks(
                 .push_bind(t.state.max_seq)
                 .push_bind(t.state.terminal)
                 .push_bind(t.state.display.to_string())
-                .push_bind(labels)
+                .push_bind(labels.clone())
                 .push_bind(t.state.version)
                 .push_bind(t.state.first_seen_at)
                 .push_bind(t.state.updated_at)
                 .push_bind(t.state.last_heartbeat_at);
         });
-        if let Some(e) = err {
-            return Err(e.into());
-        }
         qb.push(
-            " ON CONFLICT (run_id, worker_id, task_id) DO UPDATE SET state = excluded.state, \
+            " ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
              state_seq = excluded.state_seq, max_seq = excluded.max_seq, terminal = excluded.terminal, \
              display = excluded.display, labels = excluded.labels, version = excluded.version, \
-             updated_at = excluded.updated_at, last_heartbeat_at = excluded.last_heartbeat_at \
-             RETURNING id, run_id, worker_id, task_id",
+             updated_at = excluded.updated_at, last_heartbeat_at = excluded.last_heartbeat_at",
         );
-        for row in qb.build().fetch_all(&mut **tx).await? {
-            ids.insert(
-                (
-                    row.try_get("run_id")?,
-                    row.try_get("worker_id")?,
-                    row.try_get("task_id")?,
-                ),
-                row.try_get("id")?,
-            );
-        }
+        qb.build().execute(&mut **tx).await?;
     }
-    Ok(ids)
+    Ok(())
 }
 
 async fn insert_task_channels(
@@ -404,8 +418,8 @@ async fn insert_task_channels(
 ) -> Result<(), StoreError> {
     let rows: Vec<(i64, &RoutedChannel)> = tasks
         .values()
-        .filter_map(|t| t.id.map(|id| (id, &t.new_channels)))
-        .flat_map(|(id, chans)| chans.iter().map(move |c| (id, c)))
+        .filter(|t| t.is_new)
+        .flat_map(|t| t.new_channels.iter().map(move |c| (t.id, c)))
         .collect();
     for chunk in rows.chunks(CHUNK) {
         let mut qb: QueryBuilder<Sqlite> =
@@ -419,13 +433,23 @@ async fn insert_task_channels(
         });
         qb.push(" ON CONFLICT (task, channel) DO NOTHING");
         qb.build().execute(&mut **tx).await?;
-        for (_, ch) in chunk {
-            if ch.progress {
-                touched.insert(ch.name.clone());
-            }
-        }
+        touched.extend(
+            chunk
+                .iter()
+                .filter(|(_, ch)| ch.progress)
+                .map(|(_, ch)| ch.name.clone()),
+        );
     }
     Ok(())
+}
+
+fn push_id_list(qb: &mut QueryBuilder<Sqlite>, ids: &[i64]) {
+    qb.push("(");
+    let mut sep = qb.separated(", ");
+    for id in ids {
+        sep.push_bind(*id);
+    }
+    qb.push(")");
 }
 
 async fn mark_progress_dirty(
@@ -438,77 +462,80 @@ async fn mark_progress_dirty(
         let mut qb: QueryBuilder<Sqlite> =
             QueryBuilder::new("UPDATE task_channels SET dirty_since = COALESCE(dirty_since, ");
         qb.push_bind(now);
-        qb.push(") WHERE progress = 1 AND task IN (");
-        let mut sep = qb.separated(", ");
-        for id in chunk {
-            sep.push_bind(*id);
-        }
-        qb.push(") RETURNING channel");
+        qb.push(") WHERE progress = 1 AND task IN ");
+        push_id_list(&mut qb, chunk);
+        qb.build().execute(&mut **tx).await?;
+
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT DISTINCT channel FROM task_channels WHERE progress = 1 AND task IN ");
+        push_id_list(&mut qb, chunk);
         for row in qb.build().fetch_all(&mut **tx).await? {
-            touched.insert(row.try_get("channel")?);
+            touched.insert(row.try_get(0)?);
         }
     }
     Ok(())
 }
 
-async fn task_channel_names(
+async fn channels_of(
     tx: &mut Transaction<'_, Sqlite>,
-    task: i64,
-) -> Result<Vec<RoutedChannel>, StoreError> {
-    let rows = sqlx::query("SELECT channel, progress FROM task_channels WHERE task = ? ORDER BY rowid")
-        .bind(task)
-        .fetch_all(&mut **tx)
-        .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(RoutedChannel {
-                name: r.try_get("channel")?,
-                progress: r.try_get("progress")?,
-            })
-        })
-        .collect()
+    task_ids: &[i64],
+) -> Result<HashMap<i64, Vec<String>>, StoreError> {
+    let mut out: HashMap<i64, Vec<String>> = HashMap::new();
+    for chunk in task_ids.chunks(CHUNK) {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT task, channel FROM task_channels WHERE task IN ");
+        push_id_list(&mut qb, chunk);
+        qb.push(" ORDER BY task, rowid");
+        for row in qb.build().fetch_all(&mut **tx).await? {
+            out.entry(row.try_get(0)?).or_default().push(row.try_get(1)?);
+        }
+    }
+    Ok(out)
 }
 
-async fn add_task_channel(
+async fn add_task_channels(
     tx: &mut Transaction<'_, Sqlite>,
-    task: i64,
-    channel: &str,
+    rows: &[(i64, String)],
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO task_channels (task, channel, progress, post_key) VALUES (?, ?, 0, ?) ON CONFLICT DO NOTHING",
-    )
-    .bind(task)
-    .bind(channel)
-    .bind(super::receipts::new_progress_key())
-        .execute(&mut **tx)
-        .await?;
+    for chunk in rows.chunks(CHUNK) {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT INTO task_channels (task, channel, progress, post_key) ");
+        qb.push_values(chunk, |mut b, (task, channel)| {
+            b.push_bind(*task)
+                .push_bind(channel.clone())
+                .push_bind(false)
+                .push_bind(super::receipts::new_progress_key());
+        });
+        qb.push(" ON CONFLICT (task, channel) DO NOTHING");
+        qb.build().execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
 async fn insert_receipts(
     tx: &mut Transaction<'_, Sqlite>,
-    receipts: &[(i64, String, i64, i64)],
+    receipts: &[(i64, String, i64)],
+    now: i64,
     touched: &mut BTreeSet<String>,
 ) -> Result<usize, StoreError> {
     let mut created = 0;
     for chunk in receipts.chunks(CHUNK) {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO receipts (id, task, channel, event_id, status, created_at, next_attempt_at) ",
+            "INSERT INTO receipts (id, task, channel, event_seq, status, created_at, next_attempt_at) ",
         );
-        qb.push_values(chunk, |mut b, (task, channel, event_id, now)| {
+        qb.push_values(chunk, |mut b, (task, channel, seq)| {
             b.push_bind(super::receipts::new_receipt_id())
                 .push_bind(*task)
                 .push_bind(channel.clone())
-                .push_bind(*event_id)
+                .push_bind(*seq)
                 .push_bind("pending")
-                .push_bind(*now)
-                .push_bind(*now);
+                .push_bind(now)
+                .push_bind(now);
         });
-        qb.push(" ON CONFLICT (task, channel) DO NOTHING RETURNING channel");
-        for row in qb.build().fetch_all(&mut **tx).await? {
-            touched.insert(row.try_get("channel")?);
-            created += 1;
-        }
+        qb.push(" ON CONFLICT (task, channel) DO NOTHING");
+        let done = qb.build().execute(&mut **tx).await?;
+        created += usize::try_from(done.rows_affected()).unwrap_or(usize::MAX);
+        touched.extend(chunk.iter().map(|(_, ch, _)| ch.clone()));
     }
     Ok(created)
 }

@@ -188,7 +188,7 @@ impl Store {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
             "SELECT r.id, r.channel, r.status, r.attempts, r.last_error, r.next_attempt_at, r.created_at, \
              r.surfaced_at, r.message_id, t.run_id, t.worker_id, t.task_id, e.state \
-             FROM receipts r JOIN tasks t ON t.id = r.task JOIN events e ON e.id = r.event_id",
+             FROM receipts r JOIN tasks t ON t.id = r.task JOIN events e ON e.run_id = t.run_id AND e.worker_id = t.worker_id AND e.task_id = t.task_id AND e.seq = r.event_seq",
         );
         if let Some(status) = status {
             qb.push(" WHERE r.status = ").push_bind(status.to_owned());

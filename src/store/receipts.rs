@@ -99,7 +99,7 @@ impl Store {
             let r = sqlx::query(
                 "SELECT r.id, r.channel, r.attempts, r.created_at, r.unverified, t.run_id, t.worker_id, \
                  t.task_id, t.first_seen_at, e.body FROM receipts r JOIN tasks t ON t.id = r.task \
-                 JOIN events e ON e.id = r.event_id WHERE r.id = ?",
+                 JOIN events e ON e.run_id = t.run_id AND e.worker_id = t.worker_id AND e.task_id = t.task_id AND e.seq = r.event_seq WHERE r.id = ?",
             )
             .bind(&id)
             .fetch_one(&self.pool)

@@ -94,11 +94,9 @@ impl Herald {
             let mut sent = false;
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if !sent {
-                    if let Some(addr) = line.split("address=").nth(1) {
-                        let addr = addr.split_whitespace().next().unwrap_or("").to_string();
-                        sent = tx.send(addr).is_ok();
-                    }
+                if !sent && let Some(addr) = line.split("address=").nth(1) {
+                    let addr = addr.split_whitespace().next().unwrap_or("").to_string();
+                    sent = tx.send(addr).is_ok();
                 }
                 log.lock().unwrap().push(line);
             }
