@@ -138,6 +138,11 @@ impl Herald {
         }
     }
 
+    /// The running process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

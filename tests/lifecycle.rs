@@ -1,0 +1,188 @@
+//! Process lifecycle through the real binary: config reload (SIGHUP and
+//! `POST /-/reload`) and the demo.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Herald, WEB_ONLY, config_text, herald_bin};
+use serde_json::Value;
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn reload_applies_a_valid_config_and_keeps_the_old_one_on_errors() {
+    let h = Herald::start(WEB_ONLY);
+    let index = h
+        .client
+        .get(h.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!index.contains("/channels/extra"));
+
+    // A broken file is rejected over HTTP with its errors; the old config stays.
+    std::fs::write(
+        &h.config,
+        config_text(
+            h.dir.path(),
+            &format!("{WEB_ONLY}\n[channels.oops]\nadapter = \"fax\"\n"),
+        ),
+    )
+    .unwrap();
+    let res = h
+        .client
+        .post(h.url("/-/reload"))
+        .bearer_auth("test-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("unknown adapter \"fax\""),
+        "{body}"
+    );
+    let metrics = h
+        .client
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(&metrics, "herald_config_last_reload_successful"),
+        Some(0.0)
+    );
+    assert_eq!(h.get("/readyz").await.0, 200);
+
+    // Without a token, reload is refused.
+    let res = h.client.post(h.url("/-/reload")).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 401);
+
+    // A valid file, by SIGHUP: the new web channel appears.
+    std::fs::write(
+        &h.config,
+        config_text(
+            h.dir.path(),
+            &format!("{WEB_ONLY}\n[channels.extra]\nadapter = \"web\"\n"),
+        ),
+    )
+    .unwrap();
+    let pid = h.pid();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    h.wait_for("reloaded config", Duration::from_secs(15), || async {
+        let index = h.client.get(h.url("/")).send().await.ok()?.text().await.ok()?;
+        index.contains("/channels/extra").then_some(())
+    })
+    .await;
+    let metrics = h
+        .client
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(&metrics, "herald_config_last_reload_successful"),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn demo_moves_a_fleet_through_the_web_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(herald_bin())
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "20",
+            "--pace",
+            "0.02",
+            "--db",
+        ])
+        .arg(dir.path().join("demo.db"))
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_owned();
+    assert!(url.ends_with("/channels/main"), "{url}");
+    let base = url.trim_end_matches("/channels/main").to_owned();
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (workers, surfaced) = loop {
+        let w: Value = client
+            .get(format!("{base}/v1/workers?limit=1000"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let d: Value = client
+            .get(format!("{base}/v1/deliveries?status=surfaced&limit=1000"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let workers: std::collections::HashSet<String> = w["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["worker_id"].as_str().unwrap().to_owned())
+            .collect();
+        let surfaced = d["deliveries"].as_array().unwrap().len();
+        if workers.len() == 20 && surfaced >= 5 {
+            break (workers.len(), surfaced);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "demo fleet did not move: {} workers, {surfaced} surfaced",
+            workers.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(workers, 20);
+    assert!(surfaced >= 5);
+    let page = client.get(&url).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
