@@ -75,13 +75,14 @@ impl Client {
                 body,
             });
         }
-        let parsed: Value = serde_json::from_str(&body).map_err(|_| ClientError::Rejected {
-            status: status.as_u16(),
-            body: body.clone(),
-        })?;
-        Ok(Accepted {
-            accepted: parsed["accepted"].as_u64().unwrap_or(0),
-            duplicates: parsed["duplicates"].as_u64().unwrap_or(0),
-        })
+        let parsed: Option<Value> = serde_json::from_str(&body).ok();
+        let count = |key: &str| parsed.as_ref().and_then(|p| p[key].as_u64());
+        match (count("accepted"), count("duplicates")) {
+            (Some(accepted), Some(duplicates)) => Ok(Accepted { accepted, duplicates }),
+            _ => Err(ClientError::Rejected {
+                status: status.as_u16(),
+                body,
+            }),
+        }
     }
 }

@@ -24,35 +24,37 @@ pub struct TaskView<'a> {
 
 /// The live progress message of a task.
 pub fn progress(view: &TaskView<'_>) -> Outbound {
-    let state = str_field(view.event, "state").unwrap_or("unknown");
-    let mut fields = identity_fields(view);
-    fields.push(field("elapsed", format_elapsed(view.as_of - view.first_seen_at)));
-    fields.extend(detail_fields(view.event));
-    Outbound {
-        kind: MessageKind::Progress,
-        title: title(view),
-        state: state_words(state),
-        severity: severity(view.event),
-        fields,
-        body: body(view.event),
-        idempotency_key: None,
-    }
+    message(view, MessageKind::Progress, "elapsed", None)
 }
 
 /// The terminal notification of a task, keyed by its receipt id.
 pub fn terminal(view: &TaskView<'_>, receipt_id: &str) -> Outbound {
+    message(
+        view,
+        MessageKind::Terminal,
+        "duration",
+        Some(IdempotencyKey(receipt_id.to_owned())),
+    )
+}
+
+fn message(
+    view: &TaskView<'_>,
+    kind: MessageKind,
+    time_label: &str,
+    key: Option<IdempotencyKey>,
+) -> Outbound {
     let state = str_field(view.event, "state").unwrap_or("unknown");
     let mut fields = identity_fields(view);
-    fields.push(field("duration", format_elapsed(view.as_of - view.first_seen_at)));
+    fields.push(field(time_label, format_elapsed(view.as_of - view.first_seen_at)));
     fields.extend(detail_fields(view.event));
     Outbound {
-        kind: MessageKind::Terminal,
+        kind,
         title: title(view),
         state: state_words(state),
         severity: severity(view.event),
         fields,
         body: body(view.event),
-        idempotency_key: Some(IdempotencyKey(receipt_id.to_owned())),
+        idempotency_key: key,
     }
 }
 
