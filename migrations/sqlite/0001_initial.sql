@@ -44,6 +44,7 @@ CREATE TABLE task_channels (
     post_key      TEXT    NOT NULL,   -- idempotency key of its post (reconciled after a crash)
     post_started  INTEGER NOT NULL DEFAULT 0,   -- 1: a post was sent whose outcome is not recorded
     shown_version INTEGER NOT NULL DEFAULT 0,   -- task version the message shows
+    shown_hash    INTEGER,            -- hash of the rendering it shows (unchanged text is not re-sent)
     dirty_since   INTEGER,            -- set when a newer version is due; NULL when up to date
     last_sent_at  INTEGER,            -- last post or edit, for progress_min_interval
     PRIMARY KEY (task, channel)

@@ -79,24 +79,27 @@ impl TokenBucket {
 /// `chat.update` limit, Discord's global limit).
 pub type SharedBucket = Arc<Mutex<TokenBucket>>;
 
-/// Wait until every bucket has a token, then take one from each.
-pub async fn acquire(local: &mut TokenBucket, shared: Option<&SharedBucket>) {
+/// Wait until the local bucket and every shared one have a token, then
+/// take one from each. Shared buckets are locked in the order given; every
+/// caller passes them in the same order (account-wide first).
+pub async fn acquire(local: &mut TokenBucket, shared: &[&SharedBucket]) {
     loop {
         let now = Instant::now();
         let mut wait = local.wait_time(now);
-        if let Some(shared) = shared {
-            let mut s = shared.lock().await;
-            let shared_wait = s.wait_time(now);
-            if wait.is_zero() && shared_wait.is_zero() {
-                s.take();
-                local.take();
-                return;
-            }
-            wait = wait.max(shared_wait);
-        } else if wait.is_zero() {
+        let mut guards = Vec::with_capacity(shared.len());
+        for bucket in shared {
+            let mut guard = bucket.lock().await;
+            wait = wait.max(guard.wait_time(now));
+            guards.push(guard);
+        }
+        if wait.is_zero() {
             local.take();
+            for guard in &mut guards {
+                guard.take();
+            }
             return;
         }
+        drop(guards);
         tokio::time::sleep(wait).await;
     }
 }
@@ -110,10 +113,10 @@ mod tests {
         let mut b = TokenBucket::new(Rate::new(5, Duration::from_secs(5)));
         let start = Instant::now();
         for _ in 0..5 {
-            acquire(&mut b, None).await;
+            acquire(&mut b, &[]).await;
         }
         assert!(start.elapsed() < Duration::from_millis(10));
-        acquire(&mut b, None).await;
+        acquire(&mut b, &[]).await;
         let waited = start.elapsed();
         assert!(
             waited >= Duration::from_millis(990) && waited <= Duration::from_millis(1100),
@@ -122,11 +125,25 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn shared_bucket_paces_every_holder() {
+        let shared: SharedBucket =
+            Arc::new(Mutex::new(TokenBucket::new(Rate::new(2, Duration::from_secs(2)))));
+        let mut a = TokenBucket::new(Rate::new(100, Duration::from_secs(1)));
+        let mut b = TokenBucket::new(Rate::new(100, Duration::from_secs(1)));
+        let start = Instant::now();
+        acquire(&mut a, &[&shared]).await;
+        acquire(&mut b, &[&shared]).await;
+        acquire(&mut a, &[&shared]).await;
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(990), "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn pause_holds_all_sends() {
         let mut b = TokenBucket::new(Rate::new(10, Duration::from_secs(1)));
         b.pause(Duration::from_secs(3));
         let start = Instant::now();
-        acquire(&mut b, None).await;
+        acquire(&mut b, &[]).await;
         assert!(start.elapsed() >= Duration::from_secs(3));
     }
 }

@@ -44,8 +44,41 @@ pub struct ChannelActor {
     pub wake: Arc<Notify>,
     /// Becomes true on shutdown.
     pub shutdown: watch::Receiver<bool>,
-    /// Budget shared with other channels of the account, if the platform has one.
-    pub shared_budget: Option<SharedBucket>,
+    /// Budgets shared with the other channels of the same account.
+    pub shared: SharedBudgets,
+}
+
+/// Buckets one platform account shares across its channels.
+#[derive(Clone, Default)]
+pub struct SharedBudgets {
+    /// Every call of the account (Discord 50/s, Telegram 30/s).
+    pub global: Option<SharedBucket>,
+    /// Edits of the account (Slack's per-workspace `chat.update`).
+    pub edits: Option<SharedBucket>,
+}
+
+impl SharedBudgets {
+    fn for_posts(&self) -> Vec<&SharedBucket> {
+        self.global.iter().collect()
+    }
+
+    fn for_edits(&self) -> Vec<&SharedBucket> {
+        self.global.iter().chain(self.edits.iter()).collect()
+    }
+}
+
+/// A stable hash of a rendering, to skip edits that would change nothing.
+fn rendering_hash(message: &herald_messaging::Outbound) -> i64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    message.title.hash(&mut hasher);
+    message.state.hash(&mut hasher);
+    message.body.hash(&mut hasher);
+    for f in &message.fields {
+        f.name.hash(&mut hasher);
+        f.value.hash(&mut hasher);
+    }
+    i64::from_ne_bytes(hasher.finish().to_ne_bytes())
 }
 
 struct Budgets {
@@ -183,12 +216,30 @@ impl ChannelActor {
     }
 
     async fn post(&self, message: &herald_messaging::Outbound, budgets: &mut Budgets) -> DeliveryOutcome {
-        acquire(&mut budgets.posts, None).await;
+        acquire(&mut budgets.posts, &self.shared.for_posts()).await;
         let outcome = self.adapter.post(&self.target, message).await;
-        if let DeliveryOutcome::NotSurfaced(NotSurfaced::RateLimited { retry_after, .. }) = &outcome {
-            budgets.posts.pause(*retry_after);
-        }
+        self.note_rate_limit(&outcome, &mut budgets.posts).await;
         outcome
+    }
+
+    /// Feed a platform's retry-after into the bucket it concerns: the
+    /// account-wide one for a global limit, else this channel's.
+    async fn note_rate_limit(&self, outcome: &DeliveryOutcome, local: &mut TokenBucket) {
+        if let DeliveryOutcome::NotSurfaced(NotSurfaced::RateLimited { retry_after, global }) = outcome {
+            match (&self.shared.global, global) {
+                (Some(shared), true) => shared.lock().await.pause(*retry_after),
+                _ => local.pause(*retry_after),
+            }
+        }
+    }
+
+    /// Sleep, but wake early on shutdown.
+    async fn pause(&self, how_long: Duration) {
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(how_long) => {}
+            _ = shutdown.changed() => {}
+        }
     }
 
     /// Send one progress rendering. Returns false when the channel should
@@ -206,16 +257,28 @@ impl ChannelActor {
             first_seen_at: job.first_seen_at,
             as_of: job.updated_at,
         });
+        let text_hash = rendering_hash(&message);
+        if let (Some(id), Some(shown)) = (&job.message_id, job.shown_hash)
+            && shown == text_hash
+        {
+            // Nothing visible changed (e.g. only the seq moved): no call,
+            // no budget spent.
+            let write = ProgressWrite::Shown {
+                message_id: id.clone(),
+                version: job.version,
+                text_hash: Some(text_hash),
+            };
+            self.store
+                .record_progress(job.task, &job.channel, &write, now_ms())
+                .await?;
+            return Ok(true);
+        }
         let outcome = match (&job.message_id, budgets.edits.as_mut()) {
             (Some(id), Some(edits)) => {
-                acquire(edits, self.shared_budget.as_ref()).await;
-                let outcome = self
-                    .adapter
-                    .edit(&self.target, &MessageHandle(id.clone()), &message)
-                    .await;
-                if let DeliveryOutcome::NotSurfaced(NotSurfaced::RateLimited { retry_after, .. }) = &outcome {
-                    edits.pause(*retry_after);
-                }
+                acquire(edits, &self.shared.for_edits()).await;
+                let handle = MessageHandle(id.clone());
+                let outcome = self.adapter.edit(&self.target, &handle, &message).await;
+                self.note_rate_limit(&outcome, edits).await;
                 outcome
             }
             (Some(_), None) => DeliveryOutcome::NotSurfaced(NotSurfaced::Unsupported),
@@ -233,6 +296,7 @@ impl ChannelActor {
                         let write = ProgressWrite::Shown {
                             message_id: handle.0,
                             version: 0,
+                            text_hash: None,
                         };
                         self.store
                             .record_progress(job.task, &job.channel, &write, now_ms())
@@ -254,6 +318,7 @@ impl ChannelActor {
                 ProgressWrite::Shown {
                     message_id: handle.0,
                     version: job.version,
+                    text_hash: Some(text_hash),
                 },
                 true,
             ),
@@ -267,7 +332,7 @@ impl ChannelActor {
             }
             DeliveryOutcome::NotSurfaced(reason) => {
                 info!(channel = %self.name, task = job.task, %reason, "progress update failed; will retry");
-                tokio::time::sleep(PROGRESS_BACKOFF).await;
+                self.pause(PROGRESS_BACKOFF).await;
                 return Ok(false);
             }
         };

@@ -19,7 +19,8 @@ use tracing::warn;
 
 use crate::config::{ChannelTarget, Config};
 use crate::store::Store;
-use channel::ChannelActor;
+use budget::{SharedBucket, TokenBucket};
+use channel::{ChannelActor, SharedBudgets};
 
 /// The adapters available in this build, by platform.
 pub type Adapters = HashMap<Platform, Arc<dyn Messaging>>;
@@ -82,6 +83,7 @@ impl Delivery {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut wakers_map = HashMap::new();
         let mut actors = Vec::new();
+        let mut shared_by_platform: HashMap<Platform, SharedBudgets> = HashMap::new();
         for ch in config.channels.values() {
             let adapter = adapters
                 .get(&ch.platform)
@@ -97,6 +99,18 @@ impl Delivery {
                 },
                 ChannelTarget::Webhook(hook) => ChannelRef::new(hook.url.clone()),
             };
+            let shared = shared_by_platform
+                .entry(ch.platform)
+                .or_insert_with(|| {
+                    let limits = adapter.limits();
+                    let bucket =
+                        |rate| -> SharedBucket { Arc::new(tokio::sync::Mutex::new(TokenBucket::new(rate))) };
+                    SharedBudgets {
+                        global: limits.global.map(bucket),
+                        edits: limits.edits_shared.map(bucket),
+                    }
+                })
+                .clone();
             let wake = Arc::new(Notify::new());
             wakers_map.insert(ch.name.clone(), wake.clone());
             actors.push(ChannelActor {
@@ -108,7 +122,7 @@ impl Delivery {
                 config: config.delivery.clone(),
                 wake,
                 shutdown: shutdown_rx.clone(),
-                shared_budget: None,
+                shared,
             });
         }
         let tasks = actors.into_iter().map(|a| tokio::spawn(a.run())).collect();

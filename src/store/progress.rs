@@ -20,6 +20,8 @@ pub struct ProgressJob {
     pub version: i64,
     /// Idempotency key of the message's post.
     pub post_key: String,
+    /// Hash of the rendering the message shows now.
+    pub shown_hash: Option<i64>,
     /// A post was sent earlier whose outcome was never recorded (crash):
     /// reconcile before posting again.
     pub post_started: bool,
@@ -50,8 +52,11 @@ pub enum ProgressWrite {
         message_id: String,
         /// The task version that was rendered.
         version: i64,
+        /// Hash of the rendering, `None` when unknown (adopted after a crash).
+        text_hash: Option<i64>,
     },
-    /// The message no longer exists: forget it so the next round posts anew.
+    /// The message no longer exists: forget it (and its post key) so the
+    /// next round posts a new one.
     Gone,
     /// Give up on this rendering (permanent error); the message stays dirty
     /// only if a newer version arrives.
@@ -72,7 +77,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<ProgressJob>, StoreError> {
         let rows = sqlx::query(
-            "SELECT tc.task, tc.message_id, tc.post_key, tc.post_started, t.version, t.run_id, t.worker_id, t.task_id, t.state, t.display, \
+            "SELECT tc.task, tc.message_id, tc.post_key, tc.post_started, tc.shown_hash, t.version, t.run_id, t.worker_id, t.task_id, t.state, t.display, \
              t.first_seen_at, t.updated_at, t.terminal \
              FROM task_channels tc JOIN tasks t ON t.id = tc.task \
              WHERE tc.channel = ? AND tc.dirty_since IS NOT NULL \
@@ -94,6 +99,7 @@ impl Store {
                     version: r.try_get("version")?,
                     post_key: r.try_get("post_key")?,
                     post_started: r.try_get("post_started")?,
+                    shown_hash: r.try_get("shown_hash")?,
                     run_id: r.try_get("run_id")?,
                     worker_id: r.try_get("worker_id")?,
                     task_id: r.try_get("task_id")?,
@@ -147,16 +153,21 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         match write {
-            ProgressWrite::Shown { message_id, version } => {
+            ProgressWrite::Shown {
+                message_id,
+                version,
+                text_hash,
+            } => {
                 sqlx::query(
                     "UPDATE task_channels SET message_id = ?, shown_version = MAX(shown_version, ?), \
-                     last_sent_at = ?, post_started = 0, \
+                     shown_hash = ?, last_sent_at = ?, post_started = 0, \
                      dirty_since = CASE WHEN (SELECT version FROM tasks WHERE id = task) <= ? \
                                    THEN NULL ELSE dirty_since END \
                      WHERE task = ? AND channel = ?",
                 )
                 .bind(message_id)
                 .bind(version)
+                .bind(text_hash)
                 .bind(now)
                 .bind(version)
                 .bind(task)
@@ -166,9 +177,11 @@ impl Store {
             }
             ProgressWrite::Gone => {
                 sqlx::query(
-                    "UPDATE task_channels SET message_id = NULL, shown_version = 0, post_started = 0, \
-                     dirty_since = COALESCE(dirty_since, ?) WHERE task = ? AND channel = ?",
+                    "UPDATE task_channels SET message_id = NULL, shown_version = 0, shown_hash = NULL, \
+                     post_started = 0, post_key = ?, dirty_since = COALESCE(dirty_since, ?) \
+                     WHERE task = ? AND channel = ?",
                 )
+                .bind(super::receipts::new_progress_key())
                 .bind(now)
                 .bind(task)
                 .bind(channel)
