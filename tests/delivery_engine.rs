@@ -1,0 +1,523 @@
+//! The delivery engine against a scriptable fake `Messaging`: every outcome
+//! path of the retry policy, reconciliation, max_age, replay, coalescing of
+//! progress edits, and isolation between channels. Real store (SQLite in a
+//! temp dir), real channel actors; only the platform is fake.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use herald::config::Config;
+use herald::delivery::{Adapters, Delivery, Wakers};
+use herald::ingest::writer::route_channels;
+use herald::protocol::{FleetWorkerEvent, parse_event};
+use herald::routing::RoutingInput;
+use herald::store::{ReceiptRow, Store};
+use herald_messaging::{
+    ChannelRef, DeliveryOutcome, IdempotencyKey, Limits, MessageHandle, MessageKind, Messaging, NotSurfaced,
+    Outbound, Platform, Rate, Reconciled,
+};
+use serde_json::json;
+
+/// What the fake does on its next post or edit.
+#[derive(Clone)]
+enum Step {
+    Answer(NotSurfaced),
+    /// The message is created, but the answer is lost.
+    ApplyThenLose,
+    /// Take this long, then succeed.
+    Hang(Duration),
+}
+
+#[derive(Debug, Clone)]
+struct Call {
+    op: &'static str,
+    kind: MessageKind,
+    state: String,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct Fake {
+    script: Mutex<VecDeque<Step>>,
+    /// Applied for every call once the script is empty.
+    always: Mutex<Option<Step>>,
+    calls: Mutex<Vec<Call>>,
+    created: Mutex<HashMap<String, String>>,
+    next_id: Mutex<u64>,
+    platform: Option<Platform>,
+}
+
+impl Fake {
+    fn new(platform: Platform, script: Vec<Step>) -> Arc<Fake> {
+        Arc::new(Fake {
+            script: Mutex::new(script.into()),
+            platform: Some(platform),
+            ..Fake::default()
+        })
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn posts(&self, kind: MessageKind) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.op == "post" && c.kind == kind)
+            .collect()
+    }
+
+    async fn call(&self, op: &'static str, msg: &Outbound) -> DeliveryOutcome {
+        self.calls.lock().unwrap().push(Call {
+            op,
+            kind: msg.kind,
+            state: msg.state.clone(),
+            at: Instant::now(),
+        });
+        let step = {
+            let mut script = self.script.lock().unwrap();
+            script.pop_front().or_else(|| self.always.lock().unwrap().clone())
+        };
+        let id = {
+            let mut n = self.next_id.lock().unwrap();
+            *n += 1;
+            format!("m{n}")
+        };
+        match step {
+            None => DeliveryOutcome::Surfaced(MessageHandle(id)),
+            Some(Step::Answer(reason)) => DeliveryOutcome::NotSurfaced(reason),
+            Some(Step::ApplyThenLose) => {
+                if let Some(key) = &msg.idempotency_key {
+                    self.created.lock().unwrap().insert(key.0.clone(), id);
+                }
+                DeliveryOutcome::NotSurfaced(NotSurfaced::Unverified {
+                    reason: "timed out after sending".into(),
+                })
+            }
+            Some(Step::Hang(d)) => {
+                tokio::time::sleep(d).await;
+                DeliveryOutcome::Surfaced(MessageHandle(id))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Messaging for Fake {
+    fn platform(&self) -> Platform {
+        self.platform.unwrap_or(Platform::Web)
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_text_chars: 2000,
+            posts_per_channel: Rate::new(100, Duration::from_secs(1)),
+            edits_per_channel: Some(Rate::new(100, Duration::from_secs(1))),
+            edits_shared: None,
+            global: None,
+        }
+    }
+
+    async fn post(&self, _to: &ChannelRef, msg: &Outbound) -> DeliveryOutcome {
+        self.call("post", msg).await
+    }
+
+    async fn edit(&self, _to: &ChannelRef, _at: &MessageHandle, msg: &Outbound) -> DeliveryOutcome {
+        self.call("edit", msg).await
+    }
+
+    async fn reconcile(&self, _to: &ChannelRef, key: &IdempotencyKey) -> Reconciled {
+        match self.created.lock().unwrap().get(&key.0) {
+            Some(id) => Reconciled::Found(MessageHandle(id.clone())),
+            None => Reconciled::Absent,
+        }
+    }
+}
+
+struct Engine {
+    _dir: tempfile::TempDir,
+    store: Store,
+    config: Config,
+    wakers: Wakers,
+    delivery: Option<Delivery>,
+}
+
+const CONFIG: &str = r#"
+[channels.main]
+adapter = "web"
+progress = PROGRESS
+
+[channels.hook]
+adapter = "webhook"
+url = "http://127.0.0.1:9/unused"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+[defaults]
+channels = ["main"]
+
+[[routes]]
+match = { run_id = "both-*" }
+channels = ["main", "hook"]
+"#;
+
+impl Engine {
+    /// Terminal notifications only on `main`, so scripted steps meet receipts.
+    async fn start(delivery: &str, fakes: &[Arc<Fake>]) -> Engine {
+        Engine::start_with(false, delivery, fakes).await
+    }
+
+    async fn start_with(progress: bool, delivery: &str, fakes: &[Arc<Fake>]) -> Engine {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("e.db").display()))
+            .await
+            .unwrap();
+        let config = Config::parse_with_env(
+            "t.toml",
+            &format!(
+                "{}\n[delivery]\n{delivery}",
+                CONFIG.replace("PROGRESS", &progress.to_string())
+            ),
+            |_| None,
+        )
+        .unwrap();
+        let mut adapters: Adapters = HashMap::new();
+        // Channel `hook` needs a webhook adapter even when a test only
+        // scripts the web one: a fake that always surfaces.
+        adapters.insert(
+            Platform::Webhook,
+            Fake::new(Platform::Webhook, vec![]) as Arc<dyn Messaging>,
+        );
+        for f in fakes {
+            adapters.insert(f.platform(), f.clone() as Arc<dyn Messaging>);
+        }
+        let wakers = Wakers::default();
+        let delivery = Delivery::start(&config, &store, &adapters, &wakers).unwrap();
+        Engine {
+            _dir: dir,
+            store,
+            config,
+            wakers,
+            delivery: Some(delivery),
+        }
+    }
+
+    async fn ingest(&self, events: Vec<serde_json::Value>) {
+        let events: Vec<FleetWorkerEvent> = events.into_iter().map(|e| parse_event(e).unwrap()).collect();
+        let route = |input: &RoutingInput<'_>| route_channels(&self.config, input);
+        let result = self.store.ingest(&[events], &route).await.unwrap();
+        self.wakers.wake(&result.touched_channels);
+    }
+
+    async fn receipts(&self) -> Vec<ReceiptRow> {
+        self.store.receipts(None, 1000).await.unwrap()
+    }
+
+    async fn wait_receipt(&self, channel: &str, status: &str, within: Duration) -> ReceiptRow {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(r) = self
+                .receipts()
+                .await
+                .into_iter()
+                .find(|r| r.channel == channel && r.status == status)
+            {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {status} receipt on {channel}: {:?}",
+                self.receipts().await
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(d) = self.delivery.take() {
+            d.shutdown(Duration::from_secs(5)).await;
+        }
+    }
+}
+
+fn ev(run: &str, task: &str, seq: i64, state: &str) -> serde_json::Value {
+    let mut e = json!({"seq": seq, "run_id": run, "worker_id": "w", "task_id": task,
+                       "timestamp": "2026-06-12T17:02:00Z", "state": state});
+    match state {
+        "failed" => e["reason"] = json!("boom"),
+        "completed" => e["summary"] = json!("done"),
+        "running_tool" => e["tool"] = json!(format!("tool-{seq}")),
+        _ => {}
+    }
+    e
+}
+
+const FAST: &str = "retry_schedule = [\"50ms\", \"100ms\"]\nprogress_min_interval = \"50ms\"\n";
+
+#[tokio::test]
+async fn rate_limited_waits_for_retry_after() {
+    let fake = Fake::new(
+        Platform::Web,
+        vec![Step::Answer(NotSurfaced::RateLimited {
+            retry_after: Duration::from_millis(400),
+            global: false,
+        })],
+    );
+    let e = Engine::start(FAST, &[fake.clone()]).await;
+    // A terminal-only task: its first event is terminal, so the first call is the receipt.
+    e.ingest(vec![ev("r", "t", 1, "completed")]).await;
+    let r = e.wait_receipt("main", "surfaced", Duration::from_secs(5)).await;
+    assert_eq!(r.attempts, 2);
+    let posts = fake.posts(MessageKind::Terminal);
+    assert_eq!(posts.len(), 2);
+    let gap = posts[1].at - posts[0].at;
+    assert!(
+        gap >= Duration::from_millis(390),
+        "retried after {gap:?}, before retry_after"
+    );
+    e.stop().await;
+}
+
+#[tokio::test]
+async fn transient_follows_the_schedule_then_surfaces() {
+    let transient = || Step::Answer(NotSurfaced::Transient { reason: "502".into() });
+    let fake = Fake::new(Platform::Web, vec![transient(), transient()]);
+    let e = Engine::start(FAST, &[fake.clone()]).await;
+    e.ingest(vec![ev("r", "t", 1, "failed")]).await;
+    let r = e.wait_receipt("main", "surfaced", Duration::from_secs(5)).await;
+    assert_eq!(r.attempts, 3);
+    assert_eq!(fake.posts(MessageKind::Terminal).len(), 3);
+    e.stop().await;
+}
+
+#[tokio::test]
+async fn permanent_fails_at_once_and_replay_redrives_it() {
+    let fake = Fake::new(
+        Platform::Web,
+        vec![Step::Answer(NotSurfaced::Permanent {
+            reason: "missing access".into(),
+        })],
+    );
+    let e = Engine::start(FAST, &[fake.clone()]).await;
+    e.ingest(vec![ev("r", "t", 1, "cancelled")]).await;
+    let r = e.wait_receipt("main", "failed", Duration::from_secs(5)).await;
+    assert_eq!(r.attempts, 1);
+    assert!(
+        r.last_error.as_deref().unwrap().contains("missing access"),
+        "{r:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        fake.posts(MessageKind::Terminal).len(),
+        1,
+        "a permanent failure must not be retried"
+    );
+
+    // Dead-letter replay: the platform works again.
+    let channel = e
+        .store
+        .replay_receipt(&r.id, herald::store::now_ms())
+        .await
+        .unwrap();
+    assert_eq!(channel.as_deref(), Some("main"));
+    e.wakers.wake([&"main".to_string()]);
+    let r = e.wait_receipt("main", "surfaced", Duration::from_secs(5)).await;
+    assert_eq!(r.attempts, 2);
+    e.stop().await;
+}
+
+#[tokio::test]
+async fn unverified_is_reconciled_instead_of_posted_twice() {
+    let fake = Fake::new(Platform::Web, vec![Step::ApplyThenLose]);
+    let e = Engine::start(FAST, &[fake.clone()]).await;
+    e.ingest(vec![ev("r", "t", 1, "completed")]).await;
+    let r = e.wait_receipt("main", "surfaced", Duration::from_secs(5)).await;
+    assert_eq!(
+        fake.posts(MessageKind::Terminal).len(),
+        1,
+        "reconcile found it; no second post"
+    );
+    let created = fake.created.lock().unwrap().values().next().cloned();
+    assert_eq!(r.message_id, created);
+    e.stop().await;
+}
+
+#[tokio::test]
+async fn max_age_turns_a_receipt_failed() {
+    let fake = Fake::new(Platform::Web, vec![]);
+    *fake.always.lock().unwrap() = Some(Step::Answer(NotSurfaced::Transient { reason: "503".into() }));
+    let e = Engine::start(
+        "retry_schedule = [\"50ms\"]\nmax_age = \"300ms\"\n",
+        &[fake.clone()],
+    )
+    .await;
+    e.ingest(vec![ev("r", "t", 1, "completed")]).await;
+    let r = e.wait_receipt("main", "failed", Duration::from_secs(5)).await;
+    assert!(r.last_error.as_deref().unwrap().contains("max_age"), "{r:?}");
+    assert!(r.attempts >= 2, "{r:?}");
+    e.stop().await;
+}
+
+#[tokio::test]
+async fn progress_is_posted_once_then_edited_coalesced_to_the_newest_state() {
+    let fake = Fake::new(Platform::Web, vec![]);
+    let e = Engine::start_with(true, "progress_min_interval = \"200ms\"\n", &[fake.clone()]).await;
+    e.ingest(vec![ev("r", "t", 1, "queued")]).await;
+    for seq in 2..=20 {
+        e.ingest(vec![ev("r", "t", seq, "running_tool")]).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    e.ingest(vec![ev("r", "t", 21, "completed")]).await;
+    e.wait_receipt("main", "surfaced", Duration::from_secs(5)).await;
+    // Wait for the final edit.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fake
+        .calls()
+        .iter()
+        .filter(|c| c.kind == MessageKind::Progress)
+        .last()
+        .map(|c| c.state.clone())
+        != Some("completed".into())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "final progress edit missing: {:?}",
+            fake.calls()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let progress: Vec<Call> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.kind == MessageKind::Progress)
+        .collect();
+    assert_eq!(
+        progress.iter().filter(|c| c.op == "post").count(),
+        1,
+        "{progress:?}"
+    );
+    // 21 states over ~0.5 s at one edit per 200 ms: a handful of edits, not 20.
+    assert!(progress.len() <= 6, "edits were not coalesced: {progress:?}");
+    for pair in progress.windows(2) {
+        assert!(
+            pair[1].at - pair[0].at >= Duration::from_millis(190),
+            "edits closer than progress_min_interval"
+        );
+    }
+    e.stop().await;
+}
+
+#[tokio::test]
+async fn a_hanging_channel_does_not_delay_a_healthy_one() {
+    let slow = Fake::new(Platform::Webhook, vec![]);
+    *slow.always.lock().unwrap() = Some(Step::Hang(Duration::from_secs(3)));
+    let healthy = Fake::new(Platform::Web, vec![]);
+    let e = Engine::start(FAST, &[slow.clone(), healthy.clone()]).await;
+    let started = Instant::now();
+    let events: Vec<_> = (0..5)
+        .map(|i| ev("both-1", &format!("t{i}"), 1, "completed"))
+        .collect();
+    e.ingest(events).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let surfaced = e
+            .receipts()
+            .await
+            .iter()
+            .filter(|r| r.channel == "main" && r.status == "surfaced")
+            .count();
+        if surfaced == 5 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the healthy channel waited for the hanging one"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        e.receipts()
+            .await
+            .iter()
+            .any(|r| r.channel == "hook" && r.status != "surfaced"),
+        "the slow channel should still be working"
+    );
+    e.stop().await;
+}
+
+mod interleavings {
+    use super::*;
+    use proptest::prelude::*;
+
+    const STATES: &[&str] = &[
+        "queued",
+        "running",
+        "model_wait",
+        "running_tool",
+        "heartbeat",
+        "completed",
+        "failed",
+    ];
+
+    /// The last progress rendering the platform received, once nothing is stale.
+    async fn settled_state(e: &Engine, fake: &Fake) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let idle = e.store.next_progress_due("main", 0).await.unwrap().is_none();
+            if idle {
+                // One more look after the actor's last write landed.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if e.store.next_progress_due("main", 0).await.unwrap().is_none() {
+                    let calls = fake.calls();
+                    let last = calls.iter().filter(|c| c.kind == MessageKind::Progress).last();
+                    return last.map(|c| c.state.clone()).unwrap_or_default();
+                }
+            }
+            assert!(Instant::now() < deadline, "progress never settled");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// Whatever the order, duplicates and batching of events, the live
+        /// message ends showing the highest-seq state, or the first terminal
+        /// state to arrive, which nothing after it replaces.
+        #[test]
+        fn final_progress_shows_the_right_state(
+            events in proptest::collection::vec((1i64..12, proptest::sample::select(STATES)), 1..25),
+            cuts in proptest::collection::vec(1usize..6, 1..8),
+        ) {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                let fake = Fake::new(Platform::Web, vec![]);
+                let e = Engine::start_with(true, "progress_min_interval = \"1ms\"\n", &[fake.clone()]).await;
+                let mut rest: &[(i64, &str)] = &events;
+                let mut i = 0;
+                while !rest.is_empty() {
+                    let n = cuts[i % cuts.len()].min(rest.len());
+                    e.ingest(rest[..n].iter().map(|(seq, st)| ev("r", "t", *seq, st)).collect()).await;
+                    rest = &rest[n..];
+                    i += 1;
+                }
+                let mut seen = std::collections::HashSet::new();
+                let unique: Vec<(i64, &str)> = events.iter().filter(|(s, _)| seen.insert(*s)).cloned().collect();
+                let expected = match unique.iter().find(|(_, st)| ["completed", "failed"].contains(st)) {
+                    Some((_, st)) => st.to_string(),
+                    None => unique
+                        .iter()
+                        .filter(|(_, st)| *st != "heartbeat")
+                        .max_by_key(|(s, _)| *s)
+                        .map_or("heartbeat".to_string(), |(_, st)| st.to_string()),
+                };
+                let shown = settled_state(&e, &fake).await;
+                e.stop().await;
+                prop_assert_eq!(shown.replace(' ', "_"), expected);
+                Ok(())
+            })?;
+        }
+    }
+}
