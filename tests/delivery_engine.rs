@@ -164,11 +164,11 @@ channels = ["main", "hook"]
 
 impl Engine {
     /// Terminal notifications only on `main`, so scripted steps meet receipts.
-    async fn start(delivery: &str, fakes: &[Arc<Fake>]) -> Engine {
+    async fn start(delivery: &str, fakes: Vec<Arc<Fake>>) -> Engine {
         Engine::start_with(false, delivery, fakes).await
     }
 
-    async fn start_with(progress: bool, delivery: &str, fakes: &[Arc<Fake>]) -> Engine {
+    async fn start_with(progress: bool, delivery: &str, fakes: Vec<Arc<Fake>>) -> Engine {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&format!("sqlite://{}", dir.path().join("e.db").display()))
             .await
@@ -190,7 +190,7 @@ impl Engine {
             Fake::new(Platform::Webhook, vec![]) as Arc<dyn Messaging>,
         );
         for f in fakes {
-            adapters.insert(f.platform(), f.clone() as Arc<dyn Messaging>);
+            adapters.insert(f.platform(), f as Arc<dyn Messaging>);
         }
         let wakers = Wakers::default();
         let delivery = Delivery::start(&config, &store, &adapters, &wakers).unwrap();
@@ -264,7 +264,7 @@ async fn rate_limited_waits_for_retry_after() {
             global: false,
         })],
     );
-    let e = Engine::start(FAST, &[fake.clone()]).await;
+    let e = Engine::start(FAST, vec![fake.clone()]).await;
     // A terminal-only task: its first event is terminal, so the first call is the receipt.
     e.ingest(vec![ev("r", "t", 1, "completed")]).await;
     let r = e.wait_receipt("main", "surfaced", Duration::from_secs(5)).await;
@@ -283,7 +283,7 @@ async fn rate_limited_waits_for_retry_after() {
 async fn transient_follows_the_schedule_then_surfaces() {
     let transient = || Step::Answer(NotSurfaced::Transient { reason: "502".into() });
     let fake = Fake::new(Platform::Web, vec![transient(), transient()]);
-    let e = Engine::start(FAST, &[fake.clone()]).await;
+    let e = Engine::start(FAST, vec![fake.clone()]).await;
     e.ingest(vec![ev("r", "t", 1, "failed")]).await;
     let r = e.wait_receipt("main", "surfaced", Duration::from_secs(5)).await;
     assert_eq!(r.attempts, 3);
@@ -299,7 +299,7 @@ async fn permanent_fails_at_once_and_replay_redrives_it() {
             reason: "missing access".into(),
         })],
     );
-    let e = Engine::start(FAST, &[fake.clone()]).await;
+    let e = Engine::start(FAST, vec![fake.clone()]).await;
     e.ingest(vec![ev("r", "t", 1, "cancelled")]).await;
     let r = e.wait_receipt("main", "failed", Duration::from_secs(5)).await;
     assert_eq!(r.attempts, 1);
@@ -330,7 +330,7 @@ async fn permanent_fails_at_once_and_replay_redrives_it() {
 #[tokio::test]
 async fn unverified_is_reconciled_instead_of_posted_twice() {
     let fake = Fake::new(Platform::Web, vec![Step::ApplyThenLose]);
-    let e = Engine::start(FAST, &[fake.clone()]).await;
+    let e = Engine::start(FAST, vec![fake.clone()]).await;
     e.ingest(vec![ev("r", "t", 1, "completed")]).await;
     let r = e.wait_receipt("main", "surfaced", Duration::from_secs(5)).await;
     assert_eq!(
@@ -349,7 +349,7 @@ async fn max_age_turns_a_receipt_failed() {
     *fake.always.lock().unwrap() = Some(Step::Answer(NotSurfaced::Transient { reason: "503".into() }));
     let e = Engine::start(
         "retry_schedule = [\"50ms\"]\nmax_age = \"300ms\"\n",
-        &[fake.clone()],
+        vec![fake.clone()],
     )
     .await;
     e.ingest(vec![ev("r", "t", 1, "completed")]).await;
@@ -362,7 +362,7 @@ async fn max_age_turns_a_receipt_failed() {
 #[tokio::test]
 async fn progress_is_posted_once_then_edited_coalesced_to_the_newest_state() {
     let fake = Fake::new(Platform::Web, vec![]);
-    let e = Engine::start_with(true, "progress_min_interval = \"200ms\"\n", &[fake.clone()]).await;
+    let e = Engine::start_with(true, "progress_min_interval = \"200ms\"\n", vec![fake.clone()]).await;
     e.ingest(vec![ev("r", "t", 1, "queued")]).await;
     for seq in 2..=20 {
         e.ingest(vec![ev("r", "t", seq, "running_tool")]).await;
@@ -375,8 +375,7 @@ async fn progress_is_posted_once_then_edited_coalesced_to_the_newest_state() {
     while fake
         .calls()
         .iter()
-        .filter(|c| c.kind == MessageKind::Progress)
-        .last()
+        .rfind(|c| c.kind == MessageKind::Progress)
         .map(|c| c.state.clone())
         != Some("completed".into())
     {
@@ -413,7 +412,7 @@ async fn a_hanging_channel_does_not_delay_a_healthy_one() {
     let slow = Fake::new(Platform::Webhook, vec![]);
     *slow.always.lock().unwrap() = Some(Step::Hang(Duration::from_secs(3)));
     let healthy = Fake::new(Platform::Web, vec![]);
-    let e = Engine::start(FAST, &[slow.clone(), healthy.clone()]).await;
+    let e = Engine::start(FAST, vec![slow.clone(), healthy.clone()]).await;
     let started = Instant::now();
     let events: Vec<_> = (0..5)
         .map(|i| ev("both-1", &format!("t{i}"), 1, "completed"))
@@ -471,7 +470,7 @@ mod interleavings {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 if e.store.next_progress_due("main", 0).await.unwrap().is_none() {
                     let calls = fake.calls();
-                    let last = calls.iter().filter(|c| c.kind == MessageKind::Progress).last();
+                    let last = calls.iter().rfind(|c| c.kind == MessageKind::Progress);
                     return last.map(|c| c.state.clone()).unwrap_or_default();
                 }
             }
@@ -494,7 +493,7 @@ mod interleavings {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async {
                 let fake = Fake::new(Platform::Web, vec![]);
-                let e = Engine::start_with(true, "progress_min_interval = \"1ms\"\n", &[fake.clone()]).await;
+                let e = Engine::start_with(true, "progress_min_interval = \"1ms\"\n", vec![fake.clone()]).await;
                 let mut rest: &[(i64, &str)] = &events;
                 let mut i = 0;
                 while !rest.is_empty() {
