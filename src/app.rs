@@ -122,6 +122,7 @@ pub async fn serve(
             let accepted: usize = result.reports.iter().map(|r| r.accepted).sum();
             let duplicates: usize = result.reports.iter().map(|r| r.duplicates).sum();
             crate::metrics::ingested(accepted, duplicates, result.unrouted_tasks);
+            commit_wakers.wake_urgent(&result.receipt_channels);
             commit_wakers.wake(&result.touched_channels);
         }),
     );

@@ -20,6 +20,8 @@ pub const RECEIPTS: &str = "herald_receipts";
 pub const RATE_LIMITED: &str = "herald_rate_limited_total";
 /// 1 when the last config reload succeeded.
 pub const CONFIG_RELOAD_OK: &str = "herald_config_last_reload_successful";
+/// Age of the stalest progress message's pending update.
+pub const PROGRESS_STALENESS: &str = "herald_progress_staleness_seconds";
 /// New tasks no route matched.
 pub const UNROUTED: &str = "herald_tasks_unrouted_total";
 
@@ -54,6 +56,10 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         "1 if the last config (re)load succeeded, else 0."
     );
     describe_counter!(UNROUTED, "New worker tasks that no route matched.");
+    describe_gauge!(
+        PROGRESS_STALENESS,
+        "Seconds the stalest progress message has waited for its update (0 when all are current)."
+    );
     gauge!(CONFIG_RELOAD_OK).set(1.0);
     Ok(handle)
 }
@@ -86,6 +92,11 @@ pub fn surfaced_latency(seconds: f64) {
 /// Set the receipts gauge for one status.
 pub fn receipts(status: &str, count: i64) {
     gauge!(RECEIPTS, "status" => status.to_owned()).set(count as f64);
+}
+
+/// Set the progress staleness gauge.
+pub fn progress_staleness(seconds: f64) {
+    gauge!(PROGRESS_STALENESS).set(seconds);
 }
 
 /// Record a config reload result.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_messaging::{ChannelRef, DeliveryOutcome, MessageHandle, Messaging, NotSurfaced, Reconciled};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::budget::{SharedBucket, TokenBucket, acquire};
@@ -41,7 +41,7 @@ pub struct ChannelActor {
     /// Retry schedule, max age, progress interval.
     pub config: DeliveryConfig,
     /// Poked after an ingest commit touching this channel.
-    pub wake: Arc<Notify>,
+    pub wake: Arc<super::Signal>,
     /// Becomes true on shutdown.
     pub shutdown: watch::Receiver<bool>,
     /// Budgets shared with the other channels of the same account.
@@ -145,6 +145,7 @@ impl ChannelActor {
 
     /// One round of work. Returns whether anything was sent.
     async fn round(&mut self, budgets: &mut Budgets) -> Result<bool, crate::store::StoreError> {
+        self.wake.take_urgent();
         let receipts = self
             .store
             .claim_receipts(&self.name, now_ms(), LEASE_MS, BATCH)
@@ -161,7 +162,8 @@ impl ChannelActor {
             .due_progress(&self.name, now_ms(), self.min_interval_ms(), BATCH)
             .await?;
         for job in jobs {
-            if *self.shutdown.borrow() {
+            // New terminal receipts pre-empt the rest of the progress batch.
+            if *self.shutdown.borrow() || self.wake.take_urgent() {
                 break;
             }
             worked = true;

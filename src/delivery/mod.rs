@@ -9,6 +9,7 @@ mod channel;
 pub mod receipts;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -41,27 +42,61 @@ pub enum StartError {
 /// The wake-up hints of the running channel actors, by channel name. Shared
 /// with the ingest writer and replaced when a reload restarts the actors.
 #[derive(Clone, Default)]
-pub struct Wakers(Arc<RwLock<HashMap<String, Arc<Notify>>>>);
+pub struct Wakers(Arc<RwLock<HashMap<String, Arc<Signal>>>>);
+
+/// How the rest of herald pokes one channel actor.
+#[derive(Default)]
+pub struct Signal {
+    /// New work of any kind.
+    notify: Notify,
+    /// New terminal receipts: interrupt progress work for them.
+    urgent: AtomicBool,
+}
 
 impl Wakers {
     /// Tell the actors of these channels that new work is in the store.
     pub fn wake<'a>(&self, channels: impl IntoIterator<Item = &'a String>) {
+        self.each(channels, |s| s.notify.notify_one());
+    }
+
+    /// Tell the actors of these channels that terminal receipts are due:
+    /// they go before any progress work still queued.
+    pub fn wake_urgent<'a>(&self, channels: impl IntoIterator<Item = &'a String>) {
+        self.each(channels, |s| {
+            s.urgent.store(true, Ordering::Release);
+            s.notify.notify_one();
+        });
+    }
+
+    fn each<'a>(&self, channels: impl IntoIterator<Item = &'a String>, f: impl Fn(&Signal)) {
         let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
         for name in channels {
-            if let Some(w) = map.get(name) {
-                w.notify_one();
+            if let Some(s) = map.get(name) {
+                f(s);
             }
         }
     }
 
-    fn replace(&self, map: HashMap<String, Arc<Notify>>) {
+    fn replace(&self, map: HashMap<String, Arc<Signal>>) {
         *self.0.write().unwrap_or_else(PoisonError::into_inner) = map;
+    }
+}
+
+impl Signal {
+    /// Wait for any wake-up.
+    pub async fn notified(&self) {
+        self.notify.notified().await;
+    }
+
+    /// Take the urgent flag (true once per urgent wake-up).
+    pub fn take_urgent(&self) -> bool {
+        self.urgent.swap(false, Ordering::AcqRel)
     }
 }
 
 impl crate::ingest::Waker for Wakers {
     fn wake(&self, channel: &str) {
-        Wakers::wake(self, [&channel.to_owned()]);
+        Wakers::wake_urgent(self, [&channel.to_owned()]);
     }
 }
 
@@ -111,7 +146,7 @@ impl Delivery {
                     }
                 })
                 .clone();
-            let wake = Arc::new(Notify::new());
+            let wake = Arc::new(Signal::default());
             wakers_map.insert(ch.name.clone(), wake.clone());
             actors.push(ChannelActor {
                 name: ch.name.clone(),

@@ -169,6 +169,10 @@ async fn render_metrics(State(state): State<AppState>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "could not count receipts for /metrics"),
     }
+    match state.store.progress_staleness_ms(crate::store::now_ms()).await {
+        Ok(ms) => crate::metrics::progress_staleness(ms.unwrap_or(0) as f64 / 1000.0),
+        Err(e) => tracing::warn!(error = %e, "could not measure progress staleness for /metrics"),
+    }
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

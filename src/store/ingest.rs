@@ -42,6 +42,9 @@ pub struct IngestResult {
     pub reports: Vec<RequestReport>,
     /// Channels with new work (progress or receipts): their actors are woken.
     pub touched_channels: BTreeSet<String>,
+    /// Channels with new terminal receipts: woken as urgent, so they
+    /// interrupt progress work.
+    pub receipt_channels: BTreeSet<String>,
     /// Terminal receipts created.
     pub receipts_created: usize,
     /// New tasks that no route matched.
@@ -236,7 +239,7 @@ impl Store {
         }
         add_task_channels(&mut tx, &added).await?;
         result.receipts_created =
-            insert_receipts(&mut tx, &receipts, now, &mut result.touched_channels).await?;
+            insert_receipts(&mut tx, &receipts, now, &mut result.receipt_channels).await?;
 
         tx.commit().await?;
         Ok(result)

@@ -87,7 +87,7 @@ impl Store {
         .bind(channel)
         .bind(now - min_interval_ms)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.delivery)
         .await?;
         rows.iter()
             .map(|r| {
@@ -126,7 +126,7 @@ impl Store {
         )
         .bind(min_interval_ms)
         .bind(channel)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.delivery)
         .await?;
         Ok(due)
     }
@@ -137,9 +137,19 @@ impl Store {
         sqlx::query("UPDATE task_channels SET post_started = 1 WHERE task = ? AND channel = ?")
             .bind(task)
             .bind(channel)
-            .execute(&self.pool)
+            .execute(&self.delivery)
             .await?;
         Ok(())
+    }
+
+    /// How long the stalest progress message has waited for its update
+    /// (ms), or `None` when every message is current.
+    pub async fn progress_staleness_ms(&self, now: i64) -> Result<Option<i64>, StoreError> {
+        let oldest: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(dirty_since) FROM task_channels WHERE dirty_since IS NOT NULL")
+                .fetch_one(&self.delivery)
+                .await?;
+        Ok(oldest.map(|t| (now - t).max(0)))
     }
 
     /// Record a progress send. Versioned: the dirty mark is cleared only if
@@ -172,7 +182,7 @@ impl Store {
                 .bind(version)
                 .bind(task)
                 .bind(channel)
-                .execute(&self.pool)
+                .execute(&self.delivery)
                 .await?;
             }
             ProgressWrite::Gone => {
@@ -185,7 +195,7 @@ impl Store {
                 .bind(now)
                 .bind(task)
                 .bind(channel)
-                .execute(&self.pool)
+                .execute(&self.delivery)
                 .await?;
             }
             ProgressWrite::Abandon { version } => {
@@ -199,7 +209,7 @@ impl Store {
                 .bind(version)
                 .bind(task)
                 .bind(channel)
-                .execute(&self.pool)
+                .execute(&self.delivery)
                 .await?;
             }
         }

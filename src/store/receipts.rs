@@ -4,7 +4,7 @@
 
 use rand::Rng;
 use serde_json::Value;
-use sqlx::Row;
+use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{Store, StoreError};
 
@@ -91,22 +91,27 @@ impl Store {
         .bind(channel)
         .bind(now)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.delivery)
         .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT r.id, r.channel, r.attempts, r.created_at, r.unverified, t.run_id, t.worker_id, \
+             t.task_id, t.first_seen_at, e.body FROM receipts r JOIN tasks t ON t.id = r.task \
+             JOIN events e ON e.run_id = t.run_id AND e.worker_id = t.worker_id AND e.task_id = t.task_id \
+             AND e.seq = r.event_seq WHERE r.id IN (",
+        );
+        let mut ids = qb.separated(", ");
+        for row in &rows {
+            ids.push_bind(row.try_get::<String, _>("id")?);
+        }
+        qb.push(")");
         let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id: String = row.try_get("id")?;
-            let r = sqlx::query(
-                "SELECT r.id, r.channel, r.attempts, r.created_at, r.unverified, t.run_id, t.worker_id, \
-                 t.task_id, t.first_seen_at, e.body FROM receipts r JOIN tasks t ON t.id = r.task \
-                 JOIN events e ON e.run_id = t.run_id AND e.worker_id = t.worker_id AND e.task_id = t.task_id AND e.seq = r.event_seq WHERE r.id = ?",
-            )
-            .bind(&id)
-            .fetch_one(&self.pool)
-            .await?;
+        for r in qb.build().fetch_all(&self.delivery).await? {
             let body: String = r.try_get("body")?;
             out.push(ClaimedReceipt {
-                id,
+                id: r.try_get("id")?,
                 channel: r.try_get("channel")?,
                 attempts: r.try_get("attempts")?,
                 created_at: r.try_get("created_at")?,
@@ -133,7 +138,7 @@ impl Store {
                 .bind(message_id)
                 .bind(now)
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&self.delivery)
                 .await?;
             }
             ReceiptUpdate::Retry {
@@ -149,7 +154,7 @@ impl Store {
                 .bind(error)
                 .bind(unverified)
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&self.delivery)
                 .await?;
             }
             ReceiptUpdate::Failed { error } => {
@@ -158,7 +163,7 @@ impl Store {
                 )
                 .bind(error)
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&self.delivery)
                 .await?;
             }
         }
@@ -175,7 +180,7 @@ impl Store {
              WHERE status = 'sending'",
         )
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.delivery)
         .await?;
         Ok(done.rows_affected())
     }
@@ -190,7 +195,7 @@ impl Store {
         .bind(now)
         .bind(now)
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.delivery)
         .await?;
         Ok(channel)
     }
@@ -199,7 +204,7 @@ impl Store {
     pub async fn receipt_status(&self, id: &str) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar("SELECT status FROM receipts WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.delivery)
             .await?)
     }
 
@@ -209,14 +214,14 @@ impl Store {
             "SELECT MIN(next_attempt_at) FROM receipts WHERE channel = ? AND status = 'pending'",
         )
         .bind(channel)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.delivery)
         .await?)
     }
 
     /// Receipts per status, for the `herald_receipts` gauge.
     pub async fn receipt_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM receipts GROUP BY status")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.delivery)
             .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))

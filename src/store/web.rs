@@ -41,7 +41,7 @@ impl Store {
         .bind(idempotency_key)
         .bind(now)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.delivery)
         .await?;
         Ok(WebMessageRow {
             id,
@@ -67,7 +67,7 @@ impl Store {
         .bind(now)
         .bind(id)
         .bind(channel)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.delivery)
         .await?;
         row.map(|r| {
             Ok(WebMessageRow {
@@ -87,7 +87,7 @@ impl Store {
             sqlx::query_scalar("SELECT id FROM web_messages WHERE channel = ? AND idempotency_key = ?")
                 .bind(channel)
                 .bind(key)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.delivery)
                 .await?,
         )
     }
@@ -100,7 +100,7 @@ impl Store {
         )
         .bind(channel)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.delivery)
         .await?;
         rows.iter()
             .map(|r| {

@@ -21,6 +21,9 @@ use crate::store::{Store, WebMessageRow, now_ms};
 
 pub use pages::routes;
 
+/// Posts, and separately edits, per second and web channel.
+pub const WEB_RATE_PER_SECOND: u32 = 1000;
+
 /// Live updates buffered per viewer before a slow one must reload.
 const UPDATE_BUFFER: usize = 256;
 
@@ -91,13 +94,14 @@ impl Messaging for WebChannel {
         Platform::Web
     }
 
-    /// The web channel is local: generous limits, but still bounded so one
-    /// busy fleet cannot flood every open browser.
+    /// The web channel is local: generous limits (a post or edit is one
+    /// SQLite write and a broadcast), but still bounded so one busy fleet
+    /// cannot flood every open browser.
     fn limits(&self) -> Limits {
         Limits {
             max_text_chars: 16_000,
-            posts_per_channel: Rate::new(200, Duration::from_secs(1)),
-            edits_per_channel: Some(Rate::new(200, Duration::from_secs(1))),
+            posts_per_channel: Rate::new(WEB_RATE_PER_SECOND, Duration::from_secs(1)),
+            edits_per_channel: Some(Rate::new(WEB_RATE_PER_SECOND, Duration::from_secs(1))),
             edits_shared: None,
             global: None,
         }
