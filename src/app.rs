@@ -2,7 +2,6 @@
 //! and the HTTP API together, and handles signals (SIGTERM/SIGINT drain,
 //! SIGHUP reload).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,11 +9,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use herald_messaging::{Messaging, Platform};
+use herald_webhook::WebhookChannel;
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, oneshot, watch};
 use tracing::{error, info, warn};
 
-use crate::config::Config;
+use crate::config::{ChannelTarget, Config};
 use crate::delivery::{Adapters, Delivery, Wakers};
 use crate::ingest::writer::IngestWriter;
 use crate::ingest::{AppState, Reload};
@@ -24,13 +24,23 @@ use crate::web::WebChannel;
 /// How long in-flight platform calls may take to finish on shutdown.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
-/// The adapters this build includes. Discord, Slack, Telegram and webhook
-/// adapters are added here as their crates land.
-fn adapters(store: &Store) -> (Adapters, WebChannel) {
-    let web = WebChannel::new(store.clone());
-    let mut adapters: Adapters = HashMap::new();
-    adapters.insert(Platform::Web, Arc::new(web.clone()) as Arc<dyn Messaging>);
-    (adapters, web)
+/// The adapters for `config`'s channels. The web platform is one instance
+/// for the process (its pages subscribe to it); webhook channels each get
+/// their own signed endpoint. Discord, Slack and Telegram are added here as
+/// their crates land.
+fn adapters(web: &WebChannel, config: &Config) -> Result<Adapters> {
+    let mut adapters = Adapters::default();
+    adapters.insert_platform(Platform::Web, Arc::new(web.clone()) as Arc<dyn Messaging>);
+    for ch in config.channels.values() {
+        if let ChannelTarget::Webhook(hook) = &ch.target {
+            let headers: Vec<(String, String)> =
+                hook.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let endpoint = WebhookChannel::new(&hook.url, hook.secret.expose(), &headers, hook.timeout)
+                .with_context(|| format!("webhook channel {:?}", ch.name))?;
+            adapters.insert_channel(&ch.name, Arc::new(endpoint));
+        }
+    }
+    Ok(adapters)
 }
 
 /// Re-reads the config and restarts the channel actors on the new one.
@@ -39,7 +49,8 @@ struct Reloader {
     config: watch::Sender<Arc<Config>>,
     delivery: Mutex<Option<Delivery>>,
     store: Store,
-    adapters: Adapters,
+    web: WebChannel,
+    adapters: Mutex<Adapters>,
     wakers: Wakers,
 }
 
@@ -62,17 +73,29 @@ impl Reload for Reloader {
         if new.store.url != old.store.url || new.server.listen != old.server.listen {
             warn!("store.url and server.listen changes take effect only after a restart");
         }
+        let new_adapters = match adapters(&self.web, &new) {
+            Ok(a) => a,
+            Err(e) => {
+                crate::metrics::config_reloaded(false);
+                error!(error = %format!("{e:#}"), "config reload rejected; keeping the running config");
+                return Err(format!("{e:#}"));
+            }
+        };
         let mut delivery = self.delivery.lock().await;
         if let Some(running) = delivery.take() {
             running.shutdown(DRAIN_DEADLINE).await;
         }
-        match Delivery::start(&new, &self.store, &self.adapters, &self.wakers) {
-            Ok(d) => *delivery = Some(d),
+        match Delivery::start(&new, &self.store, &new_adapters, &self.wakers) {
+            Ok(d) => {
+                *delivery = Some(d);
+                *self.adapters.lock().await = new_adapters;
+            }
             Err(e) => {
                 // Fall back to the old channels so delivery never stops.
                 crate::metrics::config_reloaded(false);
-                let restarted = Delivery::start(&old, &self.store, &self.adapters, &self.wakers)
-                    .map_err(|e| format!("could not restart delivery on the old config: {e}"))?;
+                let restarted =
+                    Delivery::start(&old, &self.store, &*self.adapters.lock().await, &self.wakers)
+                        .map_err(|e| format!("could not restart delivery on the old config: {e}"))?;
                 *delivery = Some(restarted);
                 return Err(e.to_string());
             }
@@ -107,7 +130,8 @@ pub async fn serve(
         );
     }
 
-    let (adapters, web) = adapters(&store);
+    let web = WebChannel::new(store.clone());
+    let adapters = adapters(&web, &config)?;
     let wakers = Wakers::default();
     let delivery = Delivery::start(&config, &store, &adapters, &wakers)?;
     let listen = config.server.listen;
@@ -131,7 +155,8 @@ pub async fn serve(
         config: config_tx,
         delivery: Mutex::new(Some(delivery)),
         store: store.clone(),
-        adapters,
+        web: web.clone(),
+        adapters: Mutex::new(adapters),
         wakers: wakers.clone(),
     });
     let state = AppState {

@@ -2,7 +2,9 @@
 //! every message names its worker task and run, says its state in words, and
 //! a terminal notification carries the summary or reason.
 
-use herald_messaging::{Field, IdempotencyKey, MessageKind, Outbound, Severity};
+use std::collections::BTreeMap;
+
+use herald_messaging::{Field, IdempotencyKey, MessageKind, Outbound, Severity, Subject};
 use serde_json::Value;
 
 /// What a message is about: the task's identity and displayed event.
@@ -20,6 +22,8 @@ pub struct TaskView<'a> {
     pub first_seen_at: i64,
     /// Unix ms of the moment shown (last update, or now for a live view).
     pub as_of: i64,
+    /// The task's labels.
+    pub labels: &'a BTreeMap<String, String>,
 }
 
 /// The live progress message of a task.
@@ -55,6 +59,14 @@ fn message(
         fields,
         body: body(view.event),
         idempotency_key: key,
+        subject: Some(Subject {
+            run_id: view.run_id.to_owned(),
+            worker_id: view.worker_id.to_owned(),
+            task_id: view.task_id.to_owned(),
+            state: state.to_owned(),
+            labels: view.labels.clone(),
+            occurred_at: str_field(view.event, "timestamp").map(str::to_owned),
+        }),
     }
 }
 
@@ -163,6 +175,7 @@ mod tests {
             event: &event,
             first_seen_at: 0,
             as_of: 75_000,
+            labels: &BTreeMap::new(),
         };
         let msg = terminal(&view, "hr1");
         assert_eq!(msg.title, "worker-a · build");
@@ -184,6 +197,7 @@ mod tests {
             event: &event,
             first_seen_at: 0,
             as_of: 3_600_000,
+            labels: &BTreeMap::new(),
         };
         let msg = progress(&view);
         assert_eq!(msg.state, "running tool");

@@ -182,15 +182,15 @@ impl Engine {
             |_| None,
         )
         .unwrap();
-        let mut adapters: Adapters = HashMap::new();
+        let mut adapters = Adapters::default();
         // Channel `hook` needs a webhook adapter even when a test only
         // scripts the web one: a fake that always surfaces.
-        adapters.insert(
+        adapters.insert_platform(
             Platform::Webhook,
             Fake::new(Platform::Webhook, vec![]) as Arc<dyn Messaging>,
         );
         for f in fakes {
-            adapters.insert(f.platform(), f as Arc<dyn Messaging>);
+            adapters.insert_platform(f.platform(), f as Arc<dyn Messaging>);
         }
         let wakers = Wakers::default();
         let delivery = Delivery::start(&config, &store, &adapters, &wakers).unwrap();

@@ -368,7 +368,11 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             };
             ChannelTarget::Chat { id, thread_id }
         };
-        let progress_default = platform != Platform::Webhook;
+        // Webhooks cannot edit: they get state changes only with `events = "all"`.
+        let progress_default = match &target {
+            ChannelTarget::Webhook(hook) => hook.all_events,
+            ChannelTarget::Chat { .. } => true,
+        };
         let progress = ch.progress.unwrap_or(progress_default);
         Some(ChannelConfig {
             name: name.to_owned(),

@@ -187,6 +187,7 @@ impl ChannelActor {
                 event: &receipt.event,
                 first_seen_at: receipt.first_seen_at,
                 as_of: receipt.created_at,
+                labels: &receipt.labels,
             },
             &receipt.id,
         );
@@ -258,6 +259,7 @@ impl ChannelActor {
             event: &job.display,
             first_seen_at: job.first_seen_at,
             as_of: job.updated_at,
+            labels: &job.labels,
         });
         let text_hash = rendering_hash(&message);
         if let (Some(id), Some(shown)) = (&job.message_id, job.shown_hash)

@@ -18,13 +18,39 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::warn;
 
-use crate::config::{ChannelTarget, Config};
+use crate::config::{ChannelConfig, ChannelTarget, Config};
 use crate::store::Store;
 use budget::{SharedBucket, TokenBucket};
 use channel::{ChannelActor, SharedBudgets};
 
-/// The adapters available in this build, by platform.
-pub type Adapters = HashMap<Platform, Arc<dyn Messaging>>;
+/// The adapters delivery uses: one per platform account (Discord, Slack,
+/// Telegram, web), or one per channel where each channel is its own
+/// endpoint with its own secret (webhooks).
+#[derive(Clone, Default)]
+pub struct Adapters {
+    platforms: HashMap<Platform, Arc<dyn Messaging>>,
+    channels: HashMap<String, Arc<dyn Messaging>>,
+}
+
+impl Adapters {
+    /// Serve every channel of `platform` with `adapter`.
+    pub fn insert_platform(&mut self, platform: Platform, adapter: Arc<dyn Messaging>) {
+        self.platforms.insert(platform, adapter);
+    }
+
+    /// Serve channel `name` with its own `adapter`.
+    pub fn insert_channel(&mut self, name: &str, adapter: Arc<dyn Messaging>) {
+        self.channels.insert(name.to_owned(), adapter);
+    }
+
+    /// The adapter for a channel: its own, else its platform's.
+    pub fn for_channel(&self, channel: &ChannelConfig) -> Option<Arc<dyn Messaging>> {
+        self.channels
+            .get(&channel.name)
+            .or_else(|| self.platforms.get(&channel.platform))
+            .cloned()
+    }
+}
 
 /// Why delivery could not start.
 #[derive(Debug, thiserror::Error)]
@@ -121,8 +147,7 @@ impl Delivery {
         let mut shared_by_platform: HashMap<Platform, SharedBudgets> = HashMap::new();
         for ch in config.channels.values() {
             let adapter = adapters
-                .get(&ch.platform)
-                .cloned()
+                .for_channel(ch)
                 .ok_or_else(|| StartError::MissingAdapter {
                     channel: ch.name.clone(),
                     platform: ch.platform,

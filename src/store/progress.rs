@@ -1,6 +1,8 @@
 //! Progress messages: which (channel, task) messages are stale, and the
 //! versioned write that records what a message now shows.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 use sqlx::Row;
 
@@ -35,6 +37,8 @@ pub struct ProgressJob {
     pub state: String,
     /// The displayed event's JSON.
     pub display: Value,
+    /// The task's labels.
+    pub labels: BTreeMap<String, String>,
     /// Unix ms of the first event (for elapsed time).
     pub first_seen_at: i64,
     /// Unix ms of the last event.
@@ -77,7 +81,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<ProgressJob>, StoreError> {
         let rows = sqlx::query(
-            "SELECT tc.task, tc.message_id, tc.post_key, tc.post_started, tc.shown_hash, t.version, t.run_id, t.worker_id, t.task_id, t.state, t.display, \
+            "SELECT tc.task, tc.message_id, tc.post_key, tc.post_started, tc.shown_hash, t.version, t.run_id, t.worker_id, t.task_id, t.state, t.display, t.labels, \
              t.first_seen_at, t.updated_at, t.terminal \
              FROM task_channels tc JOIN tasks t ON t.id = tc.task \
              WHERE tc.channel = ? AND tc.dirty_since IS NOT NULL \
@@ -92,7 +96,9 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let display: String = r.try_get("display")?;
+                let labels: String = r.try_get("labels")?;
                 Ok(ProgressJob {
+                    labels: serde_json::from_str(&labels)?,
                     task: r.try_get("task")?,
                     channel: channel.to_owned(),
                     message_id: r.try_get("message_id")?,

@@ -3,6 +3,8 @@
 //! to record lives in `delivery::policy`; this module only stores it.
 
 use rand::Rng;
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
@@ -45,6 +47,8 @@ pub struct ClaimedReceipt {
     pub event: Value,
     /// Unix ms of the task's first event (for the duration).
     pub first_seen_at: i64,
+    /// The task's labels.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// What to record after an attempt.
@@ -98,7 +102,7 @@ impl Store {
         }
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
             "SELECT r.id, r.channel, r.attempts, r.created_at, r.unverified, t.run_id, t.worker_id, \
-             t.task_id, t.first_seen_at, e.body FROM receipts r JOIN tasks t ON t.id = r.task \
+             t.task_id, t.first_seen_at, t.labels, e.body FROM receipts r JOIN tasks t ON t.id = r.task \
              JOIN events e ON e.run_id = t.run_id AND e.worker_id = t.worker_id AND e.task_id = t.task_id \
              AND e.seq = r.event_seq WHERE r.id IN (",
         );
@@ -110,7 +114,9 @@ impl Store {
         let mut out = Vec::with_capacity(rows.len());
         for r in qb.build().fetch_all(&self.delivery).await? {
             let body: String = r.try_get("body")?;
+            let labels: String = r.try_get("labels")?;
             out.push(ClaimedReceipt {
+                labels: serde_json::from_str(&labels)?,
                 id: r.try_get("id")?,
                 channel: r.try_get("channel")?,
                 attempts: r.try_get("attempts")?,

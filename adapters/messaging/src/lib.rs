@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-pub use outbound::{Field, MessageKind, Outbound, Severity};
+pub use outbound::{Field, MessageKind, Outbound, Severity, Subject};
 pub use outcome::{DeliveryOutcome, NotSurfaced, Reconciled};
 pub use text::truncate_chars;
 

@@ -1,6 +1,8 @@
 //! The platform-neutral message the core hands to an adapter. Each adapter
 //! renders and escapes it for its own platform; nothing here is pre-escaped.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::IdempotencyKey;
@@ -41,6 +43,24 @@ pub struct Field {
     pub value: String,
 }
 
+/// What a message is about, as data: for machine receivers (webhooks) that
+/// want ids and labels rather than prose.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subject {
+    /// Run id.
+    pub run_id: String,
+    /// Worker id.
+    pub worker_id: String,
+    /// Task id.
+    pub task_id: String,
+    /// The state as the protocol names it (`running_tool`).
+    pub state: String,
+    /// The task's labels.
+    pub labels: BTreeMap<String, String>,
+    /// When the shown event happened, as the worker reported it (RFC 3339).
+    pub occurred_at: Option<String>,
+}
+
 /// A message to show, before any platform rendering.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outbound {
@@ -58,6 +78,8 @@ pub struct Outbound {
     pub body: Option<String>,
     /// Stable across retries of the same logical message.
     pub idempotency_key: Option<IdempotencyKey>,
+    /// The worker task behind the message, as data.
+    pub subject: Option<Subject>,
 }
 
 impl Outbound {

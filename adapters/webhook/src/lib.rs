@@ -1,0 +1,230 @@
+//! Signed outgoing webhooks as a herald [`Messaging`] adapter, following
+//! Standard Webhooks: every request carries `webhook-id` (stable across
+//! retries, so receivers can dedupe), `webhook-timestamp` (integer seconds
+//! of this attempt) and `webhook-signature: v1,<base64 HMAC-SHA256(key,
+//! "id.timestamp.body")>`, with the key from a `whsec_<base64>` secret.
+//!
+//! The body is a stable JSON document (see `docs/webhooks.md`), sent
+//! byte-for-byte as signed.
+
+mod body;
+mod signing;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use herald_messaging::{
+    ChannelRef, DeliveryOutcome, IdempotencyKey, Limits, MessageHandle, Messaging, NotSurfaced, Outbound,
+    Platform, Rate, Reconciled,
+};
+use rand::Rng;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+
+pub use body::{WEBHOOK_VERSION, document};
+pub use signing::{SecretError, SigningKey};
+
+/// How much of an error answer's body to keep in a receipt's last error.
+const ERROR_BODY_CHARS: usize = 200;
+
+/// Why a webhook channel could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// The secret is not `whsec_<base64>`.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// A configured header is not a valid HTTP header.
+    #[error("invalid header {name:?}: {reason}")]
+    Header {
+        /// The header name as configured.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("could not build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// One webhook endpoint: its URL, signing key, extra headers and timeout.
+pub struct WebhookChannel {
+    client: reqwest::Client,
+    url: String,
+    key: SigningKey,
+    headers: HeaderMap,
+}
+
+impl WebhookChannel {
+    /// Set up an endpoint. `secret` is `whsec_<base64>`.
+    pub fn new(
+        url: &str,
+        secret: &str,
+        headers: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<WebhookChannel, WebhookError> {
+        let key = SigningKey::from_secret(secret)?;
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            let header_name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| WebhookError::Header {
+                name: name.clone(),
+                reason: e.to_string(),
+            })?;
+            let header_value = HeaderValue::from_str(value).map_err(|e| WebhookError::Header {
+                name: name.clone(),
+                reason: e.to_string(),
+            })?;
+            map.insert(header_name, header_value);
+        }
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(WebhookChannel {
+            client,
+            url: url.to_owned(),
+            key,
+            headers: map,
+        })
+    }
+
+    /// Send one signed delivery with id `id`.
+    async fn deliver(&self, id: &str, msg: &Outbound) -> DeliveryOutcome {
+        let body = match body::document(id, msg) {
+            Ok(b) => b,
+            Err(e) => {
+                return DeliveryOutcome::NotSurfaced(NotSurfaced::Permanent {
+                    reason: format!("could not encode the webhook body: {e}"),
+                });
+            }
+        };
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let signature = self.key.sign(id, timestamp, &body);
+        let request = self
+            .client
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body);
+        match request.send().await {
+            Ok(response) => classify(response, id).await,
+            Err(e) => classify_error(&e),
+        }
+    }
+}
+
+/// Turn an HTTP answer into an outcome (SPEC §7: 2xx surfaced, 410
+/// permanent, 429 with Retry-After, other 4xx permanent, 408 and 5xx
+/// retried).
+async fn classify(response: reqwest::Response, id: &str) -> DeliveryOutcome {
+    let status = response.status();
+    if status.is_success() {
+        return DeliveryOutcome::Surfaced(MessageHandle(id.to_owned()));
+    }
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let text = response.text().await.unwrap_or_default();
+    let snippet: String = text.chars().take(ERROR_BODY_CHARS).collect();
+    let reason = if snippet.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status}: {snippet}")
+    };
+    let code = status.as_u16();
+    let outcome = match code {
+        410 => NotSurfaced::Permanent {
+            reason: format!("endpoint gone ({reason})"),
+        },
+        429 => match retry_after {
+            Some(retry_after) => NotSurfaced::RateLimited {
+                retry_after,
+                global: false,
+            },
+            None => NotSurfaced::Transient { reason },
+        },
+        408 => NotSurfaced::Transient { reason },
+        400..=499 => NotSurfaced::Permanent { reason },
+        _ => NotSurfaced::Transient { reason },
+    };
+    DeliveryOutcome::NotSurfaced(outcome)
+}
+
+/// A request that got no HTTP answer. A failed connection never reached
+/// the receiver (transient); a timeout after connecting may have been
+/// processed (unverified: the resend carries the same `webhook-id`).
+fn classify_error(e: &reqwest::Error) -> DeliveryOutcome {
+    let reason = error_chain(e);
+    let outcome = if e.is_connect() {
+        NotSurfaced::Transient { reason }
+    } else if e.is_timeout() || e.is_request() || e.is_body() {
+        NotSurfaced::Unverified { reason }
+    } else {
+        NotSurfaced::Transient { reason }
+    };
+    DeliveryOutcome::NotSurfaced(outcome)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[async_trait]
+impl Messaging for WebhookChannel {
+    fn platform(&self) -> Platform {
+        Platform::Webhook
+    }
+
+    /// Receivers publish no limits; these keep one endpoint from being
+    /// flooded, and a 429 with Retry-After still pauses the channel.
+    fn limits(&self) -> Limits {
+        Limits {
+            max_text_chars: 64 * 1024,
+            posts_per_channel: Rate::new(100, Duration::from_secs(1)),
+            edits_per_channel: Some(Rate::new(100, Duration::from_secs(1))),
+            edits_shared: None,
+            global: None,
+        }
+    }
+
+    /// A delivery whose `webhook-id` is the message's idempotency key (the
+    /// receipt id), or a fresh id when it has none.
+    async fn post(&self, _to: &ChannelRef, msg: &Outbound) -> DeliveryOutcome {
+        let id = match &msg.idempotency_key {
+            Some(key) => key.0.clone(),
+            None => fresh_id(),
+        };
+        self.deliver(&id, msg).await
+    }
+
+    /// Webhooks cannot edit: a new state is a new delivery (`events =
+    /// "all"` channels), with its own id.
+    async fn edit(&self, _to: &ChannelRef, _at: &MessageHandle, msg: &Outbound) -> DeliveryOutcome {
+        self.deliver(&fresh_id(), msg).await
+    }
+
+    /// A receiver cannot be asked what it got; it dedupes on `webhook-id`
+    /// instead, so resending is safe.
+    async fn reconcile(&self, _to: &ChannelRef, _key: &IdempotencyKey) -> Reconciled {
+        Reconciled::Unknown
+    }
+}
+
+fn fresh_id() -> String {
+    let bits: u128 = rand::rng().random::<u128>() >> 48;
+    format!("hw{bits:020x}")
+}
