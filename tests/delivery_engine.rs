@@ -15,8 +15,8 @@ use herald::protocol::{FleetWorkerEvent, parse_event};
 use herald::routing::RoutingInput;
 use herald::store::{ReceiptRow, Store};
 use herald_messaging::{
-    ChannelRef, DeliveryOutcome, IdempotencyKey, Limits, MessageHandle, MessageKind, Messaging, NotSurfaced,
-    Outbound, Platform, Rate, Reconciled,
+    Call as PlatformCall, ChannelRef, DeliveryOutcome, IdempotencyKey, Limits, MessageHandle, MessageKind,
+    Messaging, NotSurfaced, Outbound, Platform, Rate, Reconciled,
 };
 use serde_json::json;
 
@@ -46,6 +46,8 @@ struct Fake {
     calls: Mutex<Vec<Call>>,
     created: Mutex<HashMap<String, String>>,
     next_id: Mutex<u64>,
+    /// What `exhausted_for` answers after every post.
+    exhausted: Mutex<Option<Duration>>,
     platform: Option<Platform>,
 }
 
@@ -126,6 +128,13 @@ impl Messaging for Fake {
 
     async fn edit(&self, _to: &ChannelRef, _at: &MessageHandle, msg: &Outbound) -> DeliveryOutcome {
         self.call("edit", msg).await
+    }
+
+    fn exhausted_for(&self, _to: &ChannelRef, call: PlatformCall) -> Option<Duration> {
+        match call {
+            PlatformCall::Post => *self.exhausted.lock().unwrap(),
+            PlatformCall::Edit => None,
+        }
     }
 
     async fn reconcile(&self, _to: &ChannelRef, key: &IdempotencyKey) -> Reconciled {
@@ -275,6 +284,35 @@ async fn rate_limited_waits_for_retry_after() {
     assert!(
         gap >= Duration::from_millis(390),
         "retried after {gap:?}, before retry_after"
+    );
+    e.stop().await;
+}
+
+#[tokio::test]
+async fn an_exhausted_budget_reported_by_the_platform_holds_the_next_call() {
+    let fake = Fake::new(Platform::Web, vec![]);
+    *fake.exhausted.lock().unwrap() = Some(Duration::from_millis(400));
+    let e = Engine::start(FAST, vec![fake.clone()]).await;
+    e.ingest(vec![ev("r", "t1", 1, "completed"), ev("r", "t2", 1, "completed")])
+        .await;
+    for _ in 0..200 {
+        if e.receipts()
+            .await
+            .iter()
+            .filter(|r| r.status == "surfaced")
+            .count()
+            == 2
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let posts = fake.posts(MessageKind::Terminal);
+    assert_eq!(posts.len(), 2);
+    let gap = posts[1].at - posts[0].at;
+    assert!(
+        gap >= Duration::from_millis(390),
+        "second call after {gap:?}, inside the exhausted window"
     );
     e.stop().await;
 }

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_messaging::{ChannelRef, DeliveryOutcome, MessageHandle, Messaging, NotSurfaced, Reconciled};
+use herald_messaging::{
+    Call, ChannelRef, DeliveryOutcome, MessageHandle, Messaging, NotSurfaced, Reconciled,
+};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -222,6 +224,9 @@ impl ChannelActor {
         acquire(&mut budgets.posts, &self.shared.for_posts()).await;
         let outcome = self.adapter.post(&self.target, message).await;
         self.note_rate_limit(&outcome, &mut budgets.posts).await;
+        if let Some(wait) = self.adapter.exhausted_for(&self.target, Call::Post) {
+            budgets.posts.pause(wait);
+        }
         outcome
     }
 
@@ -283,6 +288,9 @@ impl ChannelActor {
                 let handle = MessageHandle(id.clone());
                 let outcome = self.adapter.edit(&self.target, &handle, &message).await;
                 self.note_rate_limit(&outcome, edits).await;
+                if let Some(wait) = self.adapter.exhausted_for(&self.target, Call::Edit) {
+                    edits.pause(wait);
+                }
                 outcome
             }
             (Some(_), None) => DeliveryOutcome::NotSurfaced(NotSurfaced::Unsupported),

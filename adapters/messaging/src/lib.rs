@@ -59,6 +59,15 @@ impl fmt::Display for Platform {
     }
 }
 
+/// The two kinds of platform call, which platforms often limit separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Call {
+    /// A new message.
+    Post,
+    /// An edit of an existing message.
+    Edit,
+}
+
 /// A request rate: at most `count` calls per `per`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
@@ -169,6 +178,15 @@ pub trait Messaging: Send + Sync {
     /// Replace the content of an existing message. Platforms that cannot edit
     /// answer [`NotSurfaced::Unsupported`].
     async fn edit(&self, to: &ChannelRef, at: &MessageHandle, msg: &Outbound) -> DeliveryOutcome;
+
+    /// After a call that surfaced, what the platform said about the rest of
+    /// the channel's budget for that kind of call: `Some(wait)` when its
+    /// answer showed the budget exhausted (Discord's `X-RateLimit-Remaining:
+    /// 0` with `X-RateLimit-Reset-After`), so the next call waits instead of
+    /// earning a 429. Platforms without such headers keep the default.
+    fn exhausted_for(&self, _to: &ChannelRef, _call: Call) -> Option<Duration> {
+        None
+    }
 
     /// After an [`NotSurfaced::Unverified`] outcome, find out whether the
     /// message carrying `key` exists already, so a retry does not post twice.
