@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use herald_discord::DiscordAdapter;
 use herald_messaging::{Messaging, Platform};
 use herald_webhook::WebhookChannel;
 use tokio::net::TcpListener;
@@ -26,11 +27,20 @@ pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The adapters for `config`'s channels. The web platform is one instance
 /// for the process (its pages subscribe to it); webhook channels each get
-/// their own signed endpoint. Discord, Slack and Telegram are added here as
-/// their crates land.
+/// their own signed endpoint; Discord is one adapter per bot account. Slack
+/// and Telegram are added here as their crates land.
 fn adapters(web: &WebChannel, config: &Config) -> Result<Adapters> {
     let mut adapters = Adapters::default();
     adapters.insert_platform(Platform::Web, Arc::new(web.clone()) as Arc<dyn Messaging>);
+    if let Some(account) = &config.adapters.discord {
+        let discord = DiscordAdapter::new(
+            account.api_url.as_deref(),
+            account.token.expose(),
+            account.timeout,
+        )
+        .context("could not set up the Discord adapter")?;
+        adapters.insert_platform(Platform::Discord, Arc::new(discord));
+    }
     for ch in config.channels.values() {
         if let ChannelTarget::Webhook(hook) = &ch.target {
             let headers: Vec<(String, String)> =

@@ -502,11 +502,21 @@ mod interleavings {
     async fn settled_state(e: &Engine, fake: &Fake) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let idle = e.store.next_progress_due("main", 0).await.unwrap().is_none();
+            let idle = e
+                .store
+                .next_progress_due("main", None, 0)
+                .await
+                .unwrap()
+                .is_none();
             if idle {
                 // One more look after the actor's last write landed.
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                if e.store.next_progress_due("main", 0).await.unwrap().is_none() {
+                if e.store
+                    .next_progress_due("main", None, 0)
+                    .await
+                    .unwrap()
+                    .is_none()
+                {
                     let calls = fake.calls();
                     let last = calls.iter().rfind(|c| c.kind == MessageKind::Progress);
                     return last.map(|c| c.state.clone()).unwrap_or_default();

@@ -121,6 +121,8 @@ pub struct AccountConfig {
     pub token: Secret,
     /// API base URL (platform default, a proxy, or an emulator).
     pub api_url: Option<String>,
+    /// Per-request timeout; a request unanswered by then is `Unverified`.
+    pub timeout: Duration,
 }
 
 /// One `[channels.NAME]` entry.

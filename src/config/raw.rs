@@ -57,6 +57,7 @@ pub struct RawAdapters {
 pub struct RawAccount {
     pub token: SpannedStr,
     pub api_url: Option<SpannedStr>,
+    pub timeout: Option<SpannedStr>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -27,6 +27,10 @@ const DEFAULT_RETRY: &[&str] = &["1s", "5s", "15s", "1m", "5m"];
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Long enough that a slow platform answer is rarely mistaken for a lost
+/// one (each such timeout costs a reconciliation, or on Telegram possibly a
+/// duplicate), short enough that an outage is noticed.
+const DEFAULT_PLATFORM_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Parse and validate. `env` looks up `${VAR}`.
 pub fn load(path: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
@@ -237,9 +241,14 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             Some(u) => Some(self.url(u)?),
             None => None,
         };
+        let timeout = match &acc.timeout {
+            Some(t) => self.duration(t)?,
+            None => DEFAULT_PLATFORM_TIMEOUT,
+        };
         Some(AccountConfig {
             token: Secret::new(token),
             api_url,
+            timeout,
         })
     }
 

@@ -89,6 +89,17 @@ impl TokenBucket {
 /// `chat.update` limit, Discord's global limit).
 pub type SharedBucket = Arc<Mutex<TokenBucket>>;
 
+/// How long until the local budget and every shared one allow a send
+/// (zero: now). Takes nothing.
+pub async fn ready_in(local: &mut TokenBucket, shared: &[&SharedBucket]) -> Duration {
+    let now = Instant::now();
+    let mut wait = local.wait_time(now);
+    for bucket in shared {
+        wait = wait.max(bucket.lock().await.wait_time(now));
+    }
+    wait
+}
+
 /// Wait until the local bucket and every shared one have a token, then
 /// take one from each. Shared buckets are locked in the order given; every
 /// caller passes them in the same order (account-wide first).

@@ -12,7 +12,7 @@ use herald_messaging::{
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::budget::{SharedBucket, TokenBucket, acquire};
+use super::budget::{SharedBucket, TokenBucket, acquire, ready_in};
 use super::receipts::decide;
 use crate::config::DeliveryConfig;
 use crate::render::{self, TaskView};
@@ -25,6 +25,8 @@ const BATCH: i64 = 16;
 /// Longest idle sleep; the store is the truth and a wake-up only a hint, so a
 /// lost wake-up costs at most this much latency.
 const IDLE_POLL: Duration = Duration::from_secs(5);
+/// Pause after the store failed a whole round.
+const STORE_RETRY: Duration = Duration::from_secs(1);
 /// Pause of a channel's progress after a transient failure.
 const PROGRESS_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -88,6 +90,16 @@ struct Budgets {
     edits: Option<TokenBucket>,
 }
 
+/// What a round did.
+struct Round {
+    /// Something was sent (or attempted).
+    sent: bool,
+    /// Progress posts are due but their budget allows nothing for this long.
+    posts_blocked: Option<Duration>,
+    /// Progress edits are due but their budget allows nothing for this long.
+    edits_blocked: Option<Duration>,
+}
+
 impl ChannelActor {
     /// Run until shutdown. Errors from the store are logged and retried:
     /// the actor must outlive a briefly locked or full database.
@@ -99,12 +111,15 @@ impl ChannelActor {
         };
         info!(channel = %self.name, platform = %self.adapter.platform(), "channel actor started");
         while !*self.shutdown.borrow() {
-            match self.round(&mut budgets).await {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(e) => warn!(channel = %self.name, error = %e, "delivery round failed; retrying"),
-            }
-            let sleep = match self.next_due().await {
+            let blocked = match self.round(&mut budgets).await {
+                Ok(Round { sent: true, .. }) => continue,
+                Ok(round) => [round.posts_blocked, round.edits_blocked],
+                Err(e) => {
+                    warn!(channel = %self.name, error = %e, "delivery round failed; retrying");
+                    [Some(STORE_RETRY), Some(STORE_RETRY)]
+                }
+            };
+            let sleep = match self.next_due(blocked).await {
                 Ok(Some(due)) => {
                     Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0)).min(IDLE_POLL)
                 }
@@ -126,54 +141,92 @@ impl ChannelActor {
         info!(channel = %self.name, "channel actor stopped");
     }
 
-    async fn next_due(&self) -> Result<Option<i64>, crate::store::StoreError> {
-        let receipts = self.store.next_receipt_due(&self.name).await?;
-        let progress = if self.progress {
-            self.store
-                .next_progress_due(&self.name, self.min_interval_ms())
-                .await?
-        } else {
-            None
-        };
-        Ok(match (receipts, progress) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
+    /// When the next piece of work is due (Unix ms). Progress posts and
+    /// edits that their budget blocks are due no earlier than it allows.
+    async fn next_due(
+        &self,
+        blocked: [Option<Duration>; 2],
+    ) -> Result<Option<i64>, crate::store::StoreError> {
+        let mut next = self.store.next_receipt_due(&self.name).await?;
+        if self.progress {
+            for (needs_post, blocked_for) in [(true, blocked[0]), (false, blocked[1])] {
+                let due = self
+                    .store
+                    .next_progress_due(&self.name, Some(needs_post), self.min_interval_ms())
+                    .await?;
+                let unblocked =
+                    blocked_for.map(|b| now_ms() + i64::try_from(b.as_millis()).unwrap_or(i64::MAX / 4));
+                let due = match (due, unblocked) {
+                    (Some(d), Some(u)) => Some(d.max(u)),
+                    (d, _) => d,
+                };
+                next = match (next, due) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        Ok(next)
     }
 
     fn min_interval_ms(&self) -> i64 {
         i64::try_from(self.config.progress_min_interval.as_millis()).unwrap_or(i64::MAX / 2)
     }
 
-    /// One round of work. Returns whether anything was sent.
-    async fn round(&mut self, budgets: &mut Budgets) -> Result<bool, crate::store::StoreError> {
+    /// One round of work: due receipts first, then stale progress messages,
+    /// posts and edits each as far as their own budget allows (a channel
+    /// whose create budget is spent can still edit).
+    async fn round(&mut self, budgets: &mut Budgets) -> Result<Round, crate::store::StoreError> {
         self.wake.take_urgent();
         let receipts = self
             .store
             .claim_receipts(&self.name, now_ms(), LEASE_MS, BATCH)
             .await?;
-        let mut worked = !receipts.is_empty();
+        let mut round = Round {
+            sent: !receipts.is_empty(),
+            posts_blocked: None,
+            edits_blocked: None,
+        };
         for receipt in receipts {
             self.deliver_receipt(receipt, budgets).await?;
         }
-        if worked || !self.progress || *self.shutdown.borrow() {
-            return Ok(worked);
+        if round.sent || !self.progress || *self.shutdown.borrow() {
+            return Ok(round);
         }
-        let jobs = self
-            .store
-            .due_progress(&self.name, now_ms(), self.min_interval_ms(), BATCH)
-            .await?;
-        for job in jobs {
-            // New terminal receipts pre-empt the rest of the progress batch.
-            if *self.shutdown.borrow() || self.wake.take_urgent() {
-                break;
-            }
-            worked = true;
-            if !self.send_progress(job, budgets).await? {
-                break;
+        for call in [Call::Post, Call::Edit] {
+            let jobs = self
+                .store
+                .due_progress(
+                    &self.name,
+                    call == Call::Post,
+                    now_ms(),
+                    self.min_interval_ms(),
+                    BATCH,
+                )
+                .await?;
+            for job in jobs {
+                // New terminal receipts pre-empt the rest of the progress batch.
+                if *self.shutdown.borrow() || self.wake.take_urgent() {
+                    return Ok(round);
+                }
+                let wait = match (call, budgets.edits.as_mut()) {
+                    (Call::Edit, Some(edits)) => ready_in(edits, &self.shared.for_edits()).await,
+                    _ => ready_in(&mut budgets.posts, &self.shared.for_posts()).await,
+                };
+                if !wait.is_zero() {
+                    match call {
+                        Call::Post => round.posts_blocked = Some(wait),
+                        Call::Edit => round.edits_blocked = Some(wait),
+                    }
+                    break;
+                }
+                round.sent = true;
+                if !self.send_progress(job, budgets).await? {
+                    return Ok(round);
+                }
             }
         }
-        Ok(worked)
+        Ok(round)
     }
 
     async fn deliver_receipt(

@@ -72,10 +72,13 @@ pub enum ProgressWrite {
 
 impl Store {
     /// Stale progress messages of `channel` that may be sent now (their last
-    /// send is at least `min_interval_ms` old), stalest first.
+    /// send is at least `min_interval_ms` old), stalest first: those still
+    /// to be posted (`needs_post`) or those to be edited. Platforms budget
+    /// creates and edits separately, so the actor asks for each.
     pub async fn due_progress(
         &self,
         channel: &str,
+        needs_post: bool,
         now: i64,
         min_interval_ms: i64,
         limit: i64,
@@ -84,11 +87,12 @@ impl Store {
             "SELECT tc.task, tc.message_id, tc.post_key, tc.post_started, tc.shown_hash, t.version, t.run_id, t.worker_id, t.task_id, t.state, t.display, t.labels, \
              t.first_seen_at, t.updated_at, t.terminal \
              FROM task_channels tc JOIN tasks t ON t.id = tc.task \
-             WHERE tc.channel = ? AND tc.dirty_since IS NOT NULL \
+             WHERE tc.channel = ? AND tc.dirty_since IS NOT NULL AND (tc.message_id IS NULL) = ? \
              AND (tc.last_sent_at IS NULL OR tc.last_sent_at <= ?) \
              ORDER BY tc.dirty_since, tc.task LIMIT ?",
         )
         .bind(channel)
+        .bind(needs_post)
         .bind(now - min_interval_ms)
         .bind(limit)
         .fetch_all(&self.delivery)
@@ -120,18 +124,22 @@ impl Store {
     }
 
     /// When the next stale progress message of `channel` becomes sendable
-    /// (Unix ms), or `None` when nothing is stale.
+    /// (Unix ms), or `None` when nothing is stale; of those still to be
+    /// posted, of those to be edited, or of both (`needs_post = None`).
     pub async fn next_progress_due(
         &self,
         channel: &str,
+        needs_post: Option<bool>,
         min_interval_ms: i64,
     ) -> Result<Option<i64>, StoreError> {
         let due: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(COALESCE(last_sent_at + ?, 0)) FROM task_channels \
-             WHERE channel = ? AND dirty_since IS NOT NULL",
+             WHERE channel = ? AND dirty_since IS NOT NULL AND (? IS NULL OR (message_id IS NULL) = ?)",
         )
         .bind(min_interval_ms)
         .bind(channel)
+        .bind(needs_post)
+        .bind(needs_post)
         .fetch_one(&self.delivery)
         .await?;
         Ok(due)

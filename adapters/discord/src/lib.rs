@@ -1,0 +1,167 @@
+//! Discord channels as a herald [`Messaging`] adapter.
+//!
+//! Requests are built with serenity's builders (`CreateMessage`,
+//! `EditMessage`) and answers parsed into serenity's `Message` model, but
+//! sent with herald's own HTTP client: serenity's `Http` drops the 429
+//! headers and body once its built-in rate limiter is off (and herald owns
+//! rate budgets and retries), so the hot calls read the answer themselves.
+//! See `../shared/STACK-NOTES.md`.
+
+mod classify;
+pub mod render;
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald_messaging::{
+    Call, ChannelRef, DeliveryOutcome, IdempotencyKey, Limits, MessageHandle, Messaging, NotSurfaced,
+    Outbound, Platform, Rate, Reconciled,
+};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+
+pub use classify::{Answer, ApiError, classify};
+
+/// Discord's public API, used when no `api_url` is configured.
+pub const DEFAULT_API_URL: &str = "https://discord.com/api/v10";
+
+/// Why the adapter could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The HTTP client could not be built.
+    #[error("could not build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// One Discord bot account.
+pub struct DiscordAdapter {
+    http: reqwest::Client,
+    api_url: String,
+    authorization: String,
+    /// Per (channel, call): how long the platform's last answer said the
+    /// bucket stays empty.
+    exhausted: Mutex<HashMap<(String, Call), Duration>>,
+}
+
+impl DiscordAdapter {
+    /// A bot account at `api_url` (Discord, a proxy, or an emulator).
+    /// `timeout` bounds each request; a request that times out after being
+    /// sent is `Unverified`, and the resend carries the same nonce.
+    pub fn new(api_url: Option<&str>, token: &str, timeout: Duration) -> Result<DiscordAdapter, SetupError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!(
+                "DiscordBot (https://github.com/herald, ",
+                env!("CARGO_PKG_VERSION"),
+                ")"
+            ))
+            .build()?;
+        Ok(DiscordAdapter {
+            http,
+            api_url: api_url
+                .unwrap_or(DEFAULT_API_URL)
+                .trim_end_matches('/')
+                .to_owned(),
+            authorization: format!("Bot {token}"),
+            exhausted: Mutex::default(),
+        })
+    }
+
+    async fn send(
+        &self,
+        call: Call,
+        to: &ChannelRef,
+        request: reqwest::RequestBuilder,
+        body: Vec<u8>,
+    ) -> DeliveryOutcome {
+        let request = request
+            .header(AUTHORIZATION, &self.authorization)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => return classify::transport_error(&e),
+        };
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => return classify::transport_error(&e),
+        };
+        let answer = classify(status, &headers, &text, call);
+        let mut exhausted = self.exhausted.lock().unwrap_or_else(PoisonError::into_inner);
+        match answer.exhausted_for {
+            Some(wait) => exhausted.insert((to.id.clone(), call), wait),
+            None => exhausted.remove(&(to.id.clone(), call)),
+        };
+        answer.outcome
+    }
+
+    fn messages_url(&self, to: &ChannelRef) -> String {
+        format!("{}/channels/{}/messages", self.api_url, to.id)
+    }
+}
+
+fn encode<T: serde::Serialize>(body: &T) -> Result<Vec<u8>, DeliveryOutcome> {
+    serde_json::to_vec(body).map_err(|e| {
+        DeliveryOutcome::NotSurfaced(NotSurfaced::Permanent {
+            reason: format!("could not encode the Discord request: {e}"),
+        })
+    })
+}
+
+#[async_trait]
+impl Messaging for DiscordAdapter {
+    fn platform(&self) -> Platform {
+        Platform::Discord
+    }
+
+    /// Observed Discord limits: 5 creates and, separately, 5 edits per 5 s
+    /// per channel; 50 requests per second per bot.
+    fn limits(&self) -> Limits {
+        Limits {
+            max_text_chars: render::MAX_CONTENT,
+            posts_per_channel: Rate::new(5, Duration::from_secs(5)),
+            edits_per_channel: Some(Rate::new(5, Duration::from_secs(5))),
+            edits_shared: None,
+            global: Some(Rate::new(50, Duration::from_secs(1))),
+        }
+    }
+
+    async fn post(&self, to: &ChannelRef, msg: &Outbound) -> DeliveryOutcome {
+        let body = match encode(&render::create(msg)) {
+            Ok(b) => b,
+            Err(outcome) => return outcome,
+        };
+        let request = self.http.post(self.messages_url(to));
+        self.send(Call::Post, to, request, body).await
+    }
+
+    async fn edit(&self, to: &ChannelRef, at: &MessageHandle, msg: &Outbound) -> DeliveryOutcome {
+        let body = match encode(&render::edit(msg)) {
+            Ok(b) => b,
+            Err(outcome) => return outcome,
+        };
+        let request = self
+            .http
+            .patch(format!("{}/{}", self.messages_url(to), at.as_str()));
+        self.send(Call::Edit, to, request, body).await
+    }
+
+    fn exhausted_for(&self, to: &ChannelRef, call: Call) -> Option<Duration> {
+        self.exhausted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(to.id.clone(), call))
+            .copied()
+    }
+
+    /// Discord cannot be searched by nonce, but a create with the same
+    /// nonce and `enforce_nonce` returns the existing message for several
+    /// minutes: resending *is* the reconciliation.
+    async fn reconcile(&self, _to: &ChannelRef, _key: &IdempotencyKey) -> Reconciled {
+        Reconciled::Unknown
+    }
+}

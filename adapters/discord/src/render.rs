@@ -1,0 +1,214 @@
+//! Outbound → Discord message: a one-line `content` (what notifications
+//! show) plus an embed coloured by severity, every piece of event text
+//! escaped and cut to Discord's limits.
+
+use herald_messaging::{MessageKind, Outbound, Severity, truncate_chars};
+use serenity::builder::{CreateAllowedMentions, CreateEmbed, CreateEmbedFooter, CreateMessage, EditMessage};
+use serenity::model::channel::Nonce;
+
+/// `content` limit.
+pub const MAX_CONTENT: usize = 2000;
+/// Embed title limit.
+pub const MAX_EMBED_TITLE: usize = 256;
+/// Embed description limit.
+pub const MAX_EMBED_DESCRIPTION: usize = 4096;
+/// Embed fields per embed.
+pub const MAX_EMBED_FIELDS: usize = 25;
+/// Embed field name limit.
+pub const MAX_FIELD_NAME: usize = 256;
+/// Embed field value limit.
+pub const MAX_FIELD_VALUE: usize = 1024;
+/// Sum of all text in one embed.
+pub const MAX_EMBED_TOTAL: usize = 6000;
+/// Footer text limit.
+const FOOTER_BUDGET: usize = 64;
+
+/// Escape Discord markdown and neutralise mentions in event text, so a
+/// summary can neither ping (`@everyone`, `<@id>`) nor restyle the message.
+/// `allowed_mentions: {"parse": []}` already stops pings; the zero-width
+/// space also keeps the text from *looking* like a mention.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' | '*' | '_' | '~' | '`' | '|' | '>' | '#' | '-' | '[' | ']' | '(' | ')' | ':' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '@' => out.push_str("@\u{200B}"),
+            '<' => out.push_str("<\u{200B}"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escape, then cut to `max` characters without splitting an escape.
+fn escaped(text: &str, max: usize) -> String {
+    escaped_line(&escape(text), max)
+}
+
+fn emoji(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Progress => "🔵",
+        Severity::Attention => "🟠",
+        Severity::Success => "✅",
+        Severity::Failure => "❌",
+        Severity::Neutral => "⚪",
+    }
+}
+
+fn colour(severity: Severity) -> u32 {
+    match severity {
+        Severity::Progress => 0x4A7FD8,
+        Severity::Attention => 0xE0A100,
+        Severity::Success => 0x2E9D57,
+        Severity::Failure => 0xDD3333,
+        Severity::Neutral => 0x888899,
+    }
+}
+
+/// The one-line `content`: emoji, task, state (and the summary for a
+/// terminal notification, which is what a phone notification shows).
+pub fn content(msg: &Outbound) -> String {
+    let mut line = format!(
+        "{} **{}** — {}",
+        emoji(msg.severity),
+        escape(&msg.title),
+        escape(&msg.state)
+    );
+    if let (MessageKind::Terminal, Some(body)) = (msg.kind, &msg.body) {
+        line.push_str(": ");
+        line.push_str(&escape(body));
+    }
+    // Cut the whole line; its escapes were applied before the cut, so only
+    // a trailing lone backslash needs care.
+    escaped_line(&line, MAX_CONTENT)
+}
+
+/// Cut already-escaped text to `max` characters; a cut right after a lone
+/// backslash would escape the ellipsis, so that backslash goes too.
+fn escaped_line(line: &str, max: usize) -> String {
+    if line.chars().count() <= max {
+        return line.to_owned();
+    }
+    let cut = truncate_chars(line, max);
+    if cut.ends_with("\\…") && !cut.ends_with("\\\\…") {
+        return format!("{}…", cut.trim_end_matches('…').trim_end_matches('\\'));
+    }
+    cut
+}
+
+/// The embed: title, description (summary/reason), inline fields, footer,
+/// all within Discord's per-part and total limits.
+pub fn embed(msg: &Outbound) -> CreateEmbed {
+    let title = escaped(&format!("{} — {}", msg.title, msg.state), MAX_EMBED_TITLE);
+    let footer = match msg.kind {
+        MessageKind::Progress => "live · herald",
+        MessageKind::Terminal => "herald",
+    };
+    let mut budget = MAX_EMBED_TOTAL.saturating_sub(title.chars().count() + FOOTER_BUDGET);
+    let mut fields = Vec::new();
+    for f in msg.fields.iter().take(MAX_EMBED_FIELDS) {
+        let name = escaped(&f.name, MAX_FIELD_NAME);
+        let value = escaped(if f.value.is_empty() { "—" } else { &f.value }, MAX_FIELD_VALUE);
+        let cost = name.chars().count() + value.chars().count();
+        if cost > budget {
+            break;
+        }
+        budget -= cost;
+        fields.push((name, value, true));
+    }
+    let mut embed = CreateEmbed::new()
+        .title(title)
+        .colour(colour(msg.severity))
+        .fields(fields)
+        .footer(CreateEmbedFooter::new(footer));
+    if let Some(body) = &msg.body {
+        embed = embed.description(escaped(body, MAX_EMBED_DESCRIPTION.min(budget)));
+    }
+    embed
+}
+
+/// No mention in the message may ping anyone, on create and on every edit.
+fn no_pings() -> CreateAllowedMentions {
+    CreateAllowedMentions::new()
+}
+
+/// The create request; a terminal notification carries its idempotency key
+/// as `nonce` with `enforce_nonce`, so a resend returns the first message.
+pub fn create(msg: &Outbound) -> CreateMessage {
+    let mut create = CreateMessage::new()
+        .content(content(msg))
+        .embed(embed(msg))
+        .allowed_mentions(no_pings());
+    if let Some(key) = &msg.idempotency_key {
+        let nonce: String = key.0.chars().take(25).collect();
+        create = create.nonce(Nonce::String(nonce)).enforce_nonce(true);
+    }
+    create
+}
+
+/// The edit request (progress messages).
+pub fn edit(msg: &Outbound) -> EditMessage {
+    EditMessage::new()
+        .content(content(msg))
+        .embed(embed(msg))
+        .allowed_mentions(no_pings())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_messaging::Field;
+    use serde_json::Value;
+
+    fn msg(body: &str) -> Outbound {
+        Outbound {
+            kind: MessageKind::Terminal,
+            title: "worker_1 · task*2".into(),
+            state: "failed".into(),
+            severity: Severity::Failure,
+            fields: vec![Field {
+                name: "run".into(),
+                value: "nightly-7".into(),
+            }],
+            body: Some(body.into()),
+            idempotency_key: Some(herald_messaging::IdempotencyKey("hr0123456789abcdef0123".into())),
+            subject: None,
+        }
+    }
+
+    #[test]
+    fn mentions_and_markdown_are_neutralised() {
+        let c = content(&msg("@everyone look at **this** <@123>"));
+        assert!(!c.contains("@everyone"), "{c}");
+        assert!(!c.contains("<@123>"), "{c}");
+        assert!(c.contains("\\*\\*this\\*\\*"), "{c}");
+        assert!(c.contains("worker\\_1"), "{c}");
+    }
+
+    #[test]
+    fn create_carries_nonce_enforce_and_no_pings() {
+        let v: Value = serde_json::to_value(create(&msg("x"))).unwrap();
+        assert_eq!(v["nonce"], "hr0123456789abcdef0123");
+        assert_eq!(v["enforce_nonce"], true);
+        assert_eq!(v["allowed_mentions"]["parse"], serde_json::json!([]));
+        let e: Value = serde_json::to_value(edit(&msg("x"))).unwrap();
+        assert_eq!(e["allowed_mentions"]["parse"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn long_text_is_cut_within_limits() {
+        let huge = "ab*".repeat(5000);
+        let c = content(&msg(&huge));
+        let n = c.chars().count();
+        assert!((MAX_CONTENT - 1..=MAX_CONTENT).contains(&n), "{n}");
+        assert!(c.ends_with('…'));
+        let v: Value = serde_json::to_value(embed(&msg(&huge))).unwrap();
+        let desc = v["description"].as_str().unwrap();
+        assert!(desc.chars().count() <= MAX_EMBED_DESCRIPTION);
+        let total = desc.chars().count() + v["title"].as_str().unwrap().chars().count() + 64;
+        assert!(total <= MAX_EMBED_TOTAL + 64);
+    }
+}

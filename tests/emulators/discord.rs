@@ -1,0 +1,567 @@
+//! A Discord REST emulator (API v10, the two calls herald makes), faithful
+//! where herald depends on it: bot-token auth, message objects with
+//! snowflake ids, error bodies with `code` and `message` (10003, 10008,
+//! 50001, 50013, 50035 with nested `errors`), per-channel fixed-window
+//! buckets for creates and edits (5 per 5 s) plus a global 50 per second,
+//! `X-RateLimit-*` headers and 429 bodies, `nonce` + `enforce_nonce`
+//! de-duplication, and a record of every request. Faults can be injected:
+//! error statuses, slow answers, and "apply then never answer".
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{patch, post};
+use serde_json::{Value, json};
+
+/// Discord's epoch for snowflakes (2015-01-01).
+const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
+const BUCKET_LIMIT: u32 = 5;
+const BUCKET_WINDOW: Duration = Duration::from_secs(5);
+const GLOBAL_LIMIT: usize = 50;
+const NONCE_WINDOW: Duration = Duration::from_secs(120);
+
+/// A fault applied to the next request (after the auth check).
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer with this status and a Discord error body (`code`, `message`).
+    Error(u16, i64, &'static str),
+    /// Answer 502 with a plain-text body, like Discord's edge does.
+    BadGateway,
+    /// A global 429 with this many seconds.
+    GlobalRateLimit(f64),
+    /// Wait, then handle normally.
+    Delay(Duration),
+    /// Apply a create or edit, then never answer.
+    ApplyThenHang,
+}
+
+/// One request as seen by the emulator.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// `POST` or `PATCH`.
+    pub method: &'static str,
+    /// Channel id.
+    pub channel: String,
+    /// The JSON body.
+    pub body: Value,
+    /// The status answered (0 when it never answered).
+    pub status: u16,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+#[derive(Default)]
+struct Bucket {
+    start: Option<Instant>,
+    count: u32,
+}
+
+impl Bucket {
+    /// Count a request; `Err(retry_after)` when the window is full.
+    fn take(&mut self, now: Instant) -> Result<(u32, Duration), Duration> {
+        let start = match self.start {
+            Some(s) if now.duration_since(s) < BUCKET_WINDOW => s,
+            _ => {
+                self.start = Some(now);
+                self.count = 0;
+                now
+            }
+        };
+        let reset_after = BUCKET_WINDOW - now.duration_since(start);
+        if self.count >= BUCKET_LIMIT {
+            return Err(reset_after);
+        }
+        self.count += 1;
+        Ok((BUCKET_LIMIT - self.count, reset_after))
+    }
+}
+
+#[derive(Default)]
+struct Channel {
+    messages: BTreeMap<u64, Value>,
+    nonces: HashMap<String, (u64, Instant)>,
+    creates: Bucket,
+    edits: Bucket,
+}
+
+#[derive(Default)]
+struct Inner {
+    token: String,
+    channels: HashMap<String, Channel>,
+    forbidden: HashMap<String, (i64, &'static str)>,
+    faults: VecDeque<Fault>,
+    seen: Vec<Seen>,
+    global: VecDeque<Instant>,
+    next_seq: u64,
+    rate_limited: usize,
+}
+
+/// A running emulator.
+#[derive(Clone)]
+pub struct DiscordEmulator {
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl DiscordEmulator {
+    /// Start with a bot token and the channels that exist.
+    pub async fn start(token: &str, channels: &[&str]) -> DiscordEmulator {
+        let inner = Arc::new(Mutex::new(Inner {
+            token: token.to_owned(),
+            channels: channels
+                .iter()
+                .map(|c| (c.to_string(), Channel::default()))
+                .collect(),
+            ..Inner::default()
+        }));
+        let app = Router::new()
+            .route("/api/v10/channels/{channel}/messages", post(create))
+            .route("/api/v10/channels/{channel}/messages/{message}", patch(edit))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        DiscordEmulator { addr, inner }
+    }
+
+    /// The `api_url` to configure.
+    pub fn api_url(&self) -> String {
+        format!("http://{}/api/v10", self.addr)
+    }
+
+    /// Make a channel exist but refuse the bot (50001 Missing Access or
+    /// 50013 Missing Permissions).
+    pub fn forbid(&self, channel: &str, code: i64) {
+        let message = if code == 50013 {
+            "Missing Permissions"
+        } else {
+            "Missing Access"
+        };
+        let mut inner = self.inner.lock().unwrap();
+        inner.channels.entry(channel.to_owned()).or_default();
+        inner.forbidden.insert(channel.to_owned(), (code, message));
+    }
+
+    /// Queue faults for the next requests.
+    pub fn inject(&self, faults: Vec<Fault>) {
+        self.inner.lock().unwrap().faults.extend(faults);
+    }
+
+    /// Every request so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.inner.lock().unwrap().seen.clone()
+    }
+
+    /// The messages of a channel, oldest first.
+    pub fn messages(&self, channel: &str) -> Vec<Value> {
+        let inner = self.inner.lock().unwrap();
+        inner
+            .channels
+            .get(channel)
+            .map(|c| c.messages.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// How many 429s were answered.
+    pub fn rate_limited(&self) -> usize {
+        self.inner.lock().unwrap().rate_limited
+    }
+}
+
+fn error(status: u16, code: i64, message: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap();
+    (status, axum::Json(json!({"message": message, "code": code}))).into_response()
+}
+
+fn rate_limited(inner: &mut Inner, retry_after: Duration, global: bool, bucket: &str) -> Response {
+    inner.rate_limited += 1;
+    let secs = retry_after.as_secs_f64();
+    let mut res = (
+        StatusCode::TOO_MANY_REQUESTS,
+        axum::Json(json!({"message": "You are being rate limited.", "retry_after": (secs * 1000.0).round() / 1000.0, "global": global})),
+    )
+        .into_response();
+    let h = res.headers_mut();
+    h.insert("retry-after", HeaderValue::from(secs.ceil() as u64));
+    h.insert(
+        "x-ratelimit-scope",
+        HeaderValue::from_static(if global { "global" } else { "user" }),
+    );
+    if global {
+        h.insert("x-ratelimit-global", HeaderValue::from_static("true"));
+    } else {
+        h.insert("x-ratelimit-bucket", HeaderValue::from_str(bucket).unwrap());
+        h.insert("x-ratelimit-limit", HeaderValue::from(BUCKET_LIMIT));
+        h.insert("x-ratelimit-remaining", HeaderValue::from(0));
+        h.insert(
+            "x-ratelimit-reset-after",
+            HeaderValue::from_str(&format!("{secs:.3}")).unwrap(),
+        );
+    }
+    res
+}
+
+fn with_bucket_headers(mut res: Response, bucket: &str, remaining: u32, reset_after: Duration) -> Response {
+    let h = res.headers_mut();
+    let reset_at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + reset_after;
+    h.insert("x-ratelimit-limit", HeaderValue::from(BUCKET_LIMIT));
+    h.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
+    h.insert(
+        "x-ratelimit-reset",
+        HeaderValue::from_str(&format!("{:.3}", reset_at.as_secs_f64())).unwrap(),
+    );
+    h.insert(
+        "x-ratelimit-reset-after",
+        HeaderValue::from_str(&format!("{:.3}", reset_after.as_secs_f64())).unwrap(),
+    );
+    h.insert("x-ratelimit-bucket", HeaderValue::from_str(bucket).unwrap());
+    res
+}
+
+fn invalid_form(field: &str, max: usize) -> Response {
+    let mut errors = json!({});
+    let mut cursor = &mut errors;
+    for part in field.split('.') {
+        cursor = cursor.as_object_mut().unwrap().entry(part).or_insert(json!({}));
+    }
+    *cursor = json!({"_errors": [{"code": "BASE_TYPE_MAX_LENGTH", "message": format!("Must be {max} or fewer in length.")}]});
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({"code": 50035, "errors": errors, "message": "Invalid Form Body"})),
+    )
+        .into_response()
+}
+
+fn chars(v: &Value) -> usize {
+    v.as_str().map_or(0, |s| s.chars().count())
+}
+
+/// Discord's length rules for content and embeds.
+fn validate(body: &Value) -> Result<(), Response> {
+    if chars(&body["content"]) > 2000 {
+        return Err(invalid_form("content", 2000));
+    }
+    if chars(&body["nonce"]) > 25 {
+        return Err(invalid_form("nonce", 25));
+    }
+    let embeds = body["embeds"].as_array().cloned().unwrap_or_default();
+    if embeds.len() > 10 {
+        return Err(invalid_form("embeds", 10));
+    }
+    for (i, e) in embeds.iter().enumerate() {
+        let mut total = chars(&e["title"]) + chars(&e["description"]) + chars(&e["footer"]["text"]);
+        if chars(&e["title"]) > 256 {
+            return Err(invalid_form(&format!("embeds.{i}.title"), 256));
+        }
+        if chars(&e["description"]) > 4096 {
+            return Err(invalid_form(&format!("embeds.{i}.description"), 4096));
+        }
+        let fields = e["fields"].as_array().cloned().unwrap_or_default();
+        if fields.len() > 25 {
+            return Err(invalid_form(&format!("embeds.{i}.fields"), 25));
+        }
+        for (j, f) in fields.iter().enumerate() {
+            if chars(&f["name"]) > 256 {
+                return Err(invalid_form(&format!("embeds.{i}.fields.{j}.name"), 256));
+            }
+            if chars(&f["value"]) > 1024 {
+                return Err(invalid_form(&format!("embeds.{i}.fields.{j}.value"), 1024));
+            }
+            total += chars(&f["name"]) + chars(&f["value"]);
+        }
+        if total > 6000 {
+            return Err(invalid_form(&format!("embeds.{i}"), 6000));
+        }
+    }
+    if chars(&body["content"]) == 0 && embeds.is_empty() {
+        return Err(error(400, 50006, "Cannot send an empty message"));
+    }
+    Ok(())
+}
+
+fn now_iso() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}000+00:00",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        now.subsec_millis()
+    )
+}
+
+fn message(id: u64, channel: &str, body: &Value, edited: Option<String>) -> Value {
+    let embeds: Vec<Value> = body["embeds"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut e| {
+            e["type"] = json!("rich");
+            e
+        })
+        .collect();
+    let mut m = json!({
+        "id": id.to_string(),
+        "channel_id": channel,
+        "author": {"id": "100000000000000001", "username": "herald", "discriminator": "0",
+                   "global_name": null, "avatar": null, "bot": true},
+        "content": body["content"].as_str().unwrap_or(""),
+        "timestamp": now_iso(),
+        "edited_timestamp": edited,
+        "tts": false,
+        "mention_everyone": false,
+        "mentions": [],
+        "mention_roles": [],
+        "attachments": [],
+        "embeds": embeds,
+        "pinned": false,
+        "type": 0,
+        "flags": 0
+    });
+    if let Some(n) = body.get("nonce") {
+        m["nonce"] = n.clone();
+    }
+    m
+}
+
+enum Next {
+    Answer(Response),
+    Hang,
+}
+
+/// Auth, faults, channel access and the global limit, common to both calls.
+async fn gate(inner: &Arc<Mutex<Inner>>, headers: &HeaderMap, channel: &str) -> Result<bool, Response> {
+    let fault = {
+        let mut state = inner.lock().unwrap();
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if auth != format!("Bot {}", state.token) {
+            return Err(error(401, 0, "401: Unauthorized"));
+        }
+        let now = Instant::now();
+        while state
+            .global
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            state.global.pop_front();
+        }
+        if state.global.len() >= GLOBAL_LIMIT {
+            let wait = Duration::from_secs(1) - now.duration_since(state.global[0]);
+            return Err(rate_limited(&mut state, wait, true, "global"));
+        }
+        state.global.push_back(now);
+        state.faults.pop_front()
+    };
+    let mut hang = false;
+    match fault {
+        Some(Fault::Error(status, code, message)) => return Err(error(status, code, message)),
+        Some(Fault::BadGateway) => {
+            return Err((StatusCode::BAD_GATEWAY, "<html>502 Bad Gateway</html>").into_response());
+        }
+        Some(Fault::GlobalRateLimit(secs)) => {
+            let mut state = inner.lock().unwrap();
+            return Err(rate_limited(
+                &mut state,
+                Duration::from_secs_f64(secs),
+                true,
+                "global",
+            ));
+        }
+        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        Some(Fault::ApplyThenHang) => hang = true,
+        None => {}
+    }
+    let state = inner.lock().unwrap();
+    if let Some((code, message)) = state.forbidden.get(channel) {
+        return Err(error(403, *code, message));
+    }
+    if !state.channels.contains_key(channel) {
+        return Err(error(404, 10003, "Unknown Channel"));
+    }
+    Ok(hang)
+}
+
+fn record(inner: &Arc<Mutex<Inner>>, method: &'static str, channel: &str, body: &Value, status: u16) {
+    inner.lock().unwrap().seen.push(Seen {
+        method,
+        channel: channel.to_owned(),
+        body: body.clone(),
+        status,
+        at: Instant::now(),
+    });
+}
+
+async fn finish(
+    inner: &Arc<Mutex<Inner>>,
+    method: &'static str,
+    channel: &str,
+    body: &Value,
+    next: Next,
+) -> Response {
+    match next {
+        Next::Answer(res) => {
+            record(inner, method, channel, body, res.status().as_u16());
+            res
+        }
+        Next::Hang => {
+            record(inner, method, channel, body, 0);
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            StatusCode::GATEWAY_TIMEOUT.into_response()
+        }
+    }
+}
+
+async fn create(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Response {
+    let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    let next = match gate(&inner, &headers, &channel).await {
+        Err(res) => Next::Answer(res),
+        Ok(hang) => {
+            let answer = create_message(&inner, &channel, &body);
+            if hang && answer.status().is_success() {
+                Next::Hang
+            } else {
+                Next::Answer(answer)
+            }
+        }
+    };
+    finish(&inner, "POST", &channel, &body, next).await
+}
+
+fn create_message(inner: &Arc<Mutex<Inner>>, channel: &str, body: &Value) -> Response {
+    if let Err(res) = validate(body) {
+        return res;
+    }
+    let mut state = inner.lock().unwrap();
+    let now = Instant::now();
+    let bucket = format!("create-{channel}");
+    // A repeated nonce with enforce_nonce returns the first message.
+    if let (Some(nonce), Some(true)) = (body["nonce"].as_str(), body["enforce_nonce"].as_bool()) {
+        let ch = state.channels.get_mut(channel).unwrap();
+        if let Some((id, when)) = ch.nonces.get(nonce).copied()
+            && now.duration_since(when) < NONCE_WINDOW
+            && let Some(existing) = ch.messages.get(&id).cloned()
+        {
+            return (StatusCode::OK, axum::Json(existing)).into_response();
+        }
+    }
+    let taken = state.channels.get_mut(channel).unwrap().creates.take(now);
+    let (remaining, reset_after) = match taken {
+        Ok(v) => v,
+        Err(retry_after) => return rate_limited(&mut state, retry_after, false, &bucket),
+    };
+    state.next_seq += 1;
+    let ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let id = ((ms - DISCORD_EPOCH_MS) << 22) | (state.next_seq & 0x3F_FFFF);
+    let msg = message(id, channel, body, None);
+    let ch = state.channels.get_mut(channel).unwrap();
+    ch.messages.insert(id, msg.clone());
+    if let Some(nonce) = body["nonce"].as_str() {
+        ch.nonces.insert(nonce.to_owned(), (id, now));
+    }
+    with_bucket_headers(
+        (StatusCode::OK, axum::Json(msg)).into_response(),
+        &bucket,
+        remaining,
+        reset_after,
+    )
+}
+
+async fn edit(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Path((channel, message_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Response {
+    let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    let next = match gate(&inner, &headers, &channel).await {
+        Err(res) => Next::Answer(res),
+        Ok(hang) => {
+            let answer = edit_message(&inner, &channel, &message_id, &body);
+            if hang && answer.status().is_success() {
+                Next::Hang
+            } else {
+                Next::Answer(answer)
+            }
+        }
+    };
+    finish(&inner, "PATCH", &channel, &body, next).await
+}
+
+fn edit_message(inner: &Arc<Mutex<Inner>>, channel: &str, message_id: &str, body: &Value) -> Response {
+    if let Err(res) = validate(body) {
+        return res;
+    }
+    let mut state = inner.lock().unwrap();
+    let id: u64 = message_id.parse().unwrap_or(0);
+    if !state.channels[channel].messages.contains_key(&id) {
+        return error(404, 10008, "Unknown Message");
+    }
+    let bucket = format!("edit-{channel}");
+    let taken = state
+        .channels
+        .get_mut(channel)
+        .unwrap()
+        .edits
+        .take(Instant::now());
+    let (remaining, reset_after) = match taken {
+        Ok(v) => v,
+        Err(retry_after) => return rate_limited(&mut state, retry_after, false, &bucket),
+    };
+    let ch = state.channels.get_mut(channel).unwrap();
+    let old = ch.messages[&id].clone();
+    let mut updated = message(id, channel, body, Some(now_iso()));
+    updated["timestamp"] = old["timestamp"].clone();
+    if let Some(n) = old.get("nonce") {
+        updated["nonce"] = n.clone();
+    }
+    ch.messages.insert(id, updated.clone());
+    with_bucket_headers(
+        (StatusCode::OK, axum::Json(updated)).into_response(),
+        &bucket,
+        remaining,
+        reset_after,
+    )
+}
+
+impl DiscordEmulator {
+    /// Delete a message, as a person in the channel might.
+    pub fn delete(&self, channel: &str, id: &str) {
+        let id: u64 = id.parse().unwrap();
+        self.inner
+            .lock()
+            .unwrap()
+            .channels
+            .get_mut(channel)
+            .unwrap()
+            .messages
+            .remove(&id);
+    }
+}
