@@ -253,6 +253,19 @@ async fn applied_but_unanswered_is_unverified_and_the_resend_dedupes() {
 }
 
 #[tokio::test]
+async fn a_slow_answer_within_the_timeout_still_surfaces() {
+    let (emu, discord, to) = setup().await;
+    emu.inject(vec![Fault::Delay(Duration::from_millis(800))]);
+    let started = Instant::now();
+    surfaced(
+        &discord
+            .post(&to, &outbound(MessageKind::Progress, "slow", None))
+            .await,
+    );
+    assert!(started.elapsed() >= Duration::from_millis(800));
+}
+
+#[tokio::test]
 async fn a_ten_thousand_character_summary_is_cut_to_fit() {
     let (emu, discord, to) = setup().await;
     let huge = "x".repeat(10_000);
