@@ -407,7 +407,10 @@ async fn end_to_end_fifty_busy_tasks_earn_no_429() {
         .iter()
         .filter(|s| s.method == "PATCH" && s.status == 200)
         .count();
-    eprintln!("12 s, 50 busy tasks: {posts} creates, {patches} edits, {} 429s", emu.rate_limited());
+    eprintln!(
+        "12 s, 50 busy tasks: {posts} creates, {patches} edits, {} 429s",
+        emu.rate_limited()
+    );
     assert_eq!(emu.rate_limited(), 0, "herald earned a 429");
     // 5 per 5 s per bucket after a burst of 5: about 12 creates and 7+ edits in 12 s.
     assert!(posts >= 10, "only {posts} creates went out");
