@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use herald_discord::DiscordAdapter;
 use herald_messaging::{Messaging, Platform};
+use herald_slack::SlackAdapter;
 use herald_webhook::WebhookChannel;
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, oneshot, watch};
@@ -27,8 +28,8 @@ pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The adapters for `config`'s channels. The web platform is one instance
 /// for the process (its pages subscribe to it); webhook channels each get
-/// their own signed endpoint; Discord is one adapter per bot account. Slack
-/// and Telegram are added here as their crates land.
+/// their own signed endpoint; Discord and Slack are one adapter per bot
+/// account. Telegram is added here when its crate lands.
 fn adapters(web: &WebChannel, config: &Config) -> Result<Adapters> {
     let mut adapters = Adapters::default();
     adapters.insert_platform(Platform::Web, Arc::new(web.clone()) as Arc<dyn Messaging>);
@@ -40,6 +41,15 @@ fn adapters(web: &WebChannel, config: &Config) -> Result<Adapters> {
         )
         .context("could not set up the Discord adapter")?;
         adapters.insert_platform(Platform::Discord, Arc::new(discord));
+    }
+    if let Some(account) = &config.adapters.slack {
+        let slack = SlackAdapter::new(
+            account.api_url.as_deref(),
+            account.token.expose(),
+            account.timeout,
+        )
+        .context("could not set up the Slack adapter")?;
+        adapters.insert_platform(Platform::Slack, Arc::new(slack));
     }
     for ch in config.channels.values() {
         if let ChannelTarget::Webhook(hook) = &ch.target {

@@ -7,4 +7,5 @@
 #![allow(clippy::result_large_err)]
 
 pub mod discord;
+pub mod slack;
 pub mod webhook;

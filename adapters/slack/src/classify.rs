@@ -1,0 +1,105 @@
+//! slack-morphism errors → typed outcomes. Slack reports failures as
+//! documented error codes (`{"ok": false, "error": "channel_not_found"}`,
+//! often with HTTP 200); these codes are Slack's machine-readable API, and
+//! this is the one place they are read.
+
+use std::time::Duration;
+
+use herald_messaging::{Call, NotSurfaced};
+use slack_morphism::errors::SlackClientError;
+
+/// Codes after which retrying cannot help.
+const PERMANENT: &[&str] = &[
+    "channel_not_found",
+    "not_in_channel",
+    "is_archived",
+    "invalid_auth",
+    "not_authed",
+    "missing_scope",
+    "account_inactive",
+    "token_revoked",
+    "token_expired",
+    "no_permission",
+    "restricted_action",
+    "ekm_access_denied",
+    "invalid_blocks",
+    "invalid_metadata_format",
+    "msg_too_long",
+    "no_text",
+];
+
+/// Codes Slack documents as passing.
+const TRANSIENT: &[&str] = &[
+    "internal_error",
+    "fatal_error",
+    "service_unavailable",
+    "request_timeout",
+];
+
+/// On `chat.update`: the message is no longer there to edit.
+const GONE_ON_EDIT: &[&str] = &["message_not_found", "cant_update_message", "edit_window_closed"];
+
+/// When Slack says `ratelimited` without a `Retry-After`.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Classify one failed call.
+pub fn classify(error: &SlackClientError, call: Call) -> NotSurfaced {
+    match error {
+        SlackClientError::RateLimitError(e) => NotSurfaced::RateLimited {
+            retry_after: e.retry_after.unwrap_or(DEFAULT_RETRY_AFTER),
+            global: false,
+        },
+        SlackClientError::ApiError(e) => {
+            let code = e.code.as_str();
+            let reason = format!("Slack error {code}");
+            if code == "ratelimited" {
+                NotSurfaced::RateLimited {
+                    retry_after: DEFAULT_RETRY_AFTER,
+                    global: false,
+                }
+            } else if call == Call::Edit && GONE_ON_EDIT.contains(&code) {
+                NotSurfaced::Gone
+            } else if TRANSIENT.contains(&code) {
+                NotSurfaced::Transient { reason }
+            } else if PERMANENT.contains(&code) {
+                NotSurfaced::Permanent { reason }
+            } else {
+                // An undocumented code: the request itself is most likely
+                // wrong, and a failed receipt stays listed and replayable.
+                NotSurfaced::Permanent {
+                    reason: format!("{reason} (not a known transient error)"),
+                }
+            }
+        }
+        SlackClientError::HttpError(e) => {
+            let reason = format!("HTTP {}", e.status_code);
+            if e.status_code.as_u16() == 429 {
+                NotSurfaced::RateLimited {
+                    retry_after: DEFAULT_RETRY_AFTER,
+                    global: false,
+                }
+            } else if e.status_code.is_server_error() || e.status_code.as_u16() == 408 {
+                NotSurfaced::Transient { reason }
+            } else {
+                NotSurfaced::Permanent { reason }
+            }
+        }
+        SlackClientError::HttpProtocolError(e) => {
+            let connect_failed = e
+                .cause
+                .as_ref()
+                .and_then(|c| c.downcast_ref::<hyper_util::client::legacy::Error>())
+                .is_some_and(hyper_util::client::legacy::Error::is_connect);
+            let reason = error.to_string();
+            if connect_failed {
+                NotSurfaced::Transient { reason }
+            } else {
+                // The request may have reached Slack: reconcile first.
+                NotSurfaced::Unverified { reason }
+            }
+        }
+        other => NotSurfaced::Unverified {
+            reason: other.to_string(),
+        },
+    }
+}

@@ -1,0 +1,134 @@
+//! Outbound → Slack message: Block Kit (a header, a context line with
+//! worker / task / elapsed, a section with the latest detail) plus a plain
+//! `text` fallback, every piece of event text escaped and cut to Slack's
+//! limits.
+
+use herald_messaging::{MessageKind, Outbound, Severity, truncate_chars};
+use slack_morphism::prelude::*;
+
+/// `text` fallback limit (Slack truncates beyond 40,000; 4,000 keeps
+/// notifications readable).
+pub const MAX_TEXT: usize = 4000;
+/// Section block text limit.
+pub const MAX_SECTION: usize = 3000;
+/// Header block limit (plain text).
+pub const MAX_HEADER: usize = 150;
+/// Context block elements limit.
+const MAX_CONTEXT_ELEMENTS: usize = 10;
+/// Each context element's text limit.
+const MAX_CONTEXT_TEXT: usize = 2000;
+
+/// Slack's three control characters: with `&`, `<`, `>` escaped, event
+/// text can never form `<!channel>`, `<!here>`, `<@U…>` or a link.
+pub fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Escape, then cut to `max` characters without splitting an entity.
+fn escaped(text: &str, max: usize) -> String {
+    cut_escaped(&escape(text), max)
+}
+
+/// Cut already-escaped text to `max` characters; a partial `&amp;`,
+/// `&lt;` or `&gt;` left before the ellipsis is dropped.
+fn cut_escaped(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let cut = truncate_chars(text, max);
+    match cut.rfind('&') {
+        Some(at) if !cut[at..].contains(';') => format!("{}…", &cut[..at]),
+        _ => cut,
+    }
+}
+
+fn emoji(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Progress => ":large_blue_circle:",
+        Severity::Attention => ":large_orange_circle:",
+        Severity::Success => ":white_check_mark:",
+        Severity::Failure => ":x:",
+        Severity::Neutral => ":white_circle:",
+    }
+}
+
+/// The plain `text` fallback (notifications, screen readers).
+pub fn fallback(msg: &Outbound) -> String {
+    let mut text = format!(
+        "{} {} — {}",
+        emoji(msg.severity),
+        escape(&msg.title),
+        escape(&msg.state)
+    );
+    if let (MessageKind::Terminal, Some(body)) = (msg.kind, &msg.body) {
+        text.push_str(": ");
+        text.push_str(&escape(body));
+    }
+    cut_escaped(&text, MAX_TEXT)
+}
+
+/// The blocks: header (plain text, so nothing in it is markup), context,
+/// and a section with the summary or reason.
+pub fn blocks(msg: &Outbound) -> Vec<SlackBlock> {
+    let header_text = truncate_chars(&format!("{} — {}", msg.title, msg.state), MAX_HEADER);
+    let mut blocks = vec![SlackBlock::Header(SlackHeaderBlock::new(
+        SlackBlockPlainText::new(header_text).into(),
+    ))];
+    let elements: Vec<SlackContextBlockElement> = msg
+        .fields
+        .iter()
+        .take(MAX_CONTEXT_ELEMENTS)
+        .map(|f| {
+            let text = escaped(&format!("{}: {}", f.name, f.value), MAX_CONTEXT_TEXT);
+            SlackContextBlockElement::Plain(SlackBlockPlainText::new(text))
+        })
+        .collect();
+    if !elements.is_empty() {
+        blocks.push(SlackBlock::Context(SlackContextBlock::new(elements)));
+    }
+    if let Some(body) = &msg.body {
+        let text = escaped(body, MAX_SECTION);
+        blocks.push(SlackBlock::Section(
+            SlackSectionBlock::new().with_text(SlackBlockText::Plain(SlackBlockPlainText::new(text))),
+        ));
+    }
+    blocks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(body: &str) -> Outbound {
+        Outbound {
+            kind: MessageKind::Terminal,
+            title: "w · t".into(),
+            state: "failed".into(),
+            severity: Severity::Failure,
+            fields: vec![],
+            body: Some(body.into()),
+            idempotency_key: None,
+            subject: None,
+        }
+    }
+
+    #[test]
+    fn control_sequences_cannot_ping() {
+        let t = fallback(&msg("<!channel> <!here> <@U123> & co"));
+        assert!(!t.contains("<!channel>") && !t.contains("<@U123>"), "{t}");
+        assert!(t.contains("&lt;!channel&gt;") && t.contains("&amp; co"), "{t}");
+    }
+
+    #[test]
+    fn long_text_is_cut_without_breaking_entities() {
+        let t = fallback(&msg(&"<".repeat(3000)));
+        assert!(t.chars().count() <= MAX_TEXT);
+        assert!(t.ends_with('…'));
+        let before = t.trim_end_matches('…');
+        assert!(before.ends_with("&lt;"), "{}", &before[before.len() - 10..]);
+        let section = escaped(&"x".repeat(10_000), MAX_SECTION);
+        assert_eq!(section.chars().count(), MAX_SECTION);
+    }
+}

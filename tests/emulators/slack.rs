@@ -1,0 +1,393 @@
+//! A Slack Web API emulator for the calls herald makes: `chat.postMessage`,
+//! `chat.update`, `conversations.history`. Faithful where herald depends on
+//! it: bearer auth, JSON and form bodies, `ts` ids, HTTP 200 `ok:false`
+//! errors, message metadata stored and returned by `conversations.history`
+//! only with `include_all_metadata`, a per-channel post limit (1 per
+//! second) and a per-workspace `chat.update` limit (50 per minute) answered
+//! with 429 + `Retry-After` + `{"ok":false,"error":"ratelimited"}`, a
+//! request log, and injected faults (5xx, API errors, slow, apply-then-drop).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Map, Value, json};
+
+const POSTS_PER_CHANNEL: (usize, Duration) = (1, Duration::from_secs(1));
+const UPDATES_PER_WORKSPACE: (usize, Duration) = (50, Duration::from_secs(60));
+
+/// A fault applied to the next call.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// HTTP 200 `{"ok": false, "error": code}`.
+    ApiError(&'static str),
+    /// This HTTP status with a JSON error body.
+    Http(u16),
+    /// HTTP 429 with `Retry-After: secs`.
+    RateLimited(u64),
+    /// Wait, then handle normally.
+    Delay(Duration),
+    /// Apply the call, then never answer.
+    ApplyThenHang,
+}
+
+/// How a channel behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelKind {
+    /// The bot is a member.
+    Member,
+    /// Exists, bot not invited.
+    NotMember,
+    /// Archived.
+    Archived,
+}
+
+/// One call as seen.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// `chat.postMessage`, `chat.update`, `conversations.history`.
+    pub method: String,
+    /// Arguments (JSON body, form fields or query).
+    pub args: Value,
+    /// HTTP status (0: never answered).
+    pub status: u16,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+#[derive(Default)]
+struct Inner {
+    token: String,
+    channels: HashMap<String, ChannelKind>,
+    messages: HashMap<String, Vec<Value>>,
+    posts: HashMap<String, VecDeque<Instant>>,
+    updates: VecDeque<Instant>,
+    faults: VecDeque<Fault>,
+    seen: Vec<Seen>,
+    clock: u64,
+    rate_limited: usize,
+}
+
+/// A running emulator.
+#[derive(Clone)]
+pub struct SlackEmulator {
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl SlackEmulator {
+    /// Start with a bot token and member channels.
+    pub async fn start(token: &str, channels: &[&str]) -> SlackEmulator {
+        let inner = Arc::new(Mutex::new(Inner {
+            token: token.to_owned(),
+            channels: channels
+                .iter()
+                .map(|c| (c.to_string(), ChannelKind::Member))
+                .collect(),
+            clock: 1_700_000_000_000_000,
+            ..Inner::default()
+        }));
+        let app = Router::new()
+            .route("/api/{method}", post(call).get(call))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        SlackEmulator { addr, inner }
+    }
+
+    /// The `api_url` to configure.
+    pub fn api_url(&self) -> String {
+        format!("http://{}/api", self.addr)
+    }
+
+    /// Add a channel of a given kind.
+    pub fn channel(&self, id: &str, kind: ChannelKind) {
+        self.inner.lock().unwrap().channels.insert(id.to_owned(), kind);
+    }
+
+    /// Queue faults for the next calls.
+    pub fn inject(&self, faults: Vec<Fault>) {
+        self.inner.lock().unwrap().faults.extend(faults);
+    }
+
+    /// Every call so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.inner.lock().unwrap().seen.clone()
+    }
+
+    /// A channel's messages, oldest first.
+    pub fn messages(&self, channel: &str) -> Vec<Value> {
+        self.inner
+            .lock()
+            .unwrap()
+            .messages
+            .get(channel)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Delete a message, as a person might.
+    pub fn delete(&self, channel: &str, ts: &str) {
+        if let Some(list) = self.inner.lock().unwrap().messages.get_mut(channel) {
+            list.retain(|m| m["ts"] != ts);
+        }
+    }
+
+    /// How many 429s / `ratelimited` answers were given.
+    pub fn rate_limited(&self) -> usize {
+        self.inner.lock().unwrap().rate_limited
+    }
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response {
+    (
+        status,
+        [("content-type", "application/json; charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn api_error(code: &str) -> Response {
+    json_response(StatusCode::OK, json!({"ok": false, "error": code}))
+}
+
+fn ratelimited(inner: &mut Inner, retry_after: Duration) -> Response {
+    inner.rate_limited += 1;
+    let mut res = json_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        json!({"ok": false, "error": "ratelimited"}),
+    );
+    let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    res.headers_mut().insert("retry-after", secs.into());
+    res
+}
+
+/// Arguments from a JSON body, a form body (values that look like JSON are
+/// parsed, as Slack does for `blocks` and `metadata`), or the query.
+fn arguments(headers: &HeaderMap, body: &Bytes, query: &HashMap<String, String>) -> Value {
+    let ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut args = Map::new();
+    if ct.starts_with("application/json") {
+        if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) {
+            args = map;
+        }
+    } else if ct.starts_with("application/x-www-form-urlencoded") {
+        for (k, v) in url_pairs(&String::from_utf8_lossy(body)) {
+            let parsed = serde_json::from_str::<Value>(&v)
+                .ok()
+                .filter(|p| p.is_object() || p.is_array());
+            args.insert(k, parsed.unwrap_or(Value::String(v)));
+        }
+    }
+    for (k, v) in query {
+        args.entry(k.clone()).or_insert(Value::String(v.clone()));
+    }
+    Value::Object(args)
+}
+
+fn url_pairs(text: &str) -> Vec<(String, String)> {
+    text.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.replace('+', " ").into_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&String::from_utf8_lossy(&bytes[i + 1..i + 3]), 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn window_full(
+    window: &mut VecDeque<Instant>,
+    (limit, per): (usize, Duration),
+    now: Instant,
+) -> Option<Duration> {
+    while window.front().is_some_and(|t| now.duration_since(*t) >= per) {
+        window.pop_front();
+    }
+    if window.len() >= limit {
+        return Some(per - now.duration_since(window[0]));
+    }
+    window.push_back(now);
+    None
+}
+
+async fn call(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Path(method): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let args = arguments(&headers, &body, &query);
+    let arrived = Instant::now();
+    let fault = inner.lock().unwrap().faults.pop_front();
+    let mut hang = false;
+    let early = match fault {
+        Some(Fault::ApiError(code)) => Some(api_error(code)),
+        Some(Fault::Http(status)) => Some(json_response(
+            StatusCode::from_u16(status).unwrap(),
+            json!({"ok": false, "error": "internal_error"}),
+        )),
+        Some(Fault::RateLimited(secs)) => {
+            let mut state = inner.lock().unwrap();
+            Some(ratelimited(&mut state, Duration::from_secs(secs)))
+        }
+        Some(Fault::Delay(d)) => {
+            tokio::time::sleep(d).await;
+            None
+        }
+        Some(Fault::ApplyThenHang) => {
+            hang = true;
+            None
+        }
+        None => None,
+    };
+    let res = match early {
+        Some(res) => res,
+        None => handle(&inner, &method, &headers, &args),
+    };
+    let status = res.status().as_u16();
+    inner.lock().unwrap().seen.push(Seen {
+        method: method.clone(),
+        args,
+        status: if hang { 0 } else { status },
+        at: arrived,
+    });
+    if hang {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    res
+}
+
+fn handle(inner: &Arc<Mutex<Inner>>, method: &str, headers: &HeaderMap, args: &Value) -> Response {
+    let mut state = inner.lock().unwrap();
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let Some(token) = auth.strip_prefix("Bearer ") else {
+        return api_error("not_authed");
+    };
+    if token != state.token {
+        return api_error("invalid_auth");
+    }
+    let channel = args["channel"].as_str().unwrap_or("").to_owned();
+    match state.channels.get(&channel) {
+        None => return api_error("channel_not_found"),
+        Some(ChannelKind::NotMember) if method != "conversations.history" => {
+            return api_error("not_in_channel");
+        }
+        Some(ChannelKind::Archived) if method != "conversations.history" => return api_error("is_archived"),
+        _ => {}
+    }
+    let now = Instant::now();
+    match method {
+        "chat.postMessage" => {
+            let window = state.posts.entry(channel.clone()).or_default();
+            if let Some(wait) = window_full(window, POSTS_PER_CHANNEL, now) {
+                return ratelimited(&mut state, wait);
+            }
+            if args["text"].as_str().is_none_or(str::is_empty) && args["blocks"].is_null() {
+                return api_error("no_text");
+            }
+            state.clock += 100;
+            let ts = format!("{}.{:06}", state.clock / 1_000_000, state.clock % 1_000_000);
+            let mut message = json!({"type": "message", "ts": ts, "user": "U0HERALD", "bot_id": "B0HERALD",
+                                     "text": args["text"], "blocks": args["blocks"]});
+            if !args["metadata"].is_null() {
+                message["metadata"] = args["metadata"].clone();
+            }
+            state
+                .messages
+                .entry(channel.clone())
+                .or_default()
+                .push(message.clone());
+            json_response(
+                StatusCode::OK,
+                json!({"ok": true, "channel": channel, "ts": ts, "message": message}),
+            )
+        }
+        "chat.update" => {
+            if let Some(wait) = window_full(&mut state.updates, UPDATES_PER_WORKSPACE, now) {
+                return ratelimited(&mut state, wait);
+            }
+            let ts = args["ts"].as_str().unwrap_or("").to_owned();
+            let Some(message) = state
+                .messages
+                .get_mut(&channel)
+                .and_then(|list| list.iter_mut().find(|m| m["ts"] == ts))
+            else {
+                return api_error("message_not_found");
+            };
+            message["text"] = args["text"].clone();
+            message["blocks"] = args["blocks"].clone();
+            message["edited"] = json!({"user": "U0HERALD", "ts": ts});
+            let (text, message) = (message["text"].clone(), message.clone());
+            json_response(
+                StatusCode::OK,
+                json!({"ok": true, "channel": channel, "ts": ts, "text": text, "message": message}),
+            )
+        }
+        "conversations.history" => {
+            let with_metadata = args["include_all_metadata"].as_str() == Some("true")
+                || args["include_all_metadata"].as_bool() == Some(true);
+            let limit = args["limit"]
+                .as_str()
+                .and_then(|l| l.parse().ok())
+                .or(args["limit"].as_u64())
+                .unwrap_or(100);
+            let messages: Vec<Value> = state
+                .messages
+                .get(&channel)
+                .map(|list| {
+                    list.iter()
+                        .rev()
+                        .take(limit as usize)
+                        .map(|m| {
+                            let mut m = m.clone();
+                            if !with_metadata {
+                                m.as_object_mut().unwrap().remove("metadata");
+                            }
+                            m
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            json_response(
+                StatusCode::OK,
+                json!({"ok": true, "messages": messages, "has_more": false}),
+            )
+        }
+        other => api_error(&format!("unknown_method:{other}")),
+    }
+}
