@@ -117,6 +117,7 @@ impl Messaging for Fake {
             max_text_chars: 2000,
             posts_per_channel: Rate::new(100, Duration::from_secs(1)),
             edits_per_channel: Some(Rate::new(100, Duration::from_secs(1))),
+            calls_per_channel: None,
             edits_shared: None,
             global: None,
         }
@@ -216,6 +217,8 @@ impl Engine {
         let events: Vec<FleetWorkerEvent> = events.into_iter().map(|e| parse_event(e).unwrap()).collect();
         let route = |input: &RoutingInput<'_>| route_channels(&self.config, input);
         let result = self.store.ingest(&[events], &route).await.unwrap();
+        // As serve does: receipts wake their channels as urgent.
+        self.wakers.wake_urgent(&result.receipt_channels);
         self.wakers.wake(&result.touched_channels);
     }
 

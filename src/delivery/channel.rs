@@ -59,15 +59,22 @@ pub struct SharedBudgets {
     pub global: Option<SharedBucket>,
     /// Edits of the account (Slack's per-workspace `chat.update`).
     pub edits: Option<SharedBucket>,
+    /// Posts and edits of this one channel together (Telegram), set by the
+    /// actor from the channel's limits.
+    pub per_channel: Option<SharedBucket>,
 }
 
 impl SharedBudgets {
     fn for_posts(&self) -> Vec<&SharedBucket> {
-        self.global.iter().collect()
+        self.global.iter().chain(self.per_channel.iter()).collect()
     }
 
     fn for_edits(&self) -> Vec<&SharedBucket> {
-        self.global.iter().chain(self.edits.iter()).collect()
+        self.global
+            .iter()
+            .chain(self.edits.iter())
+            .chain(self.per_channel.iter())
+            .collect()
     }
 }
 
@@ -104,7 +111,18 @@ impl ChannelActor {
     /// Run until shutdown. Errors from the store are logged and retried:
     /// the actor must outlive a briefly locked or full database.
     pub async fn run(mut self) {
-        let limits = self.adapter.limits();
+        match self.store.moved_channel_target(&self.name).await {
+            Ok(Some(id)) => {
+                info!(channel = %self.name, from = %self.target.id, to = %id, "using the id the platform moved this channel to");
+                self.target.id = id;
+            }
+            Ok(None) => {}
+            Err(e) => warn!(channel = %self.name, error = %e, "could not read a moved channel id"),
+        }
+        let limits = self.adapter.channel_limits(&self.target);
+        if let Some(rate) = limits.calls_per_channel {
+            self.shared.per_channel = Some(Arc::new(tokio::sync::Mutex::new(TokenBucket::new(rate))));
+        }
         let mut budgets = Budgets {
             posts: TokenBucket::new(limits.posts_per_channel),
             edits: limits.edits_per_channel.map(TokenBucket::new),
@@ -230,7 +248,7 @@ impl ChannelActor {
     }
 
     async fn deliver_receipt(
-        &self,
+        &mut self,
         receipt: ClaimedReceipt,
         budgets: &mut Budgets,
     ) -> Result<(), crate::store::StoreError> {
@@ -255,6 +273,7 @@ impl ChannelActor {
         } else {
             self.post(&message, budgets).await
         };
+        self.follow_move(&outcome).await?;
         let now = now_ms();
         crate::metrics::delivery(self.adapter.platform().as_str(), "terminal", outcome.label());
         let update = decide(&outcome, receipt.attempts, receipt.created_at, now, &self.config);
@@ -294,6 +313,18 @@ impl ChannelActor {
         }
     }
 
+    /// The platform moved the channel: use (and remember) its new id.
+    async fn follow_move(&mut self, outcome: &DeliveryOutcome) -> Result<(), crate::store::StoreError> {
+        if let DeliveryOutcome::NotSurfaced(NotSurfaced::Moved { to }) = outcome {
+            info!(channel = %self.name, from = %self.target.id, to = %to.id, "channel moved; following it");
+            self.store
+                .move_channel_target(&self.name, &to.id, now_ms())
+                .await?;
+            self.target.id = to.id.clone();
+        }
+        Ok(())
+    }
+
     /// Sleep, but wake early on shutdown.
     async fn pause(&self, how_long: Duration) {
         let mut shutdown = self.shutdown.clone();
@@ -306,7 +337,7 @@ impl ChannelActor {
     /// Send one progress rendering. Returns false when the channel should
     /// stop sending progress for this round (rate limited, failing).
     async fn send_progress(
-        &self,
+        &mut self,
         job: ProgressJob,
         budgets: &mut Budgets,
     ) -> Result<bool, crate::store::StoreError> {
@@ -376,6 +407,7 @@ impl ChannelActor {
                 }
             }
         };
+        self.follow_move(&outcome).await?;
         let now = now_ms();
         crate::metrics::delivery(self.adapter.platform().as_str(), "progress", outcome.label());
         let (write, keep_going) = match outcome {
@@ -387,7 +419,11 @@ impl ChannelActor {
                 },
                 true,
             ),
-            DeliveryOutcome::NotSurfaced(NotSurfaced::Gone) => (ProgressWrite::Gone, true),
+            // A message in a chat that moved cannot be edited in its new
+            // home: post a new one there.
+            DeliveryOutcome::NotSurfaced(NotSurfaced::Gone | NotSurfaced::Moved { .. }) => {
+                (ProgressWrite::Gone, true)
+            }
             DeliveryOutcome::NotSurfaced(NotSurfaced::RateLimited { .. }) => return Ok(false),
             DeliveryOutcome::NotSurfaced(
                 reason @ (NotSurfaced::Permanent { .. } | NotSurfaced::Unsupported),

@@ -168,6 +168,7 @@ impl Delivery {
                     SharedBudgets {
                         global: limits.global.map(bucket),
                         edits: limits.edits_shared.map(bucket),
+                        per_channel: None,
                     }
                 })
                 .clone();

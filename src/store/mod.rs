@@ -3,6 +3,7 @@
 //! web channel's messages. All SQL lives under this module so a second
 //! backend (PostgreSQL) is an addition, not a rewrite.
 
+mod channels;
 mod ingest;
 mod progress;
 mod queries;

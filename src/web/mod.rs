@@ -102,6 +102,7 @@ impl Messaging for WebChannel {
             max_text_chars: 16_000,
             posts_per_channel: Rate::new(WEB_RATE_PER_SECOND, Duration::from_secs(1)),
             edits_per_channel: Some(Rate::new(WEB_RATE_PER_SECOND, Duration::from_secs(1))),
+            calls_per_channel: None,
             edits_shared: None,
             global: None,
         }

@@ -125,6 +125,7 @@ impl Messaging for DiscordAdapter {
             max_text_chars: render::MAX_CONTENT,
             posts_per_channel: Rate::new(5, Duration::from_secs(5)),
             edits_per_channel: Some(Rate::new(5, Duration::from_secs(5))),
+            calls_per_channel: None,
             edits_shared: None,
             global: Some(Rate::new(50, Duration::from_secs(1))),
         }

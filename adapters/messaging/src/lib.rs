@@ -102,6 +102,9 @@ pub struct Limits {
     pub posts_per_channel: Rate,
     /// Edits per channel; `None` when the platform cannot edit.
     pub edits_per_channel: Option<Rate>,
+    /// Posts and edits together per channel, where the platform counts them
+    /// as one (Telegram's per-chat limits).
+    pub calls_per_channel: Option<Rate>,
     /// Edits shared by every channel of one account (Slack's per-workspace
     /// `chat.update`); `None` when edits are only limited per channel.
     pub edits_shared: Option<Rate>,
@@ -171,6 +174,12 @@ pub trait Messaging: Send + Sync {
 
     /// What the platform allows; the core's budgets are built from this.
     fn limits(&self) -> Limits;
+
+    /// What the platform allows for one channel, where that differs by
+    /// channel (Telegram groups are stricter than private chats).
+    fn channel_limits(&self, _to: &ChannelRef) -> Limits {
+        self.limits()
+    }
 
     /// Create a new message.
     async fn post(&self, to: &ChannelRef, msg: &Outbound) -> DeliveryOutcome;

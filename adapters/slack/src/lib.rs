@@ -108,6 +108,7 @@ impl Messaging for SlackAdapter {
             max_text_chars: render::MAX_TEXT,
             posts_per_channel: Rate::new(1, Duration::from_secs(1)),
             edits_per_channel: Some(Rate::new(50, Duration::from_secs(60))),
+            calls_per_channel: None,
             edits_shared: Some(Rate::new(50, Duration::from_secs(60))),
             global: None,
         }

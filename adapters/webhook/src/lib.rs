@@ -196,6 +196,7 @@ impl Messaging for WebhookChannel {
             max_text_chars: 64 * 1024,
             posts_per_channel: Rate::new(100, Duration::from_secs(1)),
             edits_per_channel: Some(Rate::new(100, Duration::from_secs(1))),
+            calls_per_channel: None,
             edits_shared: None,
             global: None,
         }
