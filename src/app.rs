@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use herald_discord::DiscordAdapter;
 use herald_messaging::{Messaging, Platform};
 use herald_slack::SlackAdapter;
+use herald_telegram::TelegramAdapter;
 use herald_webhook::WebhookChannel;
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, oneshot, watch};
@@ -28,8 +29,8 @@ pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The adapters for `config`'s channels. The web platform is one instance
 /// for the process (its pages subscribe to it); webhook channels each get
-/// their own signed endpoint; Discord and Slack are one adapter per bot
-/// account. Telegram is added here when its crate lands.
+/// their own signed endpoint; Discord, Slack and Telegram are one adapter
+/// per bot account.
 fn adapters(web: &WebChannel, config: &Config) -> Result<Adapters> {
     let mut adapters = Adapters::default();
     adapters.insert_platform(Platform::Web, Arc::new(web.clone()) as Arc<dyn Messaging>);
@@ -50,6 +51,15 @@ fn adapters(web: &WebChannel, config: &Config) -> Result<Adapters> {
         )
         .context("could not set up the Slack adapter")?;
         adapters.insert_platform(Platform::Slack, Arc::new(slack));
+    }
+    if let Some(account) = &config.adapters.telegram {
+        let telegram = TelegramAdapter::new(
+            account.api_url.as_deref(),
+            account.token.expose(),
+            account.timeout,
+        )
+        .context("could not set up the Telegram adapter")?;
+        adapters.insert_platform(Platform::Telegram, Arc::new(telegram));
     }
     for ch in config.channels.values() {
         if let ChannelTarget::Webhook(hook) = &ch.target {

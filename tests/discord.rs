@@ -291,7 +291,7 @@ token = "test-token"
 [adapters.discord]
 token = "{TOKEN}"
 api_url = "{}"
-timeout = "1s"
+timeout = "3s"
 
 [channels.builds]
 adapter = "discord"

@@ -206,7 +206,7 @@ async fn applied_but_unanswered_is_unverified_and_reconciled_by_metadata() {
 fn config(emu: &SlackEmulator, channels: &[&str], extra: &str) -> String {
     let mut text = format!(
         "[[sources]]\nname = \"fleet\"\ntoken = \"test-token\"\n\n[adapters.slack]\ntoken = \"{TOKEN}\"\n\
-         api_url = \"{}\"\ntimeout = \"1s\"\n\n[delivery]\nretry_schedule = [\"200ms\", \"400ms\"]\n\
+         api_url = \"{}\"\ntimeout = \"3s\"\n\n[delivery]\nretry_schedule = [\"200ms\", \"400ms\"]\n\
          progress_min_interval = \"100ms\"\n\n",
         emu.api_url()
     );

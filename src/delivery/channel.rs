@@ -268,7 +268,12 @@ impl ChannelActor {
             let key = herald_messaging::IdempotencyKey(receipt.id.clone());
             match self.adapter.reconcile(&self.target, &key).await {
                 Reconciled::Found(handle) => DeliveryOutcome::Surfaced(handle),
-                Reconciled::Absent | Reconciled::Unknown => self.post(&message, budgets).await,
+                Reconciled::Absent | Reconciled::Unsupported => self.post(&message, budgets).await,
+                // The platform could not be asked: posting now could
+                // duplicate; try again on the schedule, still unverified.
+                Reconciled::Unknown => DeliveryOutcome::NotSurfaced(NotSurfaced::Unverified {
+                    reason: "could not check whether the earlier attempt arrived".to_owned(),
+                }),
             }
         } else {
             self.post(&message, budgets).await
@@ -399,7 +404,10 @@ impl ChannelActor {
                             .await?;
                         return Ok(true);
                     }
-                    Reconciled::Absent | Reconciled::Unknown => {
+                    Reconciled::Unknown => DeliveryOutcome::NotSurfaced(NotSurfaced::Unverified {
+                        reason: "could not check whether the earlier post arrived".to_owned(),
+                    }),
+                    Reconciled::Absent | Reconciled::Unsupported => {
                         self.store.progress_post_started(job.task, &job.channel).await?;
                         message.idempotency_key = Some(key);
                         self.post(&message, budgets).await

@@ -163,6 +163,6 @@ impl Messaging for DiscordAdapter {
     /// nonce and `enforce_nonce` returns the existing message for several
     /// minutes: resending *is* the reconciliation.
     async fn reconcile(&self, _to: &ChannelRef, _key: &IdempotencyKey) -> Reconciled {
-        Reconciled::Unknown
+        Reconciled::Unsupported
     }
 }

@@ -103,7 +103,11 @@ pub enum Reconciled {
     Found(MessageHandle),
     /// The platform was asked and the message does not exist: resend.
     Absent,
-    /// The platform cannot be asked (Telegram) or did not answer: resending
-    /// may duplicate, which is the at-least-once cost of that platform.
+    /// The platform cannot be asked (Telegram, webhooks), or resending *is*
+    /// the reconciliation (Discord's nonce): send again. On platforms that
+    /// cannot be asked this may duplicate: their at-least-once cost.
+    Unsupported,
+    /// The platform can be asked but did not answer: do not send yet, ask
+    /// again on the next attempt.
     Unknown,
 }

@@ -221,7 +221,7 @@ impl Messaging for WebhookChannel {
     /// A receiver cannot be asked what it got; it dedupes on `webhook-id`
     /// instead, so resending is safe.
     async fn reconcile(&self, _to: &ChannelRef, _key: &IdempotencyKey) -> Reconciled {
-        Reconciled::Unknown
+        Reconciled::Unsupported
     }
 }
 

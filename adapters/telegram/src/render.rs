@@ -1,0 +1,128 @@
+//! Outbound → Telegram HTML. Every piece of event text is escaped (`&`,
+//! `<`, `>`, `"`), only herald's own `<b>` tag is markup, and the visible
+//! text (what Telegram counts after entity parsing) stays within 4096
+//! characters: the body is cut on a character boundary before escaping, so
+//! a cut can never break a tag or an entity.
+
+use herald_messaging::{Outbound, Severity, truncate_chars};
+
+/// Telegram's limit on message text after entity parsing.
+pub const MAX_TEXT: usize = 4096;
+
+/// Escape for Telegram's HTML parse mode.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn emoji(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Progress => "🔵",
+        Severity::Attention => "🟠",
+        Severity::Success => "✅",
+        Severity::Failure => "❌",
+        Severity::Neutral => "⚪",
+    }
+}
+
+/// The message in HTML parse mode.
+pub fn html(msg: &Outbound) -> String {
+    // (visible text, markup) pairs; visible lengths are counted raw.
+    let headline = format!("{} {} — {}", emoji(msg.severity), msg.title, msg.state);
+    let headline = truncate_chars(&headline, 256);
+    let mut visible = headline.chars().count();
+    let mut out = format!("<b>{}</b>", escape(&headline));
+    for f in &msg.fields {
+        let line = truncate_chars(&format!("{}: {}", f.name, f.value), 256);
+        if visible + 1 + line.chars().count() > MAX_TEXT - 16 {
+            break;
+        }
+        visible += 1 + line.chars().count();
+        out.push('\n');
+        out.push_str(&escape(&line));
+    }
+    if let Some(body) = &msg.body {
+        let room = MAX_TEXT.saturating_sub(visible + 2);
+        if room > 1 {
+            let body = truncate_chars(body, room);
+            out.push_str("\n\n");
+            out.push_str(&escape(&body));
+        }
+    }
+    out
+}
+
+/// Visible length of our HTML: tags removed, entities counted as one.
+pub fn visible_len(html: &str) -> usize {
+    let mut n = 0;
+    let mut chars = html.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '<' => {
+                for c in chars.by_ref() {
+                    if c == '>' {
+                        break;
+                    }
+                }
+            }
+            '&' => {
+                for c in chars.by_ref() {
+                    if c == ';' {
+                        break;
+                    }
+                }
+                n += 1;
+            }
+            _ => n += 1,
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_messaging::MessageKind;
+
+    fn msg(body: &str) -> Outbound {
+        Outbound {
+            kind: MessageKind::Terminal,
+            title: "w<1> · t&2".into(),
+            state: "failed".into(),
+            severity: Severity::Failure,
+            fields: vec![],
+            body: Some(body.into()),
+            idempotency_key: None,
+            subject: None,
+        }
+    }
+
+    #[test]
+    fn event_text_renders_literally() {
+        let h = html(&msg("<b>bold</b> & \"quoted\""));
+        assert!(h.starts_with("<b>"), "{h}");
+        assert!(h.contains("w&lt;1&gt; · t&amp;2"), "{h}");
+        assert!(
+            h.contains("&lt;b&gt;bold&lt;/b&gt; &amp; &quot;quoted&quot;"),
+            "{h}"
+        );
+        assert_eq!(h.matches("<b>").count(), 1);
+    }
+
+    #[test]
+    fn ten_thousand_characters_fit_after_entity_parsing() {
+        let h = html(&msg(&"<&".repeat(5000)));
+        let n = visible_len(&h);
+        assert!(n <= MAX_TEXT && n > MAX_TEXT - 20, "{n}");
+        assert!(h.ends_with('…'), "{}", &h[h.len() - 20..]);
+    }
+}
