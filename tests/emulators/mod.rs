@@ -8,4 +8,5 @@
 
 pub mod discord;
 pub mod slack;
+pub mod telegram;
 pub mod webhook;

@@ -1,0 +1,430 @@
+//! A Telegram Bot API emulator for `sendMessage` and `editMessageText`:
+//! `{ok, result}` envelopes, case-insensitive method names, JSON and form
+//! bodies, HTML parse-mode validation (allowed tags, balance, entities) with
+//! Telegram's "can't parse entities" errors, the 4096-character limit after
+//! entity parsing, "message is not modified", chat not found, blocked and
+//! kicked bots, group → supergroup migration, per-chat (1/s), per-group
+//! (20/min) and global (30/s) limits answered with 429 and `retry_after`, a
+//! request log and injected faults.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Map, Value, json};
+
+const NOT_MODIFIED: &str = "Bad Request: message is not modified: specified new message content and reply markup \
+                            are exactly the same as a current content and reply markup of the message";
+const ALLOWED_TAGS: &[&str] = &[
+    "b",
+    "strong",
+    "i",
+    "em",
+    "u",
+    "ins",
+    "s",
+    "strike",
+    "del",
+    "a",
+    "code",
+    "pre",
+    "tg-spoiler",
+    "blockquote",
+    "span",
+];
+
+/// A fault applied to the next call.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// 429 with `parameters.retry_after`.
+    RetryAfter(u64),
+    /// This HTTP status with an `ok:false` body.
+    Http(u16),
+    /// Apply the call, then never answer.
+    ApplyThenHang,
+}
+
+/// Kinds of chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatKind {
+    Private,
+    Group,
+    Supergroup,
+}
+
+#[derive(Debug, Clone)]
+struct Chat {
+    kind: ChatKind,
+    migrated_to: Option<i64>,
+    blocked: bool,
+    kicked: bool,
+    messages: BTreeMap<i64, Value>,
+    window: VecDeque<Instant>,
+}
+
+/// One call as seen.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Method, lower-cased.
+    pub method: String,
+    /// Arguments.
+    pub args: Value,
+    /// HTTP status (0: never answered).
+    pub status: u16,
+}
+
+#[derive(Default)]
+struct Inner {
+    token: String,
+    chats: HashMap<i64, Chat>,
+    faults: VecDeque<Fault>,
+    seen: Vec<Seen>,
+    global: VecDeque<Instant>,
+    next_id: i64,
+    rate_limited: usize,
+}
+
+/// A running emulator.
+#[derive(Clone)]
+pub struct TelegramEmulator {
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl TelegramEmulator {
+    /// Start with a bot token and no chats.
+    pub async fn start(token: &str) -> TelegramEmulator {
+        let inner = Arc::new(Mutex::new(Inner {
+            token: token.to_owned(),
+            ..Inner::default()
+        }));
+        let app = Router::new()
+            .route("/{bot}/{method}", post(call).get(call))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        TelegramEmulator { addr, inner }
+    }
+
+    /// The `api_url` to configure.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Add a chat.
+    pub fn chat(&self, id: i64, kind: ChatKind) {
+        self.inner.lock().unwrap().chats.insert(
+            id,
+            Chat {
+                kind,
+                migrated_to: None,
+                blocked: false,
+                kicked: false,
+                messages: BTreeMap::new(),
+                window: VecDeque::new(),
+            },
+        );
+    }
+
+    /// Upgrade group `from` to supergroup `to`.
+    pub fn migrate(&self, from: i64, to: i64) {
+        self.chat(to, ChatKind::Supergroup);
+        self.inner
+            .lock()
+            .unwrap()
+            .chats
+            .get_mut(&from)
+            .unwrap()
+            .migrated_to = Some(to);
+    }
+
+    /// The user blocked the bot / the bot was removed from the group.
+    pub fn block(&self, id: i64, kicked: bool) {
+        let mut inner = self.inner.lock().unwrap();
+        let chat = inner.chats.get_mut(&id).unwrap();
+        if kicked {
+            chat.kicked = true;
+        } else {
+            chat.blocked = true;
+        }
+    }
+
+    /// Queue faults.
+    pub fn inject(&self, faults: Vec<Fault>) {
+        self.inner.lock().unwrap().faults.extend(faults);
+    }
+
+    /// Every call so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.inner.lock().unwrap().seen.clone()
+    }
+
+    /// A chat's messages, oldest first.
+    pub fn messages(&self, chat: i64) -> Vec<Value> {
+        self.inner
+            .lock()
+            .unwrap()
+            .chats
+            .get(&chat)
+            .map(|c| c.messages.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// How many 429s were answered (injected ones included).
+    pub fn rate_limited(&self) -> usize {
+        self.inner.lock().unwrap().rate_limited
+    }
+}
+
+fn reply(status: u16, body: Value) -> Response {
+    (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response()
+}
+
+fn fail(status: u16, description: &str) -> Response {
+    reply(
+        status,
+        json!({"ok": false, "error_code": status, "description": description}),
+    )
+}
+
+fn too_many(inner: &mut Inner, secs: u64) -> Response {
+    inner.rate_limited += 1;
+    reply(
+        429,
+        json!({"ok": false, "error_code": 429, "description": format!("Too Many Requests: retry after {secs}"),
+               "parameters": {"retry_after": secs}}),
+    )
+}
+
+fn arguments(headers: &HeaderMap, body: &Bytes) -> Value {
+    let ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ct.starts_with("application/json") {
+        return serde_json::from_slice(body).unwrap_or(Value::Null);
+    }
+    let mut args = Map::new();
+    for pair in String::from_utf8_lossy(body).split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        args.insert(k.to_owned(), Value::String(v.replace('+', " ")));
+    }
+    Value::Object(args)
+}
+
+/// Parse Telegram HTML: returns the visible text, or Telegram's error.
+pub fn parse_html(text: &str) -> Result<String, String> {
+    let mut visible = String::new();
+    let mut stack: Vec<String> = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'<' => {
+                let end = text[i..]
+                    .find('>')
+                    .ok_or_else(|| format!("Unclosed start tag at byte offset {i}"))?
+                    + i;
+                let inner = &text[i + 1..end];
+                if let Some(name) = inner.strip_prefix('/') {
+                    match stack.pop() {
+                        Some(open) if open == name.trim() => {}
+                        _ => return Err(format!("Unexpected end tag at byte offset {i}")),
+                    }
+                } else {
+                    let name = inner.split_whitespace().next().unwrap_or("").to_lowercase();
+                    if !ALLOWED_TAGS.contains(&name.as_str()) {
+                        return Err(format!("Unsupported start tag \"{name}\" at byte offset {i}"));
+                    }
+                    stack.push(name);
+                }
+                i = end + 1;
+            }
+            b'&' => {
+                let end = text[i..]
+                    .find(';')
+                    .ok_or_else(|| format!("Unclosed entity at byte offset {i}"))?
+                    + i;
+                let entity = &text[i + 1..end];
+                let c = match entity {
+                    "lt" => '<',
+                    "gt" => '>',
+                    "amp" => '&',
+                    "quot" => '"',
+                    e if e.starts_with('#') => {
+                        e[1..].parse::<u32>().ok().and_then(char::from_u32).unwrap_or('?')
+                    }
+                    _ => return Err(format!("Unsupported entity \"{entity}\" at byte offset {i}")),
+                };
+                visible.push(c);
+                i = end + 1;
+            }
+            _ => {
+                let c = text[i..].chars().next().unwrap();
+                visible.push(c);
+                i += c.len_utf8();
+            }
+        }
+    }
+    if let Some(open) = stack.pop() {
+        return Err(format!(
+            "Can't find end tag corresponding to start tag \"{open}\""
+        ));
+    }
+    Ok(visible)
+}
+
+async fn call(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Path((bot, method)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let method = method.to_lowercase();
+    let args = arguments(&headers, &body);
+    let fault = inner.lock().unwrap().faults.pop_front();
+    let (res, hang) = match fault {
+        Some(Fault::RetryAfter(secs)) => (too_many(&mut inner.lock().unwrap(), secs), false),
+        Some(Fault::Http(status)) => (fail(status, "Bad Gateway"), false),
+        Some(Fault::ApplyThenHang) => (handle(&inner, &bot, &method, &args), true),
+        None => (handle(&inner, &bot, &method, &args), false),
+    };
+    inner.lock().unwrap().seen.push(Seen {
+        method,
+        args,
+        status: if hang { 0 } else { res.status().as_u16() },
+    });
+    if hang {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    res
+}
+
+fn chat_json(id: i64, kind: ChatKind) -> Value {
+    match kind {
+        ChatKind::Private => json!({"id": id, "type": "private", "first_name": "Ada"}),
+        ChatKind::Group => json!({"id": id, "type": "group", "title": "ops"}),
+        ChatKind::Supergroup => json!({"id": id, "type": "supergroup", "title": "ops"}),
+    }
+}
+
+fn handle(inner: &Arc<Mutex<Inner>>, bot: &str, method: &str, args: &Value) -> Response {
+    let mut state = inner.lock().unwrap();
+    if bot != format!("bot{}", state.token) {
+        return fail(401, "Unauthorized");
+    }
+    let chat_id = match &args["chat_id"] {
+        Value::Number(n) => n.as_i64().unwrap_or(0),
+        Value::String(s) => s.parse().unwrap_or(0),
+        _ => 0,
+    };
+    let now = Instant::now();
+    while state
+        .global
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+    {
+        state.global.pop_front();
+    }
+    if state.global.len() >= 30 {
+        return too_many(&mut state, 1);
+    }
+    let Some(chat) = state.chats.get(&chat_id).cloned() else {
+        return fail(400, "Bad Request: chat not found");
+    };
+    if let Some(to) = chat.migrated_to {
+        return reply(
+            400,
+            json!({"ok": false, "error_code": 400, "description": "Bad Request: group chat was upgraded to a supergroup chat",
+                   "parameters": {"migrate_to_chat_id": to}}),
+        );
+    }
+    if chat.blocked {
+        return fail(403, "Forbidden: bot was blocked by the user");
+    }
+    if chat.kicked {
+        return fail(403, "Forbidden: bot was kicked from the supergroup chat");
+    }
+    let (limit, per) = match chat.kind {
+        ChatKind::Private => (1, Duration::from_secs(1)),
+        _ => (20, Duration::from_secs(60)),
+    };
+    let text = args["text"].as_str().unwrap_or("");
+    let visible = if args["parse_mode"]
+        .as_str()
+        .is_some_and(|m| m.eq_ignore_ascii_case("html"))
+    {
+        match parse_html(text) {
+            Ok(v) => v,
+            Err(e) => return fail(400, &format!("Bad Request: can't parse entities: {e}")),
+        }
+    } else {
+        text.to_owned()
+    };
+    if visible.trim().is_empty() {
+        return fail(400, "Bad Request: message text is empty");
+    }
+    if visible.chars().count() > 4096 {
+        return fail(400, "Bad Request: message is too long");
+    }
+    let message_id = args["message_id"]
+        .as_i64()
+        .or_else(|| args["message_id"].as_str().and_then(|s| s.parse().ok()));
+    if method == "editmessagetext" {
+        let Some(existing) = message_id.and_then(|id| chat.messages.get(&id)) else {
+            return fail(400, "Bad Request: message to edit not found");
+        };
+        if existing["html"] == text {
+            return fail(400, NOT_MODIFIED);
+        }
+    }
+    // Rate limits count sends and edits alike.
+    let chat_state = state.chats.get_mut(&chat_id).unwrap();
+    while chat_state
+        .window
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= per)
+    {
+        chat_state.window.pop_front();
+    }
+    if chat_state.window.len() >= limit {
+        let wait = per - now.duration_since(chat_state.window[0]);
+        return too_many(&mut state, wait.as_secs_f64().ceil().max(1.0) as u64);
+    }
+    chat_state.window.push_back(now);
+    state.global.push_back(now);
+    let date = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let id = match method {
+        "sendmessage" => {
+            state.next_id += 1;
+            state.next_id
+        }
+        "editmessagetext" => message_id.unwrap_or(0),
+        other => return fail(404, &format!("Not Found: method {other} not found")),
+    };
+    let mut message = json!({
+        "message_id": id, "date": date, "chat": chat_json(chat_id, chat.kind),
+        "from": {"id": 999, "is_bot": true, "first_name": "herald", "username": "herald_bot"},
+        "text": visible, "html": text,
+    });
+    if method == "editmessagetext" {
+        message["edit_date"] = json!(date);
+    }
+    state
+        .chats
+        .get_mut(&chat_id)
+        .unwrap()
+        .messages
+        .insert(id, message.clone());
+    let mut result = message;
+    result.as_object_mut().unwrap().remove("html");
+    reply(200, json!({"ok": true, "result": result}))
+}

@@ -1,0 +1,315 @@
+//! The Telegram adapter (teloxide types) against the Bot API emulator: each
+//! outcome, then end to end through the real binary.
+
+mod common;
+mod emulators;
+
+use std::time::{Duration, Instant};
+
+use common::{Herald, event};
+use emulators::telegram::{ChatKind, Fault, TelegramEmulator};
+use herald_messaging::{
+    ChannelRef, DeliveryOutcome, Field, MessageHandle, MessageKind, Messaging, NotSurfaced, Outbound,
+    Severity,
+};
+use herald_telegram::TelegramAdapter;
+use serde_json::json;
+
+const TOKEN: &str = "123456:ABC-test";
+const CHAT: i64 = 4242;
+
+fn outbound(kind: MessageKind, body: &str) -> Outbound {
+    Outbound {
+        kind,
+        title: "worker-a · task-1".into(),
+        state: "completed".into(),
+        severity: Severity::Success,
+        fields: vec![Field {
+            name: "run".into(),
+            value: "nightly-7".into(),
+        }],
+        body: Some(body.into()),
+        idempotency_key: None,
+        subject: None,
+    }
+}
+
+async fn setup() -> (TelegramEmulator, TelegramAdapter, ChannelRef) {
+    let emu = TelegramEmulator::start(TOKEN).await;
+    emu.chat(CHAT, ChatKind::Private);
+    let tg = TelegramAdapter::new(Some(&emu.api_url()), TOKEN, Duration::from_secs(2)).unwrap();
+    (emu, tg, ChannelRef::new(CHAT.to_string()))
+}
+
+fn surfaced(outcome: &DeliveryOutcome) -> String {
+    match outcome {
+        DeliveryOutcome::Surfaced(h) => h.0.clone(),
+        other => panic!("expected Surfaced, got {other:?}"),
+    }
+}
+
+fn not_surfaced(outcome: DeliveryOutcome) -> NotSurfaced {
+    match outcome {
+        DeliveryOutcome::NotSurfaced(r) => r,
+        other => panic!("expected NotSurfaced, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn send_and_edit_render_event_text_literally() {
+    let (emu, tg, to) = setup().await;
+    let id = surfaced(
+        &tg.post(&to, &outbound(MessageKind::Progress, "<b>not bold</b> & \"so\""))
+            .await,
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let id2 = surfaced(
+        &tg.edit(
+            &to,
+            &MessageHandle(id.clone()),
+            &outbound(MessageKind::Progress, "next"),
+        )
+        .await,
+    );
+    assert_eq!(id, id2);
+    let seen = emu.seen();
+    assert_eq!(seen[0].method, "sendmessage");
+    assert_eq!(seen[0].args["parse_mode"], "HTML");
+    assert_eq!(seen[0].args["link_preview_options"]["is_disabled"], true);
+    assert_eq!(seen[1].method, "editmessagetext");
+    // The emulator parsed the HTML: the event's tags and ampersand are text.
+    let first = &emu.seen()[0];
+    let visible = emulators::telegram::parse_html(first.args["text"].as_str().unwrap()).unwrap();
+    assert!(visible.contains("<b>not bold</b> & \"so\""), "{visible}");
+}
+
+#[tokio::test]
+async fn not_modified_counts_as_surfaced() {
+    let (_emu, tg, to) = setup().await;
+    let msg = outbound(MessageKind::Progress, "same");
+    let id = surfaced(&tg.post(&to, &msg).await);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        surfaced(&tg.edit(&to, &MessageHandle(id.clone()), &msg).await),
+        id
+    );
+}
+
+#[tokio::test]
+async fn flood_control_is_rate_limited_with_retry_after() {
+    let (emu, tg, to) = setup().await;
+    emu.inject(vec![Fault::RetryAfter(7)]);
+    match not_surfaced(tg.post(&to, &outbound(MessageKind::Progress, "x")).await) {
+        NotSurfaced::RateLimited { retry_after, .. } => assert_eq!(retry_after, Duration::from_secs(7)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn migrated_group_is_moved() {
+    let (emu, tg, _) = setup().await;
+    emu.chat(-42, ChatKind::Group);
+    emu.migrate(-42, -100_042);
+    assert_eq!(
+        not_surfaced(
+            tg.post(&ChannelRef::new("-42"), &outbound(MessageKind::Terminal, "x"))
+                .await
+        ),
+        NotSurfaced::Moved {
+            to: ChannelRef::new("-100042")
+        }
+    );
+}
+
+#[tokio::test]
+async fn unreachable_chats_are_permanent_and_missing_messages_gone() {
+    let (emu, tg, to) = setup().await;
+    let msg = outbound(MessageKind::Terminal, "x");
+    assert!(matches!(
+        not_surfaced(tg.post(&ChannelRef::new("777"), &msg).await),
+        NotSurfaced::Permanent { .. }
+    ));
+    emu.chat(1, ChatKind::Private);
+    emu.block(1, false);
+    assert!(matches!(
+        not_surfaced(tg.post(&ChannelRef::new("1"), &msg).await),
+        NotSurfaced::Permanent { .. }
+    ));
+    emu.chat(-2, ChatKind::Supergroup);
+    emu.block(-2, true);
+    assert!(matches!(
+        not_surfaced(tg.post(&ChannelRef::new("-2"), &msg).await),
+        NotSurfaced::Permanent { .. }
+    ));
+    assert_eq!(
+        not_surfaced(tg.edit(&to, &MessageHandle("999".into()), &msg).await),
+        NotSurfaced::Gone
+    );
+}
+
+#[tokio::test]
+async fn server_errors_are_transient_without_a_ten_second_stall() {
+    let (emu, tg, to) = setup().await;
+    emu.inject(vec![Fault::Http(502)]);
+    let started = Instant::now();
+    assert!(matches!(
+        not_surfaced(tg.post(&to, &outbound(MessageKind::Progress, "x")).await),
+        NotSurfaced::Transient { .. }
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let nowhere = TelegramAdapter::new(Some(&url), TOKEN, Duration::from_secs(2)).unwrap();
+    assert!(matches!(
+        not_surfaced(nowhere.post(&to, &outbound(MessageKind::Progress, "x")).await),
+        NotSurfaced::Transient { .. }
+    ));
+}
+
+#[tokio::test]
+async fn applied_but_unanswered_is_unverified() {
+    let emu = TelegramEmulator::start(TOKEN).await;
+    emu.chat(CHAT, ChatKind::Private);
+    let tg = TelegramAdapter::new(Some(&emu.api_url()), TOKEN, Duration::from_millis(500)).unwrap();
+    emu.inject(vec![Fault::ApplyThenHang]);
+    assert!(matches!(
+        not_surfaced(
+            tg.post(
+                &ChannelRef::new(CHAT.to_string()),
+                &outbound(MessageKind::Terminal, "x")
+            )
+            .await
+        ),
+        NotSurfaced::Unverified { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_ten_thousand_character_summary_is_delivered_within_limits() {
+    let (emu, tg, to) = setup().await;
+    surfaced(
+        &tg.post(&to, &outbound(MessageKind::Terminal, &"<&>".repeat(3400)))
+            .await,
+    );
+    let m = &emu.messages(CHAT)[0];
+    let text = m["text"].as_str().unwrap();
+    assert!(text.chars().count() <= 4096);
+    assert!(text.ends_with('…'));
+}
+
+// ---- end to end through the real binary ----
+
+fn config(emu: &TelegramEmulator, chat: i64, extra: &str) -> String {
+    format!(
+        "[[sources]]\nname = \"fleet\"\ntoken = \"test-token\"\n\n[adapters.telegram]\ntoken = \"{TOKEN}\"\n\
+         api_url = \"{}\"\ntimeout = \"3s\"\n\n[channels.tg]\nadapter = \"telegram\"\nid = \"{chat}\"\n{extra}\n\n\
+         [defaults]\nchannels = [\"tg\"]\n\n[delivery]\nretry_schedule = [\"200ms\", \"400ms\"]\n\
+         progress_min_interval = \"100ms\"\n",
+        emu.api_url()
+    )
+}
+
+async fn surfaced_receipts(h: &Herald) -> usize {
+    let (_, body) = h.get("/v1/deliveries?status=surfaced").await;
+    body["deliveries"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test]
+async fn end_to_end_progress_is_edited_in_place() {
+    let emu = TelegramEmulator::start(TOKEN).await;
+    emu.chat(CHAT, ChatKind::Private);
+    let h = Herald::start(&config(&emu, CHAT, ""));
+    h.post_events(&event("r", "w", "t", 1, "running", json!({})))
+        .await;
+    for seq in 2..4 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        h.post_events(&event(
+            "r",
+            "w",
+            "t",
+            seq,
+            "running_tool",
+            json!({"tool": format!("step {seq}")}),
+        ))
+        .await;
+    }
+    h.post_events(&event(
+        "r",
+        "w",
+        "t",
+        4,
+        "completed",
+        json!({"summary": "<b>green</b> & done"}),
+    ))
+    .await;
+    h.wait_for("final edit and notification", Duration::from_secs(20), || async {
+        let msgs = emu.messages(CHAT);
+        let done = msgs.first()?["text"].as_str()?.contains("completed");
+        (msgs.len() == 2 && done).then_some(())
+    })
+    .await;
+    let seen = emu.seen();
+    assert_eq!(seen.iter().filter(|s| s.method == "sendmessage").count(), 2);
+    assert!(seen.iter().any(|s| s.method == "editmessagetext"));
+    let note = emu.messages(CHAT)[1]["text"].as_str().unwrap().to_owned();
+    assert!(note.contains("<b>green</b> & done"), "{note}");
+    assert_eq!(emu.rate_limited(), 0);
+}
+
+#[tokio::test]
+async fn end_to_end_terminal_is_delivered_after_a_429_storm() {
+    let emu = TelegramEmulator::start(TOKEN).await;
+    emu.chat(CHAT, ChatKind::Private);
+    let h = Herald::start(&config(&emu, CHAT, "progress = false"));
+    emu.inject(vec![
+        Fault::RetryAfter(1),
+        Fault::RetryAfter(1),
+        Fault::RetryAfter(1),
+    ]);
+    h.post_events(&event("r", "w", "t", 1, "failed", json!({"reason": "oom"})))
+        .await;
+    h.wait_for("surfaced", Duration::from_secs(20), || async {
+        (surfaced_receipts(&h).await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(emu.messages(CHAT).len(), 1);
+    let sends: Vec<_> = emu
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "sendmessage")
+        .collect();
+    assert_eq!(sends.len(), 4, "three 429s then the delivery");
+}
+
+#[tokio::test]
+async fn end_to_end_group_migration_is_followed_and_remembered() {
+    let emu = TelegramEmulator::start(TOKEN).await;
+    emu.chat(-42, ChatKind::Group);
+    emu.migrate(-42, -100_042);
+    let mut h = Herald::start(&config(&emu, -42, "progress = false"));
+    h.post_events(&event("r", "w", "t1", 1, "completed", json!({})))
+        .await;
+    h.wait_for("surfaced", Duration::from_secs(20), || async {
+        (surfaced_receipts(&h).await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(emu.messages(-100_042).len(), 1);
+    // After a restart herald goes straight to the supergroup.
+    h.kill9();
+    h.spawn();
+    let before = emu.seen().len();
+    h.post_events(&event("r", "w", "t2", 1, "completed", json!({})))
+        .await;
+    h.wait_for("second", Duration::from_secs(20), || async {
+        (surfaced_receipts(&h).await == 2).then_some(())
+    })
+    .await;
+    let after: Vec<_> = emu.seen().into_iter().skip(before).collect();
+    assert_eq!(after.len(), 1, "no detour through the old group id");
+    assert_eq!(after[0].args["chat_id"], -100_042);
+}
