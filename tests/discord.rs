@@ -7,52 +7,20 @@ mod emulators;
 
 use std::time::{Duration, Instant};
 
+use common::outcomes::{not_surfaced, outbound, surfaced};
 use common::{Herald, event};
 use emulators::discord::{DiscordEmulator, Fault};
 use herald_discord::DiscordAdapter;
-use herald_messaging::{
-    Call, ChannelRef, DeliveryOutcome, Field, IdempotencyKey, MessageHandle, MessageKind, Messaging,
-    NotSurfaced, Outbound, Severity,
-};
+use herald_messaging::{Call, ChannelRef, MessageHandle, MessageKind, Messaging, NotSurfaced};
 use serde_json::json;
 
 const TOKEN: &str = "bot-token-123";
 const CHANNEL: &str = "111111111111111111";
 
-fn outbound(kind: MessageKind, body: &str, key: Option<&str>) -> Outbound {
-    Outbound {
-        kind,
-        title: "worker-a · task-1".into(),
-        state: "completed".into(),
-        severity: Severity::Success,
-        fields: vec![Field {
-            name: "run".into(),
-            value: "nightly-7".into(),
-        }],
-        body: Some(body.into()),
-        idempotency_key: key.map(|k| IdempotencyKey(k.into())),
-        subject: None,
-    }
-}
-
 async fn setup() -> (DiscordEmulator, DiscordAdapter, ChannelRef) {
     let emu = DiscordEmulator::start(TOKEN, &[CHANNEL]).await;
     let adapter = DiscordAdapter::new(Some(&emu.api_url()), TOKEN, Duration::from_secs(2)).unwrap();
     (emu, adapter, ChannelRef::new(CHANNEL))
-}
-
-fn surfaced(outcome: &DeliveryOutcome) -> String {
-    match outcome {
-        DeliveryOutcome::Surfaced(h) => h.0.clone(),
-        other => panic!("expected Surfaced, got {other:?}"),
-    }
-}
-
-fn not_surfaced(outcome: DeliveryOutcome) -> NotSurfaced {
-    match outcome {
-        DeliveryOutcome::NotSurfaced(r) => r,
-        other => panic!("expected NotSurfaced, got {other:?}"),
-    }
 }
 
 #[tokio::test]

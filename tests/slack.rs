@@ -6,11 +6,11 @@ mod emulators;
 
 use std::time::{Duration, Instant};
 
+use common::outcomes::{not_surfaced, outbound, surfaced};
 use common::{Herald, event};
 use emulators::slack::{ChannelKind, Fault, SlackEmulator};
 use herald_messaging::{
-    ChannelRef, DeliveryOutcome, Field, IdempotencyKey, MessageHandle, MessageKind, Messaging, NotSurfaced,
-    Outbound, Reconciled, Severity,
+    ChannelRef, IdempotencyKey, MessageHandle, MessageKind, Messaging, NotSurfaced, Reconciled,
 };
 use herald_slack::SlackAdapter;
 use serde_json::json;
@@ -18,40 +18,10 @@ use serde_json::json;
 const TOKEN: &str = "xoxb-test-token";
 const CHANNEL: &str = "C0123456";
 
-fn outbound(kind: MessageKind, body: &str, key: Option<&str>) -> Outbound {
-    Outbound {
-        kind,
-        title: "worker-a · task-1".into(),
-        state: "completed".into(),
-        severity: Severity::Success,
-        fields: vec![Field {
-            name: "run".into(),
-            value: "nightly-7".into(),
-        }],
-        body: Some(body.into()),
-        idempotency_key: key.map(|k| IdempotencyKey(k.into())),
-        subject: None,
-    }
-}
-
 async fn setup() -> (SlackEmulator, SlackAdapter, ChannelRef) {
     let emu = SlackEmulator::start(TOKEN, &[CHANNEL]).await;
     let slack = SlackAdapter::new(Some(&emu.api_url()), TOKEN, Duration::from_secs(2)).unwrap();
     (emu, slack, ChannelRef::new(CHANNEL))
-}
-
-fn surfaced(outcome: &DeliveryOutcome) -> String {
-    match outcome {
-        DeliveryOutcome::Surfaced(h) => h.0.clone(),
-        other => panic!("expected Surfaced, got {other:?}"),
-    }
-}
-
-fn not_surfaced(outcome: DeliveryOutcome) -> NotSurfaced {
-    match outcome {
-        DeliveryOutcome::NotSurfaced(r) => r,
-        other => panic!("expected NotSurfaced, got {other:?}"),
-    }
 }
 
 #[tokio::test]

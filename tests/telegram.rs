@@ -6,33 +6,15 @@ mod emulators;
 
 use std::time::{Duration, Instant};
 
+use common::outcomes::{not_surfaced, outbound, surfaced};
 use common::{Herald, event};
 use emulators::telegram::{ChatKind, Fault, TelegramEmulator};
-use herald_messaging::{
-    ChannelRef, DeliveryOutcome, Field, MessageHandle, MessageKind, Messaging, NotSurfaced, Outbound,
-    Severity,
-};
+use herald_messaging::{ChannelRef, MessageHandle, MessageKind, Messaging, NotSurfaced};
 use herald_telegram::TelegramAdapter;
 use serde_json::json;
 
 const TOKEN: &str = "123456:ABC-test";
 const CHAT: i64 = 4242;
-
-fn outbound(kind: MessageKind, body: &str) -> Outbound {
-    Outbound {
-        kind,
-        title: "worker-a · task-1".into(),
-        state: "completed".into(),
-        severity: Severity::Success,
-        fields: vec![Field {
-            name: "run".into(),
-            value: "nightly-7".into(),
-        }],
-        body: Some(body.into()),
-        idempotency_key: None,
-        subject: None,
-    }
-}
 
 async fn setup() -> (TelegramEmulator, TelegramAdapter, ChannelRef) {
     let emu = TelegramEmulator::start(TOKEN).await;
@@ -41,33 +23,22 @@ async fn setup() -> (TelegramEmulator, TelegramAdapter, ChannelRef) {
     (emu, tg, ChannelRef::new(CHAT.to_string()))
 }
 
-fn surfaced(outcome: &DeliveryOutcome) -> String {
-    match outcome {
-        DeliveryOutcome::Surfaced(h) => h.0.clone(),
-        other => panic!("expected Surfaced, got {other:?}"),
-    }
-}
-
-fn not_surfaced(outcome: DeliveryOutcome) -> NotSurfaced {
-    match outcome {
-        DeliveryOutcome::NotSurfaced(r) => r,
-        other => panic!("expected NotSurfaced, got {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn send_and_edit_render_event_text_literally() {
     let (emu, tg, to) = setup().await;
     let id = surfaced(
-        &tg.post(&to, &outbound(MessageKind::Progress, "<b>not bold</b> & \"so\""))
-            .await,
+        &tg.post(
+            &to,
+            &outbound(MessageKind::Progress, "<b>not bold</b> & \"so\"", None),
+        )
+        .await,
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let id2 = surfaced(
         &tg.edit(
             &to,
             &MessageHandle(id.clone()),
-            &outbound(MessageKind::Progress, "next"),
+            &outbound(MessageKind::Progress, "next", None),
         )
         .await,
     );
@@ -86,7 +57,7 @@ async fn send_and_edit_render_event_text_literally() {
 #[tokio::test]
 async fn not_modified_counts_as_surfaced() {
     let (_emu, tg, to) = setup().await;
-    let msg = outbound(MessageKind::Progress, "same");
+    let msg = outbound(MessageKind::Progress, "same", None);
     let id = surfaced(&tg.post(&to, &msg).await);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
@@ -99,7 +70,7 @@ async fn not_modified_counts_as_surfaced() {
 async fn flood_control_is_rate_limited_with_retry_after() {
     let (emu, tg, to) = setup().await;
     emu.inject(vec![Fault::RetryAfter(7)]);
-    match not_surfaced(tg.post(&to, &outbound(MessageKind::Progress, "x")).await) {
+    match not_surfaced(tg.post(&to, &outbound(MessageKind::Progress, "x", None)).await) {
         NotSurfaced::RateLimited { retry_after, .. } => assert_eq!(retry_after, Duration::from_secs(7)),
         other => panic!("{other:?}"),
     }
@@ -112,8 +83,11 @@ async fn migrated_group_is_moved() {
     emu.migrate(-42, -100_042);
     assert_eq!(
         not_surfaced(
-            tg.post(&ChannelRef::new("-42"), &outbound(MessageKind::Terminal, "x"))
-                .await
+            tg.post(
+                &ChannelRef::new("-42"),
+                &outbound(MessageKind::Terminal, "x", None)
+            )
+            .await
         ),
         NotSurfaced::Moved {
             to: ChannelRef::new("-100042")
@@ -124,7 +98,7 @@ async fn migrated_group_is_moved() {
 #[tokio::test]
 async fn unreachable_chats_are_permanent_and_missing_messages_gone() {
     let (emu, tg, to) = setup().await;
-    let msg = outbound(MessageKind::Terminal, "x");
+    let msg = outbound(MessageKind::Terminal, "x", None);
     assert!(matches!(
         not_surfaced(tg.post(&ChannelRef::new("777"), &msg).await),
         NotSurfaced::Permanent { .. }
@@ -153,7 +127,7 @@ async fn server_errors_are_transient_without_a_ten_second_stall() {
     emu.inject(vec![Fault::Http(502)]);
     let started = Instant::now();
     assert!(matches!(
-        not_surfaced(tg.post(&to, &outbound(MessageKind::Progress, "x")).await),
+        not_surfaced(tg.post(&to, &outbound(MessageKind::Progress, "x", None)).await),
         NotSurfaced::Transient { .. }
     ));
     assert!(
@@ -166,7 +140,11 @@ async fn server_errors_are_transient_without_a_ten_second_stall() {
     drop(closed);
     let nowhere = TelegramAdapter::new(Some(&url), TOKEN, Duration::from_secs(2)).unwrap();
     assert!(matches!(
-        not_surfaced(nowhere.post(&to, &outbound(MessageKind::Progress, "x")).await),
+        not_surfaced(
+            nowhere
+                .post(&to, &outbound(MessageKind::Progress, "x", None))
+                .await
+        ),
         NotSurfaced::Transient { .. }
     ));
 }
@@ -181,7 +159,7 @@ async fn applied_but_unanswered_is_unverified() {
         not_surfaced(
             tg.post(
                 &ChannelRef::new(CHAT.to_string()),
-                &outbound(MessageKind::Terminal, "x")
+                &outbound(MessageKind::Terminal, "x", None)
             )
             .await
         ),
@@ -193,7 +171,7 @@ async fn applied_but_unanswered_is_unverified() {
 async fn a_ten_thousand_character_summary_is_delivered_within_limits() {
     let (emu, tg, to) = setup().await;
     surfaced(
-        &tg.post(&to, &outbound(MessageKind::Terminal, &"<&>".repeat(3400)))
+        &tg.post(&to, &outbound(MessageKind::Terminal, &"<&>".repeat(3400), None))
             .await,
     );
     let m = &emu.messages(CHAT)[0];

@@ -111,13 +111,7 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], call: Call) -> An
 /// A request that got no HTTP answer: not connected → transient; sent but
 /// unanswered (timeout) → unverified.
 pub fn transport_error(e: &reqwest::Error) -> DeliveryOutcome {
-    let mut reason = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        reason.push_str(": ");
-        reason.push_str(&s.to_string());
-        source = s.source();
-    }
+    let reason = herald_messaging::error_chain(e);
     if e.is_connect() {
         DeliveryOutcome::NotSurfaced(NotSurfaced::Transient { reason })
     } else {

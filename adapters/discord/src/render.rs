@@ -48,16 +48,6 @@ fn escaped(text: &str, max: usize) -> String {
     escaped_line(&escape(text), max)
 }
 
-fn emoji(severity: Severity) -> &'static str {
-    match severity {
-        Severity::Progress => "🔵",
-        Severity::Attention => "🟠",
-        Severity::Success => "✅",
-        Severity::Failure => "❌",
-        Severity::Neutral => "⚪",
-    }
-}
-
 fn colour(severity: Severity) -> u32 {
     match severity {
         Severity::Progress => 0x4A7FD8,
@@ -73,7 +63,7 @@ fn colour(severity: Severity) -> u32 {
 pub fn content(msg: &Outbound) -> String {
     let mut line = format!(
         "{} **{}** — {}",
-        emoji(msg.severity),
+        msg.severity.emoji(),
         escape(&msg.title),
         escape(&msg.state)
     );

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use outbound::{Field, MessageKind, Outbound, Severity, Subject};
 pub use outcome::{DeliveryOutcome, NotSurfaced, Reconciled};
-pub use text::truncate_chars;
+pub use text::{error_chain, truncate_chars};
 
 /// The platform family an adapter speaks to; used for metrics labels and for
 /// budgets the platform shares across channels (e.g. Slack's per-workspace

@@ -34,6 +34,19 @@ pub enum Severity {
     Neutral,
 }
 
+impl Severity {
+    /// A coloured circle or mark for platforms that render Unicode emoji.
+    pub fn emoji(self) -> &'static str {
+        match self {
+            Severity::Progress => "🔵",
+            Severity::Attention => "🟠",
+            Severity::Success => "✅",
+            Severity::Failure => "❌",
+            Severity::Neutral => "⚪",
+        }
+    }
+}
+
 /// One labelled value shown with a message ("worker" → "worker-a").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Field {

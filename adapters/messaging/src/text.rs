@@ -21,6 +21,20 @@ pub fn truncate_chars(text: &str, max_chars: usize) -> String {
     }
 }
 
+/// An error and all its sources on one line (`outer: inner: root`), for
+/// the `reason` of an outcome: transport errors hide the useful part
+/// (connection refused, timed out) in their sources.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -194,13 +194,7 @@ pub fn classify(status: u16, body: &[u8], editing: Option<&MessageHandle>) -> De
 }
 
 fn transport_error(e: &reqwest::Error) -> DeliveryOutcome {
-    let mut reason = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        reason.push_str(": ");
-        reason.push_str(&s.to_string());
-        source = s.source();
-    }
+    let reason = herald_messaging::error_chain(e);
     DeliveryOutcome::NotSurfaced(if e.is_connect() {
         NotSurfaced::Transient { reason }
     } else {

@@ -4,7 +4,7 @@
 //! characters: the body is cut on a character boundary before escaping, so
 //! a cut can never break a tag or an entity.
 
-use herald_messaging::{Outbound, Severity, truncate_chars};
+use herald_messaging::{Outbound, truncate_chars};
 
 /// Telegram's limit on message text after entity parsing.
 pub const MAX_TEXT: usize = 4096;
@@ -24,20 +24,10 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-fn emoji(severity: Severity) -> &'static str {
-    match severity {
-        Severity::Progress => "🔵",
-        Severity::Attention => "🟠",
-        Severity::Success => "✅",
-        Severity::Failure => "❌",
-        Severity::Neutral => "⚪",
-    }
-}
-
 /// The message in HTML parse mode.
 pub fn html(msg: &Outbound) -> String {
     // (visible text, markup) pairs; visible lengths are counted raw.
-    let headline = format!("{} {} — {}", emoji(msg.severity), msg.title, msg.state);
+    let headline = format!("{} {} — {}", msg.severity.emoji(), msg.title, msg.state);
     let headline = truncate_chars(&headline, 256);
     let mut visible = headline.chars().count();
     let mut out = format!("<b>{}</b>", escape(&headline));
@@ -91,7 +81,7 @@ pub fn visible_len(html: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_messaging::MessageKind;
+    use herald_messaging::{MessageKind, Severity};
 
     fn msg(body: &str) -> Outbound {
         Outbound {

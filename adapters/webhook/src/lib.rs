@@ -161,7 +161,7 @@ async fn classify(response: reqwest::Response, id: &str) -> DeliveryOutcome {
 /// the receiver (transient); a timeout after connecting may have been
 /// processed (unverified: the resend carries the same `webhook-id`).
 fn classify_error(e: &reqwest::Error) -> DeliveryOutcome {
-    let reason = error_chain(e);
+    let reason = herald_messaging::error_chain(e);
     let outcome = if e.is_connect() {
         NotSurfaced::Transient { reason }
     } else if e.is_timeout() || e.is_request() || e.is_body() {
@@ -170,17 +170,6 @@ fn classify_error(e: &reqwest::Error) -> DeliveryOutcome {
         NotSurfaced::Transient { reason }
     };
     DeliveryOutcome::NotSurfaced(outcome)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[async_trait]
