@@ -13,6 +13,9 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod platforms;
+mod versus;
+
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
@@ -54,6 +57,43 @@ enum Mode {
         rate: usize,
         /// How long to send.
         #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Terminal notifications through herald and through Prometheus
+    /// Alertmanager to the same webhook receiver.
+    Versus {
+        /// Notifications per side and run.
+        #[arg(long, default_value_t = 5000)]
+        n: usize,
+        /// Notifications per request.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Runs per side (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// Pending receipts, kill -9, restart: time to resume, losses.
+    Crash {
+        /// Pending receipts.
+        #[arg(long, default_value_t = 10_000)]
+        n: usize,
+    },
+    /// Peak RSS with many active tasks across many channels.
+    Memory {
+        /// Active worker tasks.
+        #[arg(long, default_value_t = 10_000)]
+        tasks: usize,
+        /// Web channels.
+        #[arg(long, default_value_t = 100)]
+        channels: usize,
+    },
+    /// 50 busy tasks into one emulated Discord, Slack and Telegram channel.
+    Platforms {
+        /// Busy worker tasks.
+        #[arg(long, default_value_t = 50)]
+        tasks: usize,
+        /// Seconds per platform.
+        #[arg(long, default_value_t = 30)]
         seconds: u64,
     },
     /// Saturate one web channel with busy tasks.
@@ -197,6 +237,10 @@ async fn main() -> Result<()> {
             with_web_channel,
         } => ingest(&args.herald, batch, clients, events, with_web_channel).await,
         Mode::Latency { rate, seconds } => latency(&args.herald, rate, seconds).await,
+        Mode::Versus { n, batch, runs } => versus::versus(&args.herald, n, batch, runs).await,
+        Mode::Crash { n } => versus::crash(&args.herald, n).await,
+        Mode::Platforms { tasks, seconds } => platforms::platforms(&args.herald, tasks, seconds).await,
+        Mode::Memory { tasks, channels } => versus::memory(&args.herald, tasks, channels).await,
         Mode::Saturate {
             tasks,
             changes,

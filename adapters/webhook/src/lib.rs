@@ -178,13 +178,14 @@ impl Messaging for WebhookChannel {
         Platform::Webhook
     }
 
-    /// Receivers publish no limits; these keep one endpoint from being
-    /// flooded, and a 429 with Retry-After still pauses the channel.
+    /// Receivers publish no limits; these only keep a runaway fleet from
+    /// flooding one endpoint. A receiver that needs less says so with 429
+    /// and Retry-After, which pauses the channel.
     fn limits(&self) -> Limits {
         Limits {
             max_text_chars: 64 * 1024,
-            posts_per_channel: Rate::new(100, Duration::from_secs(1)),
-            edits_per_channel: Some(Rate::new(100, Duration::from_secs(1))),
+            posts_per_channel: Rate::new(2000, Duration::from_secs(1)),
+            edits_per_channel: Some(Rate::new(2000, Duration::from_secs(1))),
             calls_per_channel: None,
             edits_shared: None,
             global: None,

@@ -1,0 +1,430 @@
+//! End to end against Prometheus Alertmanager, crash cost and memory.
+//!
+//! Both gateways deliver to the same local webhook receiver on the same
+//! machine; latency is measured from the moment the gateway accepted the
+//! notification (its HTTP answer) to the moment the receiver got it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::post;
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+/// A webhook receiver recording when each notification arrived, keyed by
+/// the notification's own id (herald: task id; Alertmanager: alertname).
+#[derive(Clone, Default)]
+pub struct Receiver {
+    arrivals: Arc<Mutex<HashMap<String, Instant>>>,
+    requests: Arc<Mutex<usize>>,
+}
+
+impl Receiver {
+    /// Listen on an ephemeral loopback port; returns the URL.
+    pub async fn start(&self) -> Result<String> {
+        let app = Router::new()
+            .route("/hook", post(record))
+            .with_state(self.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(format!("http://{addr}/hook"))
+    }
+
+    fn count(&self) -> usize {
+        self.arrivals.lock().map_or(0, |a| a.len())
+    }
+
+    fn arrivals(&self) -> HashMap<String, Instant> {
+        self.arrivals.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+}
+
+async fn record(State(rx): State<Receiver>, body: Bytes) -> &'static str {
+    let now = Instant::now();
+    let Ok(doc) = serde_json::from_slice::<Value>(&body) else {
+        return "ok";
+    };
+    let mut ids = Vec::new();
+    // herald's webhook document.
+    if let Some(task) = doc["task"]["task_id"].as_str() {
+        ids.push(task.to_owned());
+    }
+    // Alertmanager's webhook payload.
+    for alert in doc["alerts"].as_array().into_iter().flatten() {
+        if let Some(name) = alert["labels"]["alertname"].as_str() {
+            ids.push(name.to_owned());
+        }
+    }
+    if let Ok(mut arrivals) = rx.arrivals.lock() {
+        for id in ids {
+            arrivals.entry(id).or_insert(now);
+        }
+    }
+    if let Ok(mut n) = rx.requests.lock() {
+        *n += 1;
+    }
+    "ok"
+}
+
+/// One side's figures.
+#[derive(Debug, Clone, Copy)]
+pub struct Figures {
+    pub delivered_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub delivered: usize,
+}
+
+fn figures(
+    accepted: &HashMap<String, Instant>,
+    arrivals: &HashMap<String, Instant>,
+    first: Instant,
+) -> Figures {
+    let mut lat: Vec<f64> = accepted
+        .iter()
+        .filter_map(|(id, at)| {
+            arrivals
+                .get(id)
+                .map(|got| got.saturating_duration_since(*at).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    let last = arrivals.values().max().copied().unwrap_or(first);
+    let span = last.saturating_duration_since(first).as_secs_f64().max(1e-6);
+    let pick = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    Figures {
+        delivered_per_s: lat.len() as f64 / span,
+        p50_ms: pick(0.5),
+        p99_ms: pick(0.99),
+        delivered: lat.len(),
+    }
+}
+
+async fn wait_until<F: Fn() -> bool>(what: &str, within: Duration, done: F) -> Result<()> {
+    let deadline = Instant::now() + within;
+    while !done() {
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+async fn spawn_herald(herald: &Path, dir: &Path, config: &str) -> Result<(Child, String)> {
+    let path = dir.join("herald.toml");
+    std::fs::write(&path, config)?;
+    let mut child = Command::new(herald)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("HERALD_LOG", "warn,herald::app=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
+    while let Some(line) = lines.next_line().await? {
+        if let Some(addr) = line.split("address=").nth(1) {
+            let addr = addr.split_whitespace().next().unwrap_or_default().to_owned();
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return Ok((child, format!("http://{addr}")));
+        }
+    }
+    bail!("herald did not start")
+}
+
+fn herald_config(dir: &Path, hook: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 16777216\n[store]\nurl = \"sqlite://{}\"\n\
+         [[sources]]\nname = \"bench\"\ntoken = \"bench-token\"\n[channels.hook]\nadapter = \"webhook\"\n\
+         url = \"{hook}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n[defaults]\nchannels = [\"hook\"]\n\
+         [delivery]\nretry_schedule = [\"200ms\", \"1s\"]\n",
+        dir.join("bench.db").display()
+    )
+}
+
+/// Terminal events `from..to`, NDJSON, one task each.
+fn terminal_events(run: &str, from: usize, to: usize) -> String {
+    (from..to)
+        .map(|i| {
+            json!({"seq": 1, "run_id": run, "worker_id": format!("w{}", i % 64), "task_id": format!("n{i}"),
+                   "timestamp": "2026-06-12T17:02:00Z", "state": "completed", "summary": "ok"})
+            .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Send `n` notifications through herald in requests of `batch`; returns
+/// the acceptance time of each.
+async fn herald_side(herald: &Path, n: usize, batch: usize) -> Result<Figures> {
+    let dir = tempfile::tempdir()?;
+    let rx = Receiver::default();
+    let hook = rx.start().await?;
+    let (mut child, base) = spawn_herald(herald, dir.path(), &herald_config(dir.path(), &hook)).await?;
+    let client = reqwest::Client::new();
+    let mut accepted = HashMap::with_capacity(n);
+    let first = Instant::now();
+    for start in (0..n).step_by(batch) {
+        let end = (start + batch).min(n);
+        let res = client
+            .post(format!("{base}/v1/events"))
+            .bearer_auth("bench-token")
+            .header("content-type", "application/x-ndjson")
+            .body(terminal_events("versus", start, end))
+            .send()
+            .await?;
+        if res.status().as_u16() != 202 {
+            bail!("herald answered {}", res.status());
+        }
+        let at = Instant::now();
+        for i in start..end {
+            accepted.insert(format!("n{i}"), at);
+        }
+    }
+    wait_until("herald deliveries", Duration::from_secs(120), || rx.count() >= n).await?;
+    child.kill().await?;
+    Ok(figures(&accepted, &rx.arrivals(), first))
+}
+
+/// Find the Alertmanager binary, installing Debian's package when missing.
+pub fn alertmanager_binary() -> Result<PathBuf> {
+    for candidate in ["/usr/bin/prometheus-alertmanager", "/usr/bin/alertmanager"] {
+        if Path::new(candidate).exists() {
+            return Ok(PathBuf::from(candidate));
+        }
+    }
+    bail!("prometheus-alertmanager is not installed (bench/run installs it with apt-get)")
+}
+
+async fn alertmanager_side(binary: &Path, n: usize, batch: usize) -> Result<Figures> {
+    let dir = tempfile::tempdir()?;
+    let rx = Receiver::default();
+    let hook = rx.start().await?;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let cluster_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    // One group per alert (grouped by alertname, unique per alert), sent at
+    // once (group_wait 0s), never repeated during the run.
+    let config = format!(
+        "route:\n  receiver: hook\n  group_by: ['alertname']\n  group_wait: 0s\n  group_interval: 1m\n  repeat_interval: 12h\n\
+         receivers:\n  - name: hook\n    webhook_configs:\n      - url: '{hook}'\n        send_resolved: false\n        max_alerts: 0\n"
+    );
+    let cfg_path = dir.path().join("am.yml");
+    std::fs::write(&cfg_path, config)?;
+    let mut child = Command::new(binary)
+        .arg(format!("--config.file={}", cfg_path.display()))
+        .arg(format!("--storage.path={}", dir.path().display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(format!("--cluster.listen-address=127.0.0.1:{cluster_port}"))
+        .arg("--cluster.peer-timeout=1s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("could not start Alertmanager")?;
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let ready = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/-/ready")).send().await
+            && r.status().is_success()
+        {
+            break;
+        }
+        if Instant::now() > ready {
+            bail!("Alertmanager did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut accepted = HashMap::with_capacity(n);
+    let first = Instant::now();
+    for start in (0..n).step_by(batch) {
+        let end = (start + batch).min(n);
+        let alerts: Vec<Value> = (start..end)
+            .map(|i| json!({"labels": {"alertname": format!("n{i}"), "job": "bench"}, "annotations": {"summary": "ok"}}))
+            .collect();
+        let res = client
+            .post(format!("{base}/api/v2/alerts"))
+            .json(&alerts)
+            .send()
+            .await?;
+        if !res.status().is_success() {
+            bail!("Alertmanager answered {}", res.status());
+        }
+        let at = Instant::now();
+        for i in start..end {
+            accepted.insert(format!("n{i}"), at);
+        }
+    }
+    wait_until("Alertmanager deliveries", Duration::from_secs(180), || {
+        rx.count() >= n
+    })
+    .await?;
+    child.kill().await?;
+    Ok(figures(&accepted, &rx.arrivals(), first))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Herald vs Alertmanager, `runs` times each, medians and ratios.
+pub async fn versus(herald: &Path, n: usize, batch: usize, runs: usize) -> Result<()> {
+    let am = alertmanager_binary()?;
+    let mut h = Vec::new();
+    let mut a = Vec::new();
+    for run in 0..runs {
+        let hf = herald_side(herald, n, batch).await?;
+        println!(
+            "run {run} herald:       delivered {}/{n} {:.0}/s p50 {:.1} ms p99 {:.1} ms",
+            hf.delivered, hf.delivered_per_s, hf.p50_ms, hf.p99_ms
+        );
+        let af = alertmanager_side(&am, n, batch).await?;
+        println!(
+            "run {run} alertmanager: delivered {}/{n} {:.0}/s p50 {:.1} ms p99 {:.1} ms",
+            af.delivered, af.delivered_per_s, af.p50_ms, af.p99_ms
+        );
+        h.push(hf);
+        a.push(af);
+    }
+    let med = |v: &[Figures], f: fn(&Figures) -> f64| median(v.iter().map(f).collect());
+    let (hr, ar) = (med(&h, |f| f.delivered_per_s), med(&a, |f| f.delivered_per_s));
+    let (h50, a50) = (med(&h, |f| f.p50_ms), med(&a, |f| f.p50_ms));
+    let (h99, a99) = (med(&h, |f| f.p99_ms), med(&a, |f| f.p99_ms));
+    println!("versus n={n} batch={batch} runs={runs} (medians)");
+    println!("| | delivered/s | p50 | p99 |");
+    println!("|---|---:|---:|---:|");
+    println!("| herald (durable) | {hr:.0} | {h50:.1} ms | {h99:.1} ms |");
+    println!("| Alertmanager 0.25 (in memory) | {ar:.0} | {a50:.1} ms | {a99:.1} ms |");
+    println!(
+        "| herald / Alertmanager | {:.2}× | {:.2}× | {:.2}× |",
+        hr / ar,
+        h50 / a50,
+        h99 / a99
+    );
+    Ok(())
+}
+
+/// 10,000 receipts pending behind a dead endpoint, `kill -9`, restart with
+/// the endpoint back: time from restart to the first delivery, and losses.
+pub async fn crash(herald: &Path, n: usize) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    // A port nobody listens on: every attempt fails, receipts stay pending.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        format!("http://{}/hook", l.local_addr()?)
+    };
+    let (mut child, base) = spawn_herald(herald, dir.path(), &herald_config(dir.path(), &dead)).await?;
+    let client = reqwest::Client::new();
+    for start in (0..n).step_by(1000) {
+        let res = client
+            .post(format!("{base}/v1/events"))
+            .bearer_auth("bench-token")
+            .header("content-type", "application/x-ndjson")
+            .body(terminal_events("crash", start, (start + 1000).min(n)))
+            .send()
+            .await?;
+        if res.status().as_u16() != 202 {
+            bail!("herald answered {}", res.status());
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    child.kill().await?; // SIGKILL
+    let rx = Receiver::default();
+    let hook = rx.start().await?;
+    let restarted = Instant::now();
+    let (mut child, _) = spawn_herald(herald, dir.path(), &herald_config(dir.path(), &hook)).await?;
+    wait_until("first delivery after restart", Duration::from_secs(60), || {
+        rx.count() > 0
+    })
+    .await?;
+    let resumed = restarted.elapsed();
+    wait_until("all deliveries", Duration::from_secs(300), || rx.count() >= n).await?;
+    let all = restarted.elapsed();
+    child.kill().await?;
+    println!(
+        "crash pending={n} resume_after_restart={:.0} ms all_delivered_after={:.1} s lost={}",
+        resumed.as_secs_f64() * 1000.0,
+        all.as_secs_f64(),
+        n - rx.count().min(n)
+    );
+    Ok(())
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Peak RSS with `tasks` active worker tasks across `channels` web channels.
+pub async fn memory(herald: &Path, tasks: usize, channels: usize) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 16777216\n[store]\nurl = \"sqlite://{}\"\n\
+         [[sources]]\nname = \"bench\"\ntoken = \"bench-token\"\n[delivery]\nprogress_min_interval = \"2s\"\n",
+        dir.path().join("bench.db").display()
+    );
+    for c in 0..channels {
+        config.push_str(&format!(
+            "[channels.c{c}]\nadapter = \"web\"\n[[routes]]\nmatch = {{ \"labels.channel\" = \"c{c}\" }}\nchannels = [\"c{c}\"]\n"
+        ));
+    }
+    let (mut child, base) = spawn_herald(herald, dir.path(), &config).await?;
+    let pid = child.id().context("pid")?;
+    let client = reqwest::Client::new();
+    for round in 1..=3 {
+        for start in (0..tasks).step_by(1000) {
+            let body: Vec<String> = (start..(start + 1000).min(tasks))
+                .map(|i| {
+                    json!({"seq": round, "run_id": "mem", "worker_id": format!("w{}", i % 100), "task_id": format!("t{i}"),
+                           "timestamp": "2026-06-12T17:02:00Z", "state": "running_tool", "tool": format!("step {round}"),
+                           "extra": {"labels": {"channel": format!("c{}", i % channels)}}})
+                    .to_string()
+                })
+                .collect();
+            client
+                .post(format!("{base}/v1/events"))
+                .bearer_auth("bench-token")
+                .header("content-type", "application/x-ndjson")
+                .body(body.join("\n"))
+                .send()
+                .await?;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    // Let the progress messages catch up.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let peak = peak_rss_kib(pid).context("could not read VmHWM")?;
+    child.kill().await?;
+    println!(
+        "memory tasks={tasks} channels={channels} peak_rss={:.1} MiB",
+        peak as f64 / 1024.0
+    );
+    Ok(())
+}
