@@ -8,7 +8,7 @@
 //!   the channel's declared limit, 429s, worst progress staleness.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -117,44 +117,51 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
+/// Write `config` into `dir` and start `herald serve` on it; returns the
+/// process and its base URL (read from its "listening" log line).
+async fn spawn_herald(herald: &Path, dir: &Path, config: &str) -> Result<(Child, String)> {
+    let path = dir.join("herald.toml");
+    std::fs::write(&path, config)?;
+    let mut child = Command::new(herald)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("HERALD_LOG", "warn,herald::app=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("could not start {}", herald.display()))?;
+    let stderr = child.stderr.take().context("no stderr")?;
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let Some(line) = lines.next_line().await? else {
+            break;
+        };
+        if let Some(addr) = line.split("address=").nth(1) {
+            let addr = addr.split_whitespace().next().unwrap_or_default().to_owned();
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return Ok((child, format!("http://{addr}")));
+        }
+    }
+    bail!("herald did not report its address")
+}
+
 impl Server {
-    async fn start(herald: &PathBuf, extra: &str) -> Result<Server> {
+    async fn start(herald: &Path, extra: &str) -> Result<Server> {
         let dir = tempfile::tempdir()?;
         let config = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 16777216\n\n[store]\nurl = \"sqlite://{}\"\n\n\
              [[sources]]\nname = \"bench\"\ntoken = \"bench-token\"\n\n[channels.main]\nadapter = \"web\"\n\n{extra}",
             dir.path().join("bench.db").display()
         );
-        let path = dir.path().join("herald.toml");
-        std::fs::write(&path, config)?;
-        let mut child = Command::new(herald)
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env("HERALD_LOG", "warn,herald::app=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("could not start {}", herald.display()))?;
-        let stderr = child.stderr.take().context("no stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            let Some(line) = lines.next_line().await? else {
-                break;
-            };
-            if let Some(addr) = line.split("address=").nth(1) {
-                let addr = addr.split_whitespace().next().unwrap_or_default().to_owned();
-                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-                return Ok(Server {
-                    child,
-                    base: format!("http://{addr}"),
-                    client: reqwest::Client::new(),
-                    _dir: dir,
-                });
-            }
-        }
-        bail!("herald did not report its address")
+        let (child, base) = spawn_herald(herald, dir.path(), &config).await?;
+        Ok(Server {
+            child,
+            base,
+            client: reqwest::Client::new(),
+            _dir: dir,
+        })
     }
 
     async fn post(&self, body: String) -> Result<()> {
@@ -262,7 +269,7 @@ fn ingest_batch(batch_no: usize, batch: usize) -> String {
     out
 }
 
-async fn ingest(herald: &PathBuf, batch: usize, clients: usize, events: usize, web: bool) -> Result<()> {
+async fn ingest(herald: &Path, batch: usize, clients: usize, events: usize, web: bool) -> Result<()> {
     let routes = if web {
         "[defaults]\nchannels = [\"main\"]\n"
     } else {
@@ -338,7 +345,7 @@ async fn collect_surfaced(server: &Server, into: &mut HashMap<String, i64>) -> R
     Ok(())
 }
 
-async fn latency(herald: &PathBuf, rate: usize, seconds: u64) -> Result<()> {
+async fn latency(herald: &Path, rate: usize, seconds: u64) -> Result<()> {
     let server = Server::start(herald, "[defaults]\nchannels = [\"main\"]\n").await?;
     // 100 requests a second, each with rate/100 events; every task sends
     // queued, running, running_tool, completed in consecutive requests.
@@ -388,7 +395,7 @@ async fn latency(herald: &PathBuf, rate: usize, seconds: u64) -> Result<()> {
     server.stop().await
 }
 
-async fn saturate(herald: &PathBuf, tasks: usize, changes: usize, seconds: u64) -> Result<()> {
+async fn saturate(herald: &Path, tasks: usize, changes: usize, seconds: u64) -> Result<()> {
     // A 10 ms per-message interval: the channel's declared rate, not the
     // per-message interval, is what binds.
     let server = Server::start(

@@ -33,7 +33,7 @@ async fn drive(
     seconds: u64,
     count: impl Fn() -> (usize, usize),
 ) -> Result<Run> {
-    let server = Server::start(&herald.to_path_buf(), extra).await?;
+    let server = Server::start(herald, extra).await?;
     let started = Instant::now();
     let mut seq = 0;
     let mut worst: f64 = 0.0;

@@ -16,7 +16,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
+
+use crate::spawn_herald;
 
 /// A webhook receiver recording when each notification arrived, keyed by
 /// the notification's own id (herald: task id; Alertmanager: alertname).
@@ -121,29 +123,6 @@ async fn wait_until<F: Fn() -> bool>(what: &str, within: Duration, done: F) -> R
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
-}
-
-async fn spawn_herald(herald: &Path, dir: &Path, config: &str) -> Result<(Child, String)> {
-    let path = dir.join("herald.toml");
-    std::fs::write(&path, config)?;
-    let mut child = Command::new(herald)
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("HERALD_LOG", "warn,herald::app=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stderr = child.stderr.take().context("stderr")?;
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
-    while let Some(line) = lines.next_line().await? {
-        if let Some(addr) = line.split("address=").nth(1) {
-            let addr = addr.split_whitespace().next().unwrap_or_default().to_owned();
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            return Ok((child, format!("http://{addr}")));
-        }
-    }
-    bail!("herald did not start")
 }
 
 fn herald_config(dir: &Path, hook: &str) -> String {

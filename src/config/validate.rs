@@ -23,7 +23,13 @@ use crate::routing::{MatchField, Matcher, Route, Router};
 const DEFAULT_LISTEN: &str = "127.0.0.1:8600";
 const DEFAULT_STORE: &str = "sqlite://herald.db";
 const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
-const DEFAULT_RETRY: &[&str] = &["1s", "5s", "15s", "1m", "5m"];
+const DEFAULT_RETRY: [Duration; 5] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(15),
+    Duration::from_secs(60),
+    Duration::from_secs(300),
+];
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -479,10 +485,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
     fn delivery(&mut self, raw: &RawConfig) -> Option<DeliveryConfig> {
         let d = &raw.delivery;
         let retry_schedule = match &d.retry_schedule {
-            None => DEFAULT_RETRY
-                .iter()
-                .filter_map(|s| humantime::parse_duration(s).ok())
-                .collect(),
+            None => DEFAULT_RETRY.to_vec(),
             Some(list) => {
                 if list.get_ref().is_empty() {
                     self.err(list.span(), "retry_schedule needs at least one step");

@@ -126,13 +126,15 @@ impl Store {
         let known = known_events(&mut tx, &pending).await?;
         let mut fresh: Vec<&Pending<'_>> = Vec::with_capacity(pending.len());
         for p in &pending {
-            let key = (
-                p.event.run_id.clone(),
-                p.event.worker_id.clone(),
-                p.event.task_id.clone(),
-                p.event.seq,
-            );
-            if !known.is_empty() && known.contains(&key) {
+            // Usually nothing is known: skip building keys on that hot path.
+            let is_known = !known.is_empty()
+                && known.contains(&(
+                    p.event.run_id.clone(),
+                    p.event.worker_id.clone(),
+                    p.event.task_id.clone(),
+                    p.event.seq,
+                ));
+            if is_known {
                 result.reports[p.request].duplicates += 1;
             } else {
                 result.reports[p.request].accepted += 1;

@@ -131,7 +131,11 @@ async fn classify(response: reqwest::Response, id: &str) -> DeliveryOutcome {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let text = response.text().await.unwrap_or_default();
+    // The status decides the outcome; the body only explains it.
+    let text = match response.text().await {
+        Ok(text) => text,
+        Err(e) => format!("(body unreadable: {e})"),
+    };
     let snippet: String = text.chars().take(ERROR_BODY_CHARS).collect();
     let reason = if snippet.is_empty() {
         format!("HTTP {status}")
