@@ -48,6 +48,7 @@ fn adapters(web: &WebChannel, config: &Config) -> Result<Adapters> {
             account.api_url.as_deref(),
             account.token.expose(),
             account.timeout,
+            account.history_tier,
         )
         .context("could not set up the Slack adapter")?;
         adapters.insert_platform(Platform::Slack, Arc::new(slack));
@@ -78,10 +79,7 @@ struct Reloader {
     path: Option<PathBuf>,
     config: watch::Sender<Arc<Config>>,
     delivery: Mutex<Option<Delivery>>,
-    store: Store,
     web: WebChannel,
-    adapters: Mutex<Adapters>,
-    wakers: Wakers,
 }
 
 #[async_trait::async_trait]
@@ -112,23 +110,15 @@ impl Reload for Reloader {
             }
         };
         let mut delivery = self.delivery.lock().await;
-        if let Some(running) = delivery.take() {
-            running.shutdown(DRAIN_DEADLINE).await;
-        }
-        match Delivery::start(&new, &self.store, &new_adapters, &self.wakers) {
-            Ok(d) => {
-                *delivery = Some(d);
-                *self.adapters.lock().await = new_adapters;
-            }
-            Err(e) => {
-                // Fall back to the old channels so delivery never stops.
-                crate::metrics::config_reloaded(false);
-                let restarted =
-                    Delivery::start(&old, &self.store, &*self.adapters.lock().await, &self.wakers)
-                        .map_err(|e| format!("could not restart delivery on the old config: {e}"))?;
-                *delivery = Some(restarted);
-                return Err(e.to_string());
-            }
+        if let Some(running) = delivery.as_mut()
+            && let Err(e) = running.reload(&new, &new_adapters, DRAIN_DEADLINE).await
+        {
+            // Checked before anything changed (a channel without an
+            // adapter), or the store failed midway: the actors that run
+            // keep running.
+            crate::metrics::config_reloaded(false);
+            error!(error = %e, "config reload rejected; keeping the running config");
+            return Err(e.to_string());
         }
         let summary = new.summary();
         self.config.send_replace(Arc::new(new));
@@ -163,7 +153,7 @@ pub async fn serve(
     let web = WebChannel::new(store.clone());
     let adapters = adapters(&web, &config)?;
     let wakers = Wakers::default();
-    let delivery = Delivery::start(&config, &store, &adapters, &wakers)?;
+    let delivery = Delivery::start(&config, &store, &adapters, &wakers).await?;
     let listen = config.server.listen;
     info!(summary = %config.summary(), "starting");
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
@@ -184,10 +174,7 @@ pub async fn serve(
         path,
         config: config_tx,
         delivery: Mutex::new(Some(delivery)),
-        store: store.clone(),
         web: web.clone(),
-        adapters: Mutex::new(adapters),
-        wakers: wakers.clone(),
     });
     let state = AppState {
         store: store.clone(),

@@ -24,6 +24,12 @@ pub const CONFIG_RELOAD_OK: &str = "herald_config_last_reload_successful";
 pub const PROGRESS_STALENESS: &str = "herald_progress_staleness_seconds";
 /// New tasks no route matched.
 pub const UNROUTED: &str = "herald_tasks_unrouted_total";
+/// Unverified messages sent again because the platform could not be asked.
+pub const RECONCILE_FALLBACKS: &str = "herald_reconcile_fallbacks_total";
+/// Receipts pulled forward when a failing platform answered again.
+pub const PULLED_FORWARD: &str = "herald_receipts_pulled_forward_total";
+/// Late outcomes not recorded because a newer attempt owns the receipt.
+pub const LATE_OUTCOMES: &str = "herald_late_outcomes_total";
 
 /// Install the process-wide recorder and describe every metric.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
@@ -56,6 +62,18 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         "1 if the last config (re)load succeeded, else 0."
     );
     describe_counter!(UNROUTED, "New worker tasks that no route matched.");
+    describe_counter!(
+        RECONCILE_FALLBACKS,
+        "Unverified messages sent again without a check because the platform could not be asked, by adapter."
+    );
+    describe_counter!(
+        PULLED_FORWARD,
+        "Receipts pulled forward from backoff when a failing platform answered again, by adapter."
+    );
+    describe_counter!(
+        LATE_OUTCOMES,
+        "Outcomes not recorded because the receipt's lease had passed to a newer attempt."
+    );
     describe_gauge!(
         PROGRESS_STALENESS,
         "Seconds the stalest progress message has waited for its update (0 when all are current)."
@@ -82,6 +100,21 @@ pub fn delivery(adapter: &'static str, kind: &'static str, outcome: &'static str
     if outcome == "rate_limited" {
         counter!(RATE_LIMITED, "adapter" => adapter).increment(1);
     }
+}
+
+/// Count unverified messages sent again without a check.
+pub fn reconcile_fallback(adapter: &'static str, count: usize) {
+    counter!(RECONCILE_FALLBACKS, "adapter" => adapter).increment(count as u64);
+}
+
+/// Count receipts pulled forward after a recovery.
+pub fn pulled_forward(adapter: &'static str, count: u64) {
+    counter!(PULLED_FORWARD, "adapter" => adapter).increment(count);
+}
+
+/// Count an outcome that arrived after its lease passed on.
+pub fn late_outcome() {
+    counter!(LATE_OUTCOMES).increment(1);
 }
 
 /// Record a terminal notification's latency.

@@ -15,8 +15,8 @@ use herald::protocol::{FleetWorkerEvent, parse_event};
 use herald::routing::RoutingInput;
 use herald::store::{ReceiptRow, Store};
 use herald_messaging::{
-    Call as PlatformCall, ChannelRef, DeliveryOutcome, IdempotencyKey, Limits, MessageHandle, MessageKind,
-    Messaging, NotSurfaced, Outbound, Platform, Rate, Reconciled,
+    Budget, Call as PlatformCall, ChannelRef, DeliveryOutcome, EDITS, Limits, LookupPage, LookupQuery,
+    MessageHandle, MessageKind, Messaging, NotSurfaced, Outbound, POSTS, Platform, Rate, Reconciliation,
 };
 use serde_json::json;
 
@@ -48,6 +48,8 @@ struct Fake {
     next_id: Mutex<u64>,
     /// What `exhausted_for` answers after every post.
     exhausted: Mutex<Option<Duration>>,
+    /// Every look-up, by how many keys it asked for.
+    lookups: Mutex<Vec<usize>>,
     platform: Option<Platform>,
 }
 
@@ -115,11 +117,11 @@ impl Messaging for Fake {
     fn limits(&self) -> Limits {
         Limits {
             max_text_chars: 2000,
-            posts_per_channel: Rate::new(100, Duration::from_secs(1)),
-            edits_per_channel: Some(Rate::new(100, Duration::from_secs(1))),
-            calls_per_channel: None,
-            edits_shared: None,
-            global: None,
+            budgets: vec![
+                Budget::channel(POSTS, Rate::new(100, Duration::from_secs(1))),
+                Budget::channel(EDITS, Rate::new(100, Duration::from_secs(1))),
+            ],
+            enforced_by_platform: false,
         }
     }
 
@@ -134,15 +136,25 @@ impl Messaging for Fake {
     fn exhausted_for(&self, _to: &ChannelRef, call: PlatformCall) -> Option<Duration> {
         match call {
             PlatformCall::Post => *self.exhausted.lock().unwrap(),
-            PlatformCall::Edit => None,
+            PlatformCall::Edit | PlatformCall::Lookup => None,
         }
     }
 
-    async fn reconcile(&self, _to: &ChannelRef, key: &IdempotencyKey) -> Reconciled {
-        match self.created.lock().unwrap().get(&key.0) {
-            Some(id) => Reconciled::Found(MessageHandle(id.clone())),
-            None => Reconciled::Absent,
-        }
+    fn reconciliation(&self, _to: &ChannelRef) -> Reconciliation {
+        Reconciliation::Lookup
+    }
+
+    async fn lookup(&self, _to: &ChannelRef, query: &LookupQuery<'_>) -> Result<LookupPage, NotSurfaced> {
+        self.lookups.lock().unwrap().push(query.keys.len());
+        let created = self.created.lock().unwrap();
+        Ok(LookupPage {
+            found: query
+                .keys
+                .iter()
+                .filter_map(|k| created.get(&k.0).map(|id| (k.clone(), MessageHandle(id.clone()))))
+                .collect(),
+            next: None,
+        })
     }
 }
 
@@ -203,7 +215,9 @@ impl Engine {
             adapters.insert_platform(f.platform(), f as Arc<dyn Messaging>);
         }
         let wakers = Wakers::default();
-        let delivery = Delivery::start(&config, &store, &adapters, &wakers).unwrap();
+        let delivery = Delivery::start(&config, &store, &adapters, &wakers)
+            .await
+            .unwrap();
         Engine {
             _dir: dir,
             store,
@@ -507,7 +521,7 @@ mod interleavings {
         loop {
             let idle = e
                 .store
-                .next_progress_due("main", None, 0)
+                .next_progress_due("main", None, 0, false)
                 .await
                 .unwrap()
                 .is_none();
@@ -515,7 +529,7 @@ mod interleavings {
                 // One more look after the actor's last write landed.
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 if e.store
-                    .next_progress_due("main", None, 0)
+                    .next_progress_due("main", None, 0, false)
                     .await
                     .unwrap()
                     .is_none()

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use common::outcomes::{not_surfaced, outbound, surfaced};
 use common::{Herald, event};
-use emulators::slack::{ChannelKind, Fault, SlackEmulator};
+use emulators::slack::{ChannelKind, Fault, History, SlackEmulator};
 use herald_messaging::{
-    ChannelRef, IdempotencyKey, MessageHandle, MessageKind, Messaging, NotSurfaced, Reconciled,
+    ChannelRef, IdempotencyKey, LookupPage, LookupQuery, MessageHandle, MessageKind, Messaging, NotSurfaced,
 };
-use herald_slack::SlackAdapter;
+use herald_slack::{HistoryTier, SlackAdapter};
 use serde_json::json;
 
 const TOKEN: &str = "xoxb-test-token";
@@ -20,7 +20,13 @@ const CHANNEL: &str = "C0123456";
 
 async fn setup() -> (SlackEmulator, SlackAdapter, ChannelRef) {
     let emu = SlackEmulator::start(TOKEN, &[CHANNEL]).await;
-    let slack = SlackAdapter::new(Some(&emu.api_url()), TOKEN, Duration::from_secs(2)).unwrap();
+    let slack = SlackAdapter::new(
+        Some(&emu.api_url()),
+        TOKEN,
+        Duration::from_secs(2),
+        HistoryTier::Tier3,
+    )
+    .unwrap();
     (emu, slack, ChannelRef::new(CHANNEL))
 }
 
@@ -77,7 +83,13 @@ async fn ok_false_errors_are_classified() {
             "{ch}"
         );
     }
-    let wrong = SlackAdapter::new(Some(&emu.api_url()), "xoxb-wrong", Duration::from_secs(2)).unwrap();
+    let wrong = SlackAdapter::new(
+        Some(&emu.api_url()),
+        "xoxb-wrong",
+        Duration::from_secs(2),
+        HistoryTier::Tier3,
+    )
+    .unwrap();
     assert!(matches!(
         not_surfaced(wrong.post(&to, &msg).await),
         NotSurfaced::Permanent { .. }
@@ -135,7 +147,7 @@ async fn server_errors_and_refused_connections_are_transient() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/api", closed.local_addr().unwrap());
     drop(closed);
-    let nowhere = SlackAdapter::new(Some(&url), TOKEN, Duration::from_secs(2)).unwrap();
+    let nowhere = SlackAdapter::new(Some(&url), TOKEN, Duration::from_secs(2), HistoryTier::Tier3).unwrap();
     assert!(matches!(
         not_surfaced(nowhere.post(&to, &msg).await),
         NotSurfaced::Transient { .. }
@@ -145,7 +157,13 @@ async fn server_errors_and_refused_connections_are_transient() {
 #[tokio::test]
 async fn applied_but_unanswered_is_unverified_and_reconciled_by_metadata() {
     let emu = SlackEmulator::start(TOKEN, &[CHANNEL]).await;
-    let slack = SlackAdapter::new(Some(&emu.api_url()), TOKEN, Duration::from_millis(500)).unwrap();
+    let slack = SlackAdapter::new(
+        Some(&emu.api_url()),
+        TOKEN,
+        Duration::from_millis(500),
+        HistoryTier::Tier3,
+    )
+    .unwrap();
     let to = ChannelRef::new(CHANNEL);
     emu.inject(vec![Fault::ApplyThenHang]);
     let key = IdempotencyKey("hrlost".into());
@@ -155,13 +173,20 @@ async fn applied_but_unanswered_is_unverified_and_reconciled_by_metadata() {
         NotSurfaced::Unverified { .. }
     ));
     let stored_ts = emu.messages(CHANNEL)[0]["ts"].as_str().unwrap().to_owned();
+    let other = IdempotencyKey("hrother".into());
+    let keys = [key.clone(), other];
+    let query = LookupQuery {
+        keys: &keys,
+        since: std::time::SystemTime::now() - Duration::from_secs(60),
+        cursor: None,
+    };
     assert_eq!(
-        slack.reconcile(&to, &key).await,
-        Reconciled::Found(MessageHandle(stored_ts))
-    );
-    assert_eq!(
-        slack.reconcile(&to, &IdempotencyKey("hrother".into())).await,
-        Reconciled::Absent
+        slack.lookup(&to, &query).await.unwrap(),
+        LookupPage {
+            found: vec![(key, MessageHandle(stored_ts))],
+            next: None,
+        },
+        "one call answers for both keys: the first found, the other absent"
     );
     let history = emu
         .seen()
@@ -169,6 +194,93 @@ async fn applied_but_unanswered_is_unverified_and_reconciled_by_metadata() {
         .find(|s| s.method == "conversations.history")
         .unwrap();
     assert_eq!(history.args["include_all_metadata"], "true");
+}
+
+#[tokio::test]
+async fn limited_history_pages_fifteen_at_a_time_back_to_since() {
+    let emu = SlackEmulator::start_with(TOKEN, &[CHANNEL], History::Limited).await;
+    let slack = SlackAdapter::new(
+        Some(&emu.api_url()),
+        TOKEN,
+        Duration::from_secs(2),
+        HistoryTier::Limited,
+    )
+    .unwrap();
+    let to = ChannelRef::new(CHANNEL);
+    let since = std::time::SystemTime::now() - Duration::from_secs(5);
+    let keys: Vec<String> = (0..40).map(|i| format!("hrk{i:02}")).collect();
+    emu.seed(CHANNEL, &keys);
+    // The oldest and a middle one: three pages of 15 reach the oldest.
+    let wanted = [IdempotencyKey("hrk00".into()), IdempotencyKey("hrk30".into())];
+    let mut found = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let query = LookupQuery {
+            keys: &wanted,
+            since,
+            cursor: cursor.clone(),
+        };
+        let page = match slack.lookup(&to, &query).await {
+            Ok(page) => page,
+            Err(NotSurfaced::RateLimited {
+                retry_after,
+                global: true,
+            }) => {
+                // The limited tier allows one call a minute: this is what
+                // herald's door waits out. Check the wait, then stop here.
+                assert!(retry_after >= Duration::from_secs(55), "{retry_after:?}");
+                assert_eq!(pages, 1, "the second page within a minute is refused");
+                assert_eq!(found.len(), 1, "the newest page held hrk30: {found:?}");
+                assert!(cursor.is_some());
+                return;
+            }
+            Err(other) => panic!("{other:?}"),
+        };
+        pages += 1;
+        found.extend(page.found.into_iter().map(|(k, _)| k.0));
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    panic!("the limited tier let {pages} pages through within a minute");
+}
+
+#[tokio::test]
+async fn tier3_history_pages_follow_the_cursor_to_the_oldest_key() {
+    let (emu, slack, to) = setup().await;
+    let since = std::time::SystemTime::now() - Duration::from_secs(5);
+    let keys: Vec<String> = (0..250).map(|i| format!("hrk{i:03}")).collect();
+    emu.seed(CHANNEL, &keys);
+    let wanted = [IdempotencyKey("hrk000".into()), IdempotencyKey("hrk249".into())];
+    let mut found = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let query = LookupQuery {
+            keys: &wanted,
+            since,
+            cursor: cursor.clone(),
+        };
+        let page = slack.lookup(&to, &query).await.unwrap();
+        pages += 1;
+        found.extend(page.found.into_iter().map(|(k, _)| k.0));
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    found.sort();
+    assert_eq!(found, ["hrk000", "hrk249"]);
+    assert_eq!(pages, 3, "250 messages in pages of 100");
+    // Messages older than `since` are not read at all.
+    let query = LookupQuery {
+        keys: &wanted,
+        since: std::time::SystemTime::now() + Duration::from_secs(5),
+        cursor: None,
+    };
+    assert_eq!(slack.lookup(&to, &query).await.unwrap(), LookupPage::default());
 }
 
 // ---- end to end through the real binary ----

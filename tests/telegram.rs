@@ -288,6 +288,6 @@ async fn end_to_end_group_migration_is_followed_and_remembered() {
     })
     .await;
     let after: Vec<_> = emu.seen().into_iter().skip(before).collect();
-    assert_eq!(after.len(), 1, "no detour through the old group id");
+    assert_eq!(after.len(), 1, "no detour through the old group id: {after:?}");
     assert_eq!(after[0].args["chat_id"], -100_042);
 }

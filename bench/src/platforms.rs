@@ -10,6 +10,9 @@ use serde_json::json;
 #[allow(dead_code, clippy::result_large_err)]
 #[path = "../../tests/emulators/discord.rs"]
 mod discord;
+#[allow(dead_code)]
+#[path = "../../tests/emulators/lockout.rs"]
+mod lockout;
 #[allow(dead_code, clippy::result_large_err)]
 #[path = "../../tests/emulators/slack.rs"]
 mod slack;

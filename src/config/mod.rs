@@ -104,7 +104,7 @@ pub struct SourceConfig {
 }
 
 /// `[adapters]`: one account per platform.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AdaptersConfig {
     /// `[adapters.discord]`
     pub discord: Option<AccountConfig>,
@@ -115,7 +115,7 @@ pub struct AdaptersConfig {
 }
 
 /// A platform account: its bot token and API base URL.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AccountConfig {
     /// Bot token.
     pub token: Secret,
@@ -123,10 +123,12 @@ pub struct AccountConfig {
     pub api_url: Option<String>,
     /// Per-request timeout; a request unanswered by then is `Unverified`.
     pub timeout: Duration,
+    /// Slack: which `conversations.history` limits the app has.
+    pub history_tier: herald_slack::HistoryTier,
 }
 
 /// One `[channels.NAME]` entry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChannelConfig {
     /// The config name.
     pub name: String,
@@ -139,7 +141,7 @@ pub struct ChannelConfig {
 }
 
 /// Platform-specific destination of a channel.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ChannelTarget {
     /// Discord channel id, Slack channel id, Telegram chat id, web channel name.
     Chat {
@@ -153,7 +155,7 @@ pub enum ChannelTarget {
 }
 
 /// A webhook channel's endpoint and signing key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WebhookTarget {
     /// Endpoint.
     pub url: String,
@@ -168,7 +170,7 @@ pub struct WebhookTarget {
 }
 
 /// `[delivery]`
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryConfig {
     /// Waits between attempts; the last repeats.
     pub retry_schedule: Vec<Duration>,

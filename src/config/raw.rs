@@ -58,6 +58,8 @@ pub struct RawAccount {
     pub token: SpannedStr,
     pub api_url: Option<SpannedStr>,
     pub timeout: Option<SpannedStr>,
+    /// Slack only: `tier3` or `limited`.
+    pub history_tier: Option<SpannedStr>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -19,6 +19,7 @@ use super::{
 };
 use crate::protocol::KNOWN_STATES;
 use crate::routing::{MatchField, Matcher, Route, Router};
+use herald_slack::HistoryTier;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8600";
 const DEFAULT_STORE: &str = "sqlite://herald.db";
@@ -124,9 +125,21 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         let store = self.store(&raw);
         let sources = self.sources(&raw);
         let adapters = AdaptersConfig {
-            discord: raw.adapters.discord.as_ref().and_then(|a| self.account(a)),
-            slack: raw.adapters.slack.as_ref().and_then(|a| self.account(a)),
-            telegram: raw.adapters.telegram.as_ref().and_then(|a| self.account(a)),
+            discord: raw
+                .adapters
+                .discord
+                .as_ref()
+                .and_then(|a| self.account(a, Platform::Discord)),
+            slack: raw
+                .adapters
+                .slack
+                .as_ref()
+                .and_then(|a| self.account(a, Platform::Slack)),
+            telegram: raw
+                .adapters
+                .telegram
+                .as_ref()
+                .and_then(|a| self.account(a, Platform::Telegram)),
         };
         let mut channels = BTreeMap::new();
         for (name, ch) in &raw.channels {
@@ -240,8 +253,32 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         out
     }
 
-    fn account(&mut self, raw: &Spanned<RawAccount>) -> Option<AccountConfig> {
+    fn account(&mut self, raw: &Spanned<RawAccount>, platform: Platform) -> Option<AccountConfig> {
         let acc = raw.get_ref();
+        let history_tier = match (&acc.history_tier, platform) {
+            (None, _) => HistoryTier::default(),
+            (Some(t), Platform::Slack) => match t.get_ref().as_str() {
+                "tier3" => HistoryTier::Tier3,
+                "limited" => HistoryTier::Limited,
+                other => {
+                    self.err(
+                        t.span(),
+                        format!(
+                            "unknown history_tier {other:?} (expected \"tier3\" for internal and Marketplace \
+                             apps, or \"limited\" for commercially distributed non-Marketplace apps)"
+                        ),
+                    );
+                    return None;
+                }
+            },
+            (Some(t), other) => {
+                self.err(
+                    t.span(),
+                    format!("history_tier applies to [adapters.slack] only, not [adapters.{other}]"),
+                );
+                return None;
+            }
+        };
         let token = self.non_empty(&acc.token, "token")?;
         let api_url = match &acc.api_url {
             Some(u) => Some(self.url(u)?),
@@ -255,6 +292,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             token: Secret::new(token),
             api_url,
             timeout,
+            history_tier,
         })
     }
 

@@ -13,23 +13,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_messaging::Rate;
+
+pub use crate::store::KeptWindow;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 /// At most `rate.count` sends in any window of `rate.per`.
-#[derive(Debug)]
-pub struct TokenBucket {
+#[derive(Debug, Clone)]
+pub struct Window {
     count: usize,
     per: Duration,
     sent: VecDeque<Instant>,
     paused_until: Option<Instant>,
 }
 
-impl TokenBucket {
+impl Window {
     /// An unused budget for `rate`.
     pub fn new(rate: Rate) -> Self {
         let count = usize::try_from(rate.count.max(1)).unwrap_or(usize::MAX);
-        TokenBucket {
+        Window {
             count,
             per: rate.per,
             sent: VecDeque::with_capacity(count.min(4096)),
@@ -83,38 +85,85 @@ impl TokenBucket {
             self.sent.push_back(until.checked_sub(age).unwrap_or(until));
         }
     }
+
+    /// How many sends are allowed right now without waiting.
+    pub fn available_now(&mut self, now: Instant) -> usize {
+        if !self.wait_time(now).is_zero() {
+            return 0;
+        }
+        self.count.saturating_sub(self.sent.len())
+    }
+
+    /// The sends still inside the window and the pause in force, as Unix
+    /// milliseconds (`now` and `now_ms` are the same moment on both clocks),
+    /// so the window can be kept in the store across restarts.
+    pub fn snapshot(&mut self, now: Instant, now_ms: i64) -> KeptWindow {
+        self.wait_time(now);
+        let to_ms = |t: Instant| -> i64 {
+            let ago = i64::try_from(now.saturating_duration_since(t).as_millis()).unwrap_or(i64::MAX / 4);
+            let ahead = i64::try_from(t.saturating_duration_since(now).as_millis()).unwrap_or(i64::MAX / 4);
+            now_ms - ago + ahead
+        };
+        KeptWindow {
+            sends: self.sent.iter().map(|t| to_ms(*t)).collect(),
+            paused_until: self.paused_until.map(to_ms),
+        }
+    }
+
+    /// Take back a window kept by [`Window::snapshot`] (of an earlier
+    /// process): its sends still count, its pause still holds.
+    pub fn restore(&mut self, kept: &KeptWindow, now: Instant, now_ms: i64) {
+        let to_instant = |ms: i64| -> Instant {
+            let delta = Duration::from_millis(ms.abs_diff(now_ms));
+            if ms >= now_ms {
+                now + delta
+            } else {
+                now.checked_sub(delta).unwrap_or(now)
+            }
+        };
+        let mut sends: Vec<Instant> = kept.sends.iter().map(|ms| to_instant(*ms)).collect();
+        sends.sort();
+        self.sent = sends.into_iter().collect();
+        while self.sent.len() > self.count {
+            self.sent.pop_front();
+        }
+        self.paused_until = kept
+            .paused_until
+            .map(to_instant)
+            .filter(|until| *until > now)
+            .max(self.paused_until);
+        self.wait_time(now);
+    }
 }
 
-/// A bucket shared by several channels of one account (Slack's workspace
-/// `chat.update` limit, Discord's global limit).
-pub type SharedBucket = Arc<Mutex<TokenBucket>>;
+/// A window shared by the holders of one budget (the channel actor alone,
+/// or every channel of an account).
+pub type SharedWindow = Arc<Mutex<Window>>;
 
-/// How long until the local budget and every shared one allow a send
-/// (zero: now). Takes nothing.
-pub async fn ready_in(local: &mut TokenBucket, shared: &[&SharedBucket]) -> Duration {
+/// How long until every window allows a send (zero: now). Takes nothing.
+pub async fn ready_in(windows: &[&SharedWindow]) -> Duration {
     let now = Instant::now();
-    let mut wait = local.wait_time(now);
-    for bucket in shared {
-        wait = wait.max(bucket.lock().await.wait_time(now));
+    let mut wait = Duration::ZERO;
+    for window in windows {
+        wait = wait.max(window.lock().await.wait_time(now));
     }
     wait
 }
 
-/// Wait until the local bucket and every shared one have a token, then
-/// take one from each. Shared buckets are locked in the order given; every
-/// caller passes them in the same order (account-wide first).
-pub async fn acquire(local: &mut TokenBucket, shared: &[&SharedBucket]) {
+/// Wait until every window allows a send, then take one from each.
+/// Windows are locked in the order given; every caller passes them in the
+/// same order (account-wide first), so two holders never deadlock.
+pub async fn acquire(windows: &[&SharedWindow]) {
     loop {
         let now = Instant::now();
-        let mut wait = local.wait_time(now);
-        let mut guards = Vec::with_capacity(shared.len());
-        for bucket in shared {
-            let mut guard = bucket.lock().await;
+        let mut wait = Duration::ZERO;
+        let mut guards = Vec::with_capacity(windows.len());
+        for window in windows {
+            let mut guard = window.lock().await;
             wait = wait.max(guard.wait_time(now));
             guards.push(guard);
         }
         if wait.is_zero() {
-            local.take();
             for guard in &mut guards {
                 guard.take();
             }
@@ -129,13 +178,51 @@ pub async fn acquire(local: &mut TokenBucket, shared: &[&SharedBucket]) {
 mod tests {
     use super::*;
 
+    fn shared(w: Window) -> SharedWindow {
+        Arc::new(Mutex::new(w))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_window_still_counts_and_still_pauses_after_a_restart() {
+        let rate = Rate::new(3, Duration::from_secs(10));
+        let mut before = Window::new(rate);
+        for _ in 0..3 {
+            before.take();
+        }
+        let (now, now_ms) = (Instant::now(), 1_000_000);
+        let kept = before.snapshot(now, now_ms);
+        assert_eq!(kept.sends, vec![now_ms; 3]);
+        // A new process 4 s later: the window is still full for 6 s.
+        tokio::time::advance(Duration::from_secs(4)).await;
+        let mut after = Window::new(rate);
+        after.restore(&kept, Instant::now(), now_ms + 4_000);
+        let wait = after.wait_time(Instant::now());
+        assert!(
+            wait > Duration::from_millis(5_900) && wait <= Duration::from_secs(6),
+            "{wait:?}"
+        );
+        // A pause in force is kept too.
+        let mut paused = Window::new(rate);
+        paused.pause(Duration::from_secs(30));
+        let kept = paused.snapshot(Instant::now(), 2_000_000);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let mut after = Window::new(rate);
+        after.restore(&kept, Instant::now(), 2_010_000);
+        let wait = after.wait_time(Instant::now());
+        assert!(
+            wait > Duration::from_millis(19_900) && wait <= Duration::from_secs(20),
+            "{wait:?}"
+        );
+        assert_eq!(after.available_now(Instant::now()), 0);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn burst_then_never_more_than_count_in_any_window() {
-        let mut b = TokenBucket::new(Rate::new(5, Duration::from_secs(5)));
+        let b = shared(Window::new(Rate::new(5, Duration::from_secs(5))));
         let start = Instant::now();
         let mut sends = Vec::new();
         for _ in 0..17 {
-            acquire(&mut b, &[]).await;
+            acquire(&[&b]).await;
             sends.push(start.elapsed());
         }
         assert!(sends[4] < Duration::from_millis(10), "a quiet channel bursts");
@@ -154,24 +241,23 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn shared_budget_paces_every_holder() {
-        let shared: SharedBucket =
-            Arc::new(Mutex::new(TokenBucket::new(Rate::new(2, Duration::from_secs(1)))));
-        let mut a = TokenBucket::new(Rate::new(100, Duration::from_secs(1)));
-        let mut b = TokenBucket::new(Rate::new(100, Duration::from_secs(1)));
+        let account = shared(Window::new(Rate::new(2, Duration::from_secs(1))));
+        let a = shared(Window::new(Rate::new(100, Duration::from_secs(1))));
+        let b = shared(Window::new(Rate::new(100, Duration::from_secs(1))));
         let start = Instant::now();
-        acquire(&mut a, &[&shared]).await;
-        acquire(&mut b, &[&shared]).await;
-        acquire(&mut a, &[&shared]).await;
+        acquire(&[&account, &a]).await;
+        acquire(&[&account, &b]).await;
+        acquire(&[&account, &a]).await;
         let waited = start.elapsed();
         assert!(waited >= Duration::from_millis(990), "{waited:?}");
     }
 
     #[tokio::test(start_paused = true)]
     async fn pause_holds_all_sends_then_paces() {
-        let mut b = TokenBucket::new(Rate::new(10, Duration::from_secs(1)));
-        b.pause(Duration::from_secs(3));
+        let b = shared(Window::new(Rate::new(10, Duration::from_secs(1))));
+        b.lock().await.pause(Duration::from_secs(3));
         let start = Instant::now();
-        acquire(&mut b, &[]).await;
+        acquire(&[&b]).await;
         let resumed = start.elapsed();
         assert!(
             resumed >= Duration::from_secs(3) && resumed < Duration::from_millis(3050),
@@ -179,7 +265,7 @@ mod tests {
         );
         // After a 429 the window restarts full: no burst of 10 at once.
         for _ in 0..3 {
-            acquire(&mut b, &[]).await;
+            acquire(&[&b]).await;
         }
         let elapsed = start.elapsed();
         assert!(

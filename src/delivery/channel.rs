@@ -1,34 +1,46 @@
-//! One actor per channel. It owns the channel's rate budget and drains its
-//! work from the store: terminal receipts first, then stale progress
-//! messages, stalest first. Actors never wait on each other, so a slow,
-//! failing or rate-limited channel delays nobody else.
+//! One actor per channel. Every platform call it makes passes the channel's
+//! [`Door`]; it drains its work from the store: unverified messages first
+//! (one batched look-up answers for all of them), then due terminal
+//! receipts, then stale progress messages, stalest first. Actors never wait
+//! on each other, so a slow, failing or rate-limited channel delays nobody
+//! else.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herald_messaging::{
-    Call, ChannelRef, DeliveryOutcome, MessageHandle, Messaging, NotSurfaced, Reconciled,
+    Call, ChannelRef, DeliveryOutcome, IdempotencyKey, LookupPage, LookupQuery, MessageHandle, NotSurfaced,
+    Outbound, Reconciliation,
 };
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::budget::{SharedBucket, TokenBucket, acquire, ready_in};
-use super::receipts::decide;
+use super::account::Account;
+use super::door::Door;
+use super::receipts::{backoff, decide, decide_progress};
 use crate::config::DeliveryConfig;
 use crate::render::{self, TaskView};
-use crate::store::{ClaimedReceipt, ProgressJob, ProgressWrite, ReceiptUpdate, Store, now_ms};
+use crate::store::{ClaimedReceipt, ProgressJob, ProgressWrite, ReceiptUpdate, Store, StoreError, now_ms};
 
-/// How long a claimed receipt stays ours before another process may take it.
-const LEASE_MS: i64 = 60_000;
-/// Work taken from the store per round; small so receipts keep priority.
-const BATCH: i64 = 16;
+/// How long a claimed receipt stays ours before the actor reclaims it as
+/// unverified. Claims are sized to what the door lets through at once, so
+/// an attempt never waits long at the door while holding a lease.
+const LEASE_MS: i64 = 120_000;
+/// Work taken from the store per round at most; small so receipts keep
+/// priority.
+const BATCH: usize = 16;
 /// Longest idle sleep; the store is the truth and a wake-up only a hint, so a
 /// lost wake-up costs at most this much latency.
 const IDLE_POLL: Duration = Duration::from_secs(5);
+/// How often the actor looks for claims whose lease expired.
+const RECLAIM_EVERY: Duration = Duration::from_secs(5);
 /// Pause after the store failed a whole round.
 const STORE_RETRY: Duration = Duration::from_secs(1);
-/// Pause of a channel's progress after a transient failure.
-const PROGRESS_BACKOFF: Duration = Duration::from_secs(2);
+/// A look-up reads back to the oldest unverified message's acceptance time
+/// less this, for clocks that disagree with the platform's.
+const LOOKUP_SKEW: Duration = Duration::from_secs(60);
 
 /// Everything one channel actor needs.
 pub struct ChannelActor {
@@ -38,48 +50,20 @@ pub struct ChannelActor {
     pub target: ChannelRef,
     /// Whether this channel shows progress messages.
     pub progress: bool,
-    /// The platform.
-    pub adapter: Arc<dyn Messaging>,
+    /// The platform account: adapter, shared budgets, health.
+    pub account: Arc<Account>,
     /// The store.
     pub store: Store,
     /// Retry schedule, max age, progress interval.
     pub config: DeliveryConfig,
     /// Poked after an ingest commit touching this channel.
     pub wake: Arc<super::Signal>,
-    /// Becomes true on shutdown.
+    /// Becomes true when this actor should stop.
     pub shutdown: watch::Receiver<bool>,
-    /// Budgets shared with the other channels of the same account.
-    pub shared: SharedBudgets,
-}
-
-/// Buckets one platform account shares across its channels.
-#[derive(Clone, Default)]
-pub struct SharedBudgets {
-    /// Every call of the account (Discord 50/s, Telegram 30/s).
-    pub global: Option<SharedBucket>,
-    /// Edits of the account (Slack's per-workspace `chat.update`).
-    pub edits: Option<SharedBucket>,
-    /// Posts and edits of this one channel together (Telegram), set by the
-    /// actor from the channel's limits.
-    pub per_channel: Option<SharedBucket>,
-}
-
-impl SharedBudgets {
-    fn for_posts(&self) -> Vec<&SharedBucket> {
-        self.global.iter().chain(self.per_channel.iter()).collect()
-    }
-
-    fn for_edits(&self) -> Vec<&SharedBucket> {
-        self.global
-            .iter()
-            .chain(self.edits.iter())
-            .chain(self.per_channel.iter())
-            .collect()
-    }
 }
 
 /// A stable hash of a rendering, to skip edits that would change nothing.
-fn rendering_hash(message: &herald_messaging::Outbound) -> i64 {
+fn rendering_hash(message: &Outbound) -> i64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     message.title.hash(&mut hasher);
@@ -92,19 +76,78 @@ fn rendering_hash(message: &herald_messaging::Outbound) -> i64 {
     i64::from_ne_bytes(hasher.finish().to_ne_bytes())
 }
 
-struct Budgets {
-    posts: TokenBucket,
-    edits: Option<TokenBucket>,
+/// A look-up in progress: the unverified messages of the channel when it
+/// began, and where its page range has got to. One pass answers for all of
+/// them, one page per (budgeted) call.
+struct Pass {
+    /// Unverified receipts still unaccounted for, by idempotency key.
+    receipts: Vec<String>,
+    /// Started progress posts still unaccounted for: post key → task.
+    posts: HashMap<String, i64>,
+    /// No message of the pass can be older than this.
+    since: SystemTime,
+    /// Where the next page starts.
+    cursor: Option<String>,
+    /// After a failed page: not before.
+    retry_at: Option<Instant>,
+    /// Failed pages in a row.
+    failures: i64,
+}
+
+impl Pass {
+    fn keys(&self) -> Vec<IdempotencyKey> {
+        self.receipts
+            .iter()
+            .chain(self.posts.keys())
+            .map(|k| IdempotencyKey(k.clone()))
+            .collect()
+    }
+
+    fn is_done(&self) -> bool {
+        self.receipts.is_empty() && self.posts.is_empty()
+    }
+}
+
+/// What the actor keeps between rounds.
+struct State {
+    door: Door,
+    /// The platform reconciles by looking up (else by resending).
+    lookup: bool,
+    /// Unverified work may exist that no pass has looked at yet.
+    needs_check: bool,
+    pass: Option<Pass>,
+    /// A look-up failed for good once already (warned once per channel).
+    warned_fallback: bool,
+    next_reclaim: Instant,
 }
 
 /// What a round did.
+#[derive(Default)]
 struct Round {
     /// Something was sent (or attempted).
     sent: bool,
-    /// Progress posts are due but their budget allows nothing for this long.
+    /// Posts are due but the door allows none for this long.
     posts_blocked: Option<Duration>,
-    /// Progress edits are due but their budget allows nothing for this long.
+    /// Edits are due but the door allows none for this long.
     edits_blocked: Option<Duration>,
+    /// A look-up is due but cannot be made for this long.
+    lookup_blocked: Option<Duration>,
+}
+
+/// The failure of an outcome, if it is one.
+fn failure(outcome: &DeliveryOutcome) -> Option<&NotSurfaced> {
+    match outcome {
+        DeliveryOutcome::Surfaced(_) => None,
+        DeliveryOutcome::NotSurfaced(reason) => Some(reason),
+    }
+}
+
+fn system_time(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
 impl ChannelActor {
@@ -119,25 +162,33 @@ impl ChannelActor {
             Ok(None) => {}
             Err(e) => warn!(channel = %self.name, error = %e, "could not read a moved channel id"),
         }
-        let limits = self.adapter.channel_limits(&self.target);
-        if let Some(rate) = limits.calls_per_channel {
-            self.shared.per_channel = Some(Arc::new(tokio::sync::Mutex::new(TokenBucket::new(rate))));
-        }
-        let mut budgets = Budgets {
-            posts: TokenBucket::new(limits.posts_per_channel),
-            edits: limits.edits_per_channel.map(TokenBucket::new),
+        let mut state = loop {
+            match self.open_state().await {
+                Ok(s) => break s,
+                Err(e) => {
+                    warn!(channel = %self.name, error = %e, "could not read the channel's rate budgets; retrying");
+                    if self.pause(STORE_RETRY).await {
+                        return;
+                    }
+                }
+            }
         };
-        info!(channel = %self.name, platform = %self.adapter.platform(), "channel actor started");
+        info!(channel = %self.name, platform = %self.account.adapter.platform(), "channel actor started");
         while !*self.shutdown.borrow() {
-            let blocked = match self.round(&mut budgets).await {
+            let round = match self.round(&mut state).await {
                 Ok(Round { sent: true, .. }) => continue,
-                Ok(round) => [round.posts_blocked, round.edits_blocked],
+                Ok(round) => round,
                 Err(e) => {
                     warn!(channel = %self.name, error = %e, "delivery round failed; retrying");
-                    [Some(STORE_RETRY), Some(STORE_RETRY)]
+                    Round {
+                        posts_blocked: Some(STORE_RETRY),
+                        edits_blocked: Some(STORE_RETRY),
+                        lookup_blocked: Some(STORE_RETRY),
+                        ..Round::default()
+                    }
                 }
             };
-            let sleep = match self.next_due(blocked).await {
+            let sleep = match self.next_due(&state, &round).await {
                 Ok(Some(due)) => {
                     Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0)).min(IDLE_POLL)
                 }
@@ -159,54 +210,130 @@ impl ChannelActor {
         info!(channel = %self.name, "channel actor stopped");
     }
 
-    /// When the next piece of work is due (Unix ms). Progress posts and
-    /// edits that their budget blocks are due no earlier than it allows.
-    async fn next_due(
-        &self,
-        blocked: [Option<Duration>; 2],
-    ) -> Result<Option<i64>, crate::store::StoreError> {
-        let mut next = self.store.next_receipt_due(&self.name).await?;
+    async fn open_state(&self) -> Result<State, StoreError> {
+        let limits = self.account.adapter.channel_limits(&self.target);
+        let door = self.account.budgets.door(&self.target.id, &limits).await?;
+        Ok(State {
+            door,
+            lookup: self.account.adapter.reconciliation(&self.target) == Reconciliation::Lookup,
+            needs_check: true,
+            pass: None,
+            warned_fallback: false,
+            next_reclaim: Instant::now(),
+        })
+    }
+
+    /// When the next piece of work is due (Unix ms). Work the door blocks
+    /// is due no earlier than it allows.
+    async fn next_due(&self, state: &State, round: &Round) -> Result<Option<i64>, StoreError> {
+        let now = now_ms();
+        let after = |due: Option<i64>, blocked: Option<Duration>| match (due, blocked) {
+            (Some(d), Some(b)) => Some(d.max(now + millis(b))),
+            (d, _) => d,
+        };
+        let mut candidates = vec![after(
+            self.store.next_receipt_due(&self.name, state.lookup).await?,
+            round.posts_blocked,
+        )];
         if self.progress {
-            for (needs_post, blocked_for) in [(true, blocked[0]), (false, blocked[1])] {
-                let due = self
-                    .store
-                    .next_progress_due(&self.name, Some(needs_post), self.min_interval_ms())
-                    .await?;
-                let unblocked =
-                    blocked_for.map(|b| now_ms() + i64::try_from(b.as_millis()).unwrap_or(i64::MAX / 4));
-                let due = match (due, unblocked) {
-                    (Some(d), Some(u)) => Some(d.max(u)),
-                    (d, _) => d,
-                };
-                next = match (next, due) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-            }
+            let interval = self.min_interval_ms();
+            let posts = self
+                .store
+                .next_progress_due(&self.name, Some(true), interval, state.lookup)
+                .await?;
+            let edits = self
+                .store
+                .next_progress_due(&self.name, Some(false), interval, state.lookup)
+                .await?;
+            candidates.push(after(posts, round.posts_blocked));
+            candidates.push(after(edits, round.edits_blocked));
         }
-        Ok(next)
+        if state.pass.is_some() || state.needs_check {
+            candidates.push(Some(now + round.lookup_blocked.map_or(0, millis)));
+        }
+        Ok(candidates.into_iter().flatten().min())
     }
 
     fn min_interval_ms(&self) -> i64 {
-        i64::try_from(self.config.progress_min_interval.as_millis()).unwrap_or(i64::MAX / 2)
+        millis(self.config.progress_min_interval)
     }
 
-    /// One round of work: due receipts first, then stale progress messages,
-    /// posts and edits each as far as their own budget allows (a channel
-    /// whose create budget is spent can still edit).
-    async fn round(&mut self, budgets: &mut Budgets) -> Result<Round, crate::store::StoreError> {
+    /// Sleep, but wake early on shutdown. True when shutting down.
+    async fn pause(&self, how_long: Duration) -> bool {
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(how_long) => {}
+            _ = shutdown.changed() => {}
+        }
+        *self.shutdown.borrow()
+    }
+
+    /// Wait at the door for `call`; false when shutting down first.
+    async fn through_door(&self, state: &State, call: Call) -> bool {
+        let mut shutdown = self.shutdown.clone();
+        if *shutdown.borrow() {
+            return false;
+        }
+        tokio::select! {
+            _ = state.door.acquire(call) => true,
+            _ = shutdown.changed() => false,
+        }
+    }
+
+    /// Let the door and the account learn from an answer (`None`: the
+    /// platform confirmed the call).
+    async fn observe(&self, state: &State, call: Call, failure: Option<&NotSurfaced>) {
+        let exhausted = self.account.adapter.exhausted_for(&self.target, call);
+        state.door.observe(call, failure, exhausted).await;
+        self.account.note(failure).await;
+    }
+
+    /// One post through the door; `None` when shutting down before it.
+    async fn post(&self, state: &State, message: &Outbound) -> Option<DeliveryOutcome> {
+        if !self.through_door(state, Call::Post).await {
+            return None;
+        }
+        let outcome = self.account.adapter.post(&self.target, message).await;
+        self.observe(state, Call::Post, failure(&outcome)).await;
+        Some(outcome)
+    }
+
+    /// One round of work: reclaim expired claims now and then, advance a
+    /// look-up, deliver due receipts as far as the door allows, then stale
+    /// progress messages, posts and edits each as far as their own budget
+    /// allows (a channel whose create budget is spent can still edit).
+    async fn round(&mut self, state: &mut State) -> Result<Round, StoreError> {
         self.wake.take_urgent();
-        let receipts = self
-            .store
-            .claim_receipts(&self.name, now_ms(), LEASE_MS, BATCH)
-            .await?;
-        let mut round = Round {
-            sent: !receipts.is_empty(),
-            posts_blocked: None,
-            edits_blocked: None,
-        };
-        for receipt in receipts {
-            self.deliver_receipt(receipt, budgets).await?;
+        let mut round = Round::default();
+        if Instant::now() >= state.next_reclaim {
+            state.next_reclaim = Instant::now() + RECLAIM_EVERY;
+            let reclaimed = self.store.reclaim_expired_receipts(&self.name, now_ms()).await?;
+            if reclaimed > 0 {
+                warn!(channel = %self.name, reclaimed, "claims whose lease expired are reclaimed; they will be checked before resending");
+                state.needs_check = true;
+            }
+        }
+        if state.lookup {
+            self.lookup_step(state, &mut round).await?;
+        }
+        let free = state.door.available_now(Call::Post).await;
+        if free == 0 {
+            round.posts_blocked = Some(state.door.ready_in(Call::Post).await);
+        } else {
+            let limit = i64::try_from(free.min(BATCH)).unwrap_or(1);
+            let receipts = self
+                .store
+                .claim_receipts(&self.name, now_ms(), LEASE_MS, limit, state.lookup)
+                .await?;
+            round.sent |= !receipts.is_empty();
+            for receipt in receipts {
+                let id = receipt.id.clone();
+                // A store error affects only its own receipt: its lease
+                // expires and it is reclaimed, checked, and resent.
+                if let Err(e) = self.deliver_receipt(receipt, state).await {
+                    warn!(channel = %self.name, receipt = %id, error = %e, "could not record a delivery attempt; its lease will expire and it is retried");
+                }
+            }
         }
         if round.sent || !self.progress || *self.shutdown.borrow() {
             return Ok(round);
@@ -219,7 +346,8 @@ impl ChannelActor {
                     call == Call::Post,
                     now_ms(),
                     self.min_interval_ms(),
-                    BATCH,
+                    i64::try_from(BATCH).unwrap_or(16),
+                    state.lookup,
                 )
                 .await?;
             for job in jobs {
@@ -227,19 +355,16 @@ impl ChannelActor {
                 if *self.shutdown.borrow() || self.wake.take_urgent() {
                     return Ok(round);
                 }
-                let wait = match (call, budgets.edits.as_mut()) {
-                    (Call::Edit, Some(edits)) => ready_in(edits, &self.shared.for_edits()).await,
-                    _ => ready_in(&mut budgets.posts, &self.shared.for_posts()).await,
-                };
+                let wait = state.door.ready_in(call).await;
                 if !wait.is_zero() {
                     match call {
                         Call::Post => round.posts_blocked = Some(wait),
-                        Call::Edit => round.edits_blocked = Some(wait),
+                        _ => round.edits_blocked = Some(wait),
                     }
                     break;
                 }
                 round.sent = true;
-                if !self.send_progress(job, budgets).await? {
+                if !self.send_progress(job, state).await? {
                     return Ok(round);
                 }
             }
@@ -250,8 +375,8 @@ impl ChannelActor {
     async fn deliver_receipt(
         &mut self,
         receipt: ClaimedReceipt,
-        budgets: &mut Budgets,
-    ) -> Result<(), crate::store::StoreError> {
+        state: &mut State,
+    ) -> Result<(), StoreError> {
         let message = render::terminal(
             &TaskView {
                 run_id: &receipt.run_id,
@@ -264,88 +389,236 @@ impl ChannelActor {
             },
             &receipt.id,
         );
-        let outcome = if receipt.unverified {
-            let key = herald_messaging::IdempotencyKey(receipt.id.clone());
-            match self.adapter.reconcile(&self.target, &key).await {
-                Reconciled::Found(handle) => DeliveryOutcome::Surfaced(handle),
-                Reconciled::Absent | Reconciled::Unsupported => self.post(&message, budgets).await,
-                // The platform could not be asked: posting now could
-                // duplicate; try again on the schedule, still unverified.
-                Reconciled::Unknown => DeliveryOutcome::NotSurfaced(NotSurfaced::Unverified {
-                    reason: "could not check whether the earlier attempt arrived".to_owned(),
-                }),
-            }
-        } else {
-            self.post(&message, budgets).await
+        // An unverified receipt reaches here only where resending is the
+        // reconciliation (the same key: nonce, webhook-id); look-up
+        // platforms settle theirs in `lookup_step` first.
+        let Some(outcome) = self.post(state, &message).await else {
+            let update = ReceiptUpdate::Retry {
+                at: now_ms(),
+                error: "herald stopped before this attempt was sent".to_owned(),
+                unverified: receipt.unverified,
+                backoff: false,
+            };
+            self.store
+                .finish_receipt(&receipt.id, receipt.attempts, &update, now_ms())
+                .await?;
+            return Ok(());
         };
-        self.follow_move(&outcome).await?;
+        self.follow_move(state, &outcome).await?;
         let now = now_ms();
-        crate::metrics::delivery(self.adapter.platform().as_str(), "terminal", outcome.label());
+        crate::metrics::delivery(
+            self.account.adapter.platform().as_str(),
+            "terminal",
+            outcome.label(),
+        );
         let update = decide(&outcome, receipt.attempts, receipt.created_at, now, &self.config);
         match &update {
             ReceiptUpdate::Surfaced { .. } => {
                 crate::metrics::surfaced_latency((now - receipt.created_at) as f64 / 1000.0);
                 debug!(channel = %self.name, receipt = %receipt.id, latency_ms = now - receipt.created_at, "terminal notification surfaced")
             }
-            ReceiptUpdate::Retry { error, .. } => {
+            ReceiptUpdate::Retry {
+                error, unverified, ..
+            } => {
+                state.needs_check |= *unverified;
                 info!(channel = %self.name, receipt = %receipt.id, attempts = receipt.attempts, %error, "terminal notification will be retried")
             }
             ReceiptUpdate::Failed { error } => {
                 warn!(channel = %self.name, receipt = %receipt.id, %error, "terminal notification failed")
             }
         }
-        self.store.finish_receipt(&receipt.id, &update, now).await
-    }
-
-    async fn post(&self, message: &herald_messaging::Outbound, budgets: &mut Budgets) -> DeliveryOutcome {
-        acquire(&mut budgets.posts, &self.shared.for_posts()).await;
-        let outcome = self.adapter.post(&self.target, message).await;
-        self.note_rate_limit(&outcome, &mut budgets.posts).await;
-        if let Some(wait) = self.adapter.exhausted_for(&self.target, Call::Post) {
-            budgets.posts.pause(wait);
+        if !self
+            .store
+            .finish_receipt(&receipt.id, receipt.attempts, &update, now)
+            .await?
+        {
+            crate::metrics::late_outcome();
+            warn!(channel = %self.name, receipt = %receipt.id, attempt = receipt.attempts, "outcome arrived after the receipt passed to a newer attempt; not recorded");
         }
-        outcome
+        Ok(())
     }
 
-    /// Feed a platform's retry-after into the bucket it concerns: the
-    /// account-wide one for a global limit, else this channel's.
-    async fn note_rate_limit(&self, outcome: &DeliveryOutcome, local: &mut TokenBucket) {
-        if let DeliveryOutcome::NotSurfaced(NotSurfaced::RateLimited { retry_after, global }) = outcome {
-            match (&self.shared.global, global) {
-                (Some(shared), true) => shared.lock().await.pause(*retry_after),
-                _ => local.pause(*retry_after),
+    /// Advance the channel's look-up by one page, if one is needed and the
+    /// door allows it: every unverified receipt and started progress post
+    /// of the channel is settled by the same pages.
+    async fn lookup_step(&mut self, state: &mut State, round: &mut Round) -> Result<(), StoreError> {
+        if state.pass.is_none() {
+            if !state.needs_check {
+                return Ok(());
+            }
+            state.needs_check = false;
+            state.pass = self.begin_pass().await?;
+        }
+        let Some(pass) = state.pass.as_ref() else {
+            return Ok(());
+        };
+        if let Some(at) = pass.retry_at
+            && at > Instant::now()
+        {
+            round.lookup_blocked = Some(at - Instant::now());
+            return Ok(());
+        }
+        let wait = state.door.ready_in(Call::Lookup).await;
+        if !wait.is_zero() {
+            round.lookup_blocked = Some(wait);
+            return Ok(());
+        }
+        let keys = pass.keys();
+        let query = LookupQuery {
+            keys: &keys,
+            since: pass.since,
+            cursor: pass.cursor.clone(),
+        };
+        if !self.through_door(state, Call::Lookup).await {
+            return Ok(());
+        }
+        round.sent = true;
+        let answer = self.account.adapter.lookup(&self.target, &query).await;
+        self.observe(state, Call::Lookup, answer.as_ref().err()).await;
+        let label = answer.as_ref().map_or_else(NotSurfaced::label, |_| "surfaced");
+        crate::metrics::delivery(self.account.adapter.platform().as_str(), "lookup", label);
+        match answer {
+            Ok(page) => self.apply_page(state, page).await,
+            Err(reason) => self.lookup_failed(state, reason).await,
+        }
+    }
+
+    /// Collect the channel's unverified work into a new pass.
+    async fn begin_pass(&self) -> Result<Option<Pass>, StoreError> {
+        let receipts = self.store.unverified_receipts(&self.name).await?;
+        let posts = self.store.started_progress_posts(&self.name).await?;
+        let oldest = receipts
+            .iter()
+            .map(|(_, created)| *created)
+            .chain(posts.iter().map(|(_, _, first_seen)| *first_seen))
+            .min();
+        let Some(oldest) = oldest else {
+            return Ok(None);
+        };
+        info!(channel = %self.name, receipts = receipts.len(), posts = posts.len(), "checking whether messages with an unknown outcome arrived");
+        Ok(Some(Pass {
+            receipts: receipts.into_iter().map(|(id, _)| id).collect(),
+            posts: posts.into_iter().map(|(task, key, _)| (key, task)).collect(),
+            since: system_time(oldest - millis(LOOKUP_SKEW)),
+            cursor: None,
+            retry_at: None,
+            failures: 0,
+        }))
+    }
+
+    async fn apply_page(&mut self, state: &mut State, page: LookupPage) -> Result<(), StoreError> {
+        let Some(pass) = state.pass.as_mut() else {
+            return Ok(());
+        };
+        let now = now_ms();
+        for (key, handle) in page.found {
+            if let Some(i) = pass.receipts.iter().position(|r| *r == key.0) {
+                pass.receipts.swap_remove(i);
+                if self
+                    .store
+                    .surface_unverified_receipt(&key.0, handle.as_str(), now)
+                    .await?
+                {
+                    info!(channel = %self.name, receipt = %key.0, "the earlier attempt did arrive; not sending again");
+                }
+            } else if let Some(task) = pass.posts.remove(&key.0) {
+                // Adopt the post that landed; the next round edits it to
+                // the newest state.
+                let write = ProgressWrite::Shown {
+                    message_id: handle.0,
+                    version: 0,
+                    text_hash: None,
+                };
+                self.store.record_progress(task, &self.name, &write, now).await?;
+            }
+        }
+        pass.failures = 0;
+        pass.retry_at = None;
+        if page.next.is_some() && !pass.is_done() {
+            pass.cursor = page.next;
+            return Ok(());
+        }
+        // The page range is read: what was not found never arrived.
+        let absent: Vec<String> = std::mem::take(&mut pass.receipts);
+        let posts: Vec<i64> = pass.posts.drain().map(|(_, task)| task).collect();
+        state.pass = None;
+        self.store.clear_unverified_receipts(&absent, None, now).await?;
+        self.store.clear_progress_started(&self.name, &posts).await?;
+        if !absent.is_empty() || !posts.is_empty() {
+            info!(channel = %self.name, receipts = absent.len(), posts = posts.len(), "earlier attempts did not arrive; sending them");
+        }
+        Ok(())
+    }
+
+    /// A look-up page failed. A rate limit waits (the door holds); a
+    /// passing fault retries on the schedule; a look-up that can never be
+    /// made falls back to sending, because a notification that arrives
+    /// twice beats one that never arrives.
+    async fn lookup_failed(&mut self, state: &mut State, reason: NotSurfaced) -> Result<(), StoreError> {
+        let Some(pass) = state.pass.as_mut() else {
+            return Ok(());
+        };
+        match reason {
+            NotSurfaced::RateLimited { .. } => Ok(()),
+            NotSurfaced::Permanent { .. } | NotSurfaced::Unsupported => {
+                let receipts = std::mem::take(&mut pass.receipts);
+                let posts: Vec<i64> = pass.posts.drain().map(|(_, task)| task).collect();
+                state.pass = None;
+                let platform = self.account.adapter.platform();
+                if !state.warned_fallback {
+                    state.warned_fallback = true;
+                    warn!(channel = %self.name, %platform, %reason, "cannot check whether earlier attempts arrived; sending them again, which may duplicate");
+                }
+                crate::metrics::reconcile_fallback(platform.as_str(), receipts.len() + posts.len());
+                let note =
+                    format!("could not check whether an earlier attempt arrived ({reason}); sent again");
+                self.store
+                    .clear_unverified_receipts(&receipts, Some(&note), now_ms())
+                    .await?;
+                self.store.clear_progress_started(&self.name, &posts).await
+            }
+            reason => {
+                pass.failures += 1;
+                let wait = backoff(&self.config.retry_schedule, pass.failures);
+                pass.retry_at = Some(Instant::now() + wait);
+                info!(channel = %self.name, %reason, ?wait, "could not check whether earlier attempts arrived; asking again later");
+                let cutoff = now_ms() - millis(self.config.max_age);
+                let error = format!(
+                    "not surfaced within max_age ({}): could not check whether an earlier attempt arrived ({reason})",
+                    humantime::format_duration(self.config.max_age)
+                );
+                let failed = self
+                    .store
+                    .fail_unverified_before(&self.name, cutoff, &error)
+                    .await?;
+                if failed > 0 {
+                    warn!(channel = %self.name, failed, "unverified notifications reached max_age");
+                    pass.receipts.clear();
+                    state.needs_check = true;
+                    state.pass = None;
+                }
+                Ok(())
             }
         }
     }
 
-    /// The platform moved the channel: use (and remember) its new id.
-    async fn follow_move(&mut self, outcome: &DeliveryOutcome) -> Result<(), crate::store::StoreError> {
+    /// The platform moved the channel: use (and remember) its new id, and
+    /// spend the new chat's budgets from now on.
+    async fn follow_move(&mut self, state: &mut State, outcome: &DeliveryOutcome) -> Result<(), StoreError> {
         if let DeliveryOutcome::NotSurfaced(NotSurfaced::Moved { to }) = outcome {
             info!(channel = %self.name, from = %self.target.id, to = %to.id, "channel moved; following it");
             self.store
                 .move_channel_target(&self.name, &to.id, now_ms())
                 .await?;
             self.target.id = to.id.clone();
+            *state = self.open_state().await?;
         }
         Ok(())
     }
 
-    /// Sleep, but wake early on shutdown.
-    async fn pause(&self, how_long: Duration) {
-        let mut shutdown = self.shutdown.clone();
-        tokio::select! {
-            _ = tokio::time::sleep(how_long) => {}
-            _ = shutdown.changed() => {}
-        }
-    }
-
     /// Send one progress rendering. Returns false when the channel should
     /// stop sending progress for this round (rate limited, failing).
-    async fn send_progress(
-        &mut self,
-        job: ProgressJob,
-        budgets: &mut Budgets,
-    ) -> Result<bool, crate::store::StoreError> {
+    async fn send_progress(&mut self, job: ProgressJob, state: &mut State) -> Result<bool, StoreError> {
         let mut message = render::progress(&TaskView {
             run_id: &job.run_id,
             worker_id: &job.worker_id,
@@ -371,78 +644,59 @@ impl ChannelActor {
                 .await?;
             return Ok(true);
         }
-        let outcome = match (&job.message_id, budgets.edits.as_mut()) {
-            (Some(id), Some(edits)) => {
-                acquire(edits, &self.shared.for_edits()).await;
-                let handle = MessageHandle(id.clone());
-                let outcome = self.adapter.edit(&self.target, &handle, &message).await;
-                self.note_rate_limit(&outcome, edits).await;
-                if let Some(wait) = self.adapter.exhausted_for(&self.target, Call::Edit) {
-                    edits.pause(wait);
+        let (call, outcome) = match &job.message_id {
+            Some(id) => {
+                if !self.through_door(state, Call::Edit).await {
+                    return Ok(false);
                 }
-                outcome
+                let handle = MessageHandle(id.clone());
+                let outcome = self.account.adapter.edit(&self.target, &handle, &message).await;
+                self.observe(state, Call::Edit, failure(&outcome)).await;
+                (Call::Edit, outcome)
             }
-            (Some(_), None) => DeliveryOutcome::NotSurfaced(NotSurfaced::Unsupported),
-            (None, _) => {
-                let key = herald_messaging::IdempotencyKey(job.post_key.clone());
-                let earlier = if job.post_started {
-                    self.adapter.reconcile(&self.target, &key).await
-                } else {
-                    Reconciled::Absent
-                };
-                match earlier {
-                    // The post before a crash did land: adopt it; the next
-                    // round edits it to the newest state.
-                    Reconciled::Found(handle) => {
-                        let write = ProgressWrite::Shown {
-                            message_id: handle.0,
-                            version: 0,
-                            text_hash: None,
-                        };
-                        self.store
-                            .record_progress(job.task, &job.channel, &write, now_ms())
-                            .await?;
-                        return Ok(true);
-                    }
-                    Reconciled::Unknown => DeliveryOutcome::NotSurfaced(NotSurfaced::Unverified {
-                        reason: "could not check whether the earlier post arrived".to_owned(),
-                    }),
-                    Reconciled::Absent | Reconciled::Unsupported => {
-                        self.store.progress_post_started(job.task, &job.channel).await?;
-                        message.idempotency_key = Some(key);
-                        self.post(&message, budgets).await
-                    }
+            None => {
+                // Marked before sending, so a crash or a lost answer leads
+                // to a check (or, where resending is the check, a resend
+                // with the same key) instead of a second message.
+                if !job.post_started {
+                    self.store.progress_post_started(job.task, &job.channel).await?;
+                }
+                message.idempotency_key = Some(IdempotencyKey(job.post_key.clone()));
+                match self.post(state, &message).await {
+                    Some(outcome) => (Call::Post, outcome),
+                    None => return Ok(false),
                 }
             }
         };
-        self.follow_move(&outcome).await?;
+        self.follow_move(state, &outcome).await?;
         let now = now_ms();
-        crate::metrics::delivery(self.adapter.platform().as_str(), "progress", outcome.label());
-        let (write, keep_going) = match outcome {
-            DeliveryOutcome::Surfaced(handle) => (
-                ProgressWrite::Shown {
-                    message_id: handle.0,
-                    version: job.version,
-                    text_hash: Some(text_hash),
-                },
-                true,
-            ),
-            // A message in a chat that moved cannot be edited in its new
-            // home: post a new one there.
-            DeliveryOutcome::NotSurfaced(NotSurfaced::Gone | NotSurfaced::Moved { .. }) => {
-                (ProgressWrite::Gone, true)
+        crate::metrics::delivery(
+            self.account.adapter.platform().as_str(),
+            "progress",
+            outcome.label(),
+        );
+        let mut write = decide_progress(&outcome, job.version, job.failures, now, &self.config);
+        let keep_going = match &mut write {
+            ProgressWrite::Shown { text_hash: hash, .. } => {
+                *hash = Some(text_hash);
+                true
             }
-            DeliveryOutcome::NotSurfaced(NotSurfaced::RateLimited { .. }) => return Ok(false),
-            DeliveryOutcome::NotSurfaced(
-                reason @ (NotSurfaced::Permanent { .. } | NotSurfaced::Unsupported),
-            ) => {
-                warn!(channel = %self.name, task = job.task, %reason, "progress message abandoned");
-                (ProgressWrite::Abandon { version: job.version }, true)
+            ProgressWrite::Gone => true,
+            ProgressWrite::Abandon { .. } => {
+                warn!(channel = %self.name, task = job.task, reason = %outcome.label(), "progress message abandoned");
+                true
             }
-            DeliveryOutcome::NotSurfaced(reason) => {
-                info!(channel = %self.name, task = job.task, %reason, "progress update failed; will retry");
-                self.pause(PROGRESS_BACKOFF).await;
-                return Ok(false);
+            ProgressWrite::Retry { .. } => {
+                if call == Call::Post
+                    && matches!(
+                        outcome,
+                        DeliveryOutcome::NotSurfaced(NotSurfaced::Unverified { .. })
+                    )
+                {
+                    state.needs_check = true;
+                }
+                info!(channel = %self.name, task = job.task, outcome = %outcome.label(), "progress update failed; will retry");
+                false
             }
         };
         self.store

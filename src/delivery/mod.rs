@@ -4,11 +4,13 @@
 //! The store is the truth: actors read their work from it, and a wake-up
 //! after an ingest commit is only a hint that saves latency.
 
+mod account;
 pub mod budget;
 mod channel;
+mod door;
 pub mod receipts;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
@@ -16,12 +18,12 @@ use std::time::Duration;
 use herald_messaging::{ChannelRef, Messaging, Platform};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
-use tracing::warn;
+use tracing::{info, warn};
 
-use crate::config::{ChannelConfig, ChannelTarget, Config};
-use crate::store::Store;
-use budget::{SharedBucket, TokenBucket};
-use channel::{ChannelActor, SharedBudgets};
+use crate::config::{AccountConfig, ChannelConfig, ChannelTarget, Config, DeliveryConfig};
+use crate::store::{Store, StoreError};
+use account::{Account, AccountKey};
+use channel::ChannelActor;
 
 /// The adapters delivery uses: one per platform account (Discord, Slack,
 /// Telegram, web), or one per channel where each channel is its own
@@ -50,6 +52,15 @@ impl Adapters {
             .or_else(|| self.platforms.get(&channel.platform))
             .cloned()
     }
+
+    /// Which account serves a channel.
+    fn account_of(&self, channel: &ChannelConfig) -> AccountKey {
+        if self.channels.contains_key(&channel.name) {
+            AccountKey::Channel(channel.name.clone())
+        } else {
+            AccountKey::Platform(channel.platform)
+        }
+    }
 }
 
 /// Why delivery could not start.
@@ -63,6 +74,9 @@ pub enum StartError {
         /// Its platform.
         platform: Platform,
     },
+    /// The store could not be read (kept rate budgets, orphaned receipts).
+    #[error("delivery could not read the store: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// The wake-up hints of the running channel actors, by channel name. Shared
@@ -81,6 +95,8 @@ pub struct Signal {
 
 impl Wakers {
     /// Tell the actors of these channels that new work is in the store.
+    ///
+    /// (The actors also poll; a wake-up only saves latency.)
     pub fn wake<'a>(&self, channels: impl IntoIterator<Item = &'a String>) {
         self.each(channels, |s| s.notify.notify_one());
     }
@@ -126,25 +142,103 @@ impl crate::ingest::Waker for Wakers {
     }
 }
 
-/// The running channel actors.
+/// One running channel actor.
+struct Running {
+    config: ChannelConfig,
+    account: AccountKey,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    wake: Arc<Signal>,
+}
+
+/// The account settings an account's adapter was built from, to tell
+/// whether a reload changed them.
+fn account_config<'a>(config: &'a Config, key: &AccountKey) -> Option<&'a AccountConfig> {
+    match key {
+        AccountKey::Platform(Platform::Discord) => config.adapters.discord.as_ref(),
+        AccountKey::Platform(Platform::Slack) => config.adapters.slack.as_ref(),
+        AccountKey::Platform(Platform::Telegram) => config.adapters.telegram.as_ref(),
+        // The web channel has no account settings; a webhook channel's
+        // settings are its channel config, compared with the channel.
+        AccountKey::Platform(_) | AccountKey::Channel(_) => None,
+    }
+}
+
+fn target_of(ch: &ChannelConfig) -> ChannelRef {
+    match &ch.target {
+        ChannelTarget::Chat { id, thread_id } => ChannelRef {
+            id: id.clone(),
+            thread: thread_id.clone(),
+        },
+        ChannelTarget::Webhook(hook) => ChannelRef::new(hook.url.clone()),
+    }
+}
+
+/// How often receipts of channels no longer in the config are failed (a
+/// task routed to a channel before it was removed may still end).
+const ORPHAN_SWEEP: Duration = Duration::from_secs(30);
+
+/// The running channel actors and the accounts they share.
 pub struct Delivery {
-    tasks: Vec<JoinHandle<()>>,
-    shutdown: watch::Sender<bool>,
+    store: Store,
+    wakers: Wakers,
+    delivery: DeliveryConfig,
+    accounts: HashMap<AccountKey, Arc<Account>>,
+    account_configs: HashMap<AccountKey, Option<AccountConfig>>,
+    actors: HashMap<String, Running>,
+    /// Channel names the sweeper keeps; written only under reload.
+    known: Arc<tokio::sync::RwLock<Vec<String>>>,
+    sweeper: JoinHandle<()>,
 }
 
 impl Delivery {
     /// Start one actor per configured channel, registering their wake-ups
     /// in `wakers`.
-    pub fn start(
+    pub async fn start(
         config: &Config,
         store: &Store,
         adapters: &Adapters,
         wakers: &Wakers,
     ) -> Result<Delivery, StartError> {
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut wakers_map = HashMap::new();
-        let mut actors = Vec::new();
-        let mut shared_by_platform: HashMap<Platform, SharedBudgets> = HashMap::new();
+        let known = Arc::new(tokio::sync::RwLock::new(Vec::new()));
+        let sweeper = tokio::spawn(sweep_orphans(store.clone(), known.clone()));
+        let mut delivery = Delivery {
+            store: store.clone(),
+            wakers: wakers.clone(),
+            delivery: config.delivery.clone(),
+            accounts: HashMap::new(),
+            account_configs: HashMap::new(),
+            actors: HashMap::new(),
+            known,
+            sweeper,
+        };
+        delivery.apply(config, adapters, Duration::ZERO).await?;
+        Ok(delivery)
+    }
+
+    /// Move to a new config, keeping what did not change: actors of
+    /// unchanged channels keep running with their budgets; actors of
+    /// changed or removed channels are stopped (their in-flight call may
+    /// finish within `deadline`, then they are aborted, never detached);
+    /// receipts of removed channels become `failed` (`channel removed from
+    /// config`, replayable when it returns). Nothing changes when a channel
+    /// has no adapter.
+    pub async fn reload(
+        &mut self,
+        config: &Config,
+        adapters: &Adapters,
+        deadline: Duration,
+    ) -> Result<(), StartError> {
+        self.apply(config, adapters, deadline).await
+    }
+
+    async fn apply(
+        &mut self,
+        config: &Config,
+        adapters: &Adapters,
+        deadline: Duration,
+    ) -> Result<(), StartError> {
+        let mut wanted = Vec::new();
         for ch in config.channels.values() {
             let adapter = adapters
                 .for_channel(ch)
@@ -152,58 +246,154 @@ impl Delivery {
                     channel: ch.name.clone(),
                     platform: ch.platform,
                 })?;
-            let target = match &ch.target {
-                ChannelTarget::Chat { id, thread_id } => ChannelRef {
-                    id: id.clone(),
-                    thread: thread_id.clone(),
-                },
-                ChannelTarget::Webhook(hook) => ChannelRef::new(hook.url.clone()),
-            };
-            let shared = shared_by_platform
-                .entry(ch.platform)
-                .or_insert_with(|| {
-                    let limits = adapter.limits();
-                    let bucket =
-                        |rate| -> SharedBucket { Arc::new(tokio::sync::Mutex::new(TokenBucket::new(rate))) };
-                    SharedBudgets {
-                        global: limits.global.map(bucket),
-                        edits: limits.edits_shared.map(bucket),
-                        per_channel: None,
-                    }
-                })
-                .clone();
-            let wake = Arc::new(Signal::default());
-            wakers_map.insert(ch.name.clone(), wake.clone());
-            actors.push(ChannelActor {
-                name: ch.name.clone(),
-                target,
-                progress: ch.progress,
-                adapter,
-                store: store.clone(),
-                config: config.delivery.clone(),
-                wake,
-                shutdown: shutdown_rx.clone(),
-                shared,
-            });
+            wanted.push((ch, adapters.account_of(ch), adapter));
         }
-        let tasks = actors.into_iter().map(|a| tokio::spawn(a.run())).collect();
-        wakers.replace(wakers_map);
-        Ok(Delivery { tasks, shutdown })
+        let mut known = self.known.write().await;
+        let delivery_changed = self.delivery != config.delivery;
+        // Accounts: keep those whose settings did not change.
+        let mut accounts = HashMap::new();
+        let mut account_configs = HashMap::new();
+        for (_, key, adapter) in &wanted {
+            if accounts.contains_key(key) {
+                continue;
+            }
+            let settings = account_config(config, key).cloned();
+            let kept = self
+                .accounts
+                .get(key)
+                .filter(|_| self.account_configs.get(key) == Some(&settings));
+            let account = match kept {
+                Some(a) => a.clone(),
+                None => Arc::new(Account::open(key, adapter.clone(), &self.store, &self.wakers).await?),
+            };
+            accounts.insert(key.clone(), account);
+            account_configs.insert(key.clone(), settings);
+        }
+        // Actors: stop those whose channel, account or delivery settings changed.
+        let mut stopping = Vec::new();
+        let names: Vec<String> = self.actors.keys().cloned().collect();
+        for name in names {
+            let keep = config.channels.get(&name).is_some_and(|ch| {
+                let running = &self.actors[&name];
+                !delivery_changed
+                    && running.config == *ch
+                    && running.account == adapters.account_of(ch)
+                    && self
+                        .accounts
+                        .get(&running.account)
+                        .zip(accounts.get(&running.account))
+                        .is_some_and(|(old, new)| Arc::ptr_eq(old, new))
+            });
+            if !keep && let Some(running) = self.actors.remove(&name) {
+                stopping.push((name, running));
+            }
+        }
+        stop_all(stopping, deadline).await;
+        for (ch, key, _) in &wanted {
+            if self.actors.contains_key(&ch.name) {
+                continue;
+            }
+            let account = accounts[key].clone();
+            let (stop, stop_rx) = watch::channel(false);
+            let wake = Arc::new(Signal::default());
+            let actor = ChannelActor {
+                name: ch.name.clone(),
+                target: target_of(ch),
+                progress: ch.progress,
+                account,
+                store: self.store.clone(),
+                config: config.delivery.clone(),
+                wake: wake.clone(),
+                shutdown: stop_rx,
+            };
+            self.actors.insert(
+                ch.name.clone(),
+                Running {
+                    config: (*ch).clone(),
+                    account: key.clone(),
+                    stop,
+                    task: tokio::spawn(actor.run()),
+                    wake,
+                },
+            );
+        }
+        for (key, account) in &accounts {
+            let channels = wanted
+                .iter()
+                .filter(|(_, k, _)| k == key)
+                .map(|(ch, _, _)| ch.name.clone())
+                .collect();
+            account.set_channels(channels);
+        }
+        self.accounts = accounts;
+        self.account_configs = account_configs;
+        self.delivery = config.delivery.clone();
+        self.wakers.replace(
+            self.actors
+                .iter()
+                .map(|(name, r)| (name.clone(), r.wake.clone()))
+                .collect(),
+        );
+        *known = config.channels.keys().cloned().collect();
+        let failed = self.store.fail_receipts_outside(&known).await?;
+        if failed > 0 {
+            warn!(
+                failed,
+                "receipts of channels no longer in the config are failed (replayable if the channel returns)"
+            );
+        }
+        Ok(())
     }
 
     /// Stop: actors finish the platform call in flight (up to `deadline`)
     /// and leave everything else pending in the store.
-    pub async fn shutdown(self, deadline: Duration) {
-        if self.shutdown.send(true).is_err() {
-            // Every actor has already exited; nothing to wait for.
-            return;
+    pub async fn shutdown(mut self, deadline: Duration) {
+        self.sweeper.abort();
+        stop_all(self.actors.drain().collect(), deadline).await;
+    }
+}
+
+/// Ask actors to stop, give them `deadline` to finish their call in
+/// flight, then abort the rest (an aborted call's receipt keeps its lease
+/// and is reclaimed, checked and resent).
+async fn stop_all(actors: Vec<(String, Running)>, deadline: Duration) {
+    if actors.is_empty() {
+        return;
+    }
+    let mut tasks = Vec::with_capacity(actors.len());
+    for (name, running) in actors {
+        // A send error means the actor has already exited.
+        let _exited = running.stop.send(true).is_err();
+        tasks.push((name, running.task));
+    }
+    let started = tokio::time::Instant::now();
+    let mut aborted = HashSet::new();
+    for (name, mut task) in tasks {
+        let left = deadline.saturating_sub(started.elapsed());
+        if tokio::time::timeout(left, &mut task).await.is_err() {
+            task.abort();
+            aborted.insert(name);
         }
-        let all = futures_util::future::join_all(self.tasks);
-        if tokio::time::timeout(deadline, all).await.is_err() {
-            warn!(
-                ?deadline,
-                "delivery did not drain before the deadline; leaving the rest pending"
-            );
+    }
+    if !aborted.is_empty() {
+        warn!(?deadline, channels = ?aborted, "channel actors did not stop before the deadline and were aborted; their work stays in the store");
+    } else {
+        info!("channel actors stopped");
+    }
+}
+
+/// Now and then, fail receipts of channels no longer in the config.
+async fn sweep_orphans(store: Store, known: Arc<tokio::sync::RwLock<Vec<String>>>) {
+    loop {
+        tokio::time::sleep(ORPHAN_SWEEP).await;
+        let known = known.read().await;
+        match store.fail_receipts_outside(&known).await {
+            Ok(0) => {}
+            Ok(failed) => warn!(
+                failed,
+                "receipts of channels no longer in the config are failed (replayable if the channel returns)"
+            ),
+            Err(e) => warn!(error = %e, "could not sweep receipts of removed channels"),
         }
     }
 }

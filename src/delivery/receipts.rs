@@ -1,5 +1,6 @@
-//! The retry policy for terminal receipts, in one place, decided from typed
-//! outcomes only (ARCHITECTURE: "retry policy lives in one place").
+//! The retry policy, in one place, decided from typed outcomes only: for
+//! terminal receipts (`decide`) and for progress messages
+//! (`decide_progress`), which share the same reading of every outcome.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use herald_messaging::{DeliveryOutcome, NotSurfaced};
 use rand::Rng;
 
 use crate::config::DeliveryConfig;
-use crate::store::ReceiptUpdate;
+use crate::store::{ProgressWrite, ReceiptUpdate};
 
 /// The wait before attempt `attempts + 1`: the schedule's step for this
 /// attempt (the last step repeats), with ±20 % jitter so that receipts failed
@@ -21,6 +22,41 @@ pub fn backoff(schedule: &[Duration], attempts: i64) -> Duration {
         .unwrap_or(Duration::from_secs(5));
     let factor = rand::rng().random_range(0.8..=1.2);
     base.mul_f64(factor)
+}
+
+/// What an outcome that did not surface means, for receipts and progress
+/// alike.
+enum Next {
+    /// Retrying cannot help.
+    GiveUp,
+    /// Try again after this long; `backoff` when waiting on the schedule
+    /// because the platform failed.
+    Wait { wait: Duration, backoff: bool },
+    /// The addressed message no longer exists: post a new one.
+    PostAnew,
+}
+
+fn next(reason: &NotSurfaced, attempts: i64, config: &DeliveryConfig) -> Next {
+    match reason {
+        NotSurfaced::Permanent { .. } | NotSurfaced::Unsupported => Next::GiveUp,
+        NotSurfaced::RateLimited { retry_after, .. } => Next::Wait {
+            wait: *retry_after,
+            backoff: false,
+        },
+        NotSurfaced::Moved { .. } => Next::Wait {
+            wait: Duration::ZERO,
+            backoff: false,
+        },
+        NotSurfaced::Gone => Next::PostAnew,
+        NotSurfaced::Transient { .. } | NotSurfaced::Unverified { .. } => Next::Wait {
+            wait: backoff(&config.retry_schedule, attempts),
+            backoff: true,
+        },
+    }
+}
+
+fn at(now_ms: i64, wait: Duration) -> i64 {
+    now_ms + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2)
 }
 
 /// Decide what to record after an attempt.
@@ -46,19 +82,17 @@ pub fn decide(
         }
         DeliveryOutcome::NotSurfaced(reason) => reason,
     };
-    let wait = match reason {
-        NotSurfaced::Permanent { .. } | NotSurfaced::Unsupported => {
+    let (wait, backoff_wait) = match next(reason, attempts, config) {
+        Next::GiveUp => {
             return ReceiptUpdate::Failed {
                 error: reason.to_string(),
             };
         }
-        NotSurfaced::RateLimited { retry_after, .. } => *retry_after,
-        NotSurfaced::Moved { .. } => Duration::ZERO,
-        NotSurfaced::Transient { .. } | NotSurfaced::Unverified { .. } | NotSurfaced::Gone => {
-            backoff(&config.retry_schedule, attempts)
-        }
+        Next::Wait { wait, backoff } => (wait, backoff),
+        // A receipt posts; "gone" cannot concern it. Retry on schedule.
+        Next::PostAnew => (backoff(&config.retry_schedule, attempts), true),
     };
-    let at = now_ms + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
+    let at = at(now_ms, wait);
     let max_age_ms = i64::try_from(config.max_age.as_millis()).unwrap_or(i64::MAX / 2);
     if at - created_at_ms > max_age_ms {
         return ReceiptUpdate::Failed {
@@ -72,6 +106,45 @@ pub fn decide(
         at,
         error: reason.to_string(),
         unverified: matches!(reason, NotSurfaced::Unverified { .. }),
+        backoff: backoff_wait,
+    }
+}
+
+/// Decide what to record after sending a progress rendering of `version`
+/// that had failed `failures` times in a row before. Coalescing makes a
+/// progress message's retries cheap: whatever is newest then is sent.
+///
+/// * `Surfaced` → shown (the caller records the handle).
+/// * `Gone`, `Moved` → forget the message; the next round posts anew.
+/// * `RateLimited` → not before the retry-after.
+/// * `Transient`, `Unverified` → next schedule step (a post whose outcome
+///   is unknown stays marked started: the next attempt reconciles first).
+/// * `Permanent`, `Unsupported` → abandon this version.
+pub fn decide_progress(
+    outcome: &DeliveryOutcome,
+    version: i64,
+    failures: i64,
+    now_ms: i64,
+    config: &DeliveryConfig,
+) -> ProgressWrite {
+    let reason = match outcome {
+        DeliveryOutcome::Surfaced(handle) => {
+            return ProgressWrite::Shown {
+                message_id: handle.0.clone(),
+                version,
+                text_hash: None,
+            };
+        }
+        DeliveryOutcome::NotSurfaced(reason) => reason,
+    };
+    if matches!(reason, NotSurfaced::Moved { .. }) {
+        // A message in a chat that moved cannot be edited in its new home.
+        return ProgressWrite::Gone;
+    }
+    match next(reason, failures + 1, config) {
+        Next::GiveUp => ProgressWrite::Abandon { version },
+        Next::PostAnew => ProgressWrite::Gone,
+        Next::Wait { wait, .. } => ProgressWrite::Retry { at: at(now_ms, wait) },
     }
 }
 
@@ -127,6 +200,60 @@ mod tests {
             ReceiptUpdate::Retry { at, .. } => assert!((800..=1200).contains(&at), "{at}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn progress_shares_the_reading_of_every_outcome() {
+        let c = cfg();
+        let transient = DeliveryOutcome::NotSurfaced(NotSurfaced::Transient { reason: "503".into() });
+        match decide_progress(&transient, 3, 0, 1000, &c) {
+            ProgressWrite::Retry { at } => assert!((1800..=2200).contains(&at), "{at}"),
+            other => panic!("{other:?}"),
+        }
+        match decide_progress(&transient, 3, 4, 1000, &c) {
+            ProgressWrite::Retry { at } => assert!((5000..=7000).contains(&at), "{at}"),
+            other => panic!("{other:?}"),
+        }
+        let limited = DeliveryOutcome::NotSurfaced(NotSurfaced::RateLimited {
+            retry_after: Duration::from_secs(9),
+            global: true,
+        });
+        assert!(matches!(
+            decide_progress(&limited, 3, 0, 1000, &c),
+            ProgressWrite::Retry { at: 10_000 }
+        ));
+        let gone = DeliveryOutcome::NotSurfaced(NotSurfaced::Gone);
+        assert!(matches!(decide_progress(&gone, 3, 0, 0, &c), ProgressWrite::Gone));
+        let moved = DeliveryOutcome::NotSurfaced(NotSurfaced::Moved {
+            to: herald_messaging::ChannelRef::new("-100"),
+        });
+        assert!(matches!(
+            decide_progress(&moved, 3, 0, 0, &c),
+            ProgressWrite::Gone
+        ));
+        let permanent = DeliveryOutcome::NotSurfaced(NotSurfaced::Permanent { reason: "403".into() });
+        assert!(matches!(
+            decide_progress(&permanent, 3, 0, 0, &c),
+            ProgressWrite::Abandon { version: 3 }
+        ));
+    }
+
+    #[test]
+    fn only_platform_failures_wait_on_backoff() {
+        let c = cfg();
+        let transient = DeliveryOutcome::NotSurfaced(NotSurfaced::Transient { reason: "503".into() });
+        assert!(matches!(
+            decide(&transient, 1, 0, 0, &c),
+            ReceiptUpdate::Retry { backoff: true, .. }
+        ));
+        let limited = DeliveryOutcome::NotSurfaced(NotSurfaced::RateLimited {
+            retry_after: Duration::from_secs(1),
+            global: false,
+        });
+        assert!(matches!(
+            decide(&limited, 1, 0, 0, &c),
+            ReceiptUpdate::Retry { backoff: false, .. }
+        ));
     }
 
     #[test]

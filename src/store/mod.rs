@@ -3,6 +3,7 @@
 //! web channel's messages. All SQL lives under this module so a second
 //! backend (PostgreSQL) is an addition, not a rewrite.
 
+mod budgets;
 mod channels;
 mod ingest;
 mod progress;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+pub use budgets::KeptWindow;
 pub use ingest::{IngestResult, RequestReport, RoutedChannel};
 pub use progress::{ProgressJob, ProgressWrite};
 pub use queries::{JournalEntry, ReceiptRow, WorkerRow};

@@ -45,6 +45,8 @@ pub struct ProgressJob {
     pub updated_at: i64,
     /// Whether the task has ended.
     pub terminal: bool,
+    /// Failed sends in a row (for the retry schedule).
+    pub failures: i64,
 }
 
 /// The result of sending a progress rendering.
@@ -68,6 +70,13 @@ pub enum ProgressWrite {
         /// The version that could not be shown.
         version: i64,
     },
+    /// The send failed; try again no earlier than `at` (Unix ms). A post
+    /// whose outcome is unknown stays marked started, so the next attempt
+    /// reconciles first.
+    Retry {
+        /// Not before.
+        at: i64,
+    },
 }
 
 impl Store {
@@ -75,6 +84,8 @@ impl Store {
     /// send is at least `min_interval_ms` old), stalest first: those still
     /// to be posted (`needs_post`) or those to be edited. Platforms budget
     /// creates and edits separately, so the actor asks for each.
+    /// With `skip_started`, posts whose earlier attempt has an unknown
+    /// outcome are left for a look-up.
     pub async fn due_progress(
         &self,
         channel: &str,
@@ -82,18 +93,23 @@ impl Store {
         now: i64,
         min_interval_ms: i64,
         limit: i64,
+        skip_started: bool,
     ) -> Result<Vec<ProgressJob>, StoreError> {
         let rows = sqlx::query(
-            "SELECT tc.task, tc.message_id, tc.post_key, tc.post_started, tc.shown_hash, t.version, t.run_id, t.worker_id, t.task_id, t.state, t.display, t.labels, \
+            "SELECT tc.task, tc.message_id, tc.post_key, tc.post_started, tc.shown_hash, tc.failures, t.version, \
+             t.run_id, t.worker_id, t.task_id, t.state, t.display, t.labels, \
              t.first_seen_at, t.updated_at, t.terminal \
              FROM task_channels tc JOIN tasks t ON t.id = tc.task \
              WHERE tc.channel = ? AND tc.dirty_since IS NOT NULL AND (tc.message_id IS NULL) = ? \
              AND (tc.last_sent_at IS NULL OR tc.last_sent_at <= ?) \
+             AND (tc.retry_at IS NULL OR tc.retry_at <= ?) AND (? = 0 OR tc.post_started = 0) \
              ORDER BY tc.dirty_since, tc.task LIMIT ?",
         )
         .bind(channel)
         .bind(needs_post)
         .bind(now - min_interval_ms)
+        .bind(now)
+        .bind(skip_started)
         .bind(limit)
         .fetch_all(&self.delivery)
         .await?;
@@ -118,6 +134,7 @@ impl Store {
                     first_seen_at: r.try_get("first_seen_at")?,
                     updated_at: r.try_get("updated_at")?,
                     terminal: r.try_get("terminal")?,
+                    failures: r.try_get("failures")?,
                 })
             })
             .collect()
@@ -131,15 +148,18 @@ impl Store {
         channel: &str,
         needs_post: Option<bool>,
         min_interval_ms: i64,
+        skip_started: bool,
     ) -> Result<Option<i64>, StoreError> {
         let due: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(COALESCE(last_sent_at + ?, 0)) FROM task_channels \
-             WHERE channel = ? AND dirty_since IS NOT NULL AND (? IS NULL OR (message_id IS NULL) = ?)",
+            "SELECT MIN(MAX(COALESCE(last_sent_at + ?, 0), COALESCE(retry_at, 0))) FROM task_channels \
+             WHERE channel = ? AND dirty_since IS NOT NULL AND (? IS NULL OR (message_id IS NULL) = ?) \
+             AND (? = 0 OR post_started = 0)",
         )
         .bind(min_interval_ms)
         .bind(channel)
         .bind(needs_post)
         .bind(needs_post)
+        .bind(skip_started)
         .fetch_one(&self.delivery)
         .await?;
         Ok(due)
@@ -153,6 +173,40 @@ impl Store {
             .bind(channel)
             .execute(&self.delivery)
             .await?;
+        Ok(())
+    }
+
+    /// Progress posts of `channel` whose outcome is unknown (a crash or a
+    /// lost answer after `post_started`), as (task, post key, the task's
+    /// first event time): what a look-up must find or rule out.
+    pub async fn started_progress_posts(&self, channel: &str) -> Result<Vec<(i64, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tc.task, tc.post_key, t.first_seen_at FROM task_channels tc JOIN tasks t ON t.id = tc.task \
+             WHERE tc.channel = ? AND tc.post_started = 1 AND tc.message_id IS NULL",
+        )
+        .bind(channel)
+        .fetch_all(&self.delivery)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("task")?,
+                    r.try_get("post_key")?,
+                    r.try_get("first_seen_at")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// A look-up ruled these posts out: post them (same key).
+    pub async fn clear_progress_started(&self, channel: &str, tasks: &[i64]) -> Result<(), StoreError> {
+        for task in tasks {
+            sqlx::query("UPDATE task_channels SET post_started = 0 WHERE task = ? AND channel = ? AND message_id IS NULL")
+                .bind(task)
+                .bind(channel)
+                .execute(&self.delivery)
+                .await?;
+        }
         Ok(())
     }
 
@@ -184,7 +238,7 @@ impl Store {
             } => {
                 sqlx::query(
                     "UPDATE task_channels SET message_id = ?, shown_version = MAX(shown_version, ?), \
-                     shown_hash = ?, last_sent_at = ?, post_started = 0, \
+                     shown_hash = ?, last_sent_at = ?, post_started = 0, retry_at = NULL, failures = 0, \
                      dirty_since = CASE WHEN (SELECT version FROM tasks WHERE id = task) <= ? \
                                    THEN NULL ELSE dirty_since END \
                      WHERE task = ? AND channel = ?",
@@ -202,7 +256,7 @@ impl Store {
             ProgressWrite::Gone => {
                 sqlx::query(
                     "UPDATE task_channels SET message_id = NULL, shown_version = 0, shown_hash = NULL, \
-                     post_started = 0, post_key = ?, dirty_since = COALESCE(dirty_since, ?) \
+                     post_started = 0, post_key = ?, dirty_since = COALESCE(dirty_since, ?), retry_at = NULL \
                      WHERE task = ? AND channel = ?",
                 )
                 .bind(super::receipts::new_progress_key())
@@ -214,13 +268,23 @@ impl Store {
             }
             ProgressWrite::Abandon { version } => {
                 sqlx::query(
-                    "UPDATE task_channels SET last_sent_at = ?, \
+                    "UPDATE task_channels SET last_sent_at = ?, retry_at = NULL, failures = 0, \
                      dirty_since = CASE WHEN (SELECT version FROM tasks WHERE id = task) <= ? \
                                    THEN NULL ELSE dirty_since END \
                      WHERE task = ? AND channel = ?",
                 )
                 .bind(now)
                 .bind(version)
+                .bind(task)
+                .bind(channel)
+                .execute(&self.delivery)
+                .await?;
+            }
+            ProgressWrite::Retry { at } => {
+                sqlx::query(
+                    "UPDATE task_channels SET retry_at = ?, failures = failures + 1 WHERE task = ? AND channel = ?",
+                )
+                .bind(at)
                 .bind(task)
                 .bind(channel)
                 .execute(&self.delivery)

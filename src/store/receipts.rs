@@ -1,6 +1,8 @@
-//! Durable terminal receipts: claim with a lease, record the outcome,
-//! recover after a crash, replay a failed one. The policy that decides *what*
-//! to record lives in `delivery::policy`; this module only stores it.
+//! Durable terminal receipts: claim with a lease, record the outcome
+//! (fenced by the attempt it belongs to), reclaim expired leases, recover
+//! after a crash, reconcile unverified ones, replay a failed one. The policy
+//! that decides *what* to record lives in `delivery/receipts.rs`; this
+//! module only stores it.
 
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -67,6 +69,9 @@ pub enum ReceiptUpdate {
         error: String,
         /// Whether the outcome of this attempt is unknown.
         unverified: bool,
+        /// Waiting on the retry schedule because the platform failed (not
+        /// on a retry-after): a recovery of the account pulls it forward.
+        backoff: bool,
     },
     /// Give up; kept listed and replayable.
     Failed {
@@ -77,23 +82,27 @@ pub enum ReceiptUpdate {
 
 impl Store {
     /// Claim up to `limit` due pending receipts of `channel` for
-    /// `lease_ms`, oldest due first.
+    /// `lease_ms`, oldest due first; with `verified_only`, not those whose
+    /// last outcome is unknown (they wait for a look-up).
     pub async fn claim_receipts(
         &self,
         channel: &str,
         now: i64,
         lease_ms: i64,
         limit: i64,
+        verified_only: bool,
     ) -> Result<Vec<ClaimedReceipt>, StoreError> {
         let rows = sqlx::query(
             "UPDATE receipts SET status = 'sending', lease_until = ?, attempts = attempts + 1 \
              WHERE id IN (SELECT id FROM receipts WHERE channel = ? AND status = 'pending' \
-                          AND next_attempt_at <= ? ORDER BY next_attempt_at, created_at LIMIT ?) \
+                          AND next_attempt_at <= ? AND (? = 0 OR unverified = 0) \
+                          ORDER BY next_attempt_at, created_at LIMIT ?) \
              RETURNING id",
         )
         .bind(now + lease_ms)
         .bind(channel)
         .bind(now)
+        .bind(verified_only)
         .bind(limit)
         .fetch_all(&self.delivery)
         .await?;
@@ -133,47 +142,211 @@ impl Store {
         Ok(out)
     }
 
-    /// Record the outcome of an attempt on a claimed receipt.
-    pub async fn finish_receipt(&self, id: &str, update: &ReceiptUpdate, now: i64) -> Result<(), StoreError> {
-        match update {
-            ReceiptUpdate::Surfaced { message_id } => {
-                sqlx::query(
-                    "UPDATE receipts SET status = 'surfaced', message_id = ?, surfaced_at = ?, \
-                     lease_until = NULL, unverified = 0 WHERE id = ?",
+    /// Record the outcome of attempt number `attempt` on a claimed
+    /// receipt. Fenced: only while the receipt is still `sending` in that
+    /// attempt, so a late answer never overwrites a newer state (the lease
+    /// expired and the receipt was reclaimed, or replayed). Returns whether
+    /// it was recorded.
+    pub async fn finish_receipt(
+        &self,
+        id: &str,
+        attempt: i64,
+        update: &ReceiptUpdate,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let done =
+            match update {
+                ReceiptUpdate::Surfaced { message_id } => {
+                    sqlx::query(
+                        "UPDATE receipts SET status = 'surfaced', message_id = ?, surfaced_at = ?, \
+                     lease_until = NULL, unverified = 0, backoff = 0 \
+                     WHERE id = ? AND status = 'sending' AND attempts = ?",
+                    )
+                    .bind(message_id)
+                    .bind(now)
+                    .bind(id)
+                    .bind(attempt)
+                    .execute(&self.delivery)
+                    .await?
+                }
+                ReceiptUpdate::Retry {
+                    at,
+                    error,
+                    unverified,
+                    backoff,
+                } => {
+                    sqlx::query(
+                        "UPDATE receipts SET status = 'pending', next_attempt_at = ?, last_error = ?, \
+                     unverified = ?, backoff = ?, lease_until = NULL \
+                     WHERE id = ? AND status = 'sending' AND attempts = ?",
+                    )
+                    .bind(at)
+                    .bind(error)
+                    .bind(unverified)
+                    .bind(backoff)
+                    .bind(id)
+                    .bind(attempt)
+                    .execute(&self.delivery)
+                    .await?
+                }
+                ReceiptUpdate::Failed { error } => sqlx::query(
+                    "UPDATE receipts SET status = 'failed', last_error = ?, lease_until = NULL, backoff = 0 \
+                     WHERE id = ? AND status = 'sending' AND attempts = ?",
                 )
-                .bind(message_id)
-                .bind(now)
-                .bind(id)
-                .execute(&self.delivery)
-                .await?;
-            }
-            ReceiptUpdate::Retry {
-                at,
-                error,
-                unverified,
-            } => {
-                sqlx::query(
-                    "UPDATE receipts SET status = 'pending', next_attempt_at = ?, last_error = ?, \
-                     unverified = ?, lease_until = NULL WHERE id = ?",
-                )
-                .bind(at)
                 .bind(error)
-                .bind(unverified)
                 .bind(id)
+                .bind(attempt)
                 .execute(&self.delivery)
-                .await?;
+                .await?,
+            };
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Claims of `channel` whose lease expired while `sending` (a store
+    /// error, a stuck call) go back to `pending`, due now and unverified:
+    /// the lost attempt may have reached the platform. Returns how many.
+    pub async fn reclaim_expired_receipts(&self, channel: &str, now: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE receipts SET status = 'pending', lease_until = NULL, next_attempt_at = ?, unverified = 1, \
+             last_error = 'lease expired before the outcome of the attempt was recorded' \
+             WHERE channel = ? AND status = 'sending' AND lease_until < ?",
+        )
+        .bind(now)
+        .bind(channel)
+        .bind(now)
+        .execute(&self.delivery)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Pending receipts of `channel` whose last outcome is unknown, as
+    /// (id, created_at): what a look-up must find or rule out.
+    pub async fn unverified_receipts(&self, channel: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, created_at FROM receipts WHERE channel = ? AND status = 'pending' AND unverified = 1",
+        )
+        .bind(channel)
+        .fetch_all(&self.delivery)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("created_at")?)))
+            .collect()
+    }
+
+    /// A look-up found the message of an unverified receipt: surfaced.
+    pub async fn surface_unverified_receipt(
+        &self,
+        id: &str,
+        message_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE receipts SET status = 'surfaced', message_id = ?, surfaced_at = ?, unverified = 0, backoff = 0 \
+             WHERE id = ? AND status = 'pending' AND unverified = 1",
+        )
+        .bind(message_id)
+        .bind(now)
+        .bind(id)
+        .execute(&self.delivery)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A look-up ruled these receipts' messages out (or could never be
+    /// made): send them, due now. `note`, when given, becomes their
+    /// `last_error` (why they are sent without a check).
+    pub async fn clear_unverified_receipts(
+        &self,
+        ids: &[String],
+        note: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        for chunk in ids.chunks(500) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("UPDATE receipts SET unverified = 0, next_attempt_at = ");
+            qb.push_bind(now);
+            if let Some(note) = note {
+                qb.push(", last_error = ").push_bind(note);
             }
-            ReceiptUpdate::Failed { error } => {
-                sqlx::query(
-                    "UPDATE receipts SET status = 'failed', last_error = ?, lease_until = NULL WHERE id = ?",
-                )
-                .bind(error)
-                .bind(id)
-                .execute(&self.delivery)
-                .await?;
+            qb.push(" WHERE status = 'pending' AND unverified = 1 AND id IN (");
+            let mut list = qb.separated(", ");
+            for id in chunk {
+                list.push_bind(id);
             }
+            qb.push(")");
+            qb.build().execute(&self.delivery).await?;
         }
         Ok(())
+    }
+
+    /// Unverified receipts of `channel` accepted before `cutoff` that could
+    /// not be checked in time: failed with `error` (kept, replayable).
+    pub async fn fail_unverified_before(
+        &self,
+        channel: &str,
+        cutoff: i64,
+        error: &str,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE receipts SET status = 'failed', last_error = ?, backoff = 0 \
+             WHERE channel = ? AND status = 'pending' AND unverified = 1 AND created_at < ?",
+        )
+        .bind(error)
+        .bind(channel)
+        .bind(cutoff)
+        .execute(&self.delivery)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// The platform answers again: receipts of these channels waiting on
+    /// the retry schedule become due now (progress messages likewise).
+    /// Returns how many receipts were pulled forward.
+    pub async fn pull_forward(&self, channels: &[String], now: i64) -> Result<u64, StoreError> {
+        if channels.is_empty() {
+            return Ok(0);
+        }
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE receipts SET next_attempt_at = ");
+        qb.push_bind(now);
+        qb.push(" WHERE status = 'pending' AND backoff = 1 AND next_attempt_at > ");
+        qb.push_bind(now);
+        qb.push(" AND channel IN (");
+        let mut list = qb.separated(", ");
+        for ch in channels {
+            list.push_bind(ch);
+        }
+        qb.push(")");
+        let done = qb.build().execute(&self.delivery).await?;
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("UPDATE task_channels SET retry_at = NULL WHERE retry_at > ");
+        qb.push_bind(now);
+        qb.push(" AND channel IN (");
+        let mut list = qb.separated(", ");
+        for ch in channels {
+            list.push_bind(ch);
+        }
+        qb.push(")");
+        qb.build().execute(&self.delivery).await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Receipts still to deliver to channels the config no longer has:
+    /// failed with `channel removed from config` (replayable once it is
+    /// back). Returns how many.
+    pub async fn fail_receipts_outside(&self, known: &[String]) -> Result<u64, StoreError> {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "UPDATE receipts SET status = 'failed', lease_until = NULL, backoff = 0, \
+             last_error = 'channel removed from config' WHERE status IN ('pending', 'sending')",
+        );
+        if !known.is_empty() {
+            qb.push(" AND channel NOT IN (");
+            let mut list = qb.separated(", ");
+            for ch in known {
+                list.push_bind(ch);
+            }
+            qb.push(")");
+        }
+        Ok(qb.build().execute(&self.delivery).await?.rows_affected())
     }
 
     /// After a crash: every receipt left `sending` goes back to `pending`,
@@ -182,7 +355,7 @@ impl Store {
     pub async fn recover_receipts(&self, now: i64) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "UPDATE receipts SET status = 'pending', lease_until = NULL, next_attempt_at = ?, unverified = 1, \
-             last_error = COALESCE(last_error, 'interrupted before the outcome was recorded') \
+             last_error = 'interrupted before the outcome was recorded' \
              WHERE status = 'sending'",
         )
         .bind(now)
@@ -214,10 +387,27 @@ impl Store {
             .await?)
     }
 
-    /// When the next pending receipt of `channel` is due (Unix ms).
-    pub async fn next_receipt_due(&self, channel: &str) -> Result<Option<i64>, StoreError> {
+    /// When the next pending receipt of `channel` is due (Unix ms); with
+    /// `verified_only`, of those not waiting for a look-up.
+    pub async fn next_receipt_due(
+        &self,
+        channel: &str,
+        verified_only: bool,
+    ) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM receipts WHERE channel = ? AND status = 'pending'",
+            "SELECT MIN(next_attempt_at) FROM receipts WHERE channel = ? AND status = 'pending' \
+             AND (? = 0 OR unverified = 0)",
+        )
+        .bind(channel)
+        .bind(verified_only)
+        .fetch_one(&self.delivery)
+        .await?)
+    }
+
+    /// When the earliest `sending` claim of `channel` expires (Unix ms).
+    pub async fn next_lease_expiry(&self, channel: &str) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(lease_until) FROM receipts WHERE channel = ? AND status = 'sending'",
         )
         .bind(channel)
         .fetch_one(&self.delivery)

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::Row;
+use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{Store, StoreError};
 
@@ -81,15 +81,25 @@ impl Store {
         .transpose()
     }
 
-    /// The message posted with `key`, if any (reconciliation).
-    pub async fn web_find(&self, channel: &str, key: &str) -> Result<Option<i64>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT id FROM web_messages WHERE channel = ? AND idempotency_key = ?")
-                .bind(channel)
-                .bind(key)
-                .fetch_optional(&self.delivery)
-                .await?,
-        )
+    /// The messages posted with any of `keys` (reconciliation), as
+    /// (key, message id).
+    pub async fn web_find(&self, channel: &str, keys: &[&str]) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in keys.chunks(500) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("SELECT idempotency_key, id FROM web_messages WHERE channel = ");
+            qb.push_bind(channel);
+            qb.push(" AND idempotency_key IN (");
+            let mut list = qb.separated(", ");
+            for key in chunk {
+                list.push_bind(*key);
+            }
+            qb.push(")");
+            for row in qb.build().fetch_all(&self.delivery).await? {
+                found.push((row.try_get("idempotency_key")?, row.try_get("id")?));
+            }
+        }
+        Ok(found)
     }
 
     /// The newest `limit` messages of a web channel, oldest first.

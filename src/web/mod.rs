@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_messaging::{
-    ChannelRef, DeliveryOutcome, IdempotencyKey, Limits, MessageHandle, Messaging, NotSurfaced, Outbound,
-    Platform, Rate, Reconciled,
+    Budget, ChannelRef, DeliveryOutcome, EDITS, IdempotencyKey, Limits, LookupPage, LookupQuery,
+    MessageHandle, Messaging, NotSurfaced, Outbound, POSTS, Platform, Rate, Reconciliation,
 };
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -100,11 +100,11 @@ impl Messaging for WebChannel {
     fn limits(&self) -> Limits {
         Limits {
             max_text_chars: 16_000,
-            posts_per_channel: Rate::new(WEB_RATE_PER_SECOND, Duration::from_secs(1)),
-            edits_per_channel: Some(Rate::new(WEB_RATE_PER_SECOND, Duration::from_secs(1))),
-            calls_per_channel: None,
-            edits_shared: None,
-            global: None,
+            budgets: vec![
+                Budget::channel(POSTS, Rate::new(WEB_RATE_PER_SECOND, Duration::from_secs(1))),
+                Budget::channel(EDITS, Rate::new(WEB_RATE_PER_SECOND, Duration::from_secs(1))),
+            ],
+            enforced_by_platform: false,
         }
     }
 
@@ -142,16 +142,26 @@ impl Messaging for WebChannel {
         }
     }
 
-    /// A crash between the web post's commit and the receipt's update leaves
-    /// the outcome unknown; the idempotency key finds the message again.
-    async fn reconcile(&self, to: &ChannelRef, key: &IdempotencyKey) -> Reconciled {
-        match self.store.web_find(&to.id, key.as_str()).await {
-            Ok(Some(id)) => Reconciled::Found(MessageHandle(id.to_string())),
-            Ok(None) => Reconciled::Absent,
-            Err(e) => {
-                tracing::warn!(channel = %to.id, error = %e, "web reconcile could not read the store");
-                Reconciled::Unknown
-            }
+    fn reconciliation(&self, _to: &ChannelRef) -> Reconciliation {
+        Reconciliation::Lookup
+    }
+
+    /// A crash between the web post's commit and the receipt's update
+    /// leaves the outcome unknown; the idempotency keys find the messages
+    /// again, all in one page (the keys are indexed).
+    async fn lookup(&self, to: &ChannelRef, query: &LookupQuery<'_>) -> Result<LookupPage, NotSurfaced> {
+        let keys: Vec<&str> = query.keys.iter().map(IdempotencyKey::as_str).collect();
+        match self.store.web_find(&to.id, &keys).await {
+            Ok(found) => Ok(LookupPage {
+                found: found
+                    .into_iter()
+                    .map(|(key, id)| (IdempotencyKey(key), MessageHandle(id.to_string())))
+                    .collect(),
+                next: None,
+            }),
+            Err(e) => Err(NotSurfaced::Transient {
+                reason: format!("could not read the web channel's messages: {e}"),
+            }),
         }
     }
 }

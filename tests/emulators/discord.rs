@@ -4,8 +4,10 @@
 //! 50001, 50013, 50035 with nested `errors`), per-channel fixed-window
 //! buckets for creates and edits (5 per 5 s) plus a global 50 per second,
 //! `X-RateLimit-*` headers and 429 bodies, `nonce` + `enforce_nonce`
-//! de-duplication, and a record of every request. Faults can be injected:
-//! error statuses, slow answers, and "apply then never answer".
+//! de-duplication, and a record of every request. A request for a bucket
+//! inside a retry-after it was told is counted as a violation (see
+//! `lockout.rs`). Faults can be injected: error statuses, slow answers,
+//! and "apply then never answer".
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -19,6 +21,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
 use serde_json::{Value, json};
+
+use super::lockout::{Early, Lockouts};
 
 /// Discord's epoch for snowflakes (2015-01-01).
 const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
@@ -99,6 +103,7 @@ struct Inner {
     faults: VecDeque<Fault>,
     seen: Vec<Seen>,
     global: VecDeque<Instant>,
+    lockouts: Lockouts,
     next_seq: u64,
     rate_limited: usize,
 }
@@ -173,6 +178,11 @@ impl DiscordEmulator {
     pub fn rate_limited(&self) -> usize {
         self.inner.lock().unwrap().rate_limited
     }
+
+    /// Requests that arrived inside a retry-after they had been told.
+    pub fn early(&self) -> Vec<Early> {
+        self.inner.lock().unwrap().lockouts.early.clone()
+    }
 }
 
 fn error(status: u16, code: i64, message: &str) -> Response {
@@ -182,7 +192,11 @@ fn error(status: u16, code: i64, message: &str) -> Response {
 
 fn rate_limited(inner: &mut Inner, retry_after: Duration, global: bool, bucket: &str) -> Response {
     inner.rate_limited += 1;
-    let secs = retry_after.as_secs_f64();
+    let secs = (retry_after.as_secs_f64() * 1000.0).ceil() / 1000.0;
+    let told = if global { "global" } else { bucket };
+    inner
+        .lockouts
+        .told(told, Instant::now(), Duration::from_secs_f64(secs));
     let mut res = (
         StatusCode::TOO_MANY_REQUESTS,
         axum::Json(json!({"message": "You are being rate limited.", "retry_after": (secs * 1000.0).round() / 1000.0, "global": global})),
@@ -349,8 +363,14 @@ enum Next {
     Hang,
 }
 
-/// Auth, faults, channel access and the global limit, common to both calls.
-async fn gate(inner: &Arc<Mutex<Inner>>, headers: &HeaderMap, channel: &str) -> Result<bool, Response> {
+/// Auth, retry-afters in force, faults, channel access and the global
+/// limit, common to both calls.
+async fn gate(
+    inner: &Arc<Mutex<Inner>>,
+    headers: &HeaderMap,
+    channel: &str,
+    bucket: &str,
+) -> Result<bool, Response> {
     let fault = {
         let mut state = inner.lock().unwrap();
         let auth = headers
@@ -361,6 +381,12 @@ async fn gate(inner: &Arc<Mutex<Inner>>, headers: &HeaderMap, channel: &str) -> 
             return Err(error(401, 0, "401: Unauthorized"));
         }
         let now = Instant::now();
+        if let Some(left) = state.lockouts.arrived("global", now) {
+            return Err(rate_limited(&mut state, left, true, "global"));
+        }
+        if let Some(left) = state.lockouts.arrived(bucket, now) {
+            return Err(rate_limited(&mut state, left, false, bucket));
+        }
         while state
             .global
             .front()
@@ -441,7 +467,7 @@ async fn create(
     raw: Bytes,
 ) -> Response {
     let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-    let next = match gate(&inner, &headers, &channel).await {
+    let next = match gate(&inner, &headers, &channel, &format!("create-{channel}")).await {
         Err(res) => Next::Answer(res),
         Ok(hang) => {
             let answer = create_message(&inner, &channel, &body);
@@ -501,7 +527,7 @@ async fn edit(
     raw: Bytes,
 ) -> Response {
     let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-    let next = match gate(&inner, &headers, &channel).await {
+    let next = match gate(&inner, &headers, &channel, &format!("edit-{channel}")).await {
         Err(res) => Next::Answer(res),
         Ok(hang) => {
             let answer = edit_message(&inner, &channel, &message_id, &body);

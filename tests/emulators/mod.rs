@@ -7,6 +7,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod discord;
+pub mod lockout;
 pub mod slack;
 pub mod telegram;
 pub mod webhook;

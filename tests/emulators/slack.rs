@@ -2,10 +2,17 @@
 //! `chat.update`, `conversations.history`. Faithful where herald depends on
 //! it: bearer auth, JSON and form bodies, `ts` ids, HTTP 200 `ok:false`
 //! errors, message metadata stored and returned by `conversations.history`
-//! only with `include_all_metadata`, a per-channel post limit (1 per
-//! second) and a per-workspace `chat.update` limit (50 per minute) answered
-//! with 429 + `Retry-After` + `{"ok":false,"error":"ratelimited"}`, a
-//! request log, and injected faults (5xx, API errors, slow, apply-then-drop).
+//! only with `include_all_metadata`, history pages (`limit`, `oldest`,
+//! `cursor`, `has_more`, `response_metadata.next_cursor`), and every limit
+//! of every method herald calls, as Slack documents them: `chat.postMessage`
+//! 1 per second per channel, `chat.update` (Tier 3) 50 per minute per
+//! workspace, `conversations.history` Tier 3 (50 per minute per workspace)
+//! or, for commercially distributed non-Marketplace apps, 1 per minute with
+//! at most 15 messages. Over a limit: 429 + `Retry-After` +
+//! `{"ok":false,"error":"ratelimited"}`; a request for a bucket inside a
+//! retry-after it was told is counted as a violation (see `lockout.rs`).
+//! A request log, and injected faults (5xx, API errors, slow,
+//! apply-then-drop).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -20,8 +27,37 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Map, Value, json};
 
+use super::lockout::{Early, Lockouts};
+
 const POSTS_PER_CHANNEL: (usize, Duration) = (1, Duration::from_secs(1));
 const UPDATES_PER_WORKSPACE: (usize, Duration) = (50, Duration::from_secs(60));
+
+/// Which `conversations.history` limits the emulated app has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum History {
+    /// Tier 3: 50 calls per minute per workspace, `limit` up to 999.
+    #[default]
+    Tier3,
+    /// Commercially distributed non-Marketplace apps (since 2025): 1 call
+    /// per minute, at most 15 messages per call.
+    Limited,
+}
+
+impl History {
+    fn limit(self) -> (usize, Duration) {
+        match self {
+            History::Tier3 => (50, Duration::from_secs(60)),
+            History::Limited => (1, Duration::from_secs(60)),
+        }
+    }
+
+    fn max_page(self) -> usize {
+        match self {
+            History::Tier3 => 999,
+            History::Limited => 15,
+        }
+    }
+}
 
 /// A fault applied to the next call.
 #[derive(Debug, Clone)]
@@ -69,6 +105,9 @@ struct Inner {
     messages: HashMap<String, Vec<Value>>,
     posts: HashMap<String, VecDeque<Instant>>,
     updates: VecDeque<Instant>,
+    histories: VecDeque<Instant>,
+    history: History,
+    lockouts: Lockouts,
     faults: VecDeque<Fault>,
     seen: Vec<Seen>,
     clock: u64,
@@ -83,15 +122,28 @@ pub struct SlackEmulator {
 }
 
 impl SlackEmulator {
-    /// Start with a bot token and member channels.
+    /// Start with a bot token and member channels (Tier 3 history).
     pub async fn start(token: &str, channels: &[&str]) -> SlackEmulator {
+        SlackEmulator::start_with(token, channels, History::Tier3).await
+    }
+
+    /// Start with the given `conversations.history` limits.
+    pub async fn start_with(token: &str, channels: &[&str], history: History) -> SlackEmulator {
+        let clock = u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_micros(),
+        )
+        .unwrap();
         let inner = Arc::new(Mutex::new(Inner {
             token: token.to_owned(),
             channels: channels
                 .iter()
                 .map(|c| (c.to_string(), ChannelKind::Member))
                 .collect(),
-            clock: 1_700_000_000_000_000,
+            clock,
+            history,
             ..Inner::default()
         }));
         let app = Router::new()
@@ -134,6 +186,24 @@ impl SlackEmulator {
             .unwrap_or_default()
     }
 
+    /// Messages as herald would have posted them (metadata with each key),
+    /// without going through the post limit: a channel's history.
+    pub fn seed(&self, channel: &str, keys: &[String]) {
+        let mut inner = self.inner.lock().unwrap();
+        for key in keys {
+            inner.clock += 100;
+            let clock = inner.clock;
+            let ts = format!("{}.{:06}", clock / 1_000_000, clock % 1_000_000);
+            let message = json!({"type": "message", "ts": ts, "user": "U0HERALD", "bot_id": "B0HERALD", "text": key,
+                "metadata": {"event_type": "herald_delivery", "event_payload": {"receipt_id": key}}});
+            inner
+                .messages
+                .entry(channel.to_owned())
+                .or_default()
+                .push(message);
+        }
+    }
+
     /// Delete a message, as a person might.
     pub fn delete(&self, channel: &str, ts: &str) {
         if let Some(list) = self.inner.lock().unwrap().messages.get_mut(channel) {
@@ -144,6 +214,31 @@ impl SlackEmulator {
     /// How many 429s / `ratelimited` answers were given.
     pub fn rate_limited(&self) -> usize {
         self.inner.lock().unwrap().rate_limited
+    }
+
+    /// Requests that arrived inside a retry-after they had been told.
+    pub fn early(&self) -> Vec<Early> {
+        self.inner.lock().unwrap().lockouts.early.clone()
+    }
+
+    /// Calls of one method so far.
+    pub fn calls(&self, method: &str) -> usize {
+        self.inner
+            .lock()
+            .unwrap()
+            .seen
+            .iter()
+            .filter(|s| s.method == method)
+            .count()
+    }
+}
+
+/// The limit bucket a call spends from (per channel for posts, per
+/// workspace for the Tier 3 methods).
+fn bucket(method: &str, args: &Value) -> String {
+    match method {
+        "chat.postMessage" => format!("post:{}", args["channel"].as_str().unwrap_or("")),
+        other => other.to_owned(),
     }
 }
 
@@ -160,13 +255,18 @@ fn api_error(code: &str) -> Response {
     json_response(StatusCode::OK, json!({"ok": false, "error": code}))
 }
 
-fn ratelimited(inner: &mut Inner, retry_after: Duration) -> Response {
+/// 429 for `bucket`, telling the client to wait `retry_after` rounded up
+/// to whole seconds (as Slack's `Retry-After` is), which is then enforced.
+fn ratelimited(inner: &mut Inner, bucket: &str, retry_after: Duration) -> Response {
     inner.rate_limited += 1;
     let mut res = json_response(
         StatusCode::TOO_MANY_REQUESTS,
         json!({"ok": false, "error": "ratelimited"}),
     );
     let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    inner
+        .lockouts
+        .told(bucket, Instant::now(), Duration::from_secs(secs));
     res.headers_mut().insert("retry-after", secs.into());
     res
 }
@@ -250,27 +350,40 @@ async fn call(
 ) -> Response {
     let args = arguments(&headers, &body, &query);
     let arrived = Instant::now();
-    let fault = inner.lock().unwrap().faults.pop_front();
+    let bucket = bucket(&method, &args);
+    let (fault, inside_retry_after) = {
+        let mut state = inner.lock().unwrap();
+        match state.lockouts.arrived(&bucket, arrived) {
+            Some(left) => (None, Some(left)),
+            None => (state.faults.pop_front(), None),
+        }
+    };
     let mut hang = false;
-    let early = match fault {
-        Some(Fault::ApiError(code)) => Some(api_error(code)),
-        Some(Fault::Http(status)) => Some(json_response(
-            StatusCode::from_u16(status).unwrap(),
-            json!({"ok": false, "error": "internal_error"}),
-        )),
-        Some(Fault::RateLimited(secs)) => {
+    let early = match (fault, inside_retry_after) {
+        (_, Some(left)) => {
             let mut state = inner.lock().unwrap();
-            Some(ratelimited(&mut state, Duration::from_secs(secs)))
+            Some(ratelimited(&mut state, &bucket, left))
         }
-        Some(Fault::Delay(d)) => {
-            tokio::time::sleep(d).await;
-            None
-        }
-        Some(Fault::ApplyThenHang) => {
-            hang = true;
-            None
-        }
-        None => None,
+        (fault, None) => match fault {
+            Some(Fault::ApiError(code)) => Some(api_error(code)),
+            Some(Fault::Http(status)) => Some(json_response(
+                StatusCode::from_u16(status).unwrap(),
+                json!({"ok": false, "error": "internal_error"}),
+            )),
+            Some(Fault::RateLimited(secs)) => {
+                let mut state = inner.lock().unwrap();
+                Some(ratelimited(&mut state, &bucket, Duration::from_secs(secs)))
+            }
+            Some(Fault::Delay(d)) => {
+                tokio::time::sleep(d).await;
+                None
+            }
+            Some(Fault::ApplyThenHang) => {
+                hang = true;
+                None
+            }
+            None => None,
+        },
     };
     let res = match early {
         Some(res) => res,
@@ -315,12 +428,20 @@ fn handle(inner: &Arc<Mutex<Inner>>, method: &str, headers: &HeaderMap, args: &V
         "chat.postMessage" => {
             let window = state.posts.entry(channel.clone()).or_default();
             if let Some(wait) = window_full(window, POSTS_PER_CHANNEL, now) {
-                return ratelimited(&mut state, wait);
+                return ratelimited(&mut state, &format!("post:{channel}"), wait);
             }
             if args["text"].as_str().is_none_or(str::is_empty) && args["blocks"].is_null() {
                 return api_error("no_text");
             }
-            state.clock += 100;
+            // Slack's ts is the server's clock (unique per channel).
+            let wall = u64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_micros(),
+            )
+            .unwrap();
+            state.clock = (state.clock + 100).max(wall);
             let ts = format!("{}.{:06}", state.clock / 1_000_000, state.clock % 1_000_000);
             let mut message = json!({"type": "message", "ts": ts, "user": "U0HERALD", "bot_id": "B0HERALD",
                                      "text": args["text"], "blocks": args["blocks"]});
@@ -339,7 +460,7 @@ fn handle(inner: &Arc<Mutex<Inner>>, method: &str, headers: &HeaderMap, args: &V
         }
         "chat.update" => {
             if let Some(wait) = window_full(&mut state.updates, UPDATES_PER_WORKSPACE, now) {
-                return ratelimited(&mut state, wait);
+                return ratelimited(&mut state, "chat.update", wait);
             }
             let ts = args["ts"].as_str().unwrap_or("").to_owned();
             let Some(message) = state
@@ -359,33 +480,59 @@ fn handle(inner: &Arc<Mutex<Inner>>, method: &str, headers: &HeaderMap, args: &V
             )
         }
         "conversations.history" => {
+            let limit = state.history.limit();
+            if let Some(wait) = window_full(&mut state.histories, limit, now) {
+                return ratelimited(&mut state, "conversations.history", wait);
+            }
             let with_metadata = args["include_all_metadata"].as_str() == Some("true")
                 || args["include_all_metadata"].as_bool() == Some(true);
-            let limit = args["limit"]
+            let number = |v: &Value| v.as_str().and_then(|l| l.parse::<f64>().ok()).or(v.as_f64());
+            let page = number(&args["limit"])
+                .map_or(100, |l| l as usize)
+                .clamp(1, state.history.max_page());
+            let oldest = number(&args["oldest"]).unwrap_or(0.0);
+            let latest = number(&args["latest"]).unwrap_or(f64::MAX);
+            // The cursor is the ts of the first message of the next page.
+            let before = args["cursor"]
                 .as_str()
-                .and_then(|l| l.parse().ok())
-                .or(args["limit"].as_u64())
-                .unwrap_or(100);
-            let messages: Vec<Value> = state
+                .and_then(|c| c.strip_prefix("next_ts:"))
+                .and_then(|t| t.parse::<f64>().ok())
+                .unwrap_or(f64::MAX);
+            let ts = |m: &Value| {
+                m["ts"]
+                    .as_str()
+                    .and_then(|t| t.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            let range: Vec<Value> = state
                 .messages
                 .get(&channel)
                 .map(|list| {
                     list.iter()
                         .rev()
-                        .take(limit as usize)
-                        .map(|m| {
-                            let mut m = m.clone();
-                            if !with_metadata {
-                                m.as_object_mut().unwrap().remove("metadata");
-                            }
-                            m
-                        })
+                        .filter(|m| ts(m) > oldest && ts(m) <= latest && ts(m) <= before)
+                        .cloned()
                         .collect()
                 })
                 .unwrap_or_default();
+            let has_more = range.len() > page;
+            let next_cursor = range
+                .get(page)
+                .map(|m| format!("next_ts:{}", m["ts"].as_str().unwrap_or("")));
+            let messages: Vec<Value> = range
+                .into_iter()
+                .take(page)
+                .map(|mut m| {
+                    if !with_metadata {
+                        m.as_object_mut().unwrap().remove("metadata");
+                    }
+                    m
+                })
+                .collect();
             json_response(
                 StatusCode::OK,
-                json!({"ok": true, "messages": messages, "has_more": false}),
+                json!({"ok": true, "messages": messages, "has_more": has_more,
+                       "response_metadata": {"next_cursor": next_cursor.unwrap_or_default()}}),
             )
         }
         other => api_error(&format!("unknown_method:{other}")),

@@ -3,9 +3,12 @@
 //! bodies, HTML parse-mode validation (allowed tags, balance, entities) with
 //! Telegram's "can't parse entities" errors, the 4096-character limit after
 //! entity parsing, "message is not modified", chat not found, blocked and
-//! kicked bots, group → supergroup migration, per-chat (1/s), per-group
-//! (20/min) and global (30/s) limits answered with 429 and `retry_after`, a
-//! request log and injected faults.
+//! kicked bots, group → supergroup migration, and Telegram's limits as its
+//! bot FAQ states them: one message per second in any chat *and* 20 per
+//! minute in a group or supergroup (both, sends and edits alike), 30 per
+//! second per bot; over a limit, 429 with `retry_after` in whole seconds,
+//! and a request for a chat inside a retry-after it was told is counted as
+//! a violation (see `lockout.rs`). A request log and injected faults.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -19,6 +22,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Map, Value, json};
+
+use super::lockout::{Early, Lockouts};
 
 const NOT_MODIFIED: &str = "Bad Request: message is not modified: specified new message content and reply markup \
                             are exactly the same as a current content and reply markup of the message";
@@ -66,7 +71,10 @@ struct Chat {
     blocked: bool,
     kicked: bool,
     messages: BTreeMap<i64, Value>,
-    window: VecDeque<Instant>,
+    /// Calls in the last second.
+    second: VecDeque<Instant>,
+    /// Calls in the last minute (groups).
+    minute: VecDeque<Instant>,
 }
 
 /// One call as seen.
@@ -87,6 +95,7 @@ struct Inner {
     faults: VecDeque<Fault>,
     seen: Vec<Seen>,
     global: VecDeque<Instant>,
+    lockouts: Lockouts,
     next_id: i64,
     rate_limited: usize,
 }
@@ -129,7 +138,8 @@ impl TelegramEmulator {
                 blocked: false,
                 kicked: false,
                 messages: BTreeMap::new(),
-                window: VecDeque::new(),
+                second: VecDeque::new(),
+                minute: VecDeque::new(),
             },
         );
     }
@@ -182,6 +192,19 @@ impl TelegramEmulator {
     pub fn rate_limited(&self) -> usize {
         self.inner.lock().unwrap().rate_limited
     }
+
+    /// Requests that arrived inside a retry-after they had been told.
+    pub fn early(&self) -> Vec<Early> {
+        self.inner.lock().unwrap().lockouts.early.clone()
+    }
+}
+
+fn chat_of(args: &Value) -> i64 {
+    match &args["chat_id"] {
+        Value::Number(n) => n.as_i64().unwrap_or(0),
+        Value::String(s) => s.parse().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 fn reply(status: u16, body: Value) -> Response {
@@ -195,7 +218,13 @@ fn fail(status: u16, description: &str) -> Response {
     )
 }
 
-fn too_many(inner: &mut Inner, secs: u64) -> Response {
+/// 429 for `bucket` with `retry_after` rounded up to whole seconds, which
+/// is then enforced.
+fn too_many(inner: &mut Inner, bucket: &str, retry_after: Duration) -> Response {
+    let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    inner
+        .lockouts
+        .told(bucket, Instant::now(), Duration::from_secs(secs));
     inner.rate_limited += 1;
     reply(
         429,
@@ -290,12 +319,30 @@ async fn call(
 ) -> Response {
     let method = method.to_lowercase();
     let args = arguments(&headers, &body);
-    let fault = inner.lock().unwrap().faults.pop_front();
-    let (res, hang) = match fault {
-        Some(Fault::RetryAfter(secs)) => (too_many(&mut inner.lock().unwrap(), secs), false),
-        Some(Fault::Http(status)) => (fail(status, "Bad Gateway"), false),
-        Some(Fault::ApplyThenHang) => (handle(&inner, &bot, &method, &args), true),
-        None => (handle(&inner, &bot, &method, &args), false),
+    let bucket = format!("chat:{}", chat_of(&args));
+    let (fault, inside) = {
+        let mut state = inner.lock().unwrap();
+        let now = Instant::now();
+        let inside = state
+            .lockouts
+            .arrived(&bucket, now)
+            .or_else(|| state.lockouts.arrived("global", now));
+        match inside {
+            Some(left) => (None, Some(left)),
+            None => (state.faults.pop_front(), None),
+        }
+    };
+    let (res, hang) = match (fault, inside) {
+        (_, Some(left)) => (too_many(&mut inner.lock().unwrap(), &bucket, left), false),
+        (fault, None) => match fault {
+            Some(Fault::RetryAfter(secs)) => (
+                too_many(&mut inner.lock().unwrap(), &bucket, Duration::from_secs(secs)),
+                false,
+            ),
+            Some(Fault::Http(status)) => (fail(status, "Bad Gateway"), false),
+            Some(Fault::ApplyThenHang) => (handle(&inner, &bot, &method, &args), true),
+            None => (handle(&inner, &bot, &method, &args), false),
+        },
     };
     inner.lock().unwrap().seen.push(Seen {
         method,
@@ -321,11 +368,7 @@ fn handle(inner: &Arc<Mutex<Inner>>, bot: &str, method: &str, args: &Value) -> R
     if bot != format!("bot{}", state.token) {
         return fail(401, "Unauthorized");
     }
-    let chat_id = match &args["chat_id"] {
-        Value::Number(n) => n.as_i64().unwrap_or(0),
-        Value::String(s) => s.parse().unwrap_or(0),
-        _ => 0,
-    };
+    let chat_id = chat_of(args);
     let now = Instant::now();
     while state
         .global
@@ -335,7 +378,8 @@ fn handle(inner: &Arc<Mutex<Inner>>, bot: &str, method: &str, args: &Value) -> R
         state.global.pop_front();
     }
     if state.global.len() >= 30 {
-        return too_many(&mut state, 1);
+        let wait = Duration::from_secs(1) - now.duration_since(state.global[0]);
+        return too_many(&mut state, "global", wait);
     }
     let Some(chat) = state.chats.get(&chat_id).cloned() else {
         return fail(400, "Bad Request: chat not found");
@@ -353,10 +397,6 @@ fn handle(inner: &Arc<Mutex<Inner>>, bot: &str, method: &str, args: &Value) -> R
     if chat.kicked {
         return fail(403, "Forbidden: bot was kicked from the supergroup chat");
     }
-    let (limit, per) = match chat.kind {
-        ChatKind::Private => (1, Duration::from_secs(1)),
-        _ => (20, Duration::from_secs(60)),
-    };
     let text = args["text"].as_str().unwrap_or("");
     let visible = if args["parse_mode"]
         .as_str()
@@ -386,20 +426,27 @@ fn handle(inner: &Arc<Mutex<Inner>>, bot: &str, method: &str, args: &Value) -> R
             return fail(400, NOT_MODIFIED);
         }
     }
-    // Rate limits count sends and edits alike.
+    // Rate limits count sends and edits alike: 1/s in every chat, and
+    // 20/min in groups and supergroups, both at once.
+    let bucket = format!("chat:{chat_id}");
+    let group = chat.kind != ChatKind::Private;
     let chat_state = state.chats.get_mut(&chat_id).unwrap();
-    while chat_state
-        .window
-        .front()
-        .is_some_and(|t| now.duration_since(*t) >= per)
-    {
-        chat_state.window.pop_front();
+    let full = |window: &mut VecDeque<Instant>, limit: usize, per: Duration| -> Option<Duration> {
+        while window.front().is_some_and(|t| now.duration_since(*t) >= per) {
+            window.pop_front();
+        }
+        (window.len() >= limit).then(|| per - now.duration_since(window[0]))
+    };
+    let wait = full(&mut chat_state.second, 1, Duration::from_secs(1)).or_else(|| {
+        group
+            .then(|| full(&mut chat_state.minute, 20, Duration::from_secs(60)))
+            .flatten()
+    });
+    if let Some(wait) = wait {
+        return too_many(&mut state, &bucket, wait);
     }
-    if chat_state.window.len() >= limit {
-        let wait = per - now.duration_since(chat_state.window[0]);
-        return too_many(&mut state, wait.as_secs_f64().ceil().max(1.0) as u64);
-    }
-    chat_state.window.push_back(now);
+    chat_state.second.push_back(now);
+    chat_state.minute.push_back(now);
     state.global.push_back(now);
     let date = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     let id = match method {

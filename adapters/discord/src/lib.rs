@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_messaging::{
-    Call, ChannelRef, DeliveryOutcome, IdempotencyKey, Limits, MessageHandle, Messaging, NotSurfaced,
-    Outbound, Platform, Rate, Reconciled,
+    ALL_CALLS, Budget, Call, ChannelRef, DeliveryOutcome, EDITS, Limits, MessageHandle, Messaging,
+    NotSurfaced, Outbound, POSTS, Platform, Rate, Reconciliation,
 };
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 
@@ -123,11 +123,12 @@ impl Messaging for DiscordAdapter {
     fn limits(&self) -> Limits {
         Limits {
             max_text_chars: render::MAX_CONTENT,
-            posts_per_channel: Rate::new(5, Duration::from_secs(5)),
-            edits_per_channel: Some(Rate::new(5, Duration::from_secs(5))),
-            calls_per_channel: None,
-            edits_shared: None,
-            global: Some(Rate::new(50, Duration::from_secs(1))),
+            budgets: vec![
+                Budget::channel(POSTS, Rate::new(5, Duration::from_secs(5))),
+                Budget::channel(EDITS, Rate::new(5, Duration::from_secs(5))),
+                Budget::account(ALL_CALLS, Rate::new(50, Duration::from_secs(1))),
+            ],
+            enforced_by_platform: true,
         }
     }
 
@@ -162,7 +163,7 @@ impl Messaging for DiscordAdapter {
     /// Discord cannot be searched by nonce, but a create with the same
     /// nonce and `enforce_nonce` returns the existing message for several
     /// minutes: resending *is* the reconciliation.
-    async fn reconcile(&self, _to: &ChannelRef, _key: &IdempotencyKey) -> Reconciled {
-        Reconciled::Unsupported
+    fn reconciliation(&self, _to: &ChannelRef) -> Reconciliation {
+        Reconciliation::Resend
     }
 }

@@ -8,6 +8,8 @@
 //! platform's error strings. That wall is what lets one retry policy serve
 //! Discord, Slack, Telegram, webhooks and the built-in web channel alike.
 
+mod limits;
+mod lookup;
 mod outbound;
 mod outcome;
 mod text;
@@ -18,8 +20,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use limits::{ALL_CALLS, Budget, Call, EDITS, LOOKUPS, Limits, POSTS, Rate, Scope, WRITES};
+pub use lookup::{LookupPage, LookupQuery, Reconciliation};
 pub use outbound::{Field, MessageKind, Outbound, Severity, Subject};
-pub use outcome::{DeliveryOutcome, NotSurfaced, Reconciled};
+pub use outcome::{DeliveryOutcome, NotSurfaced};
 pub use text::{error_chain, truncate_chars};
 
 /// The platform family an adapter speaks to; used for metrics labels and for
@@ -57,59 +61,6 @@ impl fmt::Display for Platform {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// The two kinds of platform call, which platforms often limit separately.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Call {
-    /// A new message.
-    Post,
-    /// An edit of an existing message.
-    Edit,
-}
-
-/// A request rate: at most `count` calls per `per`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    /// How many calls fit in one window.
-    pub count: u32,
-    /// The window length.
-    pub per: Duration,
-}
-
-impl Rate {
-    /// `count` calls per `per`.
-    pub const fn new(count: u32, per: Duration) -> Self {
-        Rate { count, per }
-    }
-
-    /// The steady-state spacing between two calls at this rate.
-    pub fn interval(&self) -> Duration {
-        if self.count == 0 {
-            return self.per;
-        }
-        self.per / self.count
-    }
-}
-
-/// What a platform allows, declared by its adapter so the core can spend
-/// budgets that never earn a 429 in steady state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Longest message text the platform accepts, in characters.
-    pub max_text_chars: usize,
-    /// New messages per channel.
-    pub posts_per_channel: Rate,
-    /// Edits per channel; `None` when the platform cannot edit.
-    pub edits_per_channel: Option<Rate>,
-    /// Posts and edits together per channel, where the platform counts them
-    /// as one (Telegram's per-chat limits).
-    pub calls_per_channel: Option<Rate>,
-    /// Edits shared by every channel of one account (Slack's per-workspace
-    /// `chat.update`); `None` when edits are only limited per channel.
-    pub edits_shared: Option<Rate>,
-    /// All calls of one account (Discord's 50 req/s, Telegram's 30 msg/s).
-    pub global: Option<Rate>,
 }
 
 /// Where a message goes: the platform's own id for a channel or chat, plus an
@@ -197,7 +148,19 @@ pub trait Messaging: Send + Sync {
         None
     }
 
-    /// After an [`NotSurfaced::Unverified`] outcome, find out whether the
-    /// message carrying `key` exists already, so a retry does not post twice.
-    async fn reconcile(&self, to: &ChannelRef, key: &IdempotencyKey) -> Reconciled;
+    /// How this platform finds out whether a message sent with an unknown
+    /// outcome exists (see [`Reconciliation`]).
+    fn reconciliation(&self, _to: &ChannelRef) -> Reconciliation {
+        Reconciliation::Resend
+    }
+
+    /// One page of the channel's recent messages, newest first, reporting
+    /// which of `query.keys` it holds: one platform call, which the core
+    /// budgets as [`Call::Lookup`] and repeats with the returned cursor
+    /// until every key is found or the page range reaches `query.since`.
+    /// Only called where [`Messaging::reconciliation`] is
+    /// [`Reconciliation::Lookup`].
+    async fn lookup(&self, _to: &ChannelRef, _query: &LookupQuery<'_>) -> Result<LookupPage, NotSurfaced> {
+        Err(NotSurfaced::Unsupported)
+    }
 }

@@ -32,7 +32,9 @@ pub enum NotSurfaced {
     RateLimited {
         /// How long the platform asked for.
         retry_after: Duration,
-        /// True when the limit is account-wide rather than per channel.
+        /// True when the limit is the account's (Discord's global limit, a
+        /// Slack method limited per workspace) rather than this channel's:
+        /// the core then holds every channel of the account for that call.
         global: bool,
     },
     /// A passing fault (5xx, connection refused or reset): retry on schedule.
@@ -94,20 +96,4 @@ impl fmt::Display for NotSurfaced {
             NotSurfaced::Unsupported => f.write_str("unsupported by the platform"),
         }
     }
-}
-
-/// What `reconcile` found out about a message sent with an unknown outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reconciled {
-    /// The message exists: treat the delivery as surfaced.
-    Found(MessageHandle),
-    /// The platform was asked and the message does not exist: resend.
-    Absent,
-    /// The platform cannot be asked (Telegram, webhooks), or resending *is*
-    /// the reconciliation (Discord's nonce): send again. On platforms that
-    /// cannot be asked this may duplicate: their at-least-once cost.
-    Unsupported,
-    /// The platform can be asked but did not answer: do not send yet, ask
-    /// again on the next attempt.
-    Unknown,
 }

@@ -42,12 +42,18 @@ const GONE_ON_EDIT: &[&str] = &["message_not_found", "cant_update_message", "edi
 /// When Slack says `ratelimited` without a `Retry-After`.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// Slack limits `chat.update` and `conversations.history` per workspace,
+/// `chat.postMessage` per channel: a 429 on the former holds every channel.
+fn per_workspace(call: Call) -> bool {
+    call != Call::Post
+}
+
 /// Classify one failed call.
 pub fn classify(error: &SlackClientError, call: Call) -> NotSurfaced {
     match error {
         SlackClientError::RateLimitError(e) => NotSurfaced::RateLimited {
             retry_after: e.retry_after.unwrap_or(DEFAULT_RETRY_AFTER),
-            global: false,
+            global: per_workspace(call),
         },
         SlackClientError::ApiError(e) => {
             let code = e.code.as_str();
@@ -55,7 +61,7 @@ pub fn classify(error: &SlackClientError, call: Call) -> NotSurfaced {
             if code == "ratelimited" {
                 NotSurfaced::RateLimited {
                     retry_after: DEFAULT_RETRY_AFTER,
-                    global: false,
+                    global: per_workspace(call),
                 }
             } else if call == Call::Edit && GONE_ON_EDIT.contains(&code) {
                 NotSurfaced::Gone
@@ -76,7 +82,7 @@ pub fn classify(error: &SlackClientError, call: Call) -> NotSurfaced {
             if e.status_code.as_u16() == 429 {
                 NotSurfaced::RateLimited {
                     retry_after: DEFAULT_RETRY_AFTER,
-                    global: false,
+                    global: per_workspace(call),
                 }
             } else if e.status_code.is_server_error() || e.status_code.as_u16() == 408 {
                 NotSurfaced::Transient { reason }

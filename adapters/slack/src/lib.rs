@@ -3,19 +3,19 @@
 //! `chat.postMessage` / `chat.update` with Block Kit and a `text` fallback,
 //! `parse = none`. Every message carries metadata (`event_type =
 //! "herald_delivery"`, the idempotency key in the payload), so after an
-//! unknown outcome `reconcile` finds it again through
-//! `conversations.history` with `include_all_metadata`.
+//! unknown outcome a look-up finds it again through
+//! `conversations.history` with `include_all_metadata`, one page per call.
 
 mod classify;
 pub mod render;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use herald_messaging::{
-    Call, ChannelRef, DeliveryOutcome, IdempotencyKey, Limits, MessageHandle, Messaging, NotSurfaced,
-    Outbound, Platform, Rate, Reconciled,
+    Budget, Call, ChannelRef, DeliveryOutcome, EDITS, IdempotencyKey, LOOKUPS, Limits, LookupPage,
+    LookupQuery, MessageHandle, Messaging, NotSurfaced, Outbound, POSTS, Platform, Rate, Reconciliation,
 };
 use slack_morphism::prelude::*;
 
@@ -25,8 +25,37 @@ pub use classify::classify;
 pub const METADATA_EVENT_TYPE: &str = "herald_delivery";
 /// The metadata payload key holding the idempotency key.
 pub const METADATA_KEY: &str = "receipt_id";
-/// How far back `reconcile` looks.
-const RECONCILE_WINDOW: u16 = 100;
+
+/// Which `conversations.history` limits the app lives under. Slack rates
+/// methods per app per workspace; since 2025 commercially distributed apps
+/// outside the Marketplace get far less of this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HistoryTier {
+    /// Tier 3: about 50 calls per minute (internal and Marketplace apps).
+    #[default]
+    Tier3,
+    /// Commercially distributed non-Marketplace apps: 1 call per minute,
+    /// at most 15 messages per call.
+    Limited,
+}
+
+impl HistoryTier {
+    /// Calls per window.
+    pub fn rate(self) -> Rate {
+        match self {
+            HistoryTier::Tier3 => Rate::new(50, Duration::from_secs(60)),
+            HistoryTier::Limited => Rate::new(1, Duration::from_secs(60)),
+        }
+    }
+
+    /// Messages asked for per call.
+    pub fn page_size(self) -> u16 {
+        match self {
+            HistoryTier::Tier3 => 100,
+            HistoryTier::Limited => 15,
+        }
+    }
+}
 
 /// Why the adapter could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -41,12 +70,18 @@ pub struct SlackAdapter {
     client: SlackClient<SlackClientHyperHttpsConnector>,
     token: SlackApiToken,
     timeout: Duration,
+    history: HistoryTier,
 }
 
 impl SlackAdapter {
     /// A bot token at `api_url` (Slack, a proxy, or an emulator over plain
     /// http: the stock connector is https-only, so this one allows both).
-    pub fn new(api_url: Option<&str>, token: &str, timeout: Duration) -> Result<SlackAdapter, SetupError> {
+    pub fn new(
+        api_url: Option<&str>,
+        token: &str,
+        timeout: Duration,
+        history: HistoryTier,
+    ) -> Result<SlackAdapter, SetupError> {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http()
@@ -60,6 +95,7 @@ impl SlackAdapter {
             client: SlackClient::new(connector),
             token: SlackApiToken::new(SlackApiTokenValue(token.to_owned())),
             timeout,
+            history,
         })
     }
 
@@ -80,16 +116,16 @@ impl SlackAdapter {
 
     /// Run one API call under the timeout; an elapsed timeout after the
     /// request left is an unknown outcome.
-    async fn timed<T, F>(&self, call: F) -> Result<T, DeliveryOutcome>
+    async fn timed<T, F>(&self, kind: Call, call: F) -> Result<T, NotSurfaced>
     where
         F: std::future::Future<Output = ClientResult<T>>,
     {
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(DeliveryOutcome::NotSurfaced(classify(&e, Call::Post))),
-            Err(_) => Err(DeliveryOutcome::NotSurfaced(NotSurfaced::Unverified {
+            Ok(Err(e)) => Err(classify(&e, kind)),
+            Err(_) => Err(NotSurfaced::Unverified {
                 reason: format!("no answer within {:?}", self.timeout),
-            })),
+            }),
         }
     }
 }
@@ -100,17 +136,19 @@ impl Messaging for SlackAdapter {
         Platform::Slack
     }
 
-    /// Slack: about one message per second per channel (bursts tolerated),
-    /// and `chat.update` about 50 per minute per workspace — shared by every
-    /// channel of the workspace, which makes edits the scarce budget.
+    /// Slack: `chat.postMessage` about one message per second per channel;
+    /// `chat.update` (Tier 3) about 50 per minute per workspace — shared by
+    /// every channel, which makes edits the scarce budget;
+    /// `conversations.history` per workspace by [`HistoryTier`].
     fn limits(&self) -> Limits {
         Limits {
             max_text_chars: render::MAX_TEXT,
-            posts_per_channel: Rate::new(1, Duration::from_secs(1)),
-            edits_per_channel: Some(Rate::new(50, Duration::from_secs(60))),
-            calls_per_channel: None,
-            edits_shared: Some(Rate::new(50, Duration::from_secs(60))),
-            global: None,
+            budgets: vec![
+                Budget::channel(POSTS, Rate::new(1, Duration::from_secs(1))),
+                Budget::account(EDITS, Rate::new(50, Duration::from_secs(60))),
+                Budget::account(LOOKUPS, self.history.rate()),
+            ],
+            enforced_by_platform: true,
         }
     }
 
@@ -122,9 +160,9 @@ impl Messaging for SlackAdapter {
             request = request.with_thread_ts(SlackTs(thread.clone()));
         }
         let session = self.client.open_session(&self.token);
-        match self.timed(session.chat_post_message(&request)).await {
+        match self.timed(Call::Post, session.chat_post_message(&request)).await {
             Ok(answer) => DeliveryOutcome::Surfaced(MessageHandle(answer.ts.0)),
-            Err(outcome) => outcome,
+            Err(reason) => DeliveryOutcome::NotSurfaced(reason),
         }
     }
 
@@ -136,41 +174,58 @@ impl Messaging for SlackAdapter {
         )
         .with_parse("none".to_owned());
         let session = self.client.open_session(&self.token);
-        let call = session.chat_update(&request);
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(answer)) => DeliveryOutcome::Surfaced(MessageHandle(answer.ts.0)),
-            Ok(Err(e)) => DeliveryOutcome::NotSurfaced(classify(&e, Call::Edit)),
-            Err(_) => DeliveryOutcome::NotSurfaced(NotSurfaced::Unverified {
-                reason: format!("no answer within {:?}", self.timeout),
-            }),
+        match self.timed(Call::Edit, session.chat_update(&request)).await {
+            Ok(answer) => DeliveryOutcome::Surfaced(MessageHandle(answer.ts.0)),
+            Err(reason) => DeliveryOutcome::NotSurfaced(reason),
         }
     }
 
-    /// Look for a recent message whose metadata carries `key`.
-    async fn reconcile(&self, to: &ChannelRef, key: &IdempotencyKey) -> Reconciled {
-        let request = SlackApiConversationsHistoryRequest::new()
-            .with_channel(SlackChannelId(to.id.clone()))
-            .with_limit(RECONCILE_WINDOW)
-            .with_include_all_metadata(true);
-        let session = self.client.open_session(&self.token);
-        match self.timed(session.conversations_history(&request)).await {
-            Ok(history) => {
-                let found = history.messages.iter().find(|m| {
-                    m.content.metadata.as_ref().is_some_and(|md| {
-                        md.event_type == METADATA_EVENT_TYPE
-                            && md
-                                .event_payload
-                                .as_ref()
-                                .and_then(|p| p.get(METADATA_KEY))
-                                .is_some_and(|v| v == &key.0)
-                    })
-                });
-                match found {
-                    Some(m) => Reconciled::Found(MessageHandle(m.origin.ts.0.clone())),
-                    None => Reconciled::Absent,
-                }
-            }
-            Err(_) => Reconciled::Unknown,
-        }
+    fn reconciliation(&self, _to: &ChannelRef) -> Reconciliation {
+        Reconciliation::Lookup
     }
+
+    /// One `conversations.history` page (newest first, back to
+    /// `query.since`), reporting which keys it holds in herald's metadata.
+    async fn lookup(&self, to: &ChannelRef, query: &LookupQuery<'_>) -> Result<LookupPage, NotSurfaced> {
+        let mut request = SlackApiConversationsHistoryRequest::new()
+            .with_channel(SlackChannelId(to.id.clone()))
+            .with_limit(self.history.page_size())
+            .with_oldest(SlackTs(slack_ts(query.since)))
+            .with_include_all_metadata(true);
+        if let Some(cursor) = &query.cursor {
+            request = request.with_cursor(SlackCursorId(cursor.clone()));
+        }
+        let session = self.client.open_session(&self.token);
+        let history = self
+            .timed(Call::Lookup, session.conversations_history(&request))
+            .await?;
+        let found = history
+            .messages
+            .iter()
+            .filter_map(|m| {
+                let metadata = m.content.metadata.as_ref()?;
+                if metadata.event_type != METADATA_EVENT_TYPE {
+                    return None;
+                }
+                let value = metadata.event_payload.as_ref()?.get(METADATA_KEY)?;
+                let key = query.keys.iter().find(|k| value == &k.0)?;
+                Some((key.clone(), MessageHandle(m.origin.ts.0.clone())))
+            })
+            .collect();
+        let next = match history.has_more {
+            Some(true) => history
+                .response_metadata
+                .and_then(|md| md.next_cursor)
+                .map(|c| c.0)
+                .filter(|c| !c.is_empty()),
+            _ => None,
+        };
+        Ok(LookupPage { found, next })
+    }
+}
+
+/// A time as Slack's `ts` (`seconds.micros`).
+fn slack_ts(at: SystemTime) -> String {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    format!("{}.{:06}", since.as_secs(), since.subsec_micros())
 }

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_messaging::{
-    ChannelRef, DeliveryOutcome, IdempotencyKey, Limits, MessageHandle, Messaging, NotSurfaced, Outbound,
-    Platform, Rate, Reconciled,
+    Budget, ChannelRef, DeliveryOutcome, Limits, MessageHandle, Messaging, NotSurfaced, Outbound, Platform,
+    Rate, Reconciliation, WRITES,
 };
 use serde::Deserialize;
 use teloxide::ApiError;
@@ -105,6 +105,11 @@ fn recipient(to: &ChannelRef) -> Result<Recipient, DeliveryOutcome> {
     Err(DeliveryOutcome::NotSurfaced(NotSurfaced::Permanent {
         reason: format!("{:?} is not a Telegram chat id or @channel name", to.id),
     }))
+}
+
+/// Groups, supergroups and channels: negative chat ids and `@username`s.
+fn is_group(to: &ChannelRef) -> bool {
+    to.id.starts_with('-') || to.id.starts_with('@')
 }
 
 fn thread(to: &ChannelRef) -> Option<ThreadId> {
@@ -208,24 +213,28 @@ impl Messaging for TelegramAdapter {
         Platform::Telegram
     }
 
-    /// Bot API limits: about 30 messages per second per bot, one per second
-    /// per chat, 20 per minute per group — edits count like messages.
+    /// Bot API limits (Telegram's bot FAQ): about 30 messages per second
+    /// per bot and one per second per chat; edits count like messages.
     fn limits(&self) -> Limits {
         Limits {
             max_text_chars: render::MAX_TEXT,
-            posts_per_channel: Rate::new(1, Duration::from_secs(1)),
-            edits_per_channel: Some(Rate::new(1, Duration::from_secs(1))),
-            calls_per_channel: Some(Rate::new(1, Duration::from_secs(1))),
-            edits_shared: None,
-            global: Some(Rate::new(30, Duration::from_secs(1))),
+            budgets: vec![
+                Budget::channel(WRITES, Rate::new(1, Duration::from_secs(1))),
+                Budget::account(WRITES, Rate::new(30, Duration::from_secs(1))),
+            ],
+            enforced_by_platform: true,
         }
     }
 
-    /// Groups and channels (negative ids) get the 20-per-minute group limit.
+    /// Groups, supergroups and channels (negative ids, `@channel`) are
+    /// limited twice: one message per second per chat *and* 20 per minute
+    /// per group.
     fn channel_limits(&self, to: &ChannelRef) -> Limits {
         let mut limits = self.limits();
-        if to.id.starts_with('-') || to.id.starts_with('@') {
-            limits.calls_per_channel = Some(Rate::new(20, Duration::from_secs(60)));
+        if is_group(to) {
+            limits
+                .budgets
+                .push(Budget::channel(WRITES, Rate::new(20, Duration::from_secs(60))));
         }
         limits
     }
@@ -256,8 +265,9 @@ impl Messaging for TelegramAdapter {
         self.call("editMessageText", &payload, Some(at)).await
     }
 
-    /// Telegram offers no way to read a chat's messages back.
-    async fn reconcile(&self, _to: &ChannelRef, _key: &IdempotencyKey) -> Reconciled {
-        Reconciled::Unsupported
+    /// Telegram offers no way to read a chat's messages back: resend
+    /// (at-least-once).
+    fn reconciliation(&self, _to: &ChannelRef) -> Reconciliation {
+        Reconciliation::Resend
     }
 }

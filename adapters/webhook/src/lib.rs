@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use herald_messaging::{
-    ChannelRef, DeliveryOutcome, IdempotencyKey, Limits, MessageHandle, Messaging, NotSurfaced, Outbound,
-    Platform, Rate, Reconciled,
+    Budget, ChannelRef, DeliveryOutcome, Limits, MessageHandle, Messaging, NotSurfaced, Outbound, Platform,
+    Rate, Reconciliation, WRITES,
 };
 use rand::Rng;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
@@ -188,11 +188,8 @@ impl Messaging for WebhookChannel {
     fn limits(&self) -> Limits {
         Limits {
             max_text_chars: 64 * 1024,
-            posts_per_channel: Rate::new(2000, Duration::from_secs(1)),
-            edits_per_channel: Some(Rate::new(2000, Duration::from_secs(1))),
-            calls_per_channel: None,
-            edits_shared: None,
-            global: None,
+            budgets: vec![Budget::channel(WRITES, Rate::new(2000, Duration::from_secs(1)))],
+            enforced_by_platform: false,
         }
     }
 
@@ -214,8 +211,8 @@ impl Messaging for WebhookChannel {
 
     /// A receiver cannot be asked what it got; it dedupes on `webhook-id`
     /// instead, so resending is safe.
-    async fn reconcile(&self, _to: &ChannelRef, _key: &IdempotencyKey) -> Reconciled {
-        Reconciled::Unsupported
+    fn reconciliation(&self, _to: &ChannelRef) -> Reconciliation {
+        Reconciliation::Resend
     }
 }
 

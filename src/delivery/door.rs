@@ -1,0 +1,232 @@
+//! The one door every platform call of a channel passes: posts, edits and
+//! reconciliation look-ups alike spend from every budget that counts them
+//! (the channel's own and the account's shared ones), and a platform's
+//! retry-after holds the door shut for that call, plus a safety margin,
+//! measured from when the answer arrived. Where the platform enforces its
+//! limits, the windows are written to the store before each call, so a
+//! restarted herald keeps spending the same windows instead of starting
+//! afresh (a crash loop must never earn a 429).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_messaging::{Budget, Call, Limits, NotSurfaced, Rate, Scope};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tracing::warn;
+
+use super::budget::{SharedWindow, Window, acquire, ready_in};
+use crate::store::{Store, StoreError, now_ms};
+
+/// Added to every retry-after: enough that a platform counting from when
+/// it sent its answer, with coarse clocks, never sees an early request.
+fn with_margin(retry_after: Duration) -> Duration {
+    retry_after + Duration::from_millis(100) + retry_after / 20
+}
+
+/// The window herald keeps for a platform's rate: a little longer than the
+/// platform's, because the platform counts when requests *arrive*, and two
+/// requests sent exactly `per` apart can arrive closer together.
+fn padded(rate: Rate) -> Rate {
+    let pad = (rate.per / 50).max(Duration::from_millis(20));
+    Rate::new(rate.count, rate.per + pad)
+}
+
+/// One budget and the window that spends it.
+#[derive(Clone)]
+struct Gate {
+    budget: Budget,
+    window: SharedWindow,
+    /// Where the window is kept in the store.
+    key: String,
+}
+
+fn key_of(owner: &str, budget: &Budget) -> String {
+    let calls: Vec<&str> = budget.calls.iter().map(|c| c.as_str()).collect();
+    format!(
+        "{owner}/{}/{}/{}per{}ms",
+        budget.scope.as_str(),
+        calls.join("+"),
+        budget.rate.count,
+        budget.rate.per.as_millis()
+    )
+}
+
+/// Keeps windows in the store, where the platform enforces its limits.
+#[derive(Clone)]
+struct Keeper {
+    store: Store,
+}
+
+impl Keeper {
+    async fn open(
+        &self,
+        owner: &str,
+        budgets: impl Iterator<Item = &Budget>,
+    ) -> Result<Vec<Gate>, StoreError> {
+        let gates: Vec<Gate> = budgets
+            .map(|b| Gate {
+                budget: b.clone(),
+                window: Arc::new(Mutex::new(Window::new(padded(b.rate)))),
+                key: key_of(owner, b),
+            })
+            .collect();
+        let keys: Vec<String> = gates.iter().map(|g| g.key.clone()).collect();
+        let kept = self.store.load_budget_windows(&keys).await?;
+        let (now, now_ms) = (Instant::now(), now_ms());
+        for gate in &gates {
+            if let Some(snapshot) = kept.get(&gate.key) {
+                gate.window.lock().await.restore(snapshot, now, now_ms);
+            }
+        }
+        Ok(gates)
+    }
+
+    async fn save(&self, gates: &[&Gate]) {
+        let (now, now_ms) = (Instant::now(), now_ms());
+        let mut snapshots = Vec::with_capacity(gates.len());
+        for gate in gates {
+            snapshots.push((gate.key.clone(), gate.window.lock().await.snapshot(now, now_ms)));
+        }
+        if let Err(e) = self.store.save_budget_windows(&snapshots, now_ms).await {
+            warn!(error = %e, "could not keep rate budgets in the store; a restart now may spend them twice");
+        }
+    }
+}
+
+fn fresh(budgets: impl Iterator<Item = Budget>) -> Vec<Gate> {
+    budgets
+        .map(|b| Gate {
+            window: Arc::new(Mutex::new(Window::new(padded(b.rate)))),
+            key: String::new(),
+            budget: b,
+        })
+        .collect()
+}
+
+/// The budgets one platform account shares across its channels (Discord's
+/// global limit, Slack's per-workspace methods, Telegram's per-bot limit).
+#[derive(Clone)]
+pub struct AccountBudgets {
+    owner: String,
+    gates: Vec<Gate>,
+    keeper: Option<Keeper>,
+}
+
+impl AccountBudgets {
+    /// The account-scoped budgets of `limits`, with the windows an earlier
+    /// process kept. `owner` names the account in stored keys.
+    pub async fn open(owner: &str, limits: &Limits, store: &Store) -> Result<AccountBudgets, StoreError> {
+        let account = limits.budgets.iter().filter(|b| b.scope == Scope::Account);
+        let keeper = limits
+            .enforced_by_platform
+            .then(|| Keeper { store: store.clone() });
+        let gates = match &keeper {
+            Some(k) => k.open(owner, account).await?,
+            None => fresh(account.cloned()),
+        };
+        Ok(AccountBudgets {
+            owner: owner.to_owned(),
+            gates,
+            keeper,
+        })
+    }
+
+    /// The door of one channel of this account: the account's shared
+    /// budgets first, then the channel's own from `limits`.
+    pub async fn door(&self, channel: &str, limits: &Limits) -> Result<Door, StoreError> {
+        let own = limits.budgets.iter().filter(|b| b.scope == Scope::Channel);
+        let owner = format!("{}/{channel}", self.owner);
+        let own_gates = match &self.keeper {
+            Some(k) => k.open(&owner, own).await?,
+            None => fresh(own.cloned()),
+        };
+        let mut gates = self.gates.clone();
+        gates.extend(own_gates);
+        Ok(Door {
+            gates,
+            keeper: self.keeper.clone(),
+        })
+    }
+}
+
+/// Every call of one channel passes here.
+pub struct Door {
+    /// Account gates first, then the channel's: the lock order.
+    gates: Vec<Gate>,
+    keeper: Option<Keeper>,
+}
+
+impl Door {
+    fn counting(&self, call: Call) -> Vec<&Gate> {
+        self.gates.iter().filter(|g| g.budget.counts(call)).collect()
+    }
+
+    fn windows(gates: &[&Gate]) -> Vec<SharedWindow> {
+        gates.iter().map(|g| g.window.clone()).collect()
+    }
+
+    /// How long until `call` may pass (zero: now). Takes nothing.
+    pub async fn ready_in(&self, call: Call) -> Duration {
+        let windows = Self::windows(&self.counting(call));
+        ready_in(&windows.iter().collect::<Vec<_>>()).await
+    }
+
+    /// How many calls of this kind may pass right now without waiting.
+    pub async fn available_now(&self, call: Call) -> usize {
+        let now = Instant::now();
+        let mut available = usize::MAX;
+        for gate in self.counting(call) {
+            available = available.min(gate.window.lock().await.available_now(now));
+        }
+        available
+    }
+
+    /// Wait until `call` may pass, spend it from every budget that counts
+    /// it, and (where the platform enforces its limits) keep the windows
+    /// in the store before the call is made.
+    pub async fn acquire(&self, call: Call) {
+        let gates = self.counting(call);
+        let windows = Self::windows(&gates);
+        acquire(&windows.iter().collect::<Vec<_>>()).await;
+        if let Some(keeper) = &self.keeper {
+            keeper.save(&gates).await;
+        }
+    }
+
+    /// Learn from an answer: a retry-after holds the budgets it concerns
+    /// (the account's for a global limit, else the channel's) for that
+    /// long plus a margin; `exhausted` (the platform said the budget is
+    /// empty for this long) holds the channel's budgets for the call.
+    pub async fn observe(&self, call: Call, failure: Option<&NotSurfaced>, exhausted: Option<Duration>) {
+        let mut held = Vec::new();
+        if let Some(NotSurfaced::RateLimited { retry_after, global }) = failure {
+            let scope = if *global { Scope::Account } else { Scope::Channel };
+            held.extend(self.hold(call, scope, with_margin(*retry_after)).await);
+        }
+        if let Some(wait) = exhausted {
+            held.extend(self.hold(call, Scope::Channel, with_margin(wait)).await);
+        }
+        if let (Some(keeper), false) = (&self.keeper, held.is_empty()) {
+            keeper.save(&held).await;
+        }
+    }
+
+    /// Pause the budgets of `scope` that count `call`; where there is none
+    /// of that scope, every budget that counts it.
+    async fn hold(&self, call: Call, scope: Scope, wait: Duration) -> Vec<&Gate> {
+        let counting = self.counting(call);
+        let mut chosen: Vec<&Gate> = counting
+            .iter()
+            .copied()
+            .filter(|g| g.budget.scope == scope)
+            .collect();
+        if chosen.is_empty() {
+            chosen = counting;
+        }
+        for gate in &chosen {
+            gate.window.lock().await.pause(wait);
+        }
+        chosen
+    }
+}
