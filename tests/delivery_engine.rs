@@ -50,6 +50,10 @@ struct Fake {
     exhausted: Mutex<Option<Duration>>,
     /// Every look-up, by how many keys it asked for.
     lookups: Mutex<Vec<usize>>,
+    /// What every look-up answers instead of a page.
+    lookup_fails: Mutex<Option<NotSurfaced>>,
+    /// Limits instead of the generous default.
+    limits: Mutex<Option<Limits>>,
     platform: Option<Platform>,
 }
 
@@ -115,6 +119,9 @@ impl Messaging for Fake {
     }
 
     fn limits(&self) -> Limits {
+        if let Some(limits) = self.limits.lock().unwrap().clone() {
+            return limits;
+        }
         Limits {
             max_text_chars: 2000,
             budgets: vec![
@@ -146,6 +153,9 @@ impl Messaging for Fake {
 
     async fn lookup(&self, _to: &ChannelRef, query: &LookupQuery<'_>) -> Result<LookupPage, NotSurfaced> {
         self.lookups.lock().unwrap().push(query.keys.len());
+        if let Some(reason) = self.lookup_fails.lock().unwrap().clone() {
+            return Err(reason);
+        }
         let created = self.created.lock().unwrap();
         Ok(LookupPage {
             found: query
@@ -163,6 +173,7 @@ struct Engine {
     store: Store,
     config: Config,
     wakers: Wakers,
+    adapters: Adapters,
     delivery: Option<Delivery>,
 }
 
@@ -191,6 +202,21 @@ impl Engine {
     }
 
     async fn start_with(progress: bool, delivery: &str, fakes: Vec<Arc<Fake>>) -> Engine {
+        let mut e = Engine::prepare(progress, delivery, fakes).await;
+        e.run().await;
+        e
+    }
+
+    /// Start the channel actors (once the store holds what a test needs).
+    async fn run(&mut self) {
+        let delivery = Delivery::start(&self.config, &self.store, &self.adapters, &self.wakers)
+            .await
+            .unwrap();
+        self.delivery = Some(delivery);
+    }
+
+    /// Store, config and adapters, without the actors.
+    async fn prepare(progress: bool, delivery: &str, fakes: Vec<Arc<Fake>>) -> Engine {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&format!("sqlite://{}", dir.path().join("e.db").display()))
             .await
@@ -214,16 +240,13 @@ impl Engine {
         for f in fakes {
             adapters.insert_platform(f.platform(), f as Arc<dyn Messaging>);
         }
-        let wakers = Wakers::default();
-        let delivery = Delivery::start(&config, &store, &adapters, &wakers)
-            .await
-            .unwrap();
         Engine {
             _dir: dir,
             store,
             config,
-            wakers,
-            delivery: Some(delivery),
+            wakers: Wakers::default(),
+            adapters,
+            delivery: None,
         }
     }
 
@@ -497,6 +520,302 @@ async fn a_hanging_channel_does_not_delay_a_healthy_one() {
             .iter()
             .any(|r| r.channel == "hook" && r.status != "surfaced"),
         "the slow channel should still be working"
+    );
+    e.stop().await;
+}
+
+/// Leave `n` terminal receipts of `main` as a crash would: claimed
+/// (`sending`), then recovered at start as unverified.
+async fn crash_with_unverified(e: &Engine, n: usize) {
+    let events: Vec<_> = (0..n)
+        .map(|i| ev("r", &format!("t{i}"), 1, "completed"))
+        .collect();
+    e.ingest(events).await;
+    let now = herald::store::now_ms();
+    let claimed = e
+        .store
+        .claim_receipts("main", now, 60_000, i64::try_from(n).unwrap(), false)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), n);
+    assert_eq!(e.store.recover_receipts(now).await.unwrap(), n as u64);
+}
+
+#[tokio::test]
+async fn a_restart_with_a_hundred_unverified_receipts_costs_one_lookup() {
+    let fake = Fake::new(Platform::Web, vec![]);
+    let mut e = Engine::prepare(false, FAST, vec![fake.clone()]).await;
+    crash_with_unverified(&e, 100).await;
+    // Half of them had reached the platform before the crash.
+    let receipts = e.receipts().await;
+    for r in receipts.iter().take(50) {
+        fake.created
+            .lock()
+            .unwrap()
+            .insert(r.id.clone(), format!("landed-{}", r.id));
+    }
+    e.run().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while e
+        .receipts()
+        .await
+        .iter()
+        .filter(|r| r.status == "surfaced")
+        .count()
+        < 100
+    {
+        assert!(Instant::now() < deadline, "{:?}", e.receipts().await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        *fake.lookups.lock().unwrap(),
+        vec![100],
+        "one look-up asked for all 100 unverified receipts"
+    );
+    assert_eq!(
+        fake.posts(MessageKind::Terminal).len(),
+        50,
+        "only the 50 that never arrived were sent"
+    );
+    let adopted = e
+        .receipts()
+        .await
+        .iter()
+        .filter(|r| r.message_id.as_deref().is_some_and(|m| m.starts_with("landed-")))
+        .count();
+    assert_eq!(adopted, 50, "the landed ones kept their platform message");
+    e.stop().await;
+}
+
+#[tokio::test]
+async fn a_lookup_that_can_never_be_made_falls_back_to_sending_and_says_so() {
+    let fake = Fake::new(Platform::Web, vec![]);
+    *fake.lookup_fails.lock().unwrap() = Some(NotSurfaced::Permanent {
+        reason: "Slack error missing_scope".into(),
+    });
+    let mut e = Engine::prepare(false, FAST, vec![fake.clone()]).await;
+    crash_with_unverified(&e, 3).await;
+    e.run().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while e
+        .receipts()
+        .await
+        .iter()
+        .filter(|r| r.status == "surfaced")
+        .count()
+        < 3
+    {
+        assert!(Instant::now() < deadline, "{:?}", e.receipts().await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fake.lookups.lock().unwrap().len(), 1, "asked once, not in a loop");
+    assert_eq!(fake.posts(MessageKind::Terminal).len(), 3);
+    for r in e.receipts().await {
+        let error = r.last_error.unwrap_or_default();
+        assert!(
+            error.contains("could not check") && error.contains("missing_scope"),
+            "the receipt says why it was sent unchecked: {error:?}"
+        );
+    }
+    e.stop().await;
+}
+
+#[tokio::test]
+async fn a_lookup_that_fails_for_now_is_retried_without_sending() {
+    let fake = Fake::new(Platform::Web, vec![]);
+    *fake.lookup_fails.lock().unwrap() = Some(NotSurfaced::Transient {
+        reason: "HTTP 503".into(),
+    });
+    let mut e = Engine::prepare(false, FAST, vec![fake.clone()]).await;
+    crash_with_unverified(&e, 2).await;
+    e.run().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fake.lookups.lock().unwrap().len() < 3 {
+        assert!(Instant::now() < deadline, "look-ups were not retried");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        fake.posts(MessageKind::Terminal).is_empty(),
+        "nothing may be sent while it could still be there"
+    );
+    // The platform can be asked again: nothing was there, so both go out.
+    *fake.lookup_fails.lock().unwrap() = None;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while e
+        .receipts()
+        .await
+        .iter()
+        .filter(|r| r.status == "surfaced")
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "{:?}", e.receipts().await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fake.posts(MessageKind::Terminal).len(), 2);
+    e.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_reclaimed_by_the_running_process_and_checked_first() {
+    let fake = Fake::new(Platform::Web, vec![]);
+    let mut e = Engine::prepare(false, FAST, vec![fake.clone()]).await;
+    e.ingest(vec![ev("r", "t", 1, "completed")]).await;
+    // A claim that nothing will finish (a stuck call, a store error).
+    let claimed = e
+        .store
+        .claim_receipts("main", herald::store::now_ms(), 200, 1, false)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    e.run().await;
+    let r = e.wait_receipt("main", "surfaced", Duration::from_secs(10)).await;
+    assert_eq!(*fake.lookups.lock().unwrap(), vec![1], "checked before resending");
+    assert_eq!(fake.posts(MessageKind::Terminal).len(), 1);
+    assert_eq!(r.attempts, 2);
+    e.stop().await;
+}
+
+#[tokio::test]
+async fn a_late_outcome_never_overwrites_a_newer_attempt() {
+    let e = Engine::prepare(false, FAST, vec![Fake::new(Platform::Web, vec![])]).await;
+    e.ingest(vec![ev("r", "t", 1, "completed")]).await;
+    let now = herald::store::now_ms();
+    let first = e.store.claim_receipts("main", now, 10, 1, false).await.unwrap();
+    // Attempt 1's lease expires; the receipt is reclaimed and tried again.
+    assert_eq!(
+        e.store.reclaim_expired_receipts("main", now + 20).await.unwrap(),
+        1
+    );
+    let second = e
+        .store
+        .claim_receipts("main", now + 30, 60_000, 1, false)
+        .await
+        .unwrap();
+    assert_eq!((first[0].attempts, second[0].attempts), (1, 2));
+    let surfaced = herald::store::ReceiptUpdate::Surfaced {
+        message_id: "m2".into(),
+    };
+    assert!(
+        e.store
+            .finish_receipt(&second[0].id, 2, &surfaced, now + 40)
+            .await
+            .unwrap()
+    );
+    // Attempt 1's answer finally arrives: it must not be recorded.
+    let late = herald::store::ReceiptUpdate::Failed {
+        error: "late 403".into(),
+    };
+    assert!(
+        !e.store
+            .finish_receipt(&first[0].id, 1, &late, now + 50)
+            .await
+            .unwrap()
+    );
+    let r = &e.receipts().await[0];
+    assert_eq!(
+        (r.status.as_str(), r.message_id.as_deref()),
+        ("surfaced", Some("m2"))
+    );
+}
+
+#[tokio::test]
+async fn a_recovered_platform_pulls_the_backoff_queue_forward() {
+    let fake = Fake::new(Platform::Web, vec![]);
+    let transient = || Step::Answer(NotSurfaced::Transient { reason: "503".into() });
+    *fake.script.lock().unwrap() = (0..5).map(|_| transient()).collect();
+    let e = Engine::start("retry_schedule = [\"30s\"]\n", vec![fake.clone()]).await;
+    let events: Vec<_> = (0..5)
+        .map(|i| ev("r", &format!("t{i}"), 1, "completed"))
+        .collect();
+    e.ingest(events).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fake.posts(MessageKind::Terminal).len() < 5 {
+        assert!(Instant::now() < deadline, "{:?}", fake.calls());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // All five wait 30 s on backoff. The platform answers again for a new
+    // notification: the five are pulled forward at once.
+    let started = Instant::now();
+    e.ingest(vec![ev("r", "fresh", 1, "completed")]).await;
+    while e
+        .receipts()
+        .await
+        .iter()
+        .filter(|r| r.status == "surfaced")
+        .count()
+        < 6
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the backoff queue was not pulled forward: {:?}",
+            e.receipts().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fake.posts(MessageKind::Terminal).len(), 11);
+    e.stop().await;
+}
+
+#[tokio::test]
+async fn reload_keeps_unchanged_actors_and_their_budgets_and_fails_removed_channels() {
+    let fake = Fake::new(Platform::Web, vec![]);
+    // One post per 2 s: a restarted actor would forget the first.
+    *fake.limits.lock().unwrap() = Some(Limits {
+        max_text_chars: 2000,
+        budgets: vec![Budget::channel(POSTS, Rate::new(1, Duration::from_secs(2)))],
+        enforced_by_platform: false,
+    });
+    let hook = Fake::new(Platform::Webhook, vec![]);
+    *hook.always.lock().unwrap() = Some(Step::Answer(NotSurfaced::Transient { reason: "503".into() }));
+    let mut e = Engine::start("retry_schedule = [\"10s\"]\n", vec![fake.clone(), hook.clone()]).await;
+    e.ingest(vec![ev("both-1", "t1", 1, "completed")]).await;
+    e.wait_receipt("main", "surfaced", Duration::from_secs(5)).await;
+    let hook_receipt = e.wait_receipt("hook", "pending", Duration::from_secs(5)).await;
+    // Reload without the `hook` channel; `main` is unchanged.
+    let text = format!(
+        "{}\n[delivery]\nretry_schedule = [\"10s\"]\n",
+        CONFIG
+            .replace("PROGRESS", "false")
+            .replace("[channels.hook]", "[unused]")
+            .replace("channels = [\"main\", \"hook\"]", "channels = [\"main\"]")
+    );
+    let text = text
+        .lines()
+        .filter(|l| !l.starts_with("[unused]") && !l.starts_with("url =") && !l.starts_with("secret ="))
+        .fold(String::new(), |acc, l| acc + l + "\n")
+        .replace("adapter = \"webhook\"\n", "");
+    let new = Config::parse_with_env("t.toml", &text, |_| None).unwrap();
+    assert!(!new.channels.contains_key("hook"), "{text}");
+    let started = Instant::now();
+    e.delivery
+        .as_mut()
+        .unwrap()
+        .reload(&new, &e.adapters, Duration::from_secs(2))
+        .await
+        .unwrap();
+    e.config = new;
+    let failed = e
+        .receipts()
+        .await
+        .into_iter()
+        .find(|r| r.id == hook_receipt.id)
+        .unwrap();
+    assert_eq!(failed.status, "failed");
+    assert_eq!(failed.last_error.as_deref(), Some("channel removed from config"));
+    // `main` kept its budget: the next post waits out the 2 s window.
+    e.ingest(vec![ev("r", "t2", 1, "completed")]).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fake.posts(MessageKind::Terminal).len() < 2 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let posts = fake.posts(MessageKind::Terminal);
+    assert!(
+        posts[1].at - posts[0].at >= Duration::from_millis(1_990),
+        "the kept actor forgot its budget: second post {:?} after the first (reload at {:?})",
+        posts[1].at - posts[0].at,
+        started.elapsed()
     );
     e.stop().await;
 }

@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use serde_json::json;
 
+#[allow(dead_code)]
+#[path = "../../tests/emulators/chaos.rs"]
+mod chaos;
 #[allow(dead_code, clippy::result_large_err)]
 #[path = "../../tests/emulators/discord.rs"]
 mod discord;

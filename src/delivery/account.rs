@@ -102,6 +102,7 @@ impl Account {
         let channels = self.channels();
         let platform = self.adapter.platform();
         match self.store.pull_forward(&channels, now_ms()).await {
+            Ok(0) => {}
             Ok(pulled) => {
                 info!(%platform, pulled, "the platform answers again; work waiting on backoff is due now");
                 crate::metrics::pulled_forward(platform.as_str(), pulled);

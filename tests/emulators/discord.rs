@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
 use serde_json::{Value, json};
 
+use super::chaos::{Chaos, Draw};
 use super::lockout::{Early, Lockouts};
 
 /// Discord's epoch for snowflakes (2015-01-01).
@@ -104,6 +105,7 @@ struct Inner {
     seen: Vec<Seen>,
     global: VecDeque<Instant>,
     lockouts: Lockouts,
+    chaos: Option<Chaos>,
     next_seq: u64,
     rate_limited: usize,
 }
@@ -152,6 +154,11 @@ impl DiscordEmulator {
         let mut inner = self.inner.lock().unwrap();
         inner.channels.entry(channel.to_owned()).or_default();
         inner.forbidden.insert(channel.to_owned(), (code, message));
+    }
+
+    /// From now on, fail a share of requests at random (`None`: stop).
+    pub fn chaos(&self, chaos: Option<Chaos>) {
+        self.inner.lock().unwrap().chaos = chaos;
     }
 
     /// Queue faults for the next requests.
@@ -399,7 +406,13 @@ async fn gate(
             return Err(rate_limited(&mut state, wait, true, "global"));
         }
         state.global.push_back(now);
-        state.faults.pop_front()
+        state.faults.pop_front().or_else(|| {
+            state.chaos.as_mut().and_then(|c| match c.draw() {
+                Draw::Normal => None,
+                Draw::ServerError => Some(Fault::Error(500, 0, "500: Internal Server Error")),
+                Draw::Lost => Some(Fault::ApplyThenHang),
+            })
+        })
     };
     let mut hang = false;
     match fault {

@@ -6,6 +6,7 @@
 // would only obscure the emulators.
 #![allow(clippy::result_large_err)]
 
+pub mod chaos;
 pub mod discord;
 pub mod lockout;
 pub mod slack;

@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Map, Value, json};
 
+use super::chaos::{Chaos, Draw};
 use super::lockout::{Early, Lockouts};
 
 const POSTS_PER_CHANNEL: (usize, Duration) = (1, Duration::from_secs(1));
@@ -108,6 +109,7 @@ struct Inner {
     histories: VecDeque<Instant>,
     history: History,
     lockouts: Lockouts,
+    chaos: Option<Chaos>,
     faults: VecDeque<Fault>,
     seen: Vec<Seen>,
     clock: u64,
@@ -163,6 +165,11 @@ impl SlackEmulator {
     /// Add a channel of a given kind.
     pub fn channel(&self, id: &str, kind: ChannelKind) {
         self.inner.lock().unwrap().channels.insert(id.to_owned(), kind);
+    }
+
+    /// From now on, fail a share of calls at random (`None`: stop).
+    pub fn chaos(&self, chaos: Option<Chaos>) {
+        self.inner.lock().unwrap().chaos = chaos;
     }
 
     /// Queue faults for the next calls.
@@ -355,7 +362,16 @@ async fn call(
         let mut state = inner.lock().unwrap();
         match state.lockouts.arrived(&bucket, arrived) {
             Some(left) => (None, Some(left)),
-            None => (state.faults.pop_front(), None),
+            None => {
+                let fault = state.faults.pop_front().or_else(|| {
+                    state.chaos.as_mut().and_then(|c| match c.draw() {
+                        Draw::Normal => None,
+                        Draw::ServerError => Some(Fault::Http(500)),
+                        Draw::Lost => Some(Fault::ApplyThenHang),
+                    })
+                });
+                (fault, None)
+            }
         }
     };
     let mut hang = false;

@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Map, Value, json};
 
+use super::chaos::{Chaos, Draw};
 use super::lockout::{Early, Lockouts};
 
 const NOT_MODIFIED: &str = "Bad Request: message is not modified: specified new message content and reply markup \
@@ -96,6 +97,7 @@ struct Inner {
     seen: Vec<Seen>,
     global: VecDeque<Instant>,
     lockouts: Lockouts,
+    chaos: Option<Chaos>,
     next_id: i64,
     rate_limited: usize,
 }
@@ -165,6 +167,11 @@ impl TelegramEmulator {
         } else {
             chat.blocked = true;
         }
+    }
+
+    /// From now on, fail a share of calls at random (`None`: stop).
+    pub fn chaos(&self, chaos: Option<Chaos>) {
+        self.inner.lock().unwrap().chaos = chaos;
     }
 
     /// Queue faults.
@@ -329,7 +336,16 @@ async fn call(
             .or_else(|| state.lockouts.arrived("global", now));
         match inside {
             Some(left) => (None, Some(left)),
-            None => (state.faults.pop_front(), None),
+            None => {
+                let fault = state.faults.pop_front().or_else(|| {
+                    state.chaos.as_mut().and_then(|c| match c.draw() {
+                        Draw::Normal => None,
+                        Draw::ServerError => Some(Fault::Http(500)),
+                        Draw::Lost => Some(Fault::ApplyThenHang),
+                    })
+                });
+                (fault, None)
+            }
         }
     };
     let (res, hang) = match (fault, inside) {

@@ -1,0 +1,327 @@
+//! Crash safety against every chat platform at once: the real binary is
+//! `kill -9`'d every two seconds while tasks run and finish, and the
+//! emulators fail a share of calls (HTTP 500, answers lost after the call
+//! was applied). Afterwards every terminal notification must have arrived,
+//! on Discord and Slack exactly once with exactly one live message per
+//! task, and no platform may have seen a request inside a retry-after.
+
+mod common;
+mod emulators;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{Herald, event};
+use emulators::chaos::Chaos;
+use emulators::discord::DiscordEmulator;
+use emulators::slack::SlackEmulator;
+use emulators::telegram::{ChatKind, TelegramEmulator};
+use serde_json::{Value, json};
+
+const TASKS_PER_CHANNEL: usize = 5;
+const DISCORD: [&str; 4] = ["9001", "9002", "9003", "9004"];
+const SLACK: [&str; 4] = ["C1", "C2", "C3", "C4"];
+const TELEGRAM: [i64; 4] = [501, 502, 503, 504];
+
+fn config(discord: &DiscordEmulator, slack: &SlackEmulator, telegram: &TelegramEmulator) -> String {
+    let mut text = format!(
+        "[[sources]]\nname = \"fleet\"\ntoken = \"test-token\"\n\n\
+         [adapters.discord]\ntoken = \"dtoken\"\napi_url = \"{}\"\ntimeout = \"1s\"\n\n\
+         [adapters.slack]\ntoken = \"xoxb-t\"\napi_url = \"{}\"\ntimeout = \"1s\"\n\n\
+         [adapters.telegram]\ntoken = \"1:tg\"\napi_url = \"{}\"\ntimeout = \"1s\"\n\n\
+         [delivery]\nretry_schedule = [\"200ms\", \"500ms\", \"1s\"]\nprogress_min_interval = \"3s\"\n\n",
+        discord.api_url(),
+        slack.api_url(),
+        telegram.api_url()
+    );
+    for (i, id) in DISCORD.iter().enumerate() {
+        text.push_str(&format!(
+            "[channels.d{i}]\nadapter = \"discord\"\nid = \"{id}\"\n\n"
+        ));
+    }
+    for (i, id) in SLACK.iter().enumerate() {
+        text.push_str(&format!(
+            "[channels.s{i}]\nadapter = \"slack\"\nid = \"{id}\"\n\n"
+        ));
+    }
+    for (i, id) in TELEGRAM.iter().enumerate() {
+        text.push_str(&format!(
+            "[channels.t{i}]\nadapter = \"telegram\"\nid = \"{id}\"\n\n"
+        ));
+    }
+    // Run rN goes to the N-th channel of every platform.
+    for i in 0..4 {
+        text.push_str(&format!(
+            "[[routes]]\nmatch = {{ run_id = \"r{i}\" }}\nchannels = [\"d{i}\", \"s{i}\", \"t{i}\"]\n\n"
+        ));
+    }
+    text
+}
+
+/// Task ids no platform's escaping changes (Discord escapes `-`).
+fn task_name(channel: usize, n: usize) -> String {
+    format!("tsk{channel}{n:02}")
+}
+
+/// What one channel shows: messages per task, split into live (progress)
+/// messages and terminal notifications.
+#[derive(Debug, Default)]
+struct Shown {
+    progress: BTreeMap<String, usize>,
+    terminal: BTreeMap<String, usize>,
+    /// The newest text of each task's live message.
+    live_text: BTreeMap<String, String>,
+}
+
+fn tally(messages: &[(String, bool)]) -> Shown {
+    let mut shown = Shown::default();
+    for (text, terminal) in messages {
+        let Some(start) = text.find("tsk") else { continue };
+        let task = text[start..start + 6].to_owned();
+        if *terminal {
+            *shown.terminal.entry(task).or_default() += 1;
+        } else {
+            *shown.progress.entry(task.clone()).or_default() += 1;
+            shown.live_text.insert(task, text.clone());
+        }
+    }
+    shown
+}
+
+fn discord_shown(emu: &DiscordEmulator, channel: &str) -> Shown {
+    let messages: Vec<(String, bool)> = emu
+        .messages(channel)
+        .iter()
+        .map(|m| {
+            let terminal = m["nonce"].as_str().is_some_and(|n| n.starts_with("hr"));
+            (m.to_string(), terminal)
+        })
+        .collect();
+    tally(&messages)
+}
+
+fn slack_shown(emu: &SlackEmulator, channel: &str) -> Shown {
+    let messages: Vec<(String, bool)> = emu
+        .messages(channel)
+        .iter()
+        .map(|m| {
+            let key = m["metadata"]["event_payload"]["receipt_id"]
+                .as_str()
+                .unwrap_or("");
+            (m.to_string(), key.starts_with("hr"))
+        })
+        .collect();
+    tally(&messages)
+}
+
+fn telegram_shown(emu: &TelegramEmulator, chat: i64) -> Shown {
+    let messages: Vec<(String, bool)> = emu
+        .messages(chat)
+        .iter()
+        .map(|m| {
+            let text = m["text"].as_str().unwrap_or("").to_owned();
+            let terminal = text.contains("\nduration:");
+            (text, terminal)
+        })
+        .collect();
+    tally(&messages)
+}
+
+async fn settled(h: &Herald, expected: usize) -> bool {
+    let (_, body) = h.get("/v1/deliveries?status=surfaced&limit=1000").await;
+    let surfaced = body["deliveries"].as_array().map_or(0, Vec::len);
+    let (_, pending) = h.get("/v1/deliveries?status=pending&limit=1000").await;
+    let pending = pending["deliveries"].as_array().map_or(0, Vec::len);
+    surfaced == expected && pending == 0
+}
+
+/// Counts and whether each live message ended completed, for failure output.
+fn brief(shown: &Shown) -> String {
+    let done: Vec<(&String, bool)> = shown
+        .live_text
+        .iter()
+        .map(|(task, text)| (task, text.contains("completed")))
+        .collect();
+    format!(
+        "progress {:?} terminal {:?} completed {done:?}",
+        shown.progress, shown.terminal
+    )
+}
+
+fn all_completed(shown: &Shown) -> bool {
+    shown.live_text.len() == TASKS_PER_CHANNEL && shown.live_text.values().all(|t| t.contains("completed"))
+}
+
+#[tokio::test]
+async fn kill_nine_every_two_seconds_with_platform_faults_loses_and_duplicates_nothing() {
+    let discord = DiscordEmulator::start("dtoken", &DISCORD).await;
+    let slack = SlackEmulator::start("xoxb-t", &SLACK).await;
+    let telegram = TelegramEmulator::start("1:tg").await;
+    for chat in TELEGRAM {
+        telegram.chat(chat, ChatKind::Private);
+    }
+    for (i, emu_seed) in [11u64, 12, 13].iter().enumerate() {
+        let chaos = Some(Chaos::new(0.1, 0.1, *emu_seed));
+        match i {
+            0 => discord.chaos(chaos),
+            1 => slack.chaos(chaos),
+            _ => telegram.chaos(chaos),
+        }
+    }
+    let mut h = Herald::start(&config(&discord, &slack, &telegram));
+    let started = Instant::now();
+    let mut kills = 0;
+    // Three states per task, posted in steps between kills.
+    for step in 0..6usize {
+        let mut batch: Vec<Value> = Vec::new();
+        for channel in 0..4 {
+            for n in 0..TASKS_PER_CHANNEL {
+                let task = task_name(channel, n);
+                let (seq, state, payload) = match step {
+                    0 => (1, "running", json!({})),
+                    1 | 2 => (
+                        step as i64 + 1,
+                        "running_tool",
+                        json!({"tool": format!("step {step}")}),
+                    ),
+                    3 => (4, "completed", json!({"summary": format!("{task} done")})),
+                    _ => continue,
+                };
+                batch.push(event(&format!("r{channel}"), "w", &task, seq, state, payload));
+            }
+        }
+        if !batch.is_empty() {
+            let (status, body) = h.post_events(&json!(batch)).await;
+            assert_eq!(status, 202, "{body}");
+        }
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        h.kill9();
+        kills += 1;
+        h.spawn();
+    }
+    // Faults stop; herald must now settle on its own.
+    discord.chaos(None);
+    slack.chaos(None);
+    telegram.chaos(None);
+    let expected = 3 * 4 * TASKS_PER_CHANNEL;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let receipts = settled(&h, expected).await;
+        let d = DISCORD.iter().all(|c| all_completed(&discord_shown(&discord, c)));
+        let s = SLACK.iter().all(|c| all_completed(&slack_shown(&slack, c)));
+        let t = TELEGRAM
+            .iter()
+            .all(|c| all_completed(&telegram_shown(&telegram, *c)));
+        if receipts && d && s && t {
+            break;
+        }
+        if Instant::now() > deadline {
+            let (_, pending) = h.get("/v1/deliveries?status=pending&limit=1000").await;
+            let (_, failed) = h.get("/v1/deliveries?status=failed&limit=1000").await;
+            panic!(
+                "not settled: receipts {receipts}, discord {d}, slack {s}, telegram {t}\n\
+                 pending {pending}\nfailed {failed}\nslack: {:?}\ndiscord: {:?}\ntelegram: {:?}\nlog tail:\n{}",
+                SLACK
+                    .iter()
+                    .map(|c| brief(&slack_shown(&slack, c)))
+                    .collect::<Vec<_>>(),
+                DISCORD
+                    .iter()
+                    .map(|c| brief(&discord_shown(&discord, c)))
+                    .collect::<Vec<_>>(),
+                TELEGRAM
+                    .iter()
+                    .map(|c| brief(&telegram_shown(&telegram, *c)))
+                    .collect::<Vec<_>>(),
+                h.log
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .rev()
+                    .take(30)
+                    .rev()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let elapsed = started.elapsed();
+
+    let mut telegram_duplicates = 0;
+    let mut telegram_reposts = 0;
+    for (channel, id) in DISCORD.iter().enumerate() {
+        let shown = discord_shown(&discord, id);
+        for n in 0..TASKS_PER_CHANNEL {
+            let task = task_name(channel, n);
+            assert_eq!(
+                shown.terminal.get(&task),
+                Some(&1),
+                "Discord {id} {task}: {shown:?}"
+            );
+            assert_eq!(
+                shown.progress.get(&task),
+                Some(&1),
+                "Discord {id} {task}: {shown:?}"
+            );
+        }
+    }
+    for (channel, id) in SLACK.iter().enumerate() {
+        let shown = slack_shown(&slack, id);
+        for n in 0..TASKS_PER_CHANNEL {
+            let task = task_name(channel, n);
+            assert_eq!(
+                shown.terminal.get(&task),
+                Some(&1),
+                "Slack {id} {task}: {shown:?}"
+            );
+            assert_eq!(
+                shown.progress.get(&task),
+                Some(&1),
+                "Slack {id} {task}: {shown:?}"
+            );
+        }
+    }
+    for (channel, id) in TELEGRAM.iter().enumerate() {
+        let shown = telegram_shown(&telegram, *id);
+        for n in 0..TASKS_PER_CHANNEL {
+            let task = task_name(channel, n);
+            let terminal = shown.terminal.get(&task).copied().unwrap_or(0);
+            assert!(
+                terminal >= 1,
+                "Telegram {id} {task} lost its notification: {shown:?}"
+            );
+            telegram_duplicates += terminal - 1;
+            telegram_reposts += shown.progress.get(&task).copied().unwrap_or(0).saturating_sub(1);
+        }
+    }
+    let early = (discord.early(), slack.early(), telegram.early());
+    eprintln!(
+        "{kills} kills, settled after {elapsed:?}: 429s discord {} slack {} telegram {}; \
+         early requests {} / {} / {}; history calls {}; telegram duplicates {telegram_duplicates}, \
+         re-posted progress messages {telegram_reposts}",
+        discord.rate_limited(),
+        slack.rate_limited(),
+        telegram.rate_limited(),
+        early.0.len(),
+        early.1.len(),
+        early.2.len(),
+        slack.calls("conversations.history"),
+    );
+    assert!(
+        early.0.is_empty(),
+        "Discord saw requests inside a retry-after: {:?}",
+        early.0
+    );
+    assert!(
+        early.1.is_empty(),
+        "Slack saw requests inside a retry-after: {:?}",
+        early.1
+    );
+    assert!(
+        early.2.is_empty(),
+        "Telegram saw requests inside a retry-after: {:?}",
+        early.2
+    );
+}
