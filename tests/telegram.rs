@@ -237,6 +237,42 @@ async fn end_to_end_progress_is_edited_in_place() {
     let note = emu.messages(CHAT)[1]["text"].as_str().unwrap().to_owned();
     assert!(note.contains("<b>green</b> & done"), "{note}");
     assert_eq!(emu.rate_limited(), 0);
+    assert!(emu.early().is_empty(), "{:?}", emu.early());
+}
+
+#[tokio::test]
+async fn end_to_end_a_busy_supergroup_keeps_both_group_limits() {
+    const GROUP: i64 = -100_777;
+    let emu = TelegramEmulator::start(TOKEN).await;
+    emu.chat(GROUP, ChatKind::Supergroup);
+    let h = Herald::start(&config(&emu, GROUP, ""));
+    let started = Instant::now();
+    let mut seq = 0;
+    while started.elapsed() < Duration::from_secs(25) {
+        seq += 1;
+        let batch: Vec<_> = (0..50)
+            .map(|t| {
+                event("busy", "w", &format!("t{t}"), seq, "running_tool", json!({"tool": format!("step {seq}")}))
+            })
+            .collect();
+        h.post_events(&json!(batch)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let calls: Vec<_> = emu.seen().into_iter().filter(|s| s.status == 200).collect();
+    eprintln!(
+        "25 s, 50 busy tasks in one supergroup: {} calls, {} 429s",
+        calls.len(),
+        emu.rate_limited()
+    );
+    assert_eq!(emu.rate_limited(), 0, "herald earned a 429");
+    assert!(emu.early().is_empty(), "{:?}", emu.early());
+    // One a second would allow 25; twenty a minute allows 20: the group
+    // limit binds, and herald reaches it.
+    assert!(
+        (18..=20).contains(&calls.len()),
+        "{} calls in 25 s: the 20-per-minute group limit at 0.9 of the rate or better, never over",
+        calls.len()
+    );
 }
 
 #[tokio::test]

@@ -86,6 +86,14 @@ impl Window {
         }
     }
 
+    /// The platform said its bucket is empty until `reset_after` and full
+    /// again then (Discord's `X-RateLimit-Reset-After`): send nothing
+    /// before, and the window's own count decides after.
+    pub fn hold(&mut self, reset_after: Duration) {
+        let until = Instant::now() + reset_after;
+        self.paused_until = Some(self.paused_until.map_or(until, |u| u.max(until)));
+    }
+
     /// How many sends are allowed right now without waiting.
     pub fn available_now(&mut self, now: Instant) -> usize {
         if !self.wait_time(now).is_zero() {

@@ -202,10 +202,10 @@ impl Door {
         let mut held = Vec::new();
         if let Some(NotSurfaced::RateLimited { retry_after, global }) = failure {
             let scope = if *global { Scope::Account } else { Scope::Channel };
-            held.extend(self.hold(call, scope, with_margin(*retry_after)).await);
+            held.extend(self.hold(call, scope, with_margin(*retry_after), Hold::Paced).await);
         }
         if let Some(wait) = exhausted {
-            held.extend(self.hold(call, Scope::Channel, with_margin(wait)).await);
+            held.extend(self.hold(call, Scope::Channel, with_margin(wait), Hold::UntilReset).await);
         }
         if let (Some(keeper), false) = (&self.keeper, held.is_empty()) {
             keeper.save(&held).await;
@@ -214,7 +214,7 @@ impl Door {
 
     /// Pause the budgets of `scope` that count `call`; where there is none
     /// of that scope, every budget that counts it.
-    async fn hold(&self, call: Call, scope: Scope, wait: Duration) -> Vec<&Gate> {
+    async fn hold(&self, call: Call, scope: Scope, wait: Duration, how: Hold) -> Vec<&Gate> {
         let counting = self.counting(call);
         let mut chosen: Vec<&Gate> = counting
             .iter()
@@ -225,8 +225,24 @@ impl Door {
             chosen = counting;
         }
         for gate in &chosen {
-            gate.window.lock().await.pause(wait);
+            let mut window = gate.window.lock().await;
+            match how {
+                Hold::Paced => window.pause(wait),
+                Hold::UntilReset => window.hold(wait),
+            }
         }
         chosen
     }
+}
+
+/// How a held budget resumes.
+#[derive(Clone, Copy)]
+enum Hold {
+    /// After a 429: paced, one slot every `per / count`, since the
+    /// platform's window is unknown and the burst that hit it must not
+    /// repeat at once.
+    Paced,
+    /// After "bucket empty until reset": the platform's bucket is full
+    /// again at the reset.
+    UntilReset,
 }

@@ -110,6 +110,8 @@ struct Inner {
     history: History,
     lockouts: Lockouts,
     chaos: Option<Chaos>,
+    /// Every call answers 503 (Slack is down).
+    outage: bool,
     faults: VecDeque<Fault>,
     seen: Vec<Seen>,
     clock: u64,
@@ -170,6 +172,11 @@ impl SlackEmulator {
     /// From now on, fail a share of calls at random (`None`: stop).
     pub fn chaos(&self, chaos: Option<Chaos>) {
         self.inner.lock().unwrap().chaos = chaos;
+    }
+
+    /// Slack goes down (every call answers 503) or comes back.
+    pub fn outage(&self, down: bool) {
+        self.inner.lock().unwrap().outage = down;
     }
 
     /// Queue faults for the next calls.
@@ -362,6 +369,7 @@ async fn call(
         let mut state = inner.lock().unwrap();
         match state.lockouts.arrived(&bucket, arrived) {
             Some(left) => (None, Some(left)),
+            None if state.outage => (Some(Fault::Http(503)), None),
             None => {
                 let fault = state.faults.pop_front().or_else(|| {
                     state.chaos.as_mut().and_then(|c| match c.draw() {
