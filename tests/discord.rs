@@ -380,7 +380,11 @@ async fn end_to_end_fifty_busy_tasks_earn_no_429() {
         emu.rate_limited()
     );
     assert_eq!(emu.rate_limited(), 0, "herald earned a 429");
-    assert!(emu.early().is_empty(), "requests inside a retry-after: {:?}", emu.early());
+    assert!(
+        emu.early().is_empty(),
+        "requests inside a retry-after: {:?}",
+        emu.early()
+    );
     // Discord allows 5 per fixed 5 s window per bucket, counted from the
     // first call: what that allows up to the end of the run, of each kind.
     let end = Instant::now();

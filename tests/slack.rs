@@ -427,7 +427,11 @@ async fn end_to_end_fifty_busy_tasks_across_five_channels_share_the_update_budge
         emu.rate_limited()
     );
     assert_eq!(emu.rate_limited(), 0, "herald earned a 429");
-    assert!(emu.early().is_empty(), "requests inside a retry-after: {:?}", emu.early());
+    assert!(
+        emu.early().is_empty(),
+        "requests inside a retry-after: {:?}",
+        emu.early()
+    );
     // Every task's first message (10 per channel, one a second) and the
     // whole 50-per-minute workspace update budget, at 0.9 of the rate.
     assert_eq!(posts, 50, "one live message per task");
@@ -458,10 +462,14 @@ async fn end_to_end_after_an_outage_the_backlog_goes_out_at_the_physical_limit()
     }
     let recovered = Instant::now();
     emu.outage(false);
-    h.wait_for("every notification after recovery", Duration::from_secs(30), || async {
-        let n: usize = channels.iter().map(|c| emu.messages(c).len()).sum();
-        (n == 20).then_some(())
-    })
+    h.wait_for(
+        "every notification after recovery",
+        Duration::from_secs(30),
+        || async {
+            let n: usize = channels.iter().map(|c| emu.messages(c).len()).sum();
+            (n == 20).then_some(())
+        },
+    )
     .await;
     let took = recovered.elapsed();
     eprintln!("20 notifications over 4 channels delivered {took:?} after a 12 s outage ended");

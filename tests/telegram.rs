@@ -252,7 +252,14 @@ async fn end_to_end_a_busy_supergroup_keeps_both_group_limits() {
         seq += 1;
         let batch: Vec<_> = (0..50)
             .map(|t| {
-                event("busy", "w", &format!("t{t}"), seq, "running_tool", json!({"tool": format!("step {seq}")}))
+                event(
+                    "busy",
+                    "w",
+                    &format!("t{t}"),
+                    seq,
+                    "running_tool",
+                    json!({"tool": format!("step {seq}")}),
+                )
             })
             .collect();
         h.post_events(&json!(batch)).await;

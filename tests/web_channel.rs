@@ -87,8 +87,12 @@ async fn one_progress_message_per_task_edited_in_place_and_one_terminal_notifica
     for (title, msgs) in &progress {
         assert_eq!(msgs.len(), 1, "{title} has {} progress messages", msgs.len());
     }
+    // Posted while queued (the wait above), then edited in place.
     let a = &progress["w1 · a"][0];
-    assert!(a["updated_at"].as_i64() > a["created_at"].as_i64() || a["body"]["state"] == "completed");
+    assert!(
+        a["updated_at"].as_i64() > a["created_at"].as_i64(),
+        "the live message was not edited: {a}"
+    );
     assert_eq!(terminal["w1 · a"].len(), 1);
     assert_eq!(terminal["w1 · a"][0]["body"]["body"], "all green");
     assert_eq!(terminal["w1 · b"][0]["body"]["state"], "failed");
@@ -144,22 +148,50 @@ async fn pages_render_and_updates_stream_live() {
 #[tokio::test]
 async fn event_text_cannot_inject_markup_into_the_page() {
     let h = Herald::start(WEB_ONLY);
+    let worker = "<script>alert(1)</script>";
+    let summary = "<img src=x onerror=alert(1)>";
+    let mut stream = h.client.get(h.url("/channels/main/events")).send().await.unwrap();
     h.post_events(&event(
         "r-x",
-        "<script>alert(1)</script>",
+        worker,
         "t",
         1,
         "completed",
-        json!({"summary": "<img src=x onerror=alert(1)>"}),
+        json!({"summary": summary}),
     ))
     .await;
-    h.wait_for("terminal message", Duration::from_secs(10), || async {
-        let (_, t) = messages(&h).await;
-        (!t.is_empty()).then_some(())
+    let t = h
+        .wait_for("terminal message", Duration::from_secs(10), || async {
+            let (_, t) = messages(&h).await;
+            (!t.is_empty()).then_some(t)
+        })
+        .await;
+    // The message reaches the page as data: the markup verbatim, as text.
+    let (title, msgs) = t.iter().next().unwrap();
+    assert_eq!(title, &format!("{worker} · t"));
+    assert_eq!(msgs[0]["body"]["body"], summary);
+    // The live stream carries it JSON-encoded, never as markup.
+    let mut seen = String::new();
+    let streamed = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("onerror") {
+                return true;
+            }
+        }
+        false
     })
     .await;
-    // The page builds messages with textContent only; the channel name is the
-    // only server-side substitution and it is escaped.
+    assert_eq!(streamed, Ok(true), "{seen}");
+    let data: Value = seen
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .find(|d: &Value| d.to_string().contains("onerror"))
+        .expect("a JSON data line");
+    assert_eq!(data["body"]["body"], summary, "{data}");
+    // And the page puts every piece of message text into the DOM with
+    // textContent only: no HTML-parsing sink exists in it at all.
     let html = h
         .client
         .get(h.url("/channels/main"))
@@ -169,23 +201,46 @@ async fn event_text_cannot_inject_markup_into_the_page() {
         .text()
         .await
         .unwrap();
-    assert!(
-        !html.contains("innerHTML"),
-        "the page must not build markup from event text"
-    );
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "DOMParser",
+    ] {
+        assert!(!html.contains(sink), "the page uses {sink}");
+    }
+    for text in ["m.title", "m.state", "m.body", "f.value"] {
+        assert!(
+            html.contains(&format!("textContent = {text}"))
+                || html.contains(&format!("textContent = f.name + \": \" + {text}")),
+            "{text} does not go through textContent"
+        );
+    }
 }
 
 /// kill -9 in a loop while deliveries are in flight, then restart: every
 /// terminal notification surfaces exactly once and no progress message is
-/// posted twice.
+/// posted twice. Rounds go on until at least two restarts found receipts
+/// that were in flight when the process died (and so had to be checked).
 #[tokio::test]
 async fn kill_9_during_delivery_loses_nothing_and_duplicates_nothing() {
     let mut h = Herald::start(WEB_ONLY);
-    let tasks = 40;
-    for round in 0..8 {
-        let batch: Vec<Value> = (0..tasks / 8)
+    let per_round = 5;
+    let mut rounds = 0;
+    let interrupted = |h: &Herald| {
+        h.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("will be reconciled"))
+            .count()
+    };
+    while interrupted(&h) < 2 {
+        assert!(rounds < 40, "40 kills never caught a delivery in flight");
+        let batch: Vec<Value> = (0..per_round)
             .flat_map(|i| {
-                let t = format!("t{round}-{i}");
+                let t = format!("t{rounds}-{i}");
                 vec![
                     event("r-k9", "w", &t, 1, "running", json!({})),
                     event(
@@ -201,10 +256,12 @@ async fn kill_9_during_delivery_loses_nothing_and_duplicates_nothing() {
             .collect();
         let (status, _) = h.post_events(&json!(batch)).await;
         assert_eq!(status, 202);
-        tokio::time::sleep(Duration::from_millis(3 * round)).await;
+        tokio::time::sleep(Duration::from_millis(3 * (rounds % 8))).await;
         h.kill9();
         h.spawn();
+        rounds += 1;
     }
+    let tasks = rounds * per_round as u64;
     let (progress, terminal) = h
         .wait_for("all terminal notifications", Duration::from_secs(30), || async {
             let (p, t) = messages(&h).await;
@@ -220,12 +277,16 @@ async fn kill_9_during_delivery_loses_nothing_and_duplicates_nothing() {
     }
     let (_, body) = h.get("/v1/deliveries?status=surfaced&limit=1000").await;
     assert_eq!(body["deliveries"].as_array().unwrap().len(), tasks as usize);
-    let recovered = h
+    let checked = h
         .log
         .lock()
         .unwrap()
         .iter()
-        .filter(|l| l.contains("will be reconciled"))
+        .filter(|l| l.contains("checking whether messages with an unknown outcome arrived"))
         .count();
-    eprintln!("restarts that found interrupted receipts: {recovered}");
+    assert!(
+        checked >= 2,
+        "the interrupted receipts were not looked up before resending"
+    );
+    eprintln!("{rounds} kills, {} found deliveries in flight", interrupted(&h));
 }

@@ -202,10 +202,16 @@ impl Door {
         let mut held = Vec::new();
         if let Some(NotSurfaced::RateLimited { retry_after, global }) = failure {
             let scope = if *global { Scope::Account } else { Scope::Channel };
-            held.extend(self.hold(call, scope, with_margin(*retry_after), Hold::Paced).await);
+            held.extend(
+                self.hold(call, scope, with_margin(*retry_after), Hold::Paced)
+                    .await,
+            );
         }
         if let Some(wait) = exhausted {
-            held.extend(self.hold(call, Scope::Channel, with_margin(wait), Hold::UntilReset).await);
+            held.extend(
+                self.hold(call, Scope::Channel, with_margin(wait), Hold::UntilReset)
+                    .await,
+            );
         }
         if let (Some(keeper), false) = (&self.keeper, held.is_empty()) {
             keeper.save(&held).await;

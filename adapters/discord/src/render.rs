@@ -198,7 +198,42 @@ mod tests {
         let v: Value = serde_json::to_value(embed(&msg(&huge))).unwrap();
         let desc = v["description"].as_str().unwrap();
         assert!(desc.chars().count() <= MAX_EMBED_DESCRIPTION);
-        let total = desc.chars().count() + v["title"].as_str().unwrap().chars().count() + 64;
-        assert!(total <= MAX_EMBED_TOTAL + 64);
+        assert!(desc.ends_with('…'), "the cut is visible");
+        // Discord counts every text of an embed towards its 6,000 limit.
+        let chars = |v: &Value| v.as_str().map_or(0, |s| s.chars().count());
+        let fields: usize = v["fields"]
+            .as_array()
+            .map(|fs| fs.iter().map(|f| chars(&f["name"]) + chars(&f["value"])).sum())
+            .unwrap_or(0);
+        let total = chars(&v["title"]) + chars(&v["description"]) + chars(&v["footer"]["text"]) + fields;
+        assert!(total <= MAX_EMBED_TOTAL, "{total}");
+        assert!(
+            total > MAX_EMBED_DESCRIPTION,
+            "the description used its whole budget: {total}"
+        );
+    }
+
+    #[test]
+    fn many_long_fields_keep_the_embed_within_its_total() {
+        let mut m = msg(&"d".repeat(5000));
+        m.fields = (0..40)
+            .map(|i| Field {
+                name: format!("{i}{}", "n".repeat(300)),
+                value: "v".repeat(2000),
+            })
+            .collect();
+        let v: Value = serde_json::to_value(embed(&m)).unwrap();
+        let chars = |v: &Value| v.as_str().map_or(0, |s| s.chars().count());
+        let fields = v["fields"].as_array().cloned().unwrap_or_default();
+        assert!(fields.len() <= 25, "{}", fields.len());
+        let field_chars: usize = fields
+            .iter()
+            .map(|f| chars(&f["name"]) + chars(&f["value"]))
+            .sum();
+        let total = chars(&v["title"]) + chars(&v["description"]) + chars(&v["footer"]["text"]) + field_chars;
+        assert!(total <= MAX_EMBED_TOTAL, "{total}");
+        for f in &fields {
+            assert!(chars(&f["name"]) <= 256 && chars(&f["value"]) <= 1024, "{f}");
+        }
     }
 }
