@@ -11,7 +11,7 @@ use common::{Herald, event};
 use emulators::telegram::{ChatKind, Fault, TelegramEmulator};
 use herald_messaging::{ChannelRef, MessageHandle, MessageKind, Messaging, NotSurfaced};
 use herald_telegram::TelegramAdapter;
-use serde_json::json;
+use serde_json::{Value, json};
 
 const TOKEN: &str = "123456:ABC-test";
 const CHAT: i64 = 4242;
@@ -333,4 +333,109 @@ async fn end_to_end_group_migration_is_followed_and_remembered() {
     let after: Vec<_> = emu.seen().into_iter().skip(before).collect();
     assert_eq!(after.len(), 1, "no detour through the old group id: {after:?}");
     assert_eq!(after[0].args["chat_id"], -100_042);
+}
+
+/// Waits until `n` receipts are surfaced.
+async fn surfaced_n(h: &Herald, n: usize) {
+    h.wait_for("surfaced receipts", Duration::from_secs(30), || async {
+        (surfaced_receipts(h).await == n).then_some(())
+    })
+    .await;
+}
+
+fn probes(emu: &TelegramEmulator) -> Vec<emulators::telegram::Seen> {
+    emu.seen()
+        .into_iter()
+        .filter(|s| s.method == "editmessagetext")
+        .collect()
+}
+
+#[tokio::test]
+async fn end_to_end_a_lost_answer_is_found_by_probing_not_sent_twice() {
+    let emu = TelegramEmulator::start(TOKEN).await;
+    emu.chat(-42, ChatKind::Group);
+    let h = Herald::start(&config(&emu, -42, "progress = false"));
+    h.post_events(&event("r", "w", "t1", 1, "completed", json!({})))
+        .await;
+    surfaced_n(&h, 1).await;
+    // Someone writes in the group; then herald's next send is applied but
+    // its answer never comes.
+    let foreign = emu.foreign(-42, "hello from a person");
+    emu.inject(vec![Fault::ApplyThenHang]);
+    h.post_events(&event("r", "w", "t2", 1, "failed", json!({"reason": "oom"})))
+        .await;
+    surfaced_n(&h, 2).await;
+    let messages = emu.messages(-42);
+    let t2: Vec<_> = messages
+        .iter()
+        .filter(|m| m["text"].as_str().unwrap_or("").contains("w · t2"))
+        .collect();
+    assert_eq!(t2.len(), 1, "the lost notification was sent twice: {messages:?}");
+    let probes = probes(&emu);
+    assert!(!probes.is_empty(), "no probe was made");
+    assert!(
+        probes
+            .iter()
+            .any(|p| p.status == 400 && p.args["message_id"] == t2[0]["message_id"]),
+        "the lost message was found by a probe answering 'not modified': {probes:?}"
+    );
+    // The person's message was asked about at most, never changed.
+    assert_eq!(
+        messages.iter().find(|m| m["message_id"] == foreign).unwrap()["text"],
+        "hello from a person"
+    );
+    assert_eq!(emu.rate_limited(), 0);
+    assert!(emu.early().is_empty(), "{:?}", emu.early());
+    let (_, body) = h.get("/v1/deliveries?status=surfaced").await;
+    let ids: Vec<&Value> = body["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| &d["message_id"])
+        .collect();
+    assert!(ids.contains(&&json!(t2[0]["message_id"].to_string())), "{ids:?}");
+}
+
+#[tokio::test]
+async fn end_to_end_a_broadcast_channel_is_never_probed() {
+    const CHANNEL: i64 = -100_555;
+    let emu = TelegramEmulator::start(TOKEN).await;
+    emu.chat(CHANNEL, ChatKind::Channel);
+    let h = Herald::start(&config(&emu, CHANNEL, "progress = false"));
+    h.post_events(&event("r", "w", "t1", 1, "completed", json!({})))
+        .await;
+    surfaced_n(&h, 1).await;
+    // Another admin posts; herald's next send is applied but unanswered.
+    let admin_post = emu.foreign(CHANNEL, "an admin's announcement");
+    emu.inject(vec![Fault::ApplyThenHang]);
+    h.post_events(&event("r", "w", "t2", 1, "completed", json!({})))
+        .await;
+    surfaced_n(&h, 2).await;
+    assert!(
+        probes(&emu).is_empty(),
+        "a probe in a broadcast channel could edit another admin's post: {:?}",
+        probes(&emu)
+    );
+    let messages = emu.messages(CHANNEL);
+    assert_eq!(
+        messages.iter().find(|m| m["message_id"] == admin_post).unwrap()["text"],
+        "an admin's announcement"
+    );
+    // At-least-once there: the notification may arrive twice, never never.
+    let t2 = messages
+        .iter()
+        .filter(|m| m["text"].as_str().unwrap_or("").contains("w · t2"))
+        .count();
+    assert!((1..=2).contains(&t2), "{messages:?}");
+    let (_, body) = h.get("/v1/deliveries?status=surfaced").await;
+    let note = body["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|d| d["last_error"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    assert!(
+        note.contains("could not check"),
+        "the receipt says it was sent unchecked: {body}"
+    );
 }

@@ -71,7 +71,8 @@ impl Account {
         *self.channels.write().unwrap_or_else(PoisonError::into_inner) = channels;
     }
 
-    fn channels(&self) -> Vec<String> {
+    /// The account's channels (config names).
+    pub fn channels(&self) -> Vec<String> {
         self.channels
             .read()
             .unwrap_or_else(PoisonError::into_inner)

@@ -5,13 +5,13 @@
 //! on each other, so a slow, failing or rate-limited channel delays nobody
 //! else.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herald_messaging::{
     Call, ChannelRef, DeliveryOutcome, IdempotencyKey, LookupPage, LookupQuery, MessageHandle, NotSurfaced,
-    Outbound, Reconciliation,
+    Outbound, Probe, Reconciliation,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -41,6 +41,9 @@ const STORE_RETRY: Duration = Duration::from_secs(1);
 /// A look-up reads back to the oldest unverified message's acceptance time
 /// less this, for clocks that disagree with the platform's.
 const LOOKUP_SKEW: Duration = Duration::from_secs(60);
+/// Most candidate ids probed for one lost message; a wider gap between the
+/// known messages around it is not worth the chat's budget (resend).
+const MAX_PROBES: i64 = 10;
 
 /// Everything one channel actor needs.
 pub struct ChannelActor {
@@ -108,11 +111,38 @@ impl Pass {
     }
 }
 
+/// A message with an unknown outcome on a platform that can only be
+/// probed.
+#[derive(Debug, Clone)]
+enum Unknown {
+    /// A terminal receipt, by id.
+    Receipt(String),
+    /// A task's live message post, by task row id.
+    Post(i64),
+}
+
+/// One lost message being probed for, candidate id by candidate id.
+struct ProbeTask {
+    unknown: Unknown,
+    /// Exactly what was sent.
+    message: Outbound,
+    /// Ids still to try, lowest first.
+    candidates: VecDeque<i64>,
+    /// After a failed probe: not before.
+    retry_at: Option<Instant>,
+    /// Failed probes in a row.
+    failures: i64,
+}
+
 /// What the actor keeps between rounds.
 struct State {
     door: Door,
     /// The platform reconciles by looking up (else by resending).
     lookup: bool,
+    /// The platform reconciles by probing.
+    probe: bool,
+    /// Lost messages being probed for, one at a time.
+    probes: VecDeque<ProbeTask>,
     /// Unverified work may exist that no pass has looked at yet.
     needs_check: bool,
     pass: Option<Pass>,
@@ -132,6 +162,31 @@ struct Round {
     edits_blocked: Option<Duration>,
     /// A look-up is due but cannot be made for this long.
     lookup_blocked: Option<Duration>,
+}
+
+/// The terminal notification of a receipt: the same text on every attempt
+/// (a probe asks for exactly what was sent).
+fn receipt_message(receipt: &ClaimedReceipt) -> Outbound {
+    render::terminal(
+        &TaskView {
+            run_id: &receipt.run_id,
+            worker_id: &receipt.worker_id,
+            task_id: &receipt.task_id,
+            event: &receipt.event,
+            first_seen_at: receipt.first_seen_at,
+            as_of: receipt.created_at,
+            labels: &receipt.labels,
+        },
+        &receipt.id,
+    )
+}
+
+impl State {
+    /// Whether unverified work waits for a check (look-up or probe)
+    /// instead of being resent.
+    fn checks(&self) -> bool {
+        self.lookup || self.probe
+    }
 }
 
 /// The failure of an outcome, if it is one.
@@ -213,9 +268,12 @@ impl ChannelActor {
     async fn open_state(&self) -> Result<State, StoreError> {
         let limits = self.account.adapter.channel_limits(&self.target);
         let door = self.account.budgets.door(&self.target.id, &limits).await?;
+        let how = self.account.adapter.reconciliation(&self.target);
         Ok(State {
             door,
-            lookup: self.account.adapter.reconciliation(&self.target) == Reconciliation::Lookup,
+            lookup: how == Reconciliation::Lookup,
+            probe: how == Reconciliation::Probe,
+            probes: VecDeque::new(),
             needs_check: true,
             pass: None,
             warned_fallback: false,
@@ -232,23 +290,23 @@ impl ChannelActor {
             (d, _) => d,
         };
         let mut candidates = vec![after(
-            self.store.next_receipt_due(&self.name, state.lookup).await?,
+            self.store.next_receipt_due(&self.name, state.checks()).await?,
             round.posts_blocked,
         )];
         if self.progress {
             let interval = self.min_interval_ms();
             let posts = self
                 .store
-                .next_progress_due(&self.name, Some(true), interval, state.lookup)
+                .next_progress_due(&self.name, Some(true), interval, state.checks())
                 .await?;
             let edits = self
                 .store
-                .next_progress_due(&self.name, Some(false), interval, state.lookup)
+                .next_progress_due(&self.name, Some(false), interval, state.checks())
                 .await?;
             candidates.push(after(posts, round.posts_blocked));
             candidates.push(after(edits, round.edits_blocked));
         }
-        if state.pass.is_some() || state.needs_check {
+        if state.pass.is_some() || !state.probes.is_empty() || (state.needs_check && state.checks()) {
             candidates.push(Some(now + round.lookup_blocked.map_or(0, millis)));
         }
         Ok(candidates.into_iter().flatten().min())
@@ -315,6 +373,8 @@ impl ChannelActor {
         }
         if state.lookup {
             self.lookup_step(state, &mut round).await?;
+        } else if state.probe {
+            self.probe_step(state, &mut round).await?;
         }
         let free = state.door.available_now(Call::Post).await;
         if free == 0 {
@@ -323,7 +383,7 @@ impl ChannelActor {
             let limit = i64::try_from(free.min(BATCH)).unwrap_or(1);
             let receipts = self
                 .store
-                .claim_receipts(&self.name, now_ms(), LEASE_MS, limit, state.lookup)
+                .claim_receipts(&self.name, now_ms(), LEASE_MS, limit, state.checks())
                 .await?;
             round.sent |= !receipts.is_empty();
             for receipt in receipts {
@@ -347,7 +407,7 @@ impl ChannelActor {
                     now_ms(),
                     self.min_interval_ms(),
                     i64::try_from(BATCH).unwrap_or(16),
-                    state.lookup,
+                    state.checks(),
                 )
                 .await?;
             for job in jobs {
@@ -489,16 +549,16 @@ impl ChannelActor {
         let posts = self.store.started_progress_posts(&self.name).await?;
         let oldest = receipts
             .iter()
-            .map(|(_, created)| *created)
-            .chain(posts.iter().map(|(_, _, first_seen)| *first_seen))
+            .map(|r| r.created_at)
+            .chain(posts.iter().map(|p| p.first_seen_at))
             .min();
         let Some(oldest) = oldest else {
             return Ok(None);
         };
         info!(channel = %self.name, receipts = receipts.len(), posts = posts.len(), "checking whether messages with an unknown outcome arrived");
         Ok(Some(Pass {
-            receipts: receipts.into_iter().map(|(id, _)| id).collect(),
-            posts: posts.into_iter().map(|(task, key, _)| (key, task)).collect(),
+            receipts: receipts.into_iter().map(|r| r.id).collect(),
+            posts: posts.into_iter().map(|p| (p.post_key, p.task)).collect(),
             since: system_time(oldest - millis(LOOKUP_SKEW)),
             cursor: None,
             retry_at: None,
@@ -602,6 +662,243 @@ impl ChannelActor {
         }
     }
 
+    /// Advance probing by one candidate id, if a lost message waits and the
+    /// door allows it. A probe is an edit carrying exactly what was sent:
+    /// only the lost message itself answers "not modified".
+    async fn probe_step(&mut self, state: &mut State, round: &mut Round) -> Result<(), StoreError> {
+        if state.probes.is_empty() {
+            if !state.needs_check {
+                return Ok(());
+            }
+            state.needs_check = false;
+            state.probes = self.plan_probes(state).await?;
+        }
+        let Some(task) = state.probes.front() else {
+            return Ok(());
+        };
+        if let Some(at) = task.retry_at
+            && at > Instant::now()
+        {
+            round.lookup_blocked = Some(at - Instant::now());
+            return Ok(());
+        }
+        let Some(candidate) = task.candidates.front().copied() else {
+            if let Some(task) = state.probes.pop_front() {
+                self.settle(&task.unknown, None).await?;
+            }
+            return Ok(());
+        };
+        let wait = state.door.ready_in(Call::Lookup).await;
+        if !wait.is_zero() {
+            round.lookup_blocked = Some(wait);
+            return Ok(());
+        }
+        if !self.through_door(state, Call::Lookup).await {
+            return Ok(());
+        }
+        round.sent = true;
+        let handle = MessageHandle(candidate.to_string());
+        let answer = self
+            .account
+            .adapter
+            .probe(&self.target, &handle, &task.message)
+            .await;
+        self.observe(state, Call::Lookup, answer.as_ref().err()).await;
+        let label = answer.as_ref().map_or_else(NotSurfaced::label, |_| "surfaced");
+        crate::metrics::delivery(self.account.adapter.platform().as_str(), "probe", label);
+        match answer {
+            Ok(found @ (Probe::Same | Probe::Changed)) => {
+                if found == Probe::Changed {
+                    warn!(channel = %self.name, message = candidate, "a probe changed a message of this bot that herald did not know; is another program posting with the same bot token?");
+                }
+                if let Some(task) = state.probes.pop_front() {
+                    info!(channel = %self.name, message = candidate, "the earlier attempt did arrive; not sending again");
+                    self.settle(&task.unknown, Some(handle)).await?;
+                }
+            }
+            Ok(Probe::NotOurs | Probe::Missing) => {
+                if let Some(task) = state.probes.front_mut() {
+                    task.candidates.pop_front();
+                    task.failures = 0;
+                    task.retry_at = None;
+                }
+            }
+            Err(NotSurfaced::RateLimited { .. }) => {}
+            Err(reason @ (NotSurfaced::Permanent { .. } | NotSurfaced::Unsupported)) => {
+                let platform = self.account.adapter.platform();
+                if !state.warned_fallback {
+                    state.warned_fallback = true;
+                    warn!(channel = %self.name, %platform, %reason, "cannot probe for earlier attempts in this chat; sending them again, which may duplicate");
+                }
+                let note =
+                    format!("could not check whether an earlier attempt arrived ({reason}); sent again");
+                let all: Vec<ProbeTask> = state.probes.drain(..).collect();
+                crate::metrics::reconcile_fallback(platform.as_str(), all.len());
+                for task in all {
+                    self.resend(&task.unknown, &note).await?;
+                }
+            }
+            Err(reason) => {
+                if let Some(task) = state.probes.front_mut() {
+                    task.failures += 1;
+                    let wait = backoff(&self.config.retry_schedule, task.failures);
+                    task.retry_at = Some(Instant::now() + wait);
+                    info!(channel = %self.name, %reason, ?wait, "could not probe for an earlier attempt; trying again later");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decide, for every message of the channel with an unknown outcome,
+    /// which ids to probe. Its message, if it arrived, lies between the
+    /// last message herald knows it sent before it and the first it knows
+    /// it sent after (ids grow within a chat). Where two unknown messages
+    /// share that gap, or the gap is open below or too wide, or what was
+    /// sent is not kept, a probe could not tell them apart: those are sent
+    /// again (and may duplicate).
+    async fn plan_probes(&self, _state: &State) -> Result<VecDeque<ProbeTask>, StoreError> {
+        let receipts = self.store.unverified_receipts(&self.name).await?;
+        let posts = self.store.started_progress_posts(&self.name).await?;
+        if receipts.is_empty() && posts.is_empty() {
+            return Ok(VecDeque::new());
+        }
+        let ids: Vec<String> = receipts.iter().map(|r| r.id.clone()).collect();
+        let rendered: HashMap<String, Outbound> = self
+            .store
+            .receipts_by_id(&ids)
+            .await?
+            .iter()
+            .map(|r| (r.id.clone(), receipt_message(r)))
+            .collect();
+        let mut unknowns: Vec<(Unknown, i64, Option<Outbound>)> = receipts
+            .iter()
+            .map(|r| {
+                (
+                    Unknown::Receipt(r.id.clone()),
+                    r.attempted_at,
+                    rendered.get(&r.id).cloned(),
+                )
+            })
+            .collect();
+        for post in &posts {
+            let message = post
+                .body
+                .as_deref()
+                .and_then(|b| serde_json::from_str::<Outbound>(b).ok());
+            unknowns.push((Unknown::Post(post.task), post.started_at, message));
+        }
+        let parse = |(_, id, at): &(String, String, i64)| id.parse::<i64>().ok().map(|id| (id, *at));
+        let here: Vec<(i64, i64)> = self
+            .store
+            .owned_messages(std::slice::from_ref(&self.name))
+            .await?
+            .iter()
+            .filter_map(parse)
+            .collect();
+        let anywhere: HashSet<i64> = self
+            .store
+            .owned_messages(&self.account.channels())
+            .await?
+            .iter()
+            .filter_map(parse)
+            .map(|(id, _)| id)
+            .collect();
+        let gap = |attempted: i64| -> (Option<i64>, Option<i64>) {
+            let before = here
+                .iter()
+                .filter(|(_, at)| *at <= attempted)
+                .map(|(id, _)| *id)
+                .max();
+            let after = here
+                .iter()
+                .filter(|(_, at)| *at > attempted)
+                .map(|(id, _)| *id)
+                .min();
+            (before, after)
+        };
+        let mut sharing: BTreeMap<(Option<i64>, Option<i64>), usize> = BTreeMap::new();
+        for (_, attempted, _) in &unknowns {
+            *sharing.entry(gap(*attempted)).or_default() += 1;
+        }
+        let mut tasks = VecDeque::new();
+        for (unknown, attempted, message) in unknowns {
+            let bounds = gap(attempted);
+            let why_not = match (&message, bounds) {
+                (None, _) => Some("what was sent is not kept"),
+                (_, (None, _)) => Some("no message of herald's before it to probe from"),
+                _ if sharing[&bounds] > 1 => Some("another message with an unknown outcome shares its gap"),
+                (_, (Some(low), Some(high))) if high - low - 1 > MAX_PROBES => {
+                    Some("the gap to probe is too wide")
+                }
+                _ => None,
+            };
+            let (Some(message), Some(low), None) = (message, bounds.0, why_not) else {
+                let note = format!(
+                    "could not check whether an earlier attempt arrived ({}); sent again",
+                    why_not.unwrap_or("nothing to probe")
+                );
+                self.resend(&unknown, &note).await?;
+                continue;
+            };
+            let high = bounds.1.unwrap_or(low + MAX_PROBES + 1);
+            let candidates: VecDeque<i64> = (low + 1..high).filter(|id| !anywhere.contains(id)).collect();
+            tasks.push_back(ProbeTask {
+                unknown,
+                message,
+                candidates,
+                retry_at: None,
+                failures: 0,
+            });
+        }
+        if !tasks.is_empty() {
+            info!(channel = %self.name, messages = tasks.len(), "probing for messages with an unknown outcome");
+        }
+        Ok(tasks)
+    }
+
+    /// A probe settled an unknown message: found at `handle`, or absent.
+    async fn settle(&self, unknown: &Unknown, handle: Option<MessageHandle>) -> Result<(), StoreError> {
+        let now = now_ms();
+        match (unknown, handle) {
+            (Unknown::Receipt(id), Some(handle)) => {
+                self.store
+                    .surface_unverified_receipt(id, handle.as_str(), now)
+                    .await?;
+            }
+            (Unknown::Receipt(id), None) => {
+                self.store
+                    .clear_unverified_receipts(std::slice::from_ref(id), None, now)
+                    .await?
+            }
+            (Unknown::Post(task), Some(handle)) => {
+                let write = ProgressWrite::Shown {
+                    message_id: handle.0,
+                    version: 0,
+                    text_hash: None,
+                };
+                self.store.record_progress(*task, &self.name, &write, now).await?;
+            }
+            (Unknown::Post(task), None) => self.store.clear_progress_started(&self.name, &[*task]).await?,
+        }
+        Ok(())
+    }
+
+    /// Send an unknown message again without a check, saying why.
+    async fn resend(&self, unknown: &Unknown, note: &str) -> Result<(), StoreError> {
+        match unknown {
+            Unknown::Receipt(id) => {
+                self.store
+                    .clear_unverified_receipts(std::slice::from_ref(id), Some(note), now_ms())
+                    .await
+            }
+            Unknown::Post(task) => {
+                info!(channel = %self.name, task, %note, "posting a live message again");
+                self.store.clear_progress_started(&self.name, &[*task]).await
+            }
+        }
+    }
+
     /// The platform moved the channel: use (and remember) its new id, and
     /// spend the new chat's budgets from now on.
     async fn follow_move(&mut self, state: &mut State, outcome: &DeliveryOutcome) -> Result<(), StoreError> {
@@ -658,10 +955,11 @@ impl ChannelActor {
                 // Marked before sending, so a crash or a lost answer leads
                 // to a check (or, where resending is the check, a resend
                 // with the same key) instead of a second message.
-                if !job.post_started {
-                    self.store.progress_post_started(job.task, &job.channel).await?;
-                }
                 message.idempotency_key = Some(IdempotencyKey(job.post_key.clone()));
+                let body = serde_json::to_string(&message)?;
+                self.store
+                    .progress_post_started(job.task, &job.channel, &body, now_ms())
+                    .await?;
                 match self.post(state, &message).await {
                     Some(outcome) => (Call::Post, outcome),
                     None => return Ok(false),

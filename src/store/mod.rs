@@ -19,9 +19,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use budgets::KeptWindow;
 pub use ingest::{IngestResult, RequestReport, RoutedChannel};
-pub use progress::{ProgressJob, ProgressWrite};
+pub use progress::{ProgressJob, ProgressWrite, StartedPost};
 pub use queries::{JournalEntry, ReceiptRow, WorkerRow};
-pub use receipts::{ClaimedReceipt, ReceiptUpdate};
+pub use receipts::{ClaimedReceipt, ReceiptUpdate, UnverifiedReceipt};
 pub use web::WebMessageRow;
 
 /// What can go wrong talking to the store.

@@ -49,6 +49,21 @@ pub struct ProgressJob {
     pub failures: i64,
 }
 
+/// A progress post whose outcome is unknown.
+#[derive(Debug, Clone)]
+pub struct StartedPost {
+    /// Task row id.
+    pub task: i64,
+    /// The post's idempotency key.
+    pub post_key: String,
+    /// When the task was first seen.
+    pub first_seen_at: i64,
+    /// When the post was sent.
+    pub started_at: i64,
+    /// What it carried (JSON of the rendered message), where kept.
+    pub body: Option<String>,
+}
+
 /// The result of sending a progress rendering.
 #[derive(Debug, Clone)]
 pub enum ProgressWrite {
@@ -167,21 +182,34 @@ impl Store {
 
     /// Note durably that a progress post is about to be sent, so that after a
     /// crash the next attempt reconciles instead of posting a duplicate.
-    pub async fn progress_post_started(&self, task: i64, channel: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE task_channels SET post_started = 1 WHERE task = ? AND channel = ?")
-            .bind(task)
-            .bind(channel)
-            .execute(&self.delivery)
-            .await?;
+    /// `body` is what the post carries (JSON), kept so that a platform
+    /// that can only be probed can be asked for exactly that message.
+    pub async fn progress_post_started(
+        &self,
+        task: i64,
+        channel: &str,
+        body: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE task_channels SET post_started = 1, post_started_at = ?, post_body = ? WHERE task = ? AND channel = ?",
+        )
+        .bind(now)
+        .bind(body)
+        .bind(task)
+        .bind(channel)
+        .execute(&self.delivery)
+        .await?;
         Ok(())
     }
 
     /// Progress posts of `channel` whose outcome is unknown (a crash or a
-    /// lost answer after `post_started`), as (task, post key, the task's
-    /// first event time): what a look-up must find or rule out.
-    pub async fn started_progress_posts(&self, channel: &str) -> Result<Vec<(i64, String, i64)>, StoreError> {
+    /// lost answer after `post_started`): what a look-up or a probe must
+    /// find or rule out.
+    pub async fn started_progress_posts(&self, channel: &str) -> Result<Vec<StartedPost>, StoreError> {
         let rows = sqlx::query(
-            "SELECT tc.task, tc.post_key, t.first_seen_at FROM task_channels tc JOIN tasks t ON t.id = tc.task \
+            "SELECT tc.task, tc.post_key, t.first_seen_at, COALESCE(tc.post_started_at, t.first_seen_at) AS started_at, \
+             tc.post_body FROM task_channels tc JOIN tasks t ON t.id = tc.task \
              WHERE tc.channel = ? AND tc.post_started = 1 AND tc.message_id IS NULL",
         )
         .bind(channel)
@@ -189,11 +217,13 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
-                Ok((
-                    r.try_get("task")?,
-                    r.try_get("post_key")?,
-                    r.try_get("first_seen_at")?,
-                ))
+                Ok(StartedPost {
+                    task: r.try_get("task")?,
+                    post_key: r.try_get("post_key")?,
+                    first_seen_at: r.try_get("first_seen_at")?,
+                    started_at: r.try_get("started_at")?,
+                    body: r.try_get("post_body")?,
+                })
             })
             .collect()
     }
@@ -237,17 +267,17 @@ impl Store {
                 text_hash,
             } => {
                 sqlx::query(
-                    "UPDATE task_channels SET message_id = ?, shown_version = MAX(shown_version, ?), \
-                     shown_hash = ?, last_sent_at = ?, post_started = 0, retry_at = NULL, failures = 0, \
-                     dirty_since = CASE WHEN (SELECT version FROM tasks WHERE id = task) <= ? \
+                    "UPDATE task_channels SET posted_at = CASE WHEN message_id IS ?1 THEN posted_at ELSE ?4 END, \
+                     message_id = ?1, shown_version = MAX(shown_version, ?2), \
+                     shown_hash = ?3, last_sent_at = ?4, post_started = 0, post_body = NULL, retry_at = NULL, failures = 0, \
+                     dirty_since = CASE WHEN (SELECT version FROM tasks WHERE id = task) <= ?2 \
                                    THEN NULL ELSE dirty_since END \
-                     WHERE task = ? AND channel = ?",
+                     WHERE task = ?5 AND channel = ?6",
                 )
                 .bind(message_id)
                 .bind(version)
                 .bind(text_hash)
                 .bind(now)
-                .bind(version)
                 .bind(task)
                 .bind(channel)
                 .execute(&self.delivery)

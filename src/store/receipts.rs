@@ -53,6 +53,17 @@ pub struct ClaimedReceipt {
     pub labels: BTreeMap<String, String>,
 }
 
+/// A receipt whose last attempt has an unknown outcome.
+#[derive(Debug, Clone)]
+pub struct UnverifiedReceipt {
+    /// Receipt id (the idempotency key).
+    pub id: String,
+    /// When its terminal event was accepted.
+    pub created_at: i64,
+    /// When its last attempt was claimed.
+    pub attempted_at: i64,
+}
+
 /// What to record after an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReceiptUpdate {
@@ -93,20 +104,30 @@ impl Store {
         verified_only: bool,
     ) -> Result<Vec<ClaimedReceipt>, StoreError> {
         let rows = sqlx::query(
-            "UPDATE receipts SET status = 'sending', lease_until = ?, attempts = attempts + 1 \
+            "UPDATE receipts SET status = 'sending', lease_until = ?, attempts = attempts + 1, attempted_at = ? \
              WHERE id IN (SELECT id FROM receipts WHERE channel = ? AND status = 'pending' \
                           AND next_attempt_at <= ? AND (? = 0 OR unverified = 0) \
                           ORDER BY next_attempt_at, created_at LIMIT ?) \
              RETURNING id",
         )
         .bind(now + lease_ms)
+        .bind(now)
         .bind(channel)
         .bind(now)
         .bind(verified_only)
         .bind(limit)
         .fetch_all(&self.delivery)
         .await?;
-        if rows.is_empty() {
+        let ids = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.receipts_by_id(&ids).await
+    }
+
+    /// Receipts with what to render, by id (claimed or not), oldest first.
+    pub async fn receipts_by_id(&self, ids: &[String]) -> Result<Vec<ClaimedReceipt>, StoreError> {
+        if ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
@@ -115,12 +136,12 @@ impl Store {
              JOIN events e ON e.run_id = t.run_id AND e.worker_id = t.worker_id AND e.task_id = t.task_id \
              AND e.seq = r.event_seq WHERE r.id IN (",
         );
-        let mut ids = qb.separated(", ");
-        for row in &rows {
-            ids.push_bind(row.try_get::<String, _>("id")?);
+        let mut list = qb.separated(", ");
+        for id in ids {
+            list.push_bind(id);
         }
         qb.push(")");
-        let mut out = Vec::with_capacity(rows.len());
+        let mut out = Vec::with_capacity(ids.len());
         for r in qb.build().fetch_all(&self.delivery).await? {
             let body: String = r.try_get("body")?;
             let labels: String = r.try_get("labels")?;
@@ -219,18 +240,55 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Pending receipts of `channel` whose last outcome is unknown, as
-    /// (id, created_at): what a look-up must find or rule out.
-    pub async fn unverified_receipts(&self, channel: &str) -> Result<Vec<(String, i64)>, StoreError> {
+    /// Pending receipts of `channel` whose last outcome is unknown: what a
+    /// look-up or a probe must find or rule out.
+    pub async fn unverified_receipts(&self, channel: &str) -> Result<Vec<UnverifiedReceipt>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, created_at FROM receipts WHERE channel = ? AND status = 'pending' AND unverified = 1",
+            "SELECT id, created_at, COALESCE(attempted_at, created_at) AS attempted_at FROM receipts \
+             WHERE channel = ? AND status = 'pending' AND unverified = 1",
         )
         .bind(channel)
         .fetch_all(&self.delivery)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("id")?, r.try_get("created_at")?)))
+            .map(|r| {
+                Ok(UnverifiedReceipt {
+                    id: r.try_get("id")?,
+                    created_at: r.try_get("created_at")?,
+                    attempted_at: r.try_get("attempted_at")?,
+                })
+            })
             .collect()
+    }
+
+    /// Messages herald knows it has in these channels (terminal
+    /// notifications and live messages), as (channel, platform message
+    /// id, when it was confirmed).
+    pub async fn owned_messages(
+        &self,
+        channels: &[String],
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let mut out = Vec::new();
+        for channel in channels {
+            let rows = sqlx::query(
+                "SELECT message_id, surfaced_at AS at FROM receipts \
+                 WHERE channel = ? AND status = 'surfaced' AND message_id IS NOT NULL \
+                 UNION ALL SELECT message_id, COALESCE(posted_at, 0) AS at FROM task_channels \
+                 WHERE channel = ? AND message_id IS NOT NULL",
+            )
+            .bind(channel)
+            .bind(channel)
+            .fetch_all(&self.delivery)
+            .await?;
+            for r in rows {
+                out.push((
+                    channel.clone(),
+                    r.try_get("message_id")?,
+                    r.try_get::<Option<i64>, _>("at")?.unwrap_or(0),
+                ));
+            }
+        }
+        Ok(out)
     }
 
     /// A look-up found the message of an unverified receipt: surfaced.

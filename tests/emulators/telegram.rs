@@ -63,6 +63,8 @@ pub enum ChatKind {
     Private,
     Group,
     Supergroup,
+    /// A broadcast channel (the bot an admin that may edit others' posts).
+    Channel,
 }
 
 #[derive(Debug, Clone)]
@@ -198,6 +200,23 @@ impl TelegramEmulator {
     /// How many 429s were answered (injected ones included).
     pub fn rate_limited(&self) -> usize {
         self.inner.lock().unwrap().rate_limited
+    }
+
+    /// A message in `chat` from someone else (a person in a group, an
+    /// admin in a channel); it takes an id from the same counter.
+    pub fn foreign(&self, chat: i64, text: &str) -> i64 {
+        let mut inner = self.inner.lock().unwrap();
+        inner.next_id += 1;
+        let id = inner.next_id;
+        let message = json!({"message_id": id, "chat": {"id": chat}, "from": {"id": 4242, "is_bot": false, "first_name": "Ada"},
+                             "text": text, "html": text});
+        inner.chats.get_mut(&chat).unwrap().messages.insert(id, message);
+        id
+    }
+
+    /// The next message id the counter will give.
+    pub fn skip_ids(&self, n: i64) {
+        self.inner.lock().unwrap().next_id += n;
     }
 
     /// Requests that arrived inside a retry-after they had been told.
@@ -376,6 +395,7 @@ fn chat_json(id: i64, kind: ChatKind) -> Value {
         ChatKind::Private => json!({"id": id, "type": "private", "first_name": "Ada"}),
         ChatKind::Group => json!({"id": id, "type": "group", "title": "ops"}),
         ChatKind::Supergroup => json!({"id": id, "type": "supergroup", "title": "ops"}),
+        ChatKind::Channel => json!({"id": id, "type": "channel", "title": "news"}),
     }
 }
 
@@ -413,6 +433,32 @@ fn handle(inner: &Arc<Mutex<Inner>>, bot: &str, method: &str, args: &Value) -> R
     if chat.kicked {
         return fail(403, "Forbidden: bot was kicked from the supergroup chat");
     }
+    if method == "getchat" {
+        return reply(200, json!({"ok": true, "result": chat_json(chat_id, chat.kind)}));
+    }
+    // Rate limits count every send and edit that reaches a chat, failed
+    // ones included: 1/s in every chat, and 20/min in groups and
+    // supergroups, both at once.
+    let bucket = format!("chat:{chat_id}");
+    let group = chat.kind != ChatKind::Private;
+    let chat_state = state.chats.get_mut(&chat_id).unwrap();
+    let full = |window: &mut VecDeque<Instant>, limit: usize, per: Duration| -> Option<Duration> {
+        while window.front().is_some_and(|t| now.duration_since(*t) >= per) {
+            window.pop_front();
+        }
+        (window.len() >= limit).then(|| per - now.duration_since(window[0]))
+    };
+    let wait = full(&mut chat_state.second, 1, Duration::from_secs(1)).or_else(|| {
+        group
+            .then(|| full(&mut chat_state.minute, 20, Duration::from_secs(60)))
+            .flatten()
+    });
+    if let Some(wait) = wait {
+        return too_many(&mut state, &bucket, wait);
+    }
+    chat_state.second.push_back(now);
+    chat_state.minute.push_back(now);
+    state.global.push_back(now);
     let text = args["text"].as_str().unwrap_or("");
     let visible = if args["parse_mode"]
         .as_str()
@@ -438,32 +484,15 @@ fn handle(inner: &Arc<Mutex<Inner>>, bot: &str, method: &str, args: &Value) -> R
         let Some(existing) = message_id.and_then(|id| chat.messages.get(&id)) else {
             return fail(400, "Bad Request: message to edit not found");
         };
+        // In a channel an admin bot may edit anyone's post; elsewhere only
+        // its own messages.
+        if existing["from"]["id"] != 999 && chat.kind != ChatKind::Channel {
+            return fail(400, "Bad Request: message can't be edited");
+        }
         if existing["html"] == text {
             return fail(400, NOT_MODIFIED);
         }
     }
-    // Rate limits count sends and edits alike: 1/s in every chat, and
-    // 20/min in groups and supergroups, both at once.
-    let bucket = format!("chat:{chat_id}");
-    let group = chat.kind != ChatKind::Private;
-    let chat_state = state.chats.get_mut(&chat_id).unwrap();
-    let full = |window: &mut VecDeque<Instant>, limit: usize, per: Duration| -> Option<Duration> {
-        while window.front().is_some_and(|t| now.duration_since(*t) >= per) {
-            window.pop_front();
-        }
-        (window.len() >= limit).then(|| per - now.duration_since(window[0]))
-    };
-    let wait = full(&mut chat_state.second, 1, Duration::from_secs(1)).or_else(|| {
-        group
-            .then(|| full(&mut chat_state.minute, 20, Duration::from_secs(60)))
-            .flatten()
-    });
-    if let Some(wait) = wait {
-        return too_many(&mut state, &bucket, wait);
-    }
-    chat_state.second.push_back(now);
-    chat_state.minute.push_back(now);
-    state.global.push_back(now);
     let date = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     let id = match method {
         "sendmessage" => {

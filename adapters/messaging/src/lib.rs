@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use limits::{ALL_CALLS, Budget, Call, EDITS, LOOKUPS, Limits, POSTS, Rate, Scope, WRITES};
-pub use lookup::{LookupPage, LookupQuery, Reconciliation};
+pub use lookup::{LookupPage, LookupQuery, Probe, Reconciliation};
 pub use outbound::{Field, MessageKind, Outbound, Severity, Subject};
 pub use outcome::{DeliveryOutcome, NotSurfaced};
 pub use text::{error_chain, truncate_chars};
@@ -161,6 +161,20 @@ pub trait Messaging: Send + Sync {
     /// Only called where [`Messaging::reconciliation`] is
     /// [`Reconciliation::Lookup`].
     async fn lookup(&self, _to: &ChannelRef, _query: &LookupQuery<'_>) -> Result<LookupPage, NotSurfaced> {
+        Err(NotSurfaced::Unsupported)
+    }
+
+    /// Edit message `id` to exactly `msg` as it was sent, to learn whether
+    /// `id` is the message whose answer was lost (see [`Probe`]). One
+    /// platform call, budgeted by the core as [`Call::Lookup`]. Only called
+    /// where [`Messaging::reconciliation`] is [`Reconciliation::Probe`];
+    /// `Err(Unsupported)` where this chat must never be probed.
+    async fn probe(
+        &self,
+        _to: &ChannelRef,
+        _id: &MessageHandle,
+        _msg: &Outbound,
+    ) -> Result<Probe, NotSurfaced> {
         Err(NotSurfaced::Unsupported)
     }
 }

@@ -18,6 +18,26 @@ pub enum Reconciliation {
     /// channel's store). One look-up answers for every unverified message
     /// of the channel.
     Lookup,
+    /// Ask with [`crate::Messaging::probe`]: the platform cannot list
+    /// messages, but an edit carrying exactly the text that was sent tells
+    /// whether a given id holds it (Telegram's "message is not modified").
+    /// The core picks the candidate ids; the adapter refuses to probe where
+    /// a probe could change a message that is not the bot's own.
+    Probe,
+}
+
+/// What a probe of one message id found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// The id holds exactly this message: it is the lost one.
+    Same,
+    /// The id held another message of the bot, which now shows this one.
+    /// Only possible when something else posts with the same bot token.
+    Changed,
+    /// The id holds someone else's message (it cannot be edited).
+    NotOurs,
+    /// No message with this id in this chat.
+    Missing,
 }
 
 /// What one look-up call asks for.

@@ -8,18 +8,22 @@
 //! teloxide's `ApiError` keeps Telegram's error descriptions mapped by the
 //! library, typed, never matched as text here.
 //!
-//! Telegram cannot be asked which messages exist, so terminal delivery is
-//! at-least-once: after an unknown outcome the message is sent again. Keep
-//! the timeout generous; short timeouts are what make duplicates.
+//! Telegram cannot be asked which messages exist. After an unknown outcome
+//! the core probes candidate ids with an `editMessageText` carrying exactly
+//! the text that was sent: "message is not modified" means that id is the
+//! lost message. Probing is refused in broadcast channels, where an admin
+//! bot could edit other admins' posts; there delivery is at-least-once.
 
 pub mod render;
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_messaging::{
-    Budget, ChannelRef, DeliveryOutcome, Limits, MessageHandle, Messaging, NotSurfaced, Outbound, Platform,
-    Rate, Reconciliation, WRITES,
+    ALL_CALLS, Budget, ChannelRef, DeliveryOutcome, Limits, MessageHandle, Messaging, NotSurfaced, Outbound,
+    Platform, Probe, Rate, Reconciliation,
 };
 use serde::Deserialize;
 use teloxide::ApiError;
@@ -43,6 +47,8 @@ pub enum SetupError {
 pub struct TelegramAdapter {
     http: reqwest::Client,
     base: String,
+    /// Per chat id: whether it may be probed (false: a broadcast channel).
+    probeable: Mutex<HashMap<String, bool>>,
 }
 
 /// The Bot API envelope: `{ok, result}` or `{ok: false, error_code,
@@ -67,7 +73,27 @@ impl TelegramAdapter {
         Ok(TelegramAdapter {
             http,
             base: format!("{api}/bot{token}"),
+            probeable: Mutex::default(),
         })
+    }
+
+    /// One Bot API call: the HTTP status and body, or the outcome of a
+    /// transport failure.
+    async fn send<T: serde::Serialize>(
+        &self,
+        method: &str,
+        payload: &T,
+    ) -> Result<(u16, Vec<u8>), DeliveryOutcome> {
+        let response = self
+            .http
+            .post(format!("{}/{method}", self.base))
+            .json(payload)
+            .send()
+            .await
+            .map_err(|e| transport_error(&e))?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(|e| transport_error(&e))?;
+        Ok((status, body.to_vec()))
     }
 
     async fn call<T: serde::Serialize>(
@@ -76,22 +102,60 @@ impl TelegramAdapter {
         payload: &T,
         editing: Option<&MessageHandle>,
     ) -> DeliveryOutcome {
-        let response = match self
-            .http
-            .post(format!("{}/{method}", self.base))
-            .json(payload)
-            .send()
-            .await
+        match self.send(method, payload).await {
+            Ok((status, body)) => classify(status, &body, editing),
+            Err(outcome) => outcome,
+        }
+    }
+
+    /// Private chats and basic groups may always be probed (a bot can edit
+    /// only its own messages there); supergroups and channels share the
+    /// `-100…` ids, so `getChat` tells them apart, once per chat.
+    async fn may_probe(&self, to: &ChannelRef) -> Result<bool, NotSurfaced> {
+        if !(to.id.starts_with("-100") || to.id.starts_with('@')) {
+            return Ok(true);
+        }
+        if let Some(known) = self
+            .probeable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&to.id)
         {
-            Ok(r) => r,
-            Err(e) => return transport_error(&e),
-        };
-        let status = response.status().as_u16();
-        let body = match response.bytes().await {
-            Ok(b) => b,
-            Err(e) => return transport_error(&e),
-        };
-        classify(status, &body, editing)
+            return Ok(*known);
+        }
+        let chat = recipient(to).map_err(not_surfaced)?;
+        let (status, body) = self
+            .send("getChat", &serde_json::json!({ "chat_id": chat }))
+            .await
+            .map_err(not_surfaced)?;
+        let envelope: Envelope = serde_json::from_slice(&body).map_err(|_| NotSurfaced::Transient {
+            reason: format!("HTTP {status} without a Bot API answer"),
+        })?;
+        if !envelope.ok {
+            return Err(not_surfaced(classify(status, &body, None)));
+        }
+        let kind = envelope
+            .result
+            .as_ref()
+            .and_then(|chat| chat.get("type"))
+            .and_then(|t| t.as_str())
+            .unwrap_or("channel")
+            .to_owned();
+        let probeable = kind != "channel";
+        self.probeable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(to.id.clone(), probeable);
+        Ok(probeable)
+    }
+}
+
+fn not_surfaced(outcome: DeliveryOutcome) -> NotSurfaced {
+    match outcome {
+        DeliveryOutcome::NotSurfaced(reason) => reason,
+        DeliveryOutcome::Surfaced(_) => NotSurfaced::Transient {
+            reason: "unexpected answer".to_owned(),
+        },
     }
 }
 
@@ -214,13 +278,14 @@ impl Messaging for TelegramAdapter {
     }
 
     /// Bot API limits (Telegram's bot FAQ): about 30 messages per second
-    /// per bot and one per second per chat; edits count like messages.
+    /// per bot and one per second per chat; edits (and so probes) count
+    /// like messages.
     fn limits(&self) -> Limits {
         Limits {
             max_text_chars: render::MAX_TEXT,
             budgets: vec![
-                Budget::channel(WRITES, Rate::new(1, Duration::from_secs(1))),
-                Budget::account(WRITES, Rate::new(30, Duration::from_secs(1))),
+                Budget::channel(ALL_CALLS, Rate::new(1, Duration::from_secs(1))),
+                Budget::account(ALL_CALLS, Rate::new(30, Duration::from_secs(1))),
             ],
             enforced_by_platform: true,
         }
@@ -234,7 +299,7 @@ impl Messaging for TelegramAdapter {
         if is_group(to) {
             limits
                 .budgets
-                .push(Budget::channel(WRITES, Rate::new(20, Duration::from_secs(60))));
+                .push(Budget::channel(ALL_CALLS, Rate::new(20, Duration::from_secs(60))));
         }
         limits
     }
@@ -265,9 +330,42 @@ impl Messaging for TelegramAdapter {
         self.call("editMessageText", &payload, Some(at)).await
     }
 
-    /// Telegram offers no way to read a chat's messages back: resend
-    /// (at-least-once).
+    /// Telegram offers no way to read a chat's messages back: probe.
     fn reconciliation(&self, _to: &ChannelRef) -> Reconciliation {
-        Reconciliation::Resend
+        Reconciliation::Probe
+    }
+
+    /// `editMessageText` with exactly the text, parse mode and preview
+    /// options a send carried. Refused (`Unsupported`) in broadcast
+    /// channels.
+    async fn probe(&self, to: &ChannelRef, id: &MessageHandle, msg: &Outbound) -> Result<Probe, NotSurfaced> {
+        if !self.may_probe(to).await? {
+            return Err(NotSurfaced::Unsupported);
+        }
+        let chat = recipient(to).map_err(not_surfaced)?;
+        let Ok(message_id) = id.as_str().parse::<i32>() else {
+            return Ok(Probe::Missing);
+        };
+        let mut payload = EditMessageText::new(chat, MessageId(message_id), render::html(msg));
+        payload.parse_mode = Some(ParseMode::Html);
+        payload.link_preview_options = Some(no_preview());
+        let (status, body) = self
+            .send("editMessageText", &payload)
+            .await
+            .map_err(not_surfaced)?;
+        let envelope: Option<Envelope> = serde_json::from_slice(&body).ok();
+        if envelope.as_ref().is_some_and(|e| e.ok) {
+            return Ok(Probe::Changed);
+        }
+        let description = envelope
+            .as_ref()
+            .and_then(|e| e.description.clone())
+            .unwrap_or_default();
+        match serde_json::from_value::<ApiError>(serde_json::Value::String(description)) {
+            Ok(ApiError::MessageNotModified) => Ok(Probe::Same),
+            Ok(ApiError::MessageCantBeEdited) => Ok(Probe::NotOurs),
+            Ok(ApiError::MessageToEditNotFound) => Ok(Probe::Missing),
+            _ => Err(not_surfaced(classify(status, &body, None))),
+        }
     }
 }
