@@ -8,13 +8,13 @@
 mod common;
 mod emulators;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{Herald, event};
 use emulators::chaos::Chaos;
 use emulators::discord::DiscordEmulator;
 use emulators::slack::SlackEmulator;
+use emulators::tally::{self, Shown};
 use emulators::telegram::{ChatKind, TelegramEmulator};
 use serde_json::{Value, json};
 
@@ -63,68 +63,21 @@ fn task_name(channel: usize, n: usize) -> String {
     format!("tsk{channel}{n:02}")
 }
 
-/// What one channel shows: messages per task, split into live (progress)
-/// messages and terminal notifications.
-#[derive(Debug, Default)]
-struct Shown {
-    progress: BTreeMap<String, usize>,
-    terminal: BTreeMap<String, usize>,
-    /// The newest text of each task's live message.
-    live_text: BTreeMap<String, String>,
-}
-
-fn tally(messages: &[(String, bool)]) -> Shown {
-    let mut shown = Shown::default();
-    for (text, terminal) in messages {
-        let Some(start) = text.find("tsk") else { continue };
-        let task = text[start..start + 6].to_owned();
-        if *terminal {
-            *shown.terminal.entry(task).or_default() += 1;
-        } else {
-            *shown.progress.entry(task.clone()).or_default() += 1;
-            shown.live_text.insert(task, text.clone());
-        }
-    }
-    shown
-}
+const TASK_LEN: usize = 6;
 
 fn discord_shown(emu: &DiscordEmulator, channel: &str) -> Shown {
-    let messages: Vec<(String, bool)> = emu
-        .messages(channel)
-        .iter()
-        .map(|m| {
-            let terminal = m["nonce"].as_str().is_some_and(|n| n.starts_with("hr"));
-            (m.to_string(), terminal)
-        })
-        .collect();
-    tally(&messages)
+    let messages: Vec<(String, bool)> = emu.messages(channel).iter().map(tally::discord_message).collect();
+    Shown::count(&messages, "tsk", TASK_LEN)
 }
 
 fn slack_shown(emu: &SlackEmulator, channel: &str) -> Shown {
-    let messages: Vec<(String, bool)> = emu
-        .messages(channel)
-        .iter()
-        .map(|m| {
-            let key = m["metadata"]["event_payload"]["receipt_id"]
-                .as_str()
-                .unwrap_or("");
-            (m.to_string(), key.starts_with("hr"))
-        })
-        .collect();
-    tally(&messages)
+    let messages: Vec<(String, bool)> = emu.messages(channel).iter().map(tally::slack_message).collect();
+    Shown::count(&messages, "tsk", TASK_LEN)
 }
 
 fn telegram_shown(emu: &TelegramEmulator, chat: i64) -> Shown {
-    let messages: Vec<(String, bool)> = emu
-        .messages(chat)
-        .iter()
-        .map(|m| {
-            let text = m["text"].as_str().unwrap_or("").to_owned();
-            let terminal = text.contains("\nduration:");
-            (text, terminal)
-        })
-        .collect();
-    tally(&messages)
+    let messages: Vec<(String, bool)> = emu.messages(chat).iter().map(tally::telegram_message).collect();
+    Shown::count(&messages, "tsk", TASK_LEN)
 }
 
 async fn settled(h: &Herald, expected: usize) -> bool {
@@ -150,6 +103,10 @@ fn brief(shown: &Shown) -> String {
 
 fn all_completed(shown: &Shown) -> bool {
     shown.live_text.len() == TASKS_PER_CHANNEL && shown.live_text.values().all(|t| t.contains("completed"))
+}
+
+fn tasks_of(channel: usize) -> Vec<String> {
+    (0..TASKS_PER_CHANNEL).map(|n| task_name(channel, n)).collect()
 }
 
 #[tokio::test]
@@ -253,48 +210,28 @@ async fn kill_nine_every_two_seconds_with_platform_faults_loses_and_duplicates_n
     let mut telegram_reposts = 0;
     for (channel, id) in DISCORD.iter().enumerate() {
         let shown = discord_shown(&discord, id);
-        for n in 0..TASKS_PER_CHANNEL {
-            let task = task_name(channel, n);
-            assert_eq!(
-                shown.terminal.get(&task),
-                Some(&1),
-                "Discord {id} {task}: {shown:?}"
-            );
-            assert_eq!(
-                shown.progress.get(&task),
-                Some(&1),
-                "Discord {id} {task}: {shown:?}"
-            );
-        }
+        assert_eq!(
+            shown.faults(&tasks_of(channel)),
+            (0, 0, 0),
+            "Discord {id} (lost, duplicates, re-posts): {}",
+            brief(&shown)
+        );
     }
     for (channel, id) in SLACK.iter().enumerate() {
         let shown = slack_shown(&slack, id);
-        for n in 0..TASKS_PER_CHANNEL {
-            let task = task_name(channel, n);
-            assert_eq!(
-                shown.terminal.get(&task),
-                Some(&1),
-                "Slack {id} {task}: {shown:?}"
-            );
-            assert_eq!(
-                shown.progress.get(&task),
-                Some(&1),
-                "Slack {id} {task}: {shown:?}"
-            );
-        }
+        assert_eq!(
+            shown.faults(&tasks_of(channel)),
+            (0, 0, 0),
+            "Slack {id} (lost, duplicates, re-posts): {}",
+            brief(&shown)
+        );
     }
     for (channel, id) in TELEGRAM.iter().enumerate() {
         let shown = telegram_shown(&telegram, *id);
-        for n in 0..TASKS_PER_CHANNEL {
-            let task = task_name(channel, n);
-            let terminal = shown.terminal.get(&task).copied().unwrap_or(0);
-            assert!(
-                terminal >= 1,
-                "Telegram {id} {task} lost its notification: {shown:?}"
-            );
-            telegram_duplicates += terminal - 1;
-            telegram_reposts += shown.progress.get(&task).copied().unwrap_or(0).saturating_sub(1);
-        }
+        let (lost, duplicates, reposts) = shown.faults(&tasks_of(channel));
+        assert_eq!(lost, 0, "Telegram {id} lost notifications: {}", brief(&shown));
+        telegram_duplicates += duplicates;
+        telegram_reposts += reposts;
     }
     let early = (discord.early(), slack.early(), telegram.early());
     eprintln!(

@@ -13,6 +13,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod engine;
 mod platforms;
 mod versus;
 
@@ -93,6 +94,30 @@ enum Mode {
         #[arg(long, default_value_t = 50)]
         tasks: usize,
         /// Seconds per platform.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+    /// Kill -9 every ~2 s with platform faults, on every chat platform.
+    Chaos {
+        /// Worker tasks (spread over the channels).
+        #[arg(long, default_value_t = 200)]
+        tasks: usize,
+        /// Channels per platform.
+        #[arg(long, default_value_t = 20)]
+        channels: usize,
+        /// How long the kills and faults go on.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+    /// Notifications finishing during a Slack outage: delivery after it.
+    Outage {
+        /// Notifications.
+        #[arg(long, default_value_t = 100)]
+        tasks: usize,
+        /// Slack channels.
+        #[arg(long, default_value_t = 10)]
+        channels: usize,
+        /// Outage length.
         #[arg(long, default_value_t = 30)]
         seconds: u64,
     },
@@ -248,6 +273,16 @@ async fn main() -> Result<()> {
         Mode::Crash { n } => versus::crash(&args.herald, n).await,
         Mode::Platforms { tasks, seconds } => platforms::platforms(&args.herald, tasks, seconds).await,
         Mode::Memory { tasks, channels } => versus::memory(&args.herald, tasks, channels).await,
+        Mode::Chaos {
+            tasks,
+            channels,
+            seconds,
+        } => engine::chaos(&args.herald, tasks, channels, seconds).await,
+        Mode::Outage {
+            tasks,
+            channels,
+            seconds,
+        } => engine::outage(&args.herald, tasks, channels, seconds).await,
         Mode::Saturate {
             tasks,
             changes,

@@ -9,19 +9,22 @@ use serde_json::json;
 
 #[allow(dead_code)]
 #[path = "../../tests/emulators/chaos.rs"]
-mod chaos;
+pub mod chaos;
 #[allow(dead_code, clippy::result_large_err)]
 #[path = "../../tests/emulators/discord.rs"]
-mod discord;
+pub mod discord;
 #[allow(dead_code)]
 #[path = "../../tests/emulators/lockout.rs"]
-mod lockout;
+pub mod lockout;
 #[allow(dead_code, clippy::result_large_err)]
 #[path = "../../tests/emulators/slack.rs"]
-mod slack;
+pub mod slack;
+#[allow(dead_code)]
+#[path = "../../tests/emulators/tally.rs"]
+pub mod tally;
 #[allow(dead_code, clippy::result_large_err)]
 #[path = "../../tests/emulators/telegram.rs"]
-mod telegram;
+pub mod telegram;
 
 use crate::Server;
 
@@ -29,6 +32,7 @@ use crate::Server;
 struct Run {
     sends: usize,
     rate_limited: usize,
+    early: usize,
     worst_staleness: f64,
 }
 
@@ -37,7 +41,7 @@ async fn drive(
     extra: &str,
     tasks: usize,
     seconds: u64,
-    count: impl Fn() -> (usize, usize),
+    count: impl Fn() -> (usize, usize, usize),
 ) -> Result<Run> {
     let server = Server::start(herald, extra).await?;
     let started = Instant::now();
@@ -61,22 +65,24 @@ async fn drive(
         ));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (sends, rate_limited) = count();
+    let (sends, rate_limited, early) = count();
     server.stop().await?;
     Ok(Run {
         sends,
         rate_limited,
+        early,
         worst_staleness: worst,
     })
 }
 
-/// `allowed`: the most sends the platform's limits permit in the window.
+/// `allowed`: the most sends the emulator's limits (the platform's
+/// documented ones) permit in the window.
 fn report(name: &str, allowed: f64, seconds: u64, run: &Run) {
     let fraction = run.sends as f64 / allowed;
     println!(
         "platform={name} seconds={seconds} sends={} allowed={allowed:.0} fraction={fraction:.2} rate_limited={} \
-         worst_staleness={:.1}s",
-        run.sends, run.rate_limited, run.worst_staleness
+         early_requests={} worst_staleness={:.1}s",
+        run.sends, run.rate_limited, run.early, run.worst_staleness
     );
 }
 
@@ -91,7 +97,7 @@ pub async fn platforms(herald: &Path, tasks: usize, seconds: u64) -> Result<()> 
     );
     let run = drive(herald, &extra, tasks, seconds, || {
         let ok = d.seen().iter().filter(|s| s.status == 200).count();
-        (ok, d.rate_limited())
+        (ok, d.rate_limited(), d.early().len())
     })
     .await?;
     // 5 creates and 5 edits per 5 s window.
@@ -109,7 +115,7 @@ pub async fn platforms(herald: &Path, tasks: usize, seconds: u64) -> Result<()> 
             .iter()
             .filter(|x| x.status == 200 && x.method != "conversations.history")
             .count();
-        (ok, s.rate_limited())
+        (ok, s.rate_limited(), s.early().len())
     })
     .await?;
     // 1 post per second, plus 50 updates in any minute (all usable at once).
@@ -124,7 +130,7 @@ pub async fn platforms(herald: &Path, tasks: usize, seconds: u64) -> Result<()> 
     );
     let run = drive(herald, &extra, tasks, seconds, || {
         let ok = t.seen().iter().filter(|x| x.status == 200).count();
-        (ok, t.rate_limited())
+        (ok, t.rate_limited(), t.early().len())
     })
     .await?;
     // One message (send or edit) per second per private chat.
@@ -132,5 +138,20 @@ pub async fn platforms(herald: &Path, tasks: usize, seconds: u64) -> Result<()> 
     if run.sends == 0 {
         bail!("nothing was sent");
     }
+
+    let g = telegram::TelegramEmulator::start("1:bench").await;
+    g.chat(-100_4242, telegram::ChatKind::Supergroup);
+    let extra = format!(
+        "[adapters.telegram]\ntoken = \"1:bench\"\napi_url = \"{}\"\n[channels.busy]\nadapter = \"telegram\"\nid = \"-1004242\"\n{common}",
+        g.api_url()
+    );
+    let run = drive(herald, &extra, tasks, seconds, || {
+        let ok = g.seen().iter().filter(|x| x.status == 200).count();
+        (ok, g.rate_limited(), g.early().len())
+    })
+    .await?;
+    // One per second per chat and 20 per minute per group, both.
+    let allowed = (seconds as f64).min(20.0 * seconds.div_ceil(60) as f64);
+    report("telegram-supergroup", allowed, seconds, &run);
     Ok(())
 }

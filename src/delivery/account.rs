@@ -43,6 +43,8 @@ pub struct Account {
     failing: AtomicBool,
     /// The account's channels (config names), for pulling work forward.
     channels: RwLock<Vec<String>>,
+    /// Those of its channels whose message ids share one counter.
+    shared_ids: RwLock<Vec<String>>,
     store: Store,
     wakers: Wakers,
 }
@@ -61,14 +63,25 @@ impl Account {
             budgets,
             failing: AtomicBool::new(false),
             channels: RwLock::default(),
+            shared_ids: RwLock::default(),
             store: store.clone(),
             wakers: wakers.clone(),
         })
     }
 
-    /// Set the account's channels.
-    pub fn set_channels(&self, channels: Vec<String>) {
+    /// Set the account's channels, and which of them take message ids
+    /// from the counter they share.
+    pub fn set_channels(&self, channels: Vec<String>, shared_ids: Vec<String>) {
         *self.channels.write().unwrap_or_else(PoisonError::into_inner) = channels;
+        *self.shared_ids.write().unwrap_or_else(PoisonError::into_inner) = shared_ids;
+    }
+
+    /// The channels whose message ids share one counter.
+    pub fn shared_id_channels(&self) -> Vec<String> {
+        self.shared_ids
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The account's channels (config names).

@@ -43,7 +43,10 @@ const STORE_RETRY: Duration = Duration::from_secs(1);
 const LOOKUP_SKEW: Duration = Duration::from_secs(60);
 /// Most candidate ids probed for one lost message; a wider gap between the
 /// known messages around it is not worth the chat's budget (resend).
-const MAX_PROBES: i64 = 10;
+const MAX_PROBES: usize = 10;
+
+/// The ids to probe for one lost message, or why it cannot be probed.
+type Candidates = Result<Vec<i64>, &'static str>;
 
 /// Everything one channel actor needs.
 pub struct ChannelActor {
@@ -141,6 +144,9 @@ struct State {
     lookup: bool,
     /// The platform reconciles by probing.
     probe: bool,
+    /// This chat's message ids come from a counter shared with the bot's
+    /// other such chats.
+    shared_ids: bool,
     /// Lost messages being probed for, one at a time.
     probes: VecDeque<ProbeTask>,
     /// Unverified work may exist that no pass has looked at yet.
@@ -272,7 +278,8 @@ impl ChannelActor {
         Ok(State {
             door,
             lookup: how == Reconciliation::Lookup,
-            probe: how == Reconciliation::Probe,
+            probe: matches!(how, Reconciliation::Probe { .. }),
+            shared_ids: how == Reconciliation::Probe { shared_ids: true },
             probes: VecDeque::new(),
             needs_check: true,
             pass: None,
@@ -757,7 +764,7 @@ impl ChannelActor {
     /// share that gap, or the gap is open below or too wide, or what was
     /// sent is not kept, a probe could not tell them apart: those are sent
     /// again (and may duplicate).
-    async fn plan_probes(&self, _state: &State) -> Result<VecDeque<ProbeTask>, StoreError> {
+    async fn plan_probes(&self, state: &State) -> Result<VecDeque<ProbeTask>, StoreError> {
         let receipts = self.store.unverified_receipts(&self.name).await?;
         let posts = self.store.started_progress_posts(&self.name).await?;
         if receipts.is_empty() && posts.is_empty() {
@@ -789,6 +796,10 @@ impl ChannelActor {
             unknowns.push((Unknown::Post(post.task), post.started_at, message));
         }
         let parse = |(_, id, at): &(String, String, i64)| id.parse::<i64>().ok().map(|id| (id, *at));
+        // Known messages of this chat bound a lost one from above (the
+        // actor sends one message at a time); below, every chat whose ids
+        // come from the same counter does (a message confirmed before the
+        // lost one was sent has a lower id).
         let here: Vec<(i64, i64)> = self
             .store
             .owned_messages(std::slice::from_ref(&self.name))
@@ -796,6 +807,16 @@ impl ChannelActor {
             .iter()
             .filter_map(parse)
             .collect();
+        let counter: Vec<(i64, i64)> = if state.shared_ids {
+            self.store
+                .owned_messages(&self.account.shared_id_channels())
+                .await?
+                .iter()
+                .filter_map(parse)
+                .collect()
+        } else {
+            here.clone()
+        };
         let anywhere: HashSet<i64> = self
             .store
             .owned_messages(&self.account.channels())
@@ -805,35 +826,59 @@ impl ChannelActor {
             .map(|(id, _)| id)
             .collect();
         let gap = |attempted: i64| -> (Option<i64>, Option<i64>) {
-            let before = here
+            let below = counter
                 .iter()
                 .filter(|(_, at)| *at <= attempted)
                 .map(|(id, _)| *id)
                 .max();
-            let after = here
+            let above = here
                 .iter()
                 .filter(|(_, at)| *at > attempted)
                 .map(|(id, _)| *id)
                 .min();
-            (before, after)
+            (below, above)
         };
-        let mut sharing: BTreeMap<(Option<i64>, Option<i64>), usize> = BTreeMap::new();
-        for (_, attempted, _) in &unknowns {
-            *sharing.entry(gap(*attempted)).or_default() += 1;
+        // Candidate ids per lost message: unknown ids of the gap, at most
+        // MAX_PROBES of them.
+        let planned: Vec<(Unknown, Option<Outbound>, Candidates)> = unknowns
+            .into_iter()
+            .map(|(unknown, attempted, message)| {
+                let candidates = match gap(attempted) {
+                    (None, _) => Err("no message of herald's before it to probe from"),
+                    (Some(low), high) => {
+                        let open: Vec<i64> = (low + 1..high.unwrap_or(i64::MAX))
+                            .filter(|id| !anywhere.contains(id))
+                            .take(MAX_PROBES + 1)
+                            .collect();
+                        if high.is_some() && open.len() > MAX_PROBES {
+                            Err("the gap to probe is too wide")
+                        } else {
+                            Ok(open.into_iter().take(MAX_PROBES).collect())
+                        }
+                    }
+                };
+                (unknown, message, candidates)
+            })
+            .collect();
+        // Two lost messages whose candidates overlap cannot be told apart:
+        // a probe with one's text could overwrite the other.
+        let mut seen: BTreeMap<i64, usize> = BTreeMap::new();
+        for (_, _, candidates) in &planned {
+            for id in candidates.iter().flatten() {
+                *seen.entry(*id).or_default() += 1;
+            }
         }
         let mut tasks = VecDeque::new();
-        for (unknown, attempted, message) in unknowns {
-            let bounds = gap(attempted);
-            let why_not = match (&message, bounds) {
+        for (unknown, message, candidates) in planned {
+            let why_not = match (&message, &candidates) {
                 (None, _) => Some("what was sent is not kept"),
-                (_, (None, _)) => Some("no message of herald's before it to probe from"),
-                _ if sharing[&bounds] > 1 => Some("another message with an unknown outcome shares its gap"),
-                (_, (Some(low), Some(high))) if high - low - 1 > MAX_PROBES => {
-                    Some("the gap to probe is too wide")
+                (_, Err(why)) => Some(*why),
+                (_, Ok(ids)) if ids.iter().any(|id| seen[id] > 1) => {
+                    Some("another message with an unknown outcome may hold the same ids")
                 }
                 _ => None,
             };
-            let (Some(message), Some(low), None) = (message, bounds.0, why_not) else {
+            let (Some(message), Ok(candidates), None) = (message, candidates, why_not) else {
                 let note = format!(
                     "could not check whether an earlier attempt arrived ({}); sent again",
                     why_not.unwrap_or("nothing to probe")
@@ -841,12 +886,10 @@ impl ChannelActor {
                 self.resend(&unknown, &note).await?;
                 continue;
             };
-            let high = bounds.1.unwrap_or(low + MAX_PROBES + 1);
-            let candidates: VecDeque<i64> = (low + 1..high).filter(|id| !anywhere.contains(id)).collect();
             tasks.push_back(ProbeTask {
                 unknown,
                 message,
-                candidates,
+                candidates: candidates.into(),
                 retry_at: None,
                 failures: 0,
             });

@@ -318,12 +318,22 @@ impl Delivery {
             );
         }
         for (key, account) in &accounts {
-            let channels = wanted
+            let mine: Vec<&ChannelConfig> = wanted
                 .iter()
                 .filter(|(_, k, _)| k == key)
-                .map(|(ch, _, _)| ch.name.clone())
+                .map(|(ch, _, _)| *ch)
                 .collect();
-            account.set_channels(channels);
+            let shared = mine
+                .iter()
+                .filter(|ch| {
+                    matches!(
+                        account.adapter.reconciliation(&target_of(ch)),
+                        herald_messaging::Reconciliation::Probe { shared_ids: true }
+                    )
+                })
+                .map(|ch| ch.name.clone())
+                .collect();
+            account.set_channels(mine.iter().map(|ch| ch.name.clone()).collect(), shared);
         }
         self.accounts = accounts;
         self.account_configs = account_configs;

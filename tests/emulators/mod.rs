@@ -10,5 +10,6 @@ pub mod chaos;
 pub mod discord;
 pub mod lockout;
 pub mod slack;
+pub mod tally;
 pub mod telegram;
 pub mod webhook;

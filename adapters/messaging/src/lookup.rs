@@ -23,7 +23,12 @@ pub enum Reconciliation {
     /// whether a given id holds it (Telegram's "message is not modified").
     /// The core picks the candidate ids; the adapter refuses to probe where
     /// a probe could change a message that is not the bot's own.
-    Probe,
+    Probe {
+        /// This chat's message ids come from one counter shared with every
+        /// other chat of the bot that says so too (Telegram's private chats
+        /// and basic groups); otherwise the chat counts its own.
+        shared_ids: bool,
+    },
 }
 
 /// What a probe of one message id found.

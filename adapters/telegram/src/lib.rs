@@ -330,9 +330,13 @@ impl Messaging for TelegramAdapter {
         self.call("editMessageText", &payload, Some(at)).await
     }
 
-    /// Telegram offers no way to read a chat's messages back: probe.
-    fn reconciliation(&self, _to: &ChannelRef) -> Reconciliation {
-        Reconciliation::Probe
+    /// Telegram offers no way to read a chat's messages back: probe. A
+    /// bot's private chats and basic groups take their message ids from one
+    /// counter; supergroups and channels count per chat.
+    fn reconciliation(&self, to: &ChannelRef) -> Reconciliation {
+        Reconciliation::Probe {
+            shared_ids: !(to.id.starts_with("-100") || to.id.starts_with('@')),
+        }
     }
 
     /// `editMessageText` with exactly the text, parse mode and preview
