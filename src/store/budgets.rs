@@ -26,12 +26,8 @@ impl Store {
             return Ok(out);
         }
         let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new("SELECT key, sends, paused_until FROM budget_windows WHERE key IN (");
-        let mut list = qb.separated(", ");
-        for key in keys {
-            list.push_bind(key);
-        }
-        qb.push(")");
+            QueryBuilder::new("SELECT key, sends, paused_until FROM budget_windows WHERE key IN ");
+        super::push_list(&mut qb, keys);
         for row in qb.build().fetch_all(&self.delivery).await? {
             let sends: String = row.try_get("sends")?;
             out.insert(

@@ -54,6 +54,20 @@ pub struct Store {
     delivery: SqlitePool,
 }
 
+/// Append `(a, b, …)` of bound values to a query: the `IN` lists of the
+/// store's batched statements.
+fn push_list<'t, T>(qb: &mut sqlx::QueryBuilder<sqlx::Sqlite>, items: impl IntoIterator<Item = T>)
+where
+    T: sqlx::Encode<'t, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    qb.push("(");
+    let mut list = qb.separated(", ");
+    for item in items {
+        list.push_bind(item);
+    }
+    qb.push(")");
+}
+
 /// Current time as Unix milliseconds, the unit of every stored time.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

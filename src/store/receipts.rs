@@ -134,13 +134,9 @@ impl Store {
             "SELECT r.id, r.channel, r.attempts, r.created_at, r.unverified, t.run_id, t.worker_id, \
              t.task_id, t.first_seen_at, t.labels, e.body FROM receipts r JOIN tasks t ON t.id = r.task \
              JOIN events e ON e.run_id = t.run_id AND e.worker_id = t.worker_id AND e.task_id = t.task_id \
-             AND e.seq = r.event_seq WHERE r.id IN (",
+             AND e.seq = r.event_seq WHERE r.id IN ",
         );
-        let mut list = qb.separated(", ");
-        for id in ids {
-            list.push_bind(id);
-        }
-        qb.push(")");
+        super::push_list(&mut qb, ids);
         let mut out = Vec::with_capacity(ids.len());
         for r in qb.build().fetch_all(&self.delivery).await? {
             let body: String = r.try_get("body")?;
@@ -326,12 +322,8 @@ impl Store {
             if let Some(note) = note {
                 qb.push(", last_error = ").push_bind(note);
             }
-            qb.push(" WHERE status = 'pending' AND unverified = 1 AND id IN (");
-            let mut list = qb.separated(", ");
-            for id in chunk {
-                list.push_bind(id);
-            }
-            qb.push(")");
+            qb.push(" WHERE status = 'pending' AND unverified = 1 AND id IN ");
+            super::push_list(&mut qb, chunk);
             qb.build().execute(&self.delivery).await?;
         }
         Ok(())
@@ -368,22 +360,14 @@ impl Store {
         qb.push_bind(now);
         qb.push(" WHERE status = 'pending' AND backoff = 1 AND next_attempt_at > ");
         qb.push_bind(now);
-        qb.push(" AND channel IN (");
-        let mut list = qb.separated(", ");
-        for ch in channels {
-            list.push_bind(ch);
-        }
-        qb.push(")");
+        qb.push(" AND channel IN ");
+        super::push_list(&mut qb, channels);
         let done = qb.build().execute(&self.delivery).await?;
         let mut qb: QueryBuilder<Sqlite> =
             QueryBuilder::new("UPDATE task_channels SET retry_at = NULL WHERE retry_at > ");
         qb.push_bind(now);
-        qb.push(" AND channel IN (");
-        let mut list = qb.separated(", ");
-        for ch in channels {
-            list.push_bind(ch);
-        }
-        qb.push(")");
+        qb.push(" AND channel IN ");
+        super::push_list(&mut qb, channels);
         qb.build().execute(&self.delivery).await?;
         Ok(done.rows_affected())
     }
@@ -397,12 +381,8 @@ impl Store {
              last_error = 'channel removed from config' WHERE status IN ('pending', 'sending')",
         );
         if !known.is_empty() {
-            qb.push(" AND channel NOT IN (");
-            let mut list = qb.separated(", ");
-            for ch in known {
-                list.push_bind(ch);
-            }
-            qb.push(")");
+            qb.push(" AND channel NOT IN ");
+            super::push_list(&mut qb, known);
         }
         Ok(qb.build().execute(&self.delivery).await?.rows_affected())
     }

@@ -89,12 +89,8 @@ impl Store {
             let mut qb: QueryBuilder<Sqlite> =
                 QueryBuilder::new("SELECT idempotency_key, id FROM web_messages WHERE channel = ");
             qb.push_bind(channel);
-            qb.push(" AND idempotency_key IN (");
-            let mut list = qb.separated(", ");
-            for key in chunk {
-                list.push_bind(*key);
-            }
-            qb.push(")");
+            qb.push(" AND idempotency_key IN ");
+            super::push_list(&mut qb, chunk.iter().copied());
             for row in qb.build().fetch_all(&self.delivery).await? {
                 found.push((row.try_get("idempotency_key")?, row.try_get("id")?));
             }
