@@ -550,6 +550,19 @@ impl ChannelActor {
         }
     }
 
+    /// The platform can never be asked about `count` unverified messages:
+    /// they are sent again. Warns once per channel, counts them, and
+    /// returns the note their receipts keep.
+    fn fall_back(&self, state: &mut State, reason: &NotSurfaced, count: usize) -> String {
+        let platform = self.account.adapter.platform();
+        if !state.warned_fallback {
+            state.warned_fallback = true;
+            warn!(channel = %self.name, %platform, %reason, "cannot check whether earlier attempts arrived; sending them again, which may duplicate");
+        }
+        crate::metrics::reconcile_fallback(platform.as_str(), count);
+        format!("could not check whether an earlier attempt arrived ({reason}); sent again")
+    }
+
     /// Collect the channel's unverified work into a new pass.
     async fn begin_pass(&self) -> Result<Option<Pass>, StoreError> {
         let receipts = self.store.unverified_receipts(&self.name).await?;
@@ -631,14 +644,7 @@ impl ChannelActor {
                 let receipts = std::mem::take(&mut pass.receipts);
                 let posts: Vec<i64> = pass.posts.drain().map(|(_, task)| task).collect();
                 state.pass = None;
-                let platform = self.account.adapter.platform();
-                if !state.warned_fallback {
-                    state.warned_fallback = true;
-                    warn!(channel = %self.name, %platform, %reason, "cannot check whether earlier attempts arrived; sending them again, which may duplicate");
-                }
-                crate::metrics::reconcile_fallback(platform.as_str(), receipts.len() + posts.len());
-                let note =
-                    format!("could not check whether an earlier attempt arrived ({reason}); sent again");
+                let note = self.fall_back(state, &reason, receipts.len() + posts.len());
                 self.store
                     .clear_unverified_receipts(&receipts, Some(&note), now_ms())
                     .await?;
@@ -732,15 +738,8 @@ impl ChannelActor {
             }
             Err(NotSurfaced::RateLimited { .. }) => {}
             Err(reason @ (NotSurfaced::Permanent { .. } | NotSurfaced::Unsupported)) => {
-                let platform = self.account.adapter.platform();
-                if !state.warned_fallback {
-                    state.warned_fallback = true;
-                    warn!(channel = %self.name, %platform, %reason, "cannot probe for earlier attempts in this chat; sending them again, which may duplicate");
-                }
-                let note =
-                    format!("could not check whether an earlier attempt arrived ({reason}); sent again");
                 let all: Vec<ProbeTask> = state.probes.drain(..).collect();
-                crate::metrics::reconcile_fallback(platform.as_str(), all.len());
+                let note = self.fall_back(state, &reason, all.len());
                 for task in all {
                     self.resend(&task.unknown, &note).await?;
                 }
