@@ -121,6 +121,7 @@ impl Reload for Reloader {
             return Err(e.to_string());
         }
         let summary = new.summary();
+        crate::redact::install(&new);
         self.config.send_replace(Arc::new(new));
         crate::metrics::config_reloaded(true);
         info!(%summary, "config reloaded");
@@ -135,6 +136,7 @@ pub async fn serve(
     path: Option<PathBuf>,
     bound: Option<oneshot::Sender<SocketAddr>>,
 ) -> Result<()> {
+    crate::redact::install(&config);
     let metrics = crate::metrics::install().context("could not install the metrics recorder")?;
     let store = Store::open(&config.store.url)
         .await
@@ -185,8 +187,12 @@ pub async fn serve(
         metrics,
     };
     let app = crate::ingest::routes(state)
-        .merge(crate::web::routes(web, config_rx))
-        .fallback(crate::ingest::not_found);
+        .merge(crate::web::routes(web, config_rx.clone()))
+        .fallback(crate::ingest::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            config_rx,
+            crate::ingest::reads::guard,
+        ));
 
     let listener = TcpListener::bind(listen)
         .await

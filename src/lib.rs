@@ -10,6 +10,7 @@ pub mod demo;
 pub mod ingest;
 pub mod metrics;
 pub mod protocol;
+pub mod redact;
 pub mod render;
 pub mod routing;
 pub mod store;

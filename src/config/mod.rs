@@ -85,6 +85,11 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Largest accepted request body; larger is `413`.
     pub max_body_bytes: usize,
+    /// Tokens that may read (`GET /v1/...`, the web pages); when empty,
+    /// reads are open (allowed beyond loopback only with `public_reads`).
+    pub read_tokens: Vec<Secret>,
+    /// Serve reads without a token beyond loopback, knowingly.
+    pub public_reads: bool,
 }
 
 /// `[store]`

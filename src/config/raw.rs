@@ -33,6 +33,9 @@ pub struct RawConfig {
 pub struct RawServer {
     pub listen: Option<SpannedStr>,
     pub max_body_bytes: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub read_tokens: Vec<SpannedStr>,
+    pub public_reads: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

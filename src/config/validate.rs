@@ -169,6 +169,19 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             );
         }
 
+        if let Some(server) = &server
+            && !server.listen.ip().is_loopback()
+            && server.read_tokens.is_empty()
+            && !server.public_reads
+        {
+            let span = raw.server.listen.as_ref().map_or(0..0, |l| l.span());
+            self.err(
+                span,
+                "listening beyond loopback requires [server] read_tokens: without them anybody could read \
+                 every task, delivery and web channel (set server.public_reads = true to allow that knowingly)",
+            );
+        }
+
         Some(Config {
             source: path.to_owned(),
             server: server?,
@@ -204,9 +217,18 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
                 }
             },
         };
+        let read_tokens = raw
+            .server
+            .read_tokens
+            .iter()
+            .filter_map(|t| self.non_empty(t, "read token"))
+            .map(Secret::new)
+            .collect();
         Some(ServerConfig {
             listen,
             max_body_bytes,
+            read_tokens,
+            public_reads: raw.server.public_reads.unwrap_or(false),
         })
     }
 
@@ -653,10 +675,14 @@ max_age = "forever"
     fn open_ingest_beyond_loopback_is_refused() {
         let errs = errors("[server]\nlisten = \"0.0.0.0:8600\"\n");
         assert!(errs[0].contains("sources"), "{errs:?}");
-        assert!(
-            errors("[server]\nlisten = \"0.0.0.0:8600\"\n[[sources]]\nname=\"a\"\ntoken=\"${TOKEN}\"\n")
-                .is_empty()
-        );
+        let sourced =
+            "[server]\nlisten = \"0.0.0.0:8600\"\nREAD\n[[sources]]\nname=\"a\"\ntoken=\"${TOKEN}\"\n";
+        let errs = errors(&sourced.replace("READ", ""));
+        assert!(errs.len() == 1 && errs[0].contains("read_tokens"), "{errs:?}");
+        assert!(errors(&sourced.replace("READ", "read_tokens = [\"${TOKEN}\"]")).is_empty());
+        assert!(errors(&sourced.replace("READ", "public_reads = true")).is_empty());
+        let errs = errors(&sourced.replace("READ", "read_tokens = [\"\"]"));
+        assert!(errs.iter().any(|e| e.contains("read token")), "{errs:?}");
     }
 
     #[test]

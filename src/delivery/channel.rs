@@ -195,6 +195,28 @@ impl State {
     }
 }
 
+/// An update whose error text is safe to store and show: no configured
+/// secret in it.
+fn redacted(update: ReceiptUpdate) -> ReceiptUpdate {
+    match update {
+        ReceiptUpdate::Retry {
+            at,
+            error,
+            unverified,
+            backoff,
+        } => ReceiptUpdate::Retry {
+            at,
+            error: crate::redact::clean(&error),
+            unverified,
+            backoff,
+        },
+        ReceiptUpdate::Failed { error } => ReceiptUpdate::Failed {
+            error: crate::redact::clean(&error),
+        },
+        surfaced @ ReceiptUpdate::Surfaced { .. } => surfaced,
+    }
+}
+
 /// The failure of an outcome, if it is one.
 fn failure(outcome: &DeliveryOutcome) -> Option<&NotSurfaced> {
     match outcome {
@@ -478,7 +500,13 @@ impl ChannelActor {
             "terminal",
             outcome.label(),
         );
-        let update = decide(&outcome, receipt.attempts, receipt.created_at, now, &self.config);
+        let update = redacted(decide(
+            &outcome,
+            receipt.attempts,
+            receipt.created_at,
+            now,
+            &self.config,
+        ));
         match &update {
             ReceiptUpdate::Surfaced { .. } => {
                 crate::metrics::surfaced_latency((now - receipt.created_at) as f64 / 1000.0);
@@ -646,7 +674,7 @@ impl ChannelActor {
                 state.pass = None;
                 let note = self.fall_back(state, &reason, receipts.len() + posts.len());
                 self.store
-                    .clear_unverified_receipts(&receipts, Some(&note), now_ms())
+                    .clear_unverified_receipts(&receipts, Some(&crate::redact::clean(&note)), now_ms())
                     .await?;
                 self.store.clear_progress_started(&self.name, &posts).await
             }
@@ -662,7 +690,7 @@ impl ChannelActor {
                 );
                 let failed = self
                     .store
-                    .fail_unverified_before(&self.name, cutoff, &error)
+                    .fail_unverified_before(&self.name, cutoff, &crate::redact::clean(&error))
                     .await?;
                 if failed > 0 {
                     warn!(channel = %self.name, failed, "unverified notifications reached max_age");
@@ -931,7 +959,11 @@ impl ChannelActor {
         match unknown {
             Unknown::Receipt(id) => {
                 self.store
-                    .clear_unverified_receipts(std::slice::from_ref(id), Some(note), now_ms())
+                    .clear_unverified_receipts(
+                        std::slice::from_ref(id),
+                        Some(&crate::redact::clean(note)),
+                        now_ms(),
+                    )
                     .await
             }
             Unknown::Post(task) => {

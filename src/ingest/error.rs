@@ -27,10 +27,11 @@ impl ApiError {
         self
     }
 
-    /// `500`, for store failures; the detail is logged, not hidden.
+    /// `500`, for store failures: the answer carries the sentence only;
+    /// the cause goes to the log (redacted like every log line).
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "{context}");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{context}: {err}"))
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, context)
     }
 
     /// `503`, when the store is unavailable or herald is shutting down.

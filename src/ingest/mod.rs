@@ -5,6 +5,7 @@ mod auth;
 mod body;
 mod error;
 mod queries;
+pub mod reads;
 pub mod writer;
 
 use std::sync::Arc;

@@ -107,14 +107,3 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], call: Call) -> An
         exhausted_for,
     }
 }
-
-/// A request that got no HTTP answer: not connected → transient; sent but
-/// unanswered (timeout) → unverified.
-pub fn transport_error(e: &reqwest::Error) -> DeliveryOutcome {
-    let reason = herald_messaging::error_chain(e);
-    if e.is_connect() {
-        DeliveryOutcome::NotSurfaced(NotSurfaced::Transient { reason })
-    } else {
-        DeliveryOutcome::NotSurfaced(NotSurfaced::Unverified { reason })
-    }
-}

@@ -82,13 +82,13 @@ impl DiscordAdapter {
             .body(body);
         let response = match request.send().await {
             Ok(r) => r,
-            Err(e) => return classify::transport_error(&e),
+            Err(e) => return herald_messaging::http::no_answer(e),
         };
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let text = match response.bytes().await {
             Ok(b) => b,
-            Err(e) => return classify::transport_error(&e),
+            Err(e) => return herald_messaging::http::no_answer(e),
         };
         let answer = classify(status, &headers, &text, call);
         let mut exhausted = self.exhausted.lock().unwrap_or_else(PoisonError::into_inner);

@@ -8,6 +8,8 @@
 //! platform's error strings. That wall is what lets one retry policy serve
 //! Discord, Slack, Telegram, webhooks and the built-in web channel alike.
 
+#[cfg(feature = "reqwest")]
+pub mod http;
 mod limits;
 mod lookup;
 mod outbound;

@@ -90,9 +90,12 @@ impl TelegramAdapter {
             .json(payload)
             .send()
             .await
-            .map_err(|e| transport_error(&e))?;
+            .map_err(herald_messaging::http::no_answer)?;
         let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|e| transport_error(&e))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(herald_messaging::http::no_answer)?;
         Ok((status, body.to_vec()))
     }
 
@@ -260,15 +263,6 @@ pub fn classify(status: u16, body: &[u8], editing: Option<&MessageHandle>) -> De
         },
     };
     DeliveryOutcome::NotSurfaced(outcome)
-}
-
-fn transport_error(e: &reqwest::Error) -> DeliveryOutcome {
-    let reason = herald_messaging::error_chain(e);
-    DeliveryOutcome::NotSurfaced(if e.is_connect() {
-        NotSurfaced::Transient { reason }
-    } else {
-        NotSurfaced::Unverified { reason }
-    })
 }
 
 #[async_trait]

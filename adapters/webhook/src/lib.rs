@@ -112,7 +112,7 @@ impl WebhookChannel {
             .body(body);
         match request.send().await {
             Ok(response) => classify(response, id).await,
-            Err(e) => classify_error(&e),
+            Err(e) => classify_error(e),
         }
     }
 }
@@ -164,11 +164,12 @@ async fn classify(response: reqwest::Response, id: &str) -> DeliveryOutcome {
 /// A request that got no HTTP answer. A failed connection never reached
 /// the receiver (transient); a timeout after connecting may have been
 /// processed (unverified: the resend carries the same `webhook-id`).
-fn classify_error(e: &reqwest::Error) -> DeliveryOutcome {
-    let reason = herald_messaging::error_chain(e);
-    let outcome = if e.is_connect() {
+fn classify_error(e: reqwest::Error) -> DeliveryOutcome {
+    let (connect, maybe_sent) = (e.is_connect(), e.is_timeout() || e.is_request() || e.is_body());
+    let reason = herald_messaging::http::reason(e);
+    let outcome = if connect {
         NotSurfaced::Transient { reason }
-    } else if e.is_timeout() || e.is_request() || e.is_body() {
+    } else if maybe_sent {
         NotSurfaced::Unverified { reason }
     } else {
         NotSurfaced::Transient { reason }

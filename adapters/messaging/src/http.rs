@@ -1,0 +1,29 @@
+//! For adapters that speak HTTP through reqwest: what a request that got
+//! no answer means, described without its URL. A URL can carry secrets (a
+//! Telegram bot token in the path, a webhook key in the query, userinfo),
+//! and reqwest's error text includes it; the reason names the host only.
+
+use crate::{DeliveryOutcome, NotSurfaced, error_chain};
+
+/// The error's sources on one line, naming the host but never the URL.
+pub fn reason(e: reqwest::Error) -> String {
+    let host = e.url().and_then(|u| u.host_str()).map(str::to_owned);
+    let e = e.without_url();
+    match host {
+        Some(host) => format!("{host}: {}", error_chain(&e)),
+        None => error_chain(&e),
+    }
+}
+
+/// A request that got no HTTP answer. A failed connection never reached
+/// the platform (transient); after that the request may have been applied
+/// (unverified: reconcile before resending).
+pub fn no_answer(e: reqwest::Error) -> DeliveryOutcome {
+    let connect_failed = e.is_connect();
+    let reason = reason(e);
+    DeliveryOutcome::NotSurfaced(if connect_failed {
+        NotSurfaced::Transient { reason }
+    } else {
+        NotSurfaced::Unverified { reason }
+    })
+}
