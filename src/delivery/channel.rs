@@ -707,10 +707,9 @@ impl ChannelActor {
     /// door allows it. A probe is an edit carrying exactly what was sent:
     /// only the lost message itself answers "not modified".
     async fn probe_step(&mut self, state: &mut State, round: &mut Round) -> Result<(), StoreError> {
-        if state.probes.is_empty() {
-            if !state.needs_check {
-                return Ok(());
-            }
+        // A new message with an unknown outcome may lie in the ids being
+        // probed: plan again with it, so two unknowns are never confused.
+        if state.needs_check {
             state.needs_check = false;
             state.probes = self.plan_probes(state).await?;
         }
@@ -729,6 +728,17 @@ impl ChannelActor {
             }
             return Ok(());
         };
+        // Messages herald sent since the plan took ids of the open range.
+        if self
+            .store
+            .owns_message(&self.same_counter(state), &candidate.to_string())
+            .await?
+        {
+            if let Some(task) = state.probes.front_mut() {
+                task.candidates.pop_front();
+            }
+            return Ok(());
+        }
         let wait = state.door.ready_in(Call::Lookup).await;
         if !wait.is_zero() {
             round.lookup_blocked = Some(wait);
@@ -834,19 +844,16 @@ impl ChannelActor {
             .iter()
             .filter_map(parse)
             .collect();
-        let counter: Vec<(i64, i64)> = if state.shared_ids {
-            self.store
-                .owned_messages(&self.account.shared_id_channels())
-                .await?
-                .iter()
-                .filter_map(parse)
-                .collect()
-        } else {
-            here.clone()
-        };
+        let counter: Vec<(i64, i64)> = self
+            .store
+            .owned_messages(&self.same_counter(state))
+            .await?
+            .iter()
+            .filter_map(parse)
+            .collect();
         let anywhere: HashSet<i64> = self
             .store
-            .owned_messages(&self.account.channels())
+            .owned_messages(&self.same_counter(state))
             .await?
             .iter()
             .filter_map(parse)
@@ -925,6 +932,16 @@ impl ChannelActor {
             info!(channel = %self.name, messages = tasks.len(), "probing for messages with an unknown outcome");
         }
         Ok(tasks)
+    }
+
+    /// The channels whose message ids come from the same counter as this
+    /// one's (an id herald owns there is not a candidate here).
+    fn same_counter(&self, state: &State) -> Vec<String> {
+        if state.shared_ids {
+            self.account.shared_id_channels()
+        } else {
+            vec![self.name.clone()]
+        }
     }
 
     /// A probe settled an unknown message: found at `handle`, or absent.

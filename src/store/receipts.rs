@@ -287,6 +287,25 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether `message_id` is a message herald knows it has in any of
+    /// `channels`.
+    pub async fn owns_message(&self, channels: &[String], message_id: &str) -> Result<bool, StoreError> {
+        if channels.is_empty() {
+            return Ok(false);
+        }
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT EXISTS (SELECT 1 FROM receipts WHERE message_id = ");
+        qb.push_bind(message_id);
+        qb.push(" AND status = 'surfaced' AND channel IN ");
+        super::push_list(&mut qb, channels);
+        qb.push(") OR EXISTS (SELECT 1 FROM task_channels WHERE message_id = ");
+        qb.push_bind(message_id);
+        qb.push(" AND channel IN ");
+        super::push_list(&mut qb, channels);
+        qb.push(")");
+        Ok(qb.build_query_scalar::<bool>().fetch_one(&self.delivery).await?)
+    }
+
     /// A look-up found the message of an unverified receipt: surfaced.
     pub async fn surface_unverified_receipt(
         &self,
