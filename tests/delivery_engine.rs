@@ -771,6 +771,48 @@ async fn a_recovered_platform_pulls_the_backoff_queue_forward() {
 }
 
 #[tokio::test]
+async fn a_failing_platform_is_probed_so_a_quiet_recovery_is_noticed() {
+    let fake = Fake::new(Platform::Web, vec![]);
+    let transient = || Step::Answer(NotSurfaced::Transient { reason: "503".into() });
+    *fake.script.lock().unwrap() = (0..5).map(|_| transient()).collect();
+    let e = Engine::start("retry_schedule = [\"60s\"]\n", vec![fake.clone()]).await;
+    let events: Vec<_> = (0..5)
+        .map(|i| ev("r", &format!("t{i}"), 1, "completed"))
+        .collect();
+    e.ingest(events).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fake.posts(MessageKind::Terminal).len() < 5 {
+        assert!(Instant::now() < deadline, "{:?}", fake.calls());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Every receipt now waits 60 s, and nothing new arrives. The platform
+    // is back (the script is spent): a probe within a few seconds notices,
+    // and the rest follow at once.
+    let started = Instant::now();
+    while e
+        .receipts()
+        .await
+        .iter()
+        .filter(|r| r.status == "surfaced")
+        .count()
+        < 5
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "nothing noticed the recovery: {:?}",
+            e.receipts().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        fake.posts(MessageKind::Terminal).len(),
+        10,
+        "one probe each way, no extra calls"
+    );
+    e.stop().await;
+}
+
+#[tokio::test]
 async fn reload_keeps_unchanged_actors_and_their_budgets_and_fails_removed_channels() {
     let fake = Fake::new(Platform::Web, vec![]);
     // One post per 2 s: a restarted actor would forget the first.

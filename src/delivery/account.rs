@@ -4,7 +4,10 @@
 //! whole account's waiting work forward.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use herald_messaging::{Messaging, NotSurfaced};
 use tracing::{info, warn};
@@ -12,6 +15,9 @@ use tracing::{info, warn};
 use super::Wakers;
 use super::door::AccountBudgets;
 use crate::store::{Store, StoreError, now_ms};
+
+/// How often a failing account is probed with one waiting receipt.
+pub const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// Which account a channel belongs to: a bot account per platform, or the
 /// channel itself where each channel is its own endpoint (webhooks).
@@ -41,6 +47,8 @@ pub struct Account {
     pub budgets: AccountBudgets,
     /// True after a platform failure, until the next confirmed call.
     failing: AtomicBool,
+    /// When the last probe of a failing platform was allowed.
+    last_probe: Mutex<Option<Instant>>,
     /// The account's channels (config names), for pulling work forward.
     channels: RwLock<Vec<String>>,
     /// Those of its channels whose message ids share one counter.
@@ -62,6 +70,7 @@ impl Account {
             adapter,
             budgets,
             failing: AtomicBool::new(false),
+            last_probe: Mutex::new(None),
             channels: RwLock::default(),
             shared_ids: RwLock::default(),
             store: store.clone(),
@@ -110,6 +119,32 @@ impl Account {
             }
             Some(_) => {}
         }
+    }
+
+    /// While the platform is failing, when the next probe may go out: one
+    /// receipt waiting on backoff is tried every `PROBE_EVERY` for the
+    /// whole account, so a recovery is noticed within seconds however long
+    /// the schedule's steps have grown. `None` while the platform works.
+    pub fn next_probe(&self) -> Option<Instant> {
+        if !self.failing.load(Ordering::Acquire) {
+            return None;
+        }
+        let last = *self.last_probe.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(last.map_or_else(Instant::now, |t| t + PROBE_EVERY))
+    }
+
+    /// Take the account's probe if one is due now (one caller wins).
+    pub fn take_probe(&self) -> bool {
+        if !self.failing.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut last = self.last_probe.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if last.is_some_and(|t| now < t + PROBE_EVERY) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     async fn recovered(&self) {

@@ -335,6 +335,12 @@ impl ChannelActor {
             candidates.push(after(posts, round.posts_blocked));
             candidates.push(after(edits, round.edits_blocked));
         }
+        if let Some(probe) = self.account.next_probe()
+            && self.store.has_backoff(&self.name).await?
+        {
+            let wait = probe.saturating_duration_since(Instant::now());
+            candidates.push(Some(now + millis(wait)));
+        }
         if state.pass.is_some() || !state.probes.is_empty() || (state.needs_check && state.checks()) {
             candidates.push(Some(now + round.lookup_blocked.map_or(0, millis)));
         }
@@ -399,6 +405,14 @@ impl ChannelActor {
                 warn!(channel = %self.name, reclaimed, "claims whose lease expired are reclaimed; they will be checked before resending");
                 state.needs_check = true;
             }
+        }
+        // The platform is failing: now and then one receipt waiting on
+        // backoff goes early, to notice the recovery.
+        if self.account.next_probe().is_some()
+            && self.store.has_backoff(&self.name).await?
+            && self.account.take_probe()
+        {
+            self.store.pull_forward_one(&self.name, now_ms()).await?;
         }
         if state.lookup {
             self.lookup_step(state, &mut round).await?;

@@ -391,6 +391,32 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// The earliest receipt of `channel` waiting on backoff becomes due now
+    /// (a probe of a failing platform). Returns whether there was one.
+    pub async fn pull_forward_one(&self, channel: &str, now: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE receipts SET next_attempt_at = ? WHERE id = (SELECT id FROM receipts \
+             WHERE channel = ? AND status = 'pending' AND backoff = 1 AND next_attempt_at > ? \
+             ORDER BY next_attempt_at LIMIT 1)",
+        )
+        .bind(now)
+        .bind(channel)
+        .bind(now)
+        .execute(&self.delivery)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Whether `channel` has receipts waiting on backoff.
+    pub async fn has_backoff(&self, channel: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM receipts WHERE channel = ? AND status = 'pending' AND backoff = 1)",
+        )
+        .bind(channel)
+        .fetch_one(&self.delivery)
+        .await?)
+    }
+
     /// Receipts still to deliver to channels the config no longer has:
     /// failed with `channel removed from config` (replayable once it is
     /// back). Returns how many.
