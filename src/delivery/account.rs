@@ -115,7 +115,11 @@ impl Account {
                 }
             }
             Some(NotSurfaced::Transient { .. } | NotSurfaced::Unverified { .. }) => {
-                self.failing.store(true, Ordering::Release);
+                // The first probe comes one interval after the failure; the
+                // retry schedule's own first step is usually sooner.
+                if !self.failing.swap(true, Ordering::AcqRel) {
+                    *self.last_probe.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+                }
             }
             Some(_) => {}
         }
