@@ -283,6 +283,22 @@ impl Engine {
         }
     }
 
+    /// Wait until `n` receipts are surfaced.
+    async fn wait_surfaced(&self, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self
+            .receipts()
+            .await
+            .iter()
+            .filter(|r| r.status == "surfaced")
+            .count()
+            < n
+        {
+            assert!(Instant::now() < deadline, "{:?}", self.receipts().await);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn stop(mut self) {
         if let Some(d) = self.delivery.take() {
             d.shutdown(Duration::from_secs(5)).await;
@@ -335,18 +351,7 @@ async fn an_exhausted_budget_reported_by_the_platform_holds_the_next_call() {
     let e = Engine::start(FAST, vec![fake.clone()]).await;
     e.ingest(vec![ev("r", "t1", 1, "completed"), ev("r", "t2", 1, "completed")])
         .await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while e
-        .receipts()
-        .await
-        .iter()
-        .filter(|r| r.status == "surfaced")
-        .count()
-        < 2
-    {
-        assert!(Instant::now() < deadline, "{:?}", e.receipts().await);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    e.wait_surfaced(2, Duration::from_secs(5)).await;
     let posts = fake.posts(MessageKind::Terminal);
     assert_eq!(posts.len(), 2);
     let gap = posts[1].at - posts[0].at;
@@ -568,18 +573,7 @@ async fn a_restart_with_a_hundred_unverified_receipts_costs_one_lookup() {
             .insert(r.id.clone(), format!("landed-{}", r.id));
     }
     e.run().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while e
-        .receipts()
-        .await
-        .iter()
-        .filter(|r| r.status == "surfaced")
-        .count()
-        < 100
-    {
-        assert!(Instant::now() < deadline, "{:?}", e.receipts().await);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    e.wait_surfaced(100, Duration::from_secs(10)).await;
     assert_eq!(
         *fake.lookups.lock().unwrap(),
         vec![100],
@@ -609,18 +603,7 @@ async fn a_lookup_that_can_never_be_made_falls_back_to_sending_and_says_so() {
     let mut e = Engine::prepare(false, FAST, vec![fake.clone()]).await;
     crash_with_unverified(&e, 3).await;
     e.run().await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while e
-        .receipts()
-        .await
-        .iter()
-        .filter(|r| r.status == "surfaced")
-        .count()
-        < 3
-    {
-        assert!(Instant::now() < deadline, "{:?}", e.receipts().await);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    e.wait_surfaced(3, Duration::from_secs(5)).await;
     assert_eq!(fake.lookups.lock().unwrap().len(), 1, "asked once, not in a loop");
     assert_eq!(fake.posts(MessageKind::Terminal).len(), 3);
     for r in e.receipts().await {
@@ -653,18 +636,7 @@ async fn a_lookup_that_fails_for_now_is_retried_without_sending() {
     );
     // The platform can be asked again: nothing was there, so both go out.
     *fake.lookup_fails.lock().unwrap() = None;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while e
-        .receipts()
-        .await
-        .iter()
-        .filter(|r| r.status == "surfaced")
-        .count()
-        < 2
-    {
-        assert!(Instant::now() < deadline, "{:?}", e.receipts().await);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    e.wait_surfaced(2, Duration::from_secs(5)).await;
     assert_eq!(fake.posts(MessageKind::Terminal).len(), 2);
     e.stop().await;
 }

@@ -480,21 +480,10 @@ impl ChannelActor {
         receipt: ClaimedReceipt,
         state: &mut State,
     ) -> Result<(), StoreError> {
-        let message = render::terminal(
-            &TaskView {
-                run_id: &receipt.run_id,
-                worker_id: &receipt.worker_id,
-                task_id: &receipt.task_id,
-                event: &receipt.event,
-                first_seen_at: receipt.first_seen_at,
-                as_of: receipt.created_at,
-                labels: &receipt.labels,
-            },
-            &receipt.id,
-        );
+        let message = receipt_message(&receipt);
         // An unverified receipt reaches here only where resending is the
-        // reconciliation (the same key: nonce, webhook-id); look-up
-        // platforms settle theirs in `lookup_step` first.
+        // reconciliation (the same key: nonce, webhook-id); look-up and
+        // probe platforms settle theirs first.
         let Some(outcome) = self.post(state, &message).await else {
             let update = ReceiptUpdate::Retry {
                 at: now_ms(),
