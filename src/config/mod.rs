@@ -143,6 +143,30 @@ pub struct ChannelConfig {
     pub target: ChannelTarget,
     /// Whether it gets the live progress message (else terminal only).
     pub progress: bool,
+    /// How many terminal notifications may be in flight at once, where
+    /// the platform takes them concurrently (webhook and web channels).
+    pub in_flight: InFlight,
+}
+
+/// How a concurrent channel limits its posts in flight (`max_in_flight`,
+/// `adaptive_in_flight`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlight {
+    /// The most posts in flight at once.
+    pub max: usize,
+    /// Adapt below `max` to the receiver's round trips and back-pressure
+    /// (else keep `max` in flight whenever work waits).
+    pub adaptive: bool,
+}
+
+impl Default for InFlight {
+    /// Adaptive up to 200, Vector's ceiling for the same algorithm.
+    fn default() -> Self {
+        InFlight {
+            max: 200,
+            adaptive: true,
+        }
+    }
 }
 
 /// Platform-specific destination of a channel.

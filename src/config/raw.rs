@@ -77,6 +77,8 @@ pub struct RawChannel {
     pub timeout: Option<SpannedStr>,
     pub events: Option<SpannedStr>,
     pub progress: Option<bool>,
+    pub max_in_flight: Option<Spanned<i64>>,
+    pub adaptive_in_flight: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

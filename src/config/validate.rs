@@ -14,7 +14,7 @@ use super::env::interpolate;
 use super::raw::{RawAccount, RawChannel, RawConfig, RawMatcher, RawRoute, SpannedStr};
 use super::unknown_keys;
 use super::{
-    AccountConfig, AdaptersConfig, ChannelConfig, ChannelTarget, Config, DeliveryConfig, Secret,
+    AccountConfig, AdaptersConfig, ChannelConfig, ChannelTarget, Config, DeliveryConfig, InFlight, Secret,
     ServerConfig, SourceConfig, StoreConfig, WebhookTarget,
 };
 use crate::protocol::KNOWN_STATES;
@@ -34,6 +34,9 @@ const DEFAULT_RETRY: [Duration; 5] = [
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// The highest `max_in_flight`: beyond this a receiver is better served
+/// by several herald channels (or a queue) than by more sockets.
+const MAX_IN_FLIGHT: usize = 1000;
 /// Long enough that a slow platform answer is rarely mistaken for a lost
 /// one (each such timeout costs a reconciliation, or on Telegram possibly a
 /// duplicate), short enough that an outage is noticed.
@@ -449,12 +452,59 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             ChannelTarget::Chat { .. } => true,
         };
         let progress = ch.progress.unwrap_or(progress_default);
+        let in_flight = self.in_flight(ch, platform)?;
         Some(ChannelConfig {
             name: name.to_owned(),
             platform,
             target,
             progress,
+            in_flight,
         })
+    }
+
+    /// `max_in_flight` and `adaptive_in_flight`: only where the platform
+    /// takes posts concurrently.
+    fn in_flight(&mut self, ch: &RawChannel, platform: Platform) -> Option<InFlight> {
+        let mut in_flight = InFlight::default();
+        if !matches!(platform, Platform::Webhook | Platform::Web) {
+            let keys = [
+                ("max_in_flight", ch.max_in_flight.as_ref().map(Spanned::span)),
+                (
+                    "adaptive_in_flight",
+                    ch.adaptive_in_flight.as_ref().map(Spanned::span),
+                ),
+            ];
+            for (key, span) in keys {
+                if let Some(span) = span {
+                    self.err(
+                        span,
+                        format!(
+                            "`{key}` applies to webhook and web channels only ({platform} messages are sent one at a time, in order)"
+                        ),
+                    );
+                }
+            }
+            return Some(in_flight);
+        }
+        if let Some(max) = &ch.max_in_flight {
+            match usize::try_from(*max.get_ref()) {
+                Ok(n @ 1..=MAX_IN_FLIGHT) => in_flight.max = n,
+                _ => {
+                    self.err(
+                        max.span(),
+                        format!(
+                            "max_in_flight must be between 1 and {MAX_IN_FLIGHT}, got {}",
+                            max.get_ref()
+                        ),
+                    );
+                    return None;
+                }
+            }
+        }
+        if let Some(adaptive) = &ch.adaptive_in_flight {
+            in_flight.adaptive = *adaptive.get_ref();
+        }
+        Some(in_flight)
     }
 
     fn webhook_secret(&mut self, value: &SpannedStr) -> Option<Secret> {

@@ -14,13 +14,17 @@ use herald_messaging::{
     Outbound, Probe, Reconciliation,
 };
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::account::Account;
+use super::attempt::{Attempts, Landed, failure, receipt_message};
+use super::concurrency::{Answer, Limiter};
 use super::door::Door;
-use super::receipts::{backoff, decide, decide_progress};
-use crate::config::DeliveryConfig;
+use super::outcomes::OutcomeWriter;
+use super::receipts::{backoff, decide_progress};
+use crate::config::{DeliveryConfig, InFlight};
 use crate::render::{self, TaskView};
 use crate::store::{ClaimedReceipt, ProgressJob, ProgressWrite, ReceiptUpdate, Store, StoreError, now_ms};
 
@@ -31,6 +35,8 @@ const LEASE_MS: i64 = 120_000;
 /// Work taken from the store per round at most; small so receipts keep
 /// priority.
 const BATCH: usize = 16;
+/// Most receipts a concurrent channel claims in one statement.
+const CLAIM_MAX: usize = 400;
 /// Longest idle sleep; the store is the truth and a wake-up only a hint, so a
 /// lost wake-up costs at most this much latency.
 const IDLE_POLL: Duration = Duration::from_secs(5);
@@ -62,6 +68,11 @@ pub struct ChannelActor {
     pub store: Store,
     /// Retry schedule, max age, progress interval.
     pub config: DeliveryConfig,
+    /// Posts in flight at once, where the platform takes them
+    /// concurrently.
+    pub in_flight: InFlight,
+    /// Where attempt outcomes are recorded (group commit).
+    pub outcomes: OutcomeWriter,
     /// Poked after an ingest commit touching this channel.
     pub wake: Arc<super::Signal>,
     /// Becomes true when this actor should stop.
@@ -137,9 +148,25 @@ struct ProbeTask {
     failures: i64,
 }
 
+/// Terminal receipts in flight on a channel that takes posts
+/// concurrently: claimed in batches, sent as their own tasks, as many at
+/// once as the limiter allows.
+struct Flight {
+    limiter: Limiter,
+    /// Claimed, not yet sent.
+    queue: VecDeque<ClaimedReceipt>,
+    /// Attempts under way.
+    tasks: JoinSet<Landed>,
+}
+
 /// What the actor keeps between rounds.
 struct State {
     door: Door,
+    /// What every attempt at a receipt shares.
+    attempts: Arc<Attempts>,
+    /// Receipts in flight, where the platform takes posts concurrently
+    /// (else one attempt at a time).
+    flight: Option<Flight>,
     /// The platform reconciles by looking up (else by resending).
     lookup: bool,
     /// The platform reconciles by probing.
@@ -168,23 +195,9 @@ struct Round {
     edits_blocked: Option<Duration>,
     /// A look-up is due but cannot be made for this long.
     lookup_blocked: Option<Duration>,
-}
-
-/// The terminal notification of a receipt: the same text on every attempt
-/// (a probe asks for exactly what was sent).
-fn receipt_message(receipt: &ClaimedReceipt) -> Outbound {
-    render::terminal(
-        &TaskView {
-            run_id: &receipt.run_id,
-            worker_id: &receipt.worker_id,
-            task_id: &receipt.task_id,
-            event: &receipt.event,
-            first_seen_at: receipt.first_seen_at,
-            as_of: receipt.created_at,
-            labels: &receipt.labels,
-        },
-        &receipt.id,
-    )
+    /// As many posts as allowed are in flight: more receipts wait for one
+    /// of them to land, not for their due time.
+    flight_full: bool,
 }
 
 impl State {
@@ -192,36 +205,6 @@ impl State {
     /// instead of being resent.
     fn checks(&self) -> bool {
         self.lookup || self.probe
-    }
-}
-
-/// An update whose error text is safe to store and show: no configured
-/// secret in it.
-fn redacted(update: ReceiptUpdate) -> ReceiptUpdate {
-    match update {
-        ReceiptUpdate::Retry {
-            at,
-            error,
-            unverified,
-            backoff,
-        } => ReceiptUpdate::Retry {
-            at,
-            error: crate::redact::clean(&error),
-            unverified,
-            backoff,
-        },
-        ReceiptUpdate::Failed { error } => ReceiptUpdate::Failed {
-            error: crate::redact::clean(&error),
-        },
-        surfaced @ ReceiptUpdate::Surfaced { .. } => surfaced,
-    }
-}
-
-/// The failure of an outcome, if it is one.
-fn failure(outcome: &DeliveryOutcome) -> Option<&NotSurfaced> {
-    match outcome {
-        DeliveryOutcome::Surfaced(_) => None,
-        DeliveryOutcome::NotSurfaced(reason) => Some(reason),
     }
 }
 
@@ -284,21 +267,94 @@ impl ChannelActor {
             if sleep.is_zero() {
                 continue;
             }
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(sleep) => {}
-                _ = self.shutdown.changed() => {}
+            let landing = async {
+                match state.flight.as_mut() {
+                    Some(flight) if !flight.tasks.is_empty() => flight.tasks.join_next().await,
+                    _ => std::future::pending().await,
+                }
+            };
+            let landed = tokio::select! {
+                landed = landing => landed,
+                _ = self.wake.notified() => None,
+                _ = tokio::time::sleep(sleep) => None,
+                _ = self.shutdown.changed() => None,
+            };
+            if let Some(landed) = landed {
+                self.land(&mut state, landed).await;
             }
         }
+        self.ground(&mut state).await;
         info!(channel = %self.name, "channel actor stopped");
+    }
+
+    /// Take in an attempt that ran as its own task.
+    async fn land(&mut self, state: &mut State, joined: Result<Landed, tokio::task::JoinError>) {
+        let Some(flight) = state.flight.as_mut() else {
+            return;
+        };
+        match joined {
+            Ok(landed) => {
+                flight.limiter.finish(landed.answer);
+                self.report(state, landed).await;
+            }
+            Err(e) => {
+                flight.limiter.finish(Answer::Neutral);
+                // Its lease expires; the receipt is reclaimed and resent
+                // with the same key.
+                warn!(channel = %self.name, error = %e, "a delivery attempt ended abnormally; its receipt is retried once its lease expires");
+            }
+        }
+    }
+
+    /// Stopping: receipts claimed but not sent go back unchanged; attempts
+    /// under way finish (within the engine's stop deadline) and are
+    /// recorded.
+    async fn ground(&mut self, state: &mut State) {
+        let Some(flight) = state.flight.as_mut() else {
+            return;
+        };
+        let queued: Vec<ClaimedReceipt> = flight.queue.drain(..).collect();
+        for receipt in queued {
+            // The shutdown flag is set: `deliver` records it as not sent.
+            let landed = state.attempts.deliver(receipt).await;
+            self.report(state, landed).await;
+        }
+        while let Some(joined) = state.flight.as_mut().and_then(|f| f.tasks.try_join_next()) {
+            self.land(state, joined).await;
+        }
+        while let Some(flight) = state.flight.as_mut() {
+            let Some(joined) = flight.tasks.join_next().await else {
+                break;
+            };
+            self.land(state, joined).await;
+        }
     }
 
     async fn open_state(&self) -> Result<State, StoreError> {
         let limits = self.account.adapter.channel_limits(&self.target);
         let door = self.account.budgets.door(&self.target.id, &limits).await?;
         let how = self.account.adapter.reconciliation(&self.target);
+        let attempts = Arc::new(Attempts {
+            target: self.target.clone(),
+            account: self.account.clone(),
+            door: door.clone(),
+            config: self.config.clone(),
+            outcomes: self.outcomes.clone(),
+            shutdown: self.shutdown.clone(),
+        });
+        let flight = self
+            .account
+            .adapter
+            .accepts_concurrent_posts(&self.target)
+            .then(|| Flight {
+                limiter: Limiter::new(self.in_flight),
+                queue: VecDeque::new(),
+                tasks: JoinSet::new(),
+            });
         Ok(State {
             door,
+            attempts,
+            flight,
             lookup: how == Reconciliation::Lookup,
             probe: matches!(how, Reconciliation::Probe { .. }),
             shared_ids: how == Reconciliation::Probe { shared_ids: true },
@@ -318,10 +374,13 @@ impl ChannelActor {
             (Some(d), Some(b)) => Some(d.max(now + millis(b))),
             (d, _) => d,
         };
-        let mut candidates = vec![after(
-            self.store.next_receipt_due(&self.name, state.checks()).await?,
-            round.posts_blocked,
-        )];
+        let mut candidates = Vec::new();
+        if !round.flight_full {
+            candidates.push(after(
+                self.store.next_receipt_due(&self.name, state.checks()).await?,
+                round.posts_blocked,
+            ));
+        }
         if self.progress {
             let interval = self.min_interval_ms();
             let posts = self
@@ -419,22 +478,22 @@ impl ChannelActor {
         } else if state.probe {
             self.probe_step(state, &mut round).await?;
         }
-        let free = state.door.available_now(Call::Post).await;
-        if free == 0 {
-            round.posts_blocked = Some(state.door.ready_in(Call::Post).await);
+        if state.flight.is_some() {
+            self.fly(state, &mut round).await?;
         } else {
-            let limit = i64::try_from(free.min(BATCH)).unwrap_or(1);
-            let receipts = self
-                .store
-                .claim_receipts(&self.name, now_ms(), LEASE_MS, limit, state.checks())
-                .await?;
-            round.sent |= !receipts.is_empty();
-            for receipt in receipts {
-                let id = receipt.id.clone();
-                // A store error affects only its own receipt: its lease
-                // expires and it is reclaimed, checked, and resent.
-                if let Err(e) = self.deliver_receipt(receipt, state).await {
-                    warn!(channel = %self.name, receipt = %id, error = %e, "could not record a delivery attempt; its lease will expire and it is retried");
+            let free = state.door.available_now(Call::Post).await;
+            if free == 0 {
+                round.posts_blocked = Some(state.door.ready_in(Call::Post).await);
+            } else {
+                let limit = i64::try_from(free.min(BATCH)).unwrap_or(1);
+                let receipts = self
+                    .store
+                    .claim_receipts(&self.name, now_ms(), LEASE_MS, limit, state.checks())
+                    .await?;
+                round.sent |= !receipts.is_empty();
+                for receipt in receipts {
+                    let landed = state.attempts.deliver(receipt).await;
+                    self.report(state, landed).await;
                 }
             }
         }
@@ -475,65 +534,103 @@ impl ChannelActor {
         Ok(round)
     }
 
-    async fn deliver_receipt(
-        &mut self,
-        receipt: ClaimedReceipt,
-        state: &mut State,
-    ) -> Result<(), StoreError> {
-        let message = receipt_message(&receipt);
-        // An unverified receipt reaches here only where resending is the
-        // reconciliation (the same key: nonce, webhook-id); look-up and
-        // probe platforms settle theirs first.
-        let Some(outcome) = self.post(state, &message).await else {
-            let update = ReceiptUpdate::Retry {
-                at: now_ms(),
-                error: "herald stopped before this attempt was sent".to_owned(),
-                unverified: receipt.unverified,
-                backoff: false,
-            };
-            self.store
-                .finish_receipt(&receipt.id, receipt.attempts, &update, now_ms())
-                .await?;
+    /// Keep as many receipts in flight as the limiter allows: take in the
+    /// attempts that landed, claim due receipts in batches (up to twice the
+    /// limit ahead, as far as the door allows), start attempts.
+    async fn fly(&mut self, state: &mut State, round: &mut Round) -> Result<(), StoreError> {
+        while let Some(joined) = state.flight.as_mut().and_then(|f| f.tasks.try_join_next()) {
+            self.land(state, joined).await;
+        }
+        let checks = state.checks();
+        let Some(flight) = state.flight.as_mut() else {
             return Ok(());
         };
-        self.follow_move(state, &outcome).await?;
-        let now = now_ms();
-        crate::metrics::delivery(
-            self.account.adapter.platform().as_str(),
-            "terminal",
-            outcome.label(),
-        );
-        let update = redacted(decide(
-            &outcome,
-            receipt.attempts,
-            receipt.created_at,
-            now,
-            &self.config,
-        ));
+        let limit = flight.limiter.limit();
+        let ahead = flight.queue.len() + flight.limiter.in_flight();
+        if flight.queue.len() < limit && ahead < 2 * limit {
+            let free = state.door.available_now(Call::Post).await;
+            if free == 0 {
+                round.posts_blocked = Some(state.door.ready_in(Call::Post).await);
+            } else {
+                let want = (2 * limit - ahead).min(free).min(CLAIM_MAX);
+                let receipts = self
+                    .store
+                    .claim_receipts(
+                        &self.name,
+                        now_ms(),
+                        LEASE_MS,
+                        i64::try_from(want).unwrap_or(1),
+                        checks,
+                    )
+                    .await?;
+                flight.queue.extend(receipts);
+            }
+        }
+        while flight.limiter.room() > 0
+            && let Some(receipt) = flight.queue.pop_front()
+        {
+            flight.limiter.start();
+            let attempts = state.attempts.clone();
+            flight.tasks.spawn(async move { attempts.deliver(receipt).await });
+            round.sent = true;
+        }
+        round.flight_full = flight.limiter.room() == 0;
+        Ok(())
+    }
+
+    /// Log, count and follow up one attempt's outcome (already recorded).
+    async fn report(&mut self, state: &mut State, landed: Landed) {
+        let Landed {
+            receipt,
+            attempt,
+            created_at,
+            outcome,
+            update,
+            recorded,
+            ..
+        } = landed;
+        if let Some(outcome) = &outcome {
+            crate::metrics::delivery(
+                self.account.adapter.platform().as_str(),
+                "terminal",
+                outcome.label(),
+            );
+            if let Err(e) = self.follow_move(state, outcome).await {
+                warn!(channel = %self.name, error = %e, "could not record the channel's new id");
+            }
+        }
+        match recorded {
+            Ok(true) => {}
+            Ok(false) => {
+                crate::metrics::late_outcome();
+                warn!(channel = %self.name, %receipt, attempt, "outcome arrived after the receipt passed to a newer attempt; not recorded");
+                return;
+            }
+            Err(e) => {
+                // Affects only this receipt: its lease expires and it is
+                // reclaimed, checked, and resent.
+                warn!(channel = %self.name, %receipt, error = %e, "could not record a delivery attempt; its lease will expire and it is retried");
+                return;
+            }
+        }
         match &update {
             ReceiptUpdate::Surfaced { .. } => {
-                crate::metrics::surfaced_latency((now - receipt.created_at) as f64 / 1000.0);
-                debug!(channel = %self.name, receipt = %receipt.id, latency_ms = now - receipt.created_at, "terminal notification surfaced")
+                let latency = now_ms() - created_at;
+                crate::metrics::surfaced_latency(latency as f64 / 1000.0);
+                debug!(channel = %self.name, %receipt, latency_ms = latency, "terminal notification surfaced")
             }
             ReceiptUpdate::Retry {
                 error, unverified, ..
             } => {
                 state.needs_check |= *unverified;
-                info!(channel = %self.name, receipt = %receipt.id, attempts = receipt.attempts, %error, "terminal notification will be retried")
+                if outcome.is_some() {
+                    info!(channel = %self.name, %receipt, attempts = attempt, %error, "terminal notification will be retried")
+                }
             }
             ReceiptUpdate::Failed { error } => {
-                warn!(channel = %self.name, receipt = %receipt.id, %error, "terminal notification failed")
+                warn!(channel = %self.name, %receipt, %error, "terminal notification failed")
             }
         }
-        if !self
-            .store
-            .finish_receipt(&receipt.id, receipt.attempts, &update, now)
-            .await?
-        {
-            crate::metrics::late_outcome();
-            warn!(channel = %self.name, receipt = %receipt.id, attempt = receipt.attempts, "outcome arrived after the receipt passed to a newer attempt; not recorded");
-        }
-        Ok(())
     }
 
     /// Advance the channel's look-up by one page, if one is needed and the
@@ -1002,7 +1099,12 @@ impl ChannelActor {
                 .move_channel_target(&self.name, &to.id, now_ms())
                 .await?;
             self.target.id = to.id.clone();
+            // Attempts already under way finish against the old id.
+            let flight = state.flight.take();
             *state = self.open_state().await?;
+            if flight.is_some() {
+                state.flight = flight;
+            }
         }
         Ok(())
     }

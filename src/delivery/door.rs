@@ -150,7 +150,8 @@ impl AccountBudgets {
     }
 }
 
-/// Every call of one channel passes here.
+/// Every call of one channel passes here. Clones share the windows.
+#[derive(Clone)]
 pub struct Door {
     /// Account gates first, then the channel's: the lock order.
     gates: Vec<Gate>,

@@ -5,9 +5,12 @@
 //! after an ingest commit is only a hint that saves latency.
 
 mod account;
+mod attempt;
 pub mod budget;
 mod channel;
+mod concurrency;
 mod door;
+mod outcomes;
 pub mod receipts;
 
 use std::collections::{HashMap, HashSet};
@@ -189,6 +192,8 @@ pub struct Delivery {
     /// Channel names the sweeper keeps; written only under reload.
     known: Arc<tokio::sync::RwLock<Vec<String>>>,
     sweeper: JoinHandle<()>,
+    /// Records every actor's attempt outcomes, many per transaction.
+    outcomes: outcomes::OutcomeWriter,
 }
 
 impl Delivery {
@@ -211,6 +216,7 @@ impl Delivery {
             actors: HashMap::new(),
             known,
             sweeper,
+            outcomes: outcomes::OutcomeWriter::start(store.clone()),
         };
         delivery.apply(config, adapters, Duration::ZERO).await?;
         Ok(delivery)
@@ -300,6 +306,8 @@ impl Delivery {
                 name: ch.name.clone(),
                 target: target_of(ch),
                 progress: ch.progress,
+                in_flight: ch.in_flight,
+                outcomes: self.outcomes.clone(),
                 account,
                 store: self.store.clone(),
                 config: config.delivery.clone(),

@@ -21,7 +21,7 @@ pub use budgets::KeptWindow;
 pub use ingest::{IngestResult, RequestReport, RoutedChannel};
 pub use progress::{ProgressJob, ProgressWrite, StartedPost};
 pub use queries::{JournalEntry, ReceiptRow, WorkerRow};
-pub use receipts::{ClaimedReceipt, ReceiptUpdate, UnverifiedReceipt};
+pub use receipts::{ClaimedReceipt, ReceiptOutcome, ReceiptUpdate, UnverifiedReceipt};
 pub use web::WebMessageRow;
 
 /// What can go wrong talking to the store.

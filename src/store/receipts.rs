@@ -91,6 +91,61 @@ pub enum ReceiptUpdate {
     },
 }
 
+/// One attempt's outcome, to be recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptOutcome {
+    /// Receipt id.
+    pub id: String,
+    /// The attempt it belongs to (the fence).
+    pub attempt: i64,
+    /// What to record.
+    pub update: ReceiptUpdate,
+    /// Unix ms of the answer.
+    pub at: i64,
+}
+
+async fn finish_one(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    outcome: &ReceiptOutcome,
+) -> Result<bool, StoreError> {
+    let ReceiptOutcome {
+        id,
+        attempt,
+        update,
+        at,
+    } = outcome;
+    let query = match update {
+        ReceiptUpdate::Surfaced { message_id } => sqlx::query(
+            "UPDATE receipts SET status = 'surfaced', message_id = ?, surfaced_at = ?, \
+             lease_until = NULL, unverified = 0, backoff = 0 \
+             WHERE id = ? AND status = 'sending' AND attempts = ?",
+        )
+        .bind(message_id)
+        .bind(at),
+        ReceiptUpdate::Retry {
+            at: retry_at,
+            error,
+            unverified,
+            backoff,
+        } => sqlx::query(
+            "UPDATE receipts SET status = 'pending', next_attempt_at = ?, last_error = ?, \
+             unverified = ?, backoff = ?, lease_until = NULL \
+             WHERE id = ? AND status = 'sending' AND attempts = ?",
+        )
+        .bind(retry_at)
+        .bind(error)
+        .bind(unverified)
+        .bind(backoff),
+        ReceiptUpdate::Failed { error } => sqlx::query(
+            "UPDATE receipts SET status = 'failed', last_error = ?, lease_until = NULL, backoff = 0 \
+             WHERE id = ? AND status = 'sending' AND attempts = ?",
+        )
+        .bind(error),
+    };
+    let done = query.bind(id).bind(attempt).execute(&mut **tx).await?;
+    Ok(done.rows_affected() == 1)
+}
+
 impl Store {
     /// Claim up to `limit` due pending receipts of `channel` for
     /// `lease_ms`, oldest due first; with `verified_only`, not those whose
@@ -171,52 +226,27 @@ impl Store {
         update: &ReceiptUpdate,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let done =
-            match update {
-                ReceiptUpdate::Surfaced { message_id } => {
-                    sqlx::query(
-                        "UPDATE receipts SET status = 'surfaced', message_id = ?, surfaced_at = ?, \
-                     lease_until = NULL, unverified = 0, backoff = 0 \
-                     WHERE id = ? AND status = 'sending' AND attempts = ?",
-                    )
-                    .bind(message_id)
-                    .bind(now)
-                    .bind(id)
-                    .bind(attempt)
-                    .execute(&self.delivery)
-                    .await?
-                }
-                ReceiptUpdate::Retry {
-                    at,
-                    error,
-                    unverified,
-                    backoff,
-                } => {
-                    sqlx::query(
-                        "UPDATE receipts SET status = 'pending', next_attempt_at = ?, last_error = ?, \
-                     unverified = ?, backoff = ?, lease_until = NULL \
-                     WHERE id = ? AND status = 'sending' AND attempts = ?",
-                    )
-                    .bind(at)
-                    .bind(error)
-                    .bind(unverified)
-                    .bind(backoff)
-                    .bind(id)
-                    .bind(attempt)
-                    .execute(&self.delivery)
-                    .await?
-                }
-                ReceiptUpdate::Failed { error } => sqlx::query(
-                    "UPDATE receipts SET status = 'failed', last_error = ?, lease_until = NULL, backoff = 0 \
-                     WHERE id = ? AND status = 'sending' AND attempts = ?",
-                )
-                .bind(error)
-                .bind(id)
-                .bind(attempt)
-                .execute(&self.delivery)
-                .await?,
-            };
-        Ok(done.rows_affected() == 1)
+        let outcome = ReceiptOutcome {
+            id: id.to_owned(),
+            attempt,
+            update: update.clone(),
+            at: now,
+        };
+        let recorded = self.finish_receipts(std::slice::from_ref(&outcome)).await?;
+        Ok(recorded.first().copied().unwrap_or(false))
+    }
+
+    /// Record many outcomes in one transaction (the delivery engine's
+    /// group commit), each fenced like [`Store::finish_receipt`]. Returns,
+    /// in order, whether each was recorded.
+    pub async fn finish_receipts(&self, outcomes: &[ReceiptOutcome]) -> Result<Vec<bool>, StoreError> {
+        let mut tx = self.delivery.begin().await?;
+        let mut recorded = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            recorded.push(finish_one(&mut tx, outcome).await?);
+        }
+        tx.commit().await?;
+        Ok(recorded)
     }
 
     /// Claims of `channel` whose lease expired while `sending` (a store
@@ -497,9 +527,10 @@ impl Store {
         .await?)
     }
 
-    /// Receipts per status, for the `herald_receipts` gauge.
+    /// Receipts per status, for the `herald_receipts` gauge: the tallies
+    /// triggers keep with every change (no count over the table).
     pub async fn receipt_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM receipts GROUP BY status")
+        let rows = sqlx::query("SELECT status, n FROM receipt_tallies")
             .fetch_all(&self.delivery)
             .await?;
         rows.iter()

@@ -142,6 +142,11 @@ impl Messaging for WebChannel {
         }
     }
 
+    /// Posts are local writes; the page orders messages by their times.
+    fn accepts_concurrent_posts(&self, _to: &ChannelRef) -> bool {
+        true
+    }
+
     fn reconciliation(&self, _to: &ChannelRef) -> Reconciliation {
         Reconciliation::Lookup
     }

@@ -1,8 +1,12 @@
 //! A webhook receiver: records every request and answers from a script
 //! (status codes, Retry-After, or hanging), like a real endpoint would.
+//! It also counts requests in flight (peak, and any `webhook-id` in
+//! flight twice at once), and can behave like a loaded server: slower the
+//! more requests it holds, refusing with 503 beyond its capacity.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,10 +39,28 @@ pub struct Received {
     pub at: Instant,
 }
 
+/// How a loaded receiver answers: it takes `base + per_request × (others
+/// in flight)` per request, and answers 503 at once to a request beyond
+/// `capacity` in flight.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Load {
+    pub base: Duration,
+    pub per_request: Duration,
+    pub capacity: Option<usize>,
+}
+
 #[derive(Default)]
 struct Inner {
     script: Mutex<VecDeque<Reply>>,
     received: Mutex<Vec<Received>>,
+    load: Load,
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
+    refused: AtomicUsize,
+    ids_in_flight: Mutex<HashSet<String>>,
+    /// A `webhook-id` arrived while a request with the same id was still
+    /// in flight.
+    overlaps: AtomicUsize,
 }
 
 /// A running receiver.
@@ -51,9 +73,19 @@ pub struct Receiver {
 impl Receiver {
     /// Start on an ephemeral loopback port; answers 200 once `script` is used up.
     pub async fn start(script: Vec<Reply>) -> Receiver {
+        Self::start_with(script, Load::default()).await
+    }
+
+    /// Start a receiver that behaves like a loaded server.
+    pub async fn start_loaded(load: Load) -> Receiver {
+        Self::start_with(vec![], load).await
+    }
+
+    async fn start_with(script: Vec<Reply>, load: Load) -> Receiver {
         let inner = Arc::new(Inner {
             script: Mutex::new(script.into()),
-            received: Mutex::default(),
+            load,
+            ..Inner::default()
         });
         let app = Router::new()
             .route("/hook", post(handle))
@@ -66,6 +98,21 @@ impl Receiver {
 
     pub fn url(&self) -> String {
         format!("http://{}/hook", self.addr)
+    }
+
+    /// Most requests ever in flight at once.
+    pub fn peak(&self) -> usize {
+        self.inner.peak.load(Ordering::SeqCst)
+    }
+
+    /// Requests answered 503 for being beyond capacity.
+    pub fn refused(&self) -> usize {
+        self.inner.refused.load(Ordering::SeqCst)
+    }
+
+    /// Times a `webhook-id` arrived while the same id was in flight.
+    pub fn overlaps(&self) -> usize {
+        self.inner.overlaps.load(Ordering::SeqCst)
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -90,16 +137,59 @@ impl Receiver {
     }
 }
 
+/// Counts a request in flight for as long as it is alive (also when the
+/// client gives up and the handler is dropped).
+struct InFlight {
+    inner: Arc<Inner>,
+    id: String,
+    /// Others in flight when it arrived.
+    others: usize,
+}
+
+impl InFlight {
+    fn enter(inner: &Arc<Inner>, id: &str) -> InFlight {
+        let others = inner.in_flight.fetch_add(1, Ordering::SeqCst);
+        inner.peak.fetch_max(others + 1, Ordering::SeqCst);
+        if !id.is_empty() && !inner.ids_in_flight.lock().unwrap().insert(id.to_owned()) {
+            inner.overlaps.fetch_add(1, Ordering::SeqCst);
+        }
+        InFlight {
+            inner: inner.clone(),
+            id: id.to_owned(),
+            others,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.inner.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.inner.ids_in_flight.lock().unwrap().remove(&self.id);
+    }
+}
+
 async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
-    let headers = headers
+    let headers: BTreeMap<String, String> = headers
         .iter()
         .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
         .collect();
+    let id = headers.get("webhook-id").cloned().unwrap_or_default();
+    let flight = InFlight::enter(&inner, &id);
     inner.received.lock().unwrap().push(Received {
         headers,
         body: body.to_vec(),
         at: Instant::now(),
     });
+    let load = inner.load;
+    if load.capacity.is_some_and(|c| flight.others >= c) {
+        inner.refused.fetch_add(1, Ordering::SeqCst);
+        return (StatusCode::SERVICE_UNAVAILABLE, "overloaded").into_response();
+    }
+    let others = u32::try_from(flight.others).unwrap_or(u32::MAX);
+    let took = load.base + load.per_request * others;
+    if !took.is_zero() {
+        tokio::time::sleep(took).await;
+    }
     let reply = inner
         .script
         .lock()

@@ -150,6 +150,16 @@ pub trait Messaging: Send + Sync {
         None
     }
 
+    /// Whether the channel takes several new messages at once and promises
+    /// no order between them, so the core may keep many posts in flight
+    /// (webhook receivers, which dedupe on `webhook-id` and order by
+    /// `occurred_at`; herald's own web channel). Chat platforms keep the
+    /// default: their messages stay in order, one call at a time, within
+    /// budgets too tight for concurrency to help.
+    fn accepts_concurrent_posts(&self, _to: &ChannelRef) -> bool {
+        false
+    }
+
     /// How this platform finds out whether a message sent with an unknown
     /// outcome exists (see [`Reconciliation`]).
     fn reconciliation(&self, _to: &ChannelRef) -> Reconciliation {

@@ -210,6 +210,12 @@ impl Messaging for WebhookChannel {
         self.deliver(&fresh_id(), msg).await
     }
 
+    /// Receivers take deliveries concurrently; order across deliveries is
+    /// not promised (receivers order by `occurred_at`).
+    fn accepts_concurrent_posts(&self, _to: &ChannelRef) -> bool {
+        true
+    }
+
     /// A receiver cannot be asked what it got; it dedupes on `webhook-id`
     /// instead, so resending is safe.
     fn reconciliation(&self, _to: &ChannelRef) -> Reconciliation {

@@ -1,0 +1,168 @@
+//! One attempt at a terminal receipt: render it, pass the door, post it,
+//! let the door and the account learn from the answer, decide what to
+//! record by the retry policy, and record it through the group-commit
+//! writer. Everything it needs is owned, so a concurrent channel runs each
+//! attempt as its own task; an ordered channel awaits them one by one.
+
+use std::sync::Arc;
+
+use herald_messaging::{Call, ChannelRef, DeliveryOutcome, NotSurfaced, Outbound};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::account::Account;
+use super::concurrency::Answer;
+use super::door::Door;
+use super::outcomes::{OutcomeError, OutcomeWriter};
+use super::receipts::decide;
+use crate::config::DeliveryConfig;
+use crate::render::{self, TaskView};
+use crate::store::{ClaimedReceipt, ReceiptOutcome, ReceiptUpdate, now_ms};
+
+/// The terminal notification of a receipt: the same text on every attempt
+/// (a probe asks for exactly what was sent).
+pub fn receipt_message(receipt: &ClaimedReceipt) -> Outbound {
+    render::terminal(
+        &TaskView {
+            run_id: &receipt.run_id,
+            worker_id: &receipt.worker_id,
+            task_id: &receipt.task_id,
+            event: &receipt.event,
+            first_seen_at: receipt.first_seen_at,
+            as_of: receipt.created_at,
+            labels: &receipt.labels,
+        },
+        &receipt.id,
+    )
+}
+
+/// An update whose error text is safe to store and show: no configured
+/// secret in it.
+pub fn redacted(update: ReceiptUpdate) -> ReceiptUpdate {
+    match update {
+        ReceiptUpdate::Retry {
+            at,
+            error,
+            unverified,
+            backoff,
+        } => ReceiptUpdate::Retry {
+            at,
+            error: crate::redact::clean(&error),
+            unverified,
+            backoff,
+        },
+        ReceiptUpdate::Failed { error } => ReceiptUpdate::Failed {
+            error: crate::redact::clean(&error),
+        },
+        surfaced @ ReceiptUpdate::Surfaced { .. } => surfaced,
+    }
+}
+
+/// The failure of an outcome, if it is one.
+pub fn failure(outcome: &DeliveryOutcome) -> Option<&NotSurfaced> {
+    match outcome {
+        DeliveryOutcome::Surfaced(_) => None,
+        DeliveryOutcome::NotSurfaced(reason) => Some(reason),
+    }
+}
+
+/// What one channel's attempts share.
+pub struct Attempts {
+    /// Where on the platform.
+    pub target: ChannelRef,
+    /// The platform account: adapter, shared budgets, health.
+    pub account: Arc<Account>,
+    /// The channel's door (its windows are shared with the actor's).
+    pub door: Door,
+    /// Retry schedule and max age.
+    pub config: DeliveryConfig,
+    /// Where outcomes are recorded.
+    pub outcomes: OutcomeWriter,
+    /// Becomes true when the channel stops.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// How an attempt ended.
+#[derive(Debug)]
+pub struct Landed {
+    /// Receipt id.
+    pub receipt: String,
+    /// Which attempt this was.
+    pub attempt: i64,
+    /// Unix ms its terminal event was accepted.
+    pub created_at: i64,
+    /// The platform's answer; `None` when the channel stopped before the
+    /// call was made.
+    pub outcome: Option<DeliveryOutcome>,
+    /// What the answer says about the receiver's load.
+    pub answer: Answer,
+    /// What the policy decided.
+    pub update: ReceiptUpdate,
+    /// Whether it was recorded (false: a newer attempt owns the receipt).
+    pub recorded: Result<bool, OutcomeError>,
+}
+
+impl Attempts {
+    /// Wait at the door for `call`; false when stopping first.
+    async fn through_door(&self, call: Call) -> bool {
+        let mut shutdown = self.shutdown.clone();
+        if *shutdown.borrow() {
+            return false;
+        }
+        tokio::select! {
+            _ = self.door.acquire(call) => true,
+            _ = shutdown.changed() => false,
+        }
+    }
+
+    /// Deliver one claimed receipt and record the outcome.
+    pub async fn deliver(&self, receipt: ClaimedReceipt) -> Landed {
+        let message = receipt_message(&receipt);
+        // An unverified receipt reaches here only where resending is the
+        // reconciliation (the same key: nonce, webhook-id); look-up and
+        // probe platforms settle theirs first.
+        let (outcome, answer, update) = if self.through_door(Call::Post).await {
+            let started = Instant::now();
+            let outcome = self.account.adapter.post(&self.target, &message).await;
+            let rtt = started.elapsed();
+            let exhausted = self.account.adapter.exhausted_for(&self.target, Call::Post);
+            self.door.observe(Call::Post, failure(&outcome), exhausted).await;
+            self.account.note(failure(&outcome)).await;
+            let update = redacted(decide(
+                &outcome,
+                receipt.attempts,
+                receipt.created_at,
+                now_ms(),
+                &self.config,
+            ));
+            let answer = Answer::of(&outcome, rtt);
+            (Some(outcome), answer, update)
+        } else {
+            let update = ReceiptUpdate::Retry {
+                at: now_ms(),
+                error: "herald stopped before this attempt was sent".to_owned(),
+                unverified: receipt.unverified,
+                backoff: false,
+            };
+            (None, Answer::Neutral, update)
+        };
+        let recorded = self
+            .outcomes
+            .record(ReceiptOutcome {
+                id: receipt.id.clone(),
+                attempt: receipt.attempts,
+                update: update.clone(),
+                at: now_ms(),
+            })
+            .await;
+        Landed {
+            receipt: receipt.id,
+            attempt: receipt.attempts,
+            created_at: receipt.created_at,
+            outcome,
+            answer,
+            update,
+            recorded,
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! How many posts a concurrent channel keeps in flight: adaptive request
+//! concurrency in the manner of Vector's ARC (itself TCP congestion
+//! control applied to requests). The limit starts at one, grows by one per
+//! observation window while round trips hold steady and the limit was
+//! actually reached, and shrinks by a factor on back-pressure (429, 5xx,
+//! timeouts) or when round trips rise past their usual spread. A slow
+//! receiver is not flooded; a fast one is saturated.
+
+use std::time::Duration;
+
+use herald_messaging::{DeliveryOutcome, NotSurfaced};
+use tokio::time::Instant;
+
+use crate::config::InFlight;
+
+/// Where an adaptive limit starts.
+const INITIAL: usize = 1;
+/// The factor a limit shrinks by on back-pressure.
+const DECREASE: f64 = 0.9;
+/// How far past its mean (in deviations) a window's round trip may go
+/// before it counts as rising.
+const RTT_DEVIATION_SCALE: f64 = 2.5;
+/// Weight of the newest window in the round-trip average.
+const EWMA_ALPHA: f64 = 0.4;
+
+/// What one finished post tells the limiter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Answer {
+    /// The receiver processed it in this long.
+    Processed(Duration),
+    /// The receiver pushed back: rate limited, overloaded, timed out.
+    BackPressure,
+    /// Neither (a refused request, a bad address): no signal about load.
+    Neutral,
+}
+
+impl Answer {
+    /// Read a delivery outcome: only typed outcomes decide.
+    pub fn of(outcome: &DeliveryOutcome, rtt: Duration) -> Answer {
+        match outcome {
+            DeliveryOutcome::Surfaced(_) => Answer::Processed(rtt),
+            DeliveryOutcome::NotSurfaced(
+                NotSurfaced::RateLimited { .. }
+                | NotSurfaced::Transient { .. }
+                | NotSurfaced::Unverified { .. },
+            ) => Answer::BackPressure,
+            DeliveryOutcome::NotSurfaced(_) => Answer::Neutral,
+        }
+    }
+}
+
+/// An exponentially weighted mean and variance of round trips (seconds).
+#[derive(Debug, Clone, Copy)]
+struct Ewma {
+    mean: f64,
+    variance: f64,
+}
+
+impl Ewma {
+    fn update(self, x: f64) -> Ewma {
+        let diff = x - self.mean;
+        let step = EWMA_ALPHA * diff;
+        Ewma {
+            mean: self.mean + step,
+            variance: (1.0 - EWMA_ALPHA) * (self.variance + diff * step),
+        }
+    }
+}
+
+/// The limit of one channel and what it learned in the current window.
+#[derive(Debug)]
+pub struct Limiter {
+    config: InFlight,
+    limit: usize,
+    in_flight: usize,
+    past: Option<Ewma>,
+    /// Round trips of the current window: sum (seconds) and count.
+    window_sum: f64,
+    window_count: u32,
+    window_ends: Instant,
+    back_pressure: bool,
+    reached_limit: bool,
+}
+
+impl Limiter {
+    /// A limiter for a channel's settings.
+    pub fn new(config: InFlight) -> Limiter {
+        let max = config.max.max(1);
+        let config = InFlight { max, ..config };
+        Limiter {
+            config,
+            limit: if config.adaptive { INITIAL.min(max) } else { max },
+            in_flight: 0,
+            past: None,
+            window_sum: 0.0,
+            window_count: 0,
+            window_ends: Instant::now(),
+            back_pressure: false,
+            reached_limit: false,
+        }
+    }
+
+    /// The current limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Posts in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// How many more posts may start now.
+    pub fn room(&self) -> usize {
+        self.limit.saturating_sub(self.in_flight)
+    }
+
+    /// A post starts.
+    pub fn start(&mut self) {
+        self.in_flight += 1;
+        if self.in_flight >= self.limit {
+            self.reached_limit = true;
+        }
+    }
+
+    /// A post finished with `answer`; at the end of an observation window
+    /// (one mean round trip long) the limit moves.
+    pub fn finish(&mut self, answer: Answer) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        match answer {
+            Answer::Processed(rtt) => {
+                self.window_sum += rtt.as_secs_f64();
+                self.window_count += 1;
+            }
+            Answer::BackPressure => self.back_pressure = true,
+            Answer::Neutral => {}
+        }
+        let current = (self.window_count > 0).then(|| self.window_sum / f64::from(self.window_count));
+        let now = Instant::now();
+        let Some(past) = self.past else {
+            if let Some(rtt) = current {
+                self.past = Some(Ewma {
+                    mean: rtt,
+                    variance: 0.0,
+                });
+                self.window_ends = now + Duration::from_secs_f64(rtt);
+                self.reset_window();
+            } else if self.back_pressure {
+                // Back-pressure before any round trip was measured.
+                self.adjust(None, None);
+                self.reset_window();
+            }
+            return;
+        };
+        if now < self.window_ends {
+            return;
+        }
+        self.adjust(Some(past), current);
+        let past = current.map_or(past, |rtt| past.update(rtt));
+        self.past = Some(past);
+        self.window_ends = now + Duration::from_secs_f64(past.mean);
+        self.reset_window();
+    }
+
+    fn reset_window(&mut self) {
+        self.window_sum = 0.0;
+        self.window_count = 0;
+        self.back_pressure = false;
+        self.reached_limit = false;
+    }
+
+    fn adjust(&mut self, past: Option<Ewma>, current: Option<f64>) {
+        if !self.config.adaptive {
+            return;
+        }
+        let holding = match (past, current) {
+            // Averages of equal round trips differ in the last bits.
+            (Some(past), Some(rtt)) => rtt <= past.mean * (1.0 + 1e-9),
+            _ => false,
+        };
+        let rising = match (past, current) {
+            // Strictly above: a perfectly steady link (no spread) is not
+            // rising when a window matches its mean.
+            (Some(past), Some(rtt)) => rtt > past.mean + past.variance.sqrt() * RTT_DEVIATION_SCALE,
+            _ => false,
+        };
+        if self.limit < self.config.max && self.reached_limit && !self.back_pressure && holding {
+            self.limit += 1;
+        } else if self.limit > 1 && (self.back_pressure || rising) {
+            // Truncation makes the new limit strictly smaller.
+            let shrunk = (self.limit as f64 * DECREASE) as usize;
+            self.limit = shrunk.clamp(1, self.limit - 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn adaptive(max: usize) -> Limiter {
+        Limiter::new(InFlight { max, adaptive: true })
+    }
+
+    /// Keep the limiter saturated for `rounds` windows with answers that
+    /// take `rtt` each.
+    async fn saturate(l: &mut Limiter, rounds: usize, rtt: Duration, answer: impl Fn() -> Answer) {
+        for _ in 0..rounds {
+            while l.room() > 0 {
+                l.start();
+            }
+            // A little longer than the round trip: each batch of answers
+            // lands after the window (one mean round trip) has ended.
+            tokio::time::advance(rtt + Duration::from_millis(1)).await;
+            while l.in_flight() > 0 {
+                l.finish(answer());
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn grows_by_one_per_window_while_round_trips_hold() {
+        let mut l = adaptive(200);
+        assert_eq!(l.limit(), 1);
+        let rtt = Duration::from_millis(10);
+        saturate(&mut l, 50, rtt, || Answer::Processed(rtt)).await;
+        // The first window only measures; each later one adds one.
+        assert_eq!(l.limit(), 50);
+        saturate(&mut l, 500, rtt, || Answer::Processed(rtt)).await;
+        assert_eq!(l.limit(), 200, "capped at max_in_flight");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn back_pressure_shrinks_by_a_tenth() {
+        let mut l = adaptive(200);
+        let rtt = Duration::from_millis(10);
+        saturate(&mut l, 40, rtt, || Answer::Processed(rtt)).await;
+        assert_eq!(l.limit(), 40);
+        saturate(&mut l, 1, rtt, || Answer::BackPressure).await;
+        assert_eq!(l.limit(), 36);
+        saturate(&mut l, 100, rtt, || Answer::BackPressure).await;
+        assert_eq!(l.limit(), 1, "never below one");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rising_round_trips_shrink_the_limit() {
+        let mut l = adaptive(200);
+        let mut rtt = Duration::from_millis(10);
+        saturate(&mut l, 21, rtt, || Answer::Processed(rtt)).await;
+        let before = l.limit();
+        rtt = Duration::from_millis(40);
+        saturate(&mut l, 1, rtt, || Answer::Processed(rtt)).await;
+        assert!(l.limit() < before, "{} !< {before}", l.limit());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unsaturated_channel_does_not_grow() {
+        let mut l = adaptive(200);
+        let rtt = Duration::from_millis(10);
+        saturate(&mut l, 10, rtt, || Answer::Processed(rtt)).await;
+        let before = l.limit();
+        for _ in 0..100 {
+            // One post at a time, below the limit.
+            l.start();
+            tokio::time::advance(rtt + Duration::from_millis(1)).await;
+            l.finish(Answer::Processed(rtt));
+        }
+        assert_eq!(l.limit(), before);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fixed_limit_never_moves() {
+        let mut l = Limiter::new(InFlight {
+            max: 8,
+            adaptive: false,
+        });
+        assert_eq!(l.limit(), 8);
+        let rtt = Duration::from_millis(10);
+        saturate(&mut l, 20, rtt, || Answer::BackPressure).await;
+        assert_eq!(l.limit(), 8);
+        saturate(&mut l, 20, rtt, || Answer::Processed(rtt)).await;
+        assert_eq!(l.limit(), 8);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn neutral_answers_teach_nothing() {
+        let mut l = adaptive(10);
+        saturate(&mut l, 30, Duration::from_millis(5), || Answer::Neutral).await;
+        assert_eq!(l.limit(), 1);
+    }
+
+    #[test]
+    fn outcomes_read_as_answers() {
+        let rtt = Duration::from_millis(3);
+        let handle = herald_messaging::MessageHandle("1".into());
+        assert_eq!(
+            Answer::of(&DeliveryOutcome::Surfaced(handle), rtt),
+            Answer::Processed(rtt)
+        );
+        let not = |r| DeliveryOutcome::NotSurfaced(r);
+        let limited = not(NotSurfaced::RateLimited {
+            retry_after: rtt,
+            global: false,
+        });
+        assert_eq!(Answer::of(&limited, rtt), Answer::BackPressure);
+        let timed_out = not(NotSurfaced::Unverified {
+            reason: "timeout".into(),
+        });
+        assert_eq!(Answer::of(&timed_out, rtt), Answer::BackPressure);
+        let refused = not(NotSurfaced::Permanent { reason: "400".into() });
+        assert_eq!(Answer::of(&refused, rtt), Answer::Neutral);
+    }
+}
