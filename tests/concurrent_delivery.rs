@@ -66,20 +66,6 @@ async fn delivered(rx: &Receiver, n: usize, within: Duration) -> HashMap<String,
     }
 }
 
-/// `herald_receipts{status="surfaced"}` from /metrics.
-async fn surfaced_count(h: &Herald) -> i64 {
-    let text = reqwest::get(h.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("herald_receipts{status=\"surfaced\"} "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(-1)
-}
-
 #[tokio::test]
 async fn a_fast_receiver_gets_many_deliveries_at_once_each_once() {
     // 20 ms per request whatever the load: more in flight is pure gain.
@@ -135,7 +121,7 @@ async fn a_receiver_at_capacity_pushes_the_limit_down_and_loses_nothing() {
     burst(&h, 600).await;
     delivered(&rx, 600, Duration::from_secs(60)).await;
     h.wait_for("every receipt surfaced", Duration::from_secs(60), || async {
-        (surfaced_count(&h).await == 600).then_some(())
+        (h.receipt_gauge("surfaced").await == 600).then_some(())
     })
     .await;
     let attempts = rx.received().len();

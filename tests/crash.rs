@@ -262,3 +262,91 @@ async fn kill_nine_every_two_seconds_with_platform_faults_loses_and_duplicates_n
         early.2
     );
 }
+
+/// A burst of 5,000 terminal notifications to one webhook channel, many in
+/// flight at once, with herald `kill -9`'d twice mid-burst: every receipt
+/// arrives, each under one stable `webhook-id` (a resend after a crash
+/// reuses it, so a receiver that dedupes on it sees each exactly once).
+#[tokio::test]
+async fn kill_nine_during_a_webhook_burst_delivers_every_receipt_under_one_id() {
+    use emulators::webhook::{Load, Receiver};
+    use std::collections::{HashMap, HashSet};
+    const BURST: usize = 5000;
+    let rx = Receiver::start_loaded(Load {
+        base: Duration::from_millis(5),
+        ..Load::default()
+    })
+    .await;
+    let config = format!(
+        "[[sources]]\nname = \"fleet\"\ntoken = \"test-token\"\n\n\
+         [channels.hook]\nadapter = \"webhook\"\nurl = \"{}\"\n\
+         secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\n\
+         [defaults]\nchannels = [\"hook\"]\n",
+        rx.url()
+    );
+    let mut h = Herald::start(&config);
+    let events: Vec<Value> = (0..BURST)
+        .map(|i| {
+            event(
+                "burst",
+                "w",
+                &format!("t{i:05}"),
+                1,
+                "completed",
+                json!({"summary": "ok"}),
+            )
+        })
+        .collect();
+    for batch in events.chunks(1000) {
+        let (status, body) = h.post_events(&json!(batch)).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let mut kills = 0;
+    for at in [BURST / 5, BURST / 2] {
+        rx.wait_for(at, Duration::from_secs(60)).await;
+        h.kill9();
+        kills += 1;
+        h.spawn();
+    }
+    let task_of = |r: &emulators::webhook::Received| -> String {
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        body["task"]["task_id"].as_str().unwrap().to_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let ids = loop {
+        let mut ids: HashMap<String, HashSet<String>> = HashMap::new();
+        for r in rx.received() {
+            ids.entry(r.headers["webhook-id"].clone())
+                .or_default()
+                .insert(task_of(&r));
+        }
+        let settled = h.receipt_gauge("surfaced").await == BURST as i64
+            && h.receipt_gauge("pending").await == 0
+            && h.receipt_gauge("sending").await == 0;
+        if ids.len() >= BURST && settled {
+            break ids;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {BURST} webhook-ids arrived",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(ids.len(), BURST, "one webhook-id per receipt, no more");
+    let mut tasks = HashSet::new();
+    for (id, tasks_of_id) in &ids {
+        assert_eq!(tasks_of_id.len(), 1, "webhook-id {id} carried several tasks");
+        assert!(
+            tasks.insert(tasks_of_id.iter().next().unwrap().clone()),
+            "a task arrived under two ids"
+        );
+    }
+    assert_eq!(tasks.len(), BURST, "every task's notification arrived");
+    let requests = rx.received().len();
+    eprintln!(
+        "{kills} kills: {requests} requests for {BURST} receipts ({} resent under the same id), peak in flight {}",
+        requests - BURST,
+        rx.peak()
+    );
+}

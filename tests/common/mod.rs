@@ -169,6 +169,24 @@ impl Herald {
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
+    /// `herald_receipts{status}` from /metrics (-1 when absent).
+    pub async fn receipt_gauge(&self, status: &str) -> i64 {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("get /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        let prefix = format!("herald_receipts{{status=\"{status}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(-1)
+    }
+
     /// Poll `check` until it returns Some or the timeout passes.
     pub async fn wait_for<T, F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> T
     where
