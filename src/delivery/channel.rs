@@ -535,8 +535,9 @@ impl ChannelActor {
     }
 
     /// Keep as many receipts in flight as the limiter allows: take in the
-    /// attempts that landed, claim due receipts in batches (up to twice the
-    /// limit ahead, as far as the door allows), start attempts.
+    /// attempts that landed, claim due receipts in batches (when the queue
+    /// is down to half the limit, up to twice the limit ahead, as far as the
+    /// door allows), start attempts.
     async fn fly(&mut self, state: &mut State, round: &mut Round) -> Result<(), StoreError> {
         while let Some(joined) = state.flight.as_mut().and_then(|f| f.tasks.try_join_next()) {
             self.land(state, joined).await;
@@ -547,12 +548,17 @@ impl ChannelActor {
         };
         let limit = flight.limiter.limit();
         let ahead = flight.queue.len() + flight.limiter.in_flight();
-        if flight.queue.len() < limit && ahead < 2 * limit {
+        // Refill when the queue runs low, not after every landing: one
+        // claim then takes many receipts.
+        if flight.queue.len() <= limit / 2 && ahead < 2 * limit {
             let free = state.door.available_now(Call::Post).await;
             if free == 0 {
                 round.posts_blocked = Some(state.door.ready_in(Call::Post).await);
             } else {
-                let want = (2 * limit - ahead).min(free).min(CLAIM_MAX);
+                // Not capped by `free`: an attempt waits at the door
+                // itself, and a claim sized to the window's few free
+                // slots would mean a claim per landing.
+                let want = (2 * limit - ahead).min(CLAIM_MAX);
                 let receipts = self
                     .store
                     .claim_receipts(

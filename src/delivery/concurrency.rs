@@ -1,10 +1,16 @@
 //! How many posts a concurrent channel keeps in flight: adaptive request
 //! concurrency in the manner of Vector's ARC (itself TCP congestion
 //! control applied to requests). The limit starts at one, grows by one per
-//! observation window while round trips hold steady and the limit was
-//! actually reached, and shrinks by a factor on back-pressure (429, 5xx,
-//! timeouts) or when round trips rise past their usual spread. A slow
-//! receiver is not flooded; a fast one is saturated.
+//! observation window (one mean round trip) while round trips hold steady
+//! and the limit was actually reached, and shrinks by a tenth on
+//! back-pressure (429, 5xx, timeouts) or when round trips rise past their
+//! usual spread. A slow receiver is not flooded; a fast one is saturated.
+//!
+//! Unlike Vector, a channel begins in TCP's slow start: the limit doubles
+//! per window until the first sign of pressure, then halves once and
+//! continues additively. Herald's bursts are short (a fleet finishing at
+//! once): growing by one from one, a 5,000-notification burst to a fast
+//! receiver was over before the limit passed 60 (bench/RESULTS.md §2).
 
 use std::time::Duration;
 
@@ -22,6 +28,9 @@ const DECREASE: f64 = 0.9;
 const RTT_DEVIATION_SCALE: f64 = 2.5;
 /// Weight of the newest window in the round-trip average.
 const EWMA_ALPHA: f64 = 0.4;
+/// Averages of equal round trips differ in their last bits: within this
+/// factor, two round trips are the same.
+const SAME: f64 = 1.0 + 1e-9;
 
 /// What one finished post tells the limiter.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -80,6 +89,8 @@ pub struct Limiter {
     window_ends: Instant,
     back_pressure: bool,
     reached_limit: bool,
+    /// No pressure seen yet: grow by doubling.
+    slow_start: bool,
 }
 
 impl Limiter {
@@ -97,6 +108,7 @@ impl Limiter {
             window_ends: Instant::now(),
             back_pressure: false,
             reached_limit: false,
+            slow_start: true,
         }
     }
 
@@ -174,22 +186,32 @@ impl Limiter {
             return;
         }
         let holding = match (past, current) {
-            // Averages of equal round trips differ in the last bits.
-            (Some(past), Some(rtt)) => rtt <= past.mean * (1.0 + 1e-9),
+            (Some(past), Some(rtt)) => rtt <= past.mean * SAME,
             _ => false,
         };
         let rising = match (past, current) {
             // Strictly above: a perfectly steady link (no spread) is not
             // rising when a window matches its mean.
-            (Some(past), Some(rtt)) => rtt > past.mean + past.variance.sqrt() * RTT_DEVIATION_SCALE,
+            (Some(past), Some(rtt)) => rtt > (past.mean + past.variance.sqrt() * RTT_DEVIATION_SCALE) * SAME,
             _ => false,
         };
         if self.limit < self.config.max && self.reached_limit && !self.back_pressure && holding {
-            self.limit += 1;
-        } else if self.limit > 1 && (self.back_pressure || rising) {
-            // Truncation makes the new limit strictly smaller.
-            let shrunk = (self.limit as f64 * DECREASE) as usize;
-            self.limit = shrunk.clamp(1, self.limit - 1);
+            let grown = if self.slow_start {
+                self.limit * 2
+            } else {
+                self.limit + 1
+            };
+            self.limit = grown.min(self.config.max);
+        } else if self.back_pressure || rising {
+            if self.slow_start {
+                // The doubling overshot: back to the last size that held.
+                self.slow_start = false;
+                self.limit = (self.limit / 2).max(1);
+            } else if self.limit > 1 {
+                // Truncation makes the new limit strictly smaller.
+                let shrunk = (self.limit as f64 * DECREASE) as usize;
+                self.limit = shrunk.clamp(1, self.limit - 1);
+            }
         }
     }
 }
@@ -219,25 +241,43 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn grows_by_one_per_window_while_round_trips_hold() {
+    async fn doubles_until_pressure_then_grows_by_one_per_window() {
         let mut l = adaptive(200);
         assert_eq!(l.limit(), 1);
         let rtt = Duration::from_millis(10);
-        saturate(&mut l, 50, rtt, || Answer::Processed(rtt)).await;
-        // The first window only measures; each later one adds one.
-        assert_eq!(l.limit(), 50);
+        // The first window only measures; each later one doubles.
+        saturate(&mut l, 6, rtt, || Answer::Processed(rtt)).await;
+        assert_eq!(l.limit(), 32);
+        saturate(&mut l, 1, rtt, || Answer::BackPressure).await;
+        assert_eq!(l.limit(), 16, "slow start ends by halving");
+        // The rest of that round's refusals land in the next window and
+        // take a tenth off (16 → 14); then one per window.
+        saturate(&mut l, 10, rtt, || Answer::Processed(rtt)).await;
+        assert_eq!(l.limit(), 23, "then one per window");
         saturate(&mut l, 500, rtt, || Answer::Processed(rtt)).await;
         assert_eq!(l.limit(), 200, "capped at max_in_flight");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn back_pressure_shrinks_by_a_tenth() {
+    async fn slow_start_stops_at_the_cap() {
+        let mut l = adaptive(20);
+        let rtt = Duration::from_millis(10);
+        saturate(&mut l, 20, rtt, || Answer::Processed(rtt)).await;
+        assert_eq!(l.limit(), 20);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn back_pressure_shrinks_by_a_tenth_after_slow_start() {
         let mut l = adaptive(200);
         let rtt = Duration::from_millis(10);
-        saturate(&mut l, 40, rtt, || Answer::Processed(rtt)).await;
-        assert_eq!(l.limit(), 40);
+        saturate(&mut l, 7, rtt, || Answer::Processed(rtt)).await;
         saturate(&mut l, 1, rtt, || Answer::BackPressure).await;
-        assert_eq!(l.limit(), 36);
+        assert_eq!(l.limit(), 32);
+        // 32 → 28 (the round's other refusals), then +1 per window.
+        saturate(&mut l, 8, rtt, || Answer::Processed(rtt)).await;
+        assert_eq!(l.limit(), 35);
+        saturate(&mut l, 1, rtt, || Answer::BackPressure).await;
+        assert_eq!(l.limit(), 31, "35 × 0.9, truncated");
         saturate(&mut l, 100, rtt, || Answer::BackPressure).await;
         assert_eq!(l.limit(), 1, "never below one");
     }
@@ -246,9 +286,15 @@ mod tests {
     async fn rising_round_trips_shrink_the_limit() {
         let mut l = adaptive(200);
         let mut rtt = Duration::from_millis(10);
-        saturate(&mut l, 21, rtt, || Answer::Processed(rtt)).await;
-        let before = l.limit();
+        saturate(&mut l, 5, rtt, || Answer::Processed(rtt)).await;
+        assert_eq!(l.limit(), 16);
         rtt = Duration::from_millis(40);
+        saturate(&mut l, 1, rtt, || Answer::Processed(rtt)).await;
+        assert_eq!(l.limit(), 8, "rising round trips end slow start");
+        rtt = Duration::from_millis(10);
+        saturate(&mut l, 10, rtt, || Answer::Processed(rtt)).await;
+        let before = l.limit();
+        rtt = Duration::from_millis(200);
         saturate(&mut l, 1, rtt, || Answer::Processed(rtt)).await;
         assert!(l.limit() < before, "{} !< {before}", l.limit());
     }

@@ -104,46 +104,37 @@ pub struct ReceiptOutcome {
     pub at: i64,
 }
 
-async fn finish_one(
+/// Rows per batched outcome statement (well inside SQLite's bind limit).
+const FINISH_CHUNK: usize = 200;
+
+/// Record one kind of outcome for many receipts in one statement:
+/// `UPDATE receipts … FROM (VALUES …)`, fenced per row on `sending` and
+/// the attempt. `columns` binds each row's values after (id, attempt);
+/// `set` assigns from them (`v.column3` onwards). Returns the ids recorded.
+async fn finish_batch(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
-    outcome: &ReceiptOutcome,
-) -> Result<bool, StoreError> {
-    let ReceiptOutcome {
-        id,
-        attempt,
-        update,
-        at,
-    } = outcome;
-    let query = match update {
-        ReceiptUpdate::Surfaced { message_id } => sqlx::query(
-            "UPDATE receipts SET status = 'surfaced', message_id = ?, surfaced_at = ?, \
-             lease_until = NULL, unverified = 0, backoff = 0 \
-             WHERE id = ? AND status = 'sending' AND attempts = ?",
-        )
-        .bind(message_id)
-        .bind(at),
-        ReceiptUpdate::Retry {
-            at: retry_at,
-            error,
-            unverified,
-            backoff,
-        } => sqlx::query(
-            "UPDATE receipts SET status = 'pending', next_attempt_at = ?, last_error = ?, \
-             unverified = ?, backoff = ?, lease_until = NULL \
-             WHERE id = ? AND status = 'sending' AND attempts = ?",
-        )
-        .bind(retry_at)
-        .bind(error)
-        .bind(unverified)
-        .bind(backoff),
-        ReceiptUpdate::Failed { error } => sqlx::query(
-            "UPDATE receipts SET status = 'failed', last_error = ?, lease_until = NULL, backoff = 0 \
-             WHERE id = ? AND status = 'sending' AND attempts = ?",
-        )
-        .bind(error),
-    };
-    let done = query.bind(id).bind(attempt).execute(&mut **tx).await?;
-    Ok(done.rows_affected() == 1)
+    rows: &[&ReceiptOutcome],
+    set: &str,
+    columns: impl Fn(&mut sqlx::query_builder::Separated<'_, Sqlite, &'static str>, &ReceiptOutcome),
+) -> Result<Vec<String>, StoreError> {
+    let mut recorded = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(FINISH_CHUNK) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE receipts SET ");
+        qb.push(set);
+        qb.push(" FROM (");
+        qb.push_values(chunk.iter(), |mut b, outcome| {
+            b.push_bind(outcome.id.clone()).push_bind(outcome.attempt);
+            columns(&mut b, outcome);
+        });
+        qb.push(
+            ") AS v WHERE receipts.id = v.column1 AND receipts.status = 'sending' \
+             AND receipts.attempts = v.column2 RETURNING receipts.id",
+        );
+        for row in qb.build().fetch_all(&mut **tx).await? {
+            recorded.push(row.try_get("id")?);
+        }
+    }
+    Ok(recorded)
 }
 
 impl Store {
@@ -240,13 +231,71 @@ impl Store {
     /// group commit), each fenced like [`Store::finish_receipt`]. Returns,
     /// in order, whether each was recorded.
     pub async fn finish_receipts(&self, outcomes: &[ReceiptOutcome]) -> Result<Vec<bool>, StoreError> {
-        let mut tx = self.delivery.begin().await?;
-        let mut recorded = Vec::with_capacity(outcomes.len());
+        let (mut surfaced, mut retry, mut failed) = (Vec::new(), Vec::new(), Vec::new());
         for outcome in outcomes {
-            recorded.push(finish_one(&mut tx, outcome).await?);
+            match outcome.update {
+                ReceiptUpdate::Surfaced { .. } => surfaced.push(outcome),
+                ReceiptUpdate::Retry { .. } => retry.push(outcome),
+                ReceiptUpdate::Failed { .. } => failed.push(outcome),
+            }
         }
+        let mut tx = self.delivery.begin().await?;
+        let mut recorded = std::collections::HashSet::new();
+        // Each row: (id, attempt, message_id, surfaced_at).
+        recorded.extend(
+            finish_batch(
+                &mut tx,
+                &surfaced,
+                "status = 'surfaced', message_id = v.column3, surfaced_at = v.column4, \
+                 lease_until = NULL, unverified = 0, backoff = 0",
+                |b, outcome| {
+                    if let ReceiptUpdate::Surfaced { message_id } = &outcome.update {
+                        b.push_bind(message_id.clone()).push_bind(outcome.at);
+                    }
+                },
+            )
+            .await?,
+        );
+        // Each row: (id, attempt, next_attempt_at, last_error, unverified, backoff).
+        recorded.extend(
+            finish_batch(
+                &mut tx,
+                &retry,
+                "status = 'pending', next_attempt_at = v.column3, last_error = v.column4, \
+                 unverified = v.column5, backoff = v.column6, lease_until = NULL",
+                |b, outcome| {
+                    if let ReceiptUpdate::Retry {
+                        at,
+                        error,
+                        unverified,
+                        backoff,
+                    } = &outcome.update
+                    {
+                        b.push_bind(*at)
+                            .push_bind(error.clone())
+                            .push_bind(*unverified)
+                            .push_bind(*backoff);
+                    }
+                },
+            )
+            .await?,
+        );
+        // Each row: (id, attempt, last_error).
+        recorded.extend(
+            finish_batch(
+                &mut tx,
+                &failed,
+                "status = 'failed', last_error = v.column3, lease_until = NULL, backoff = 0",
+                |b, outcome| {
+                    if let ReceiptUpdate::Failed { error } = &outcome.update {
+                        b.push_bind(error.clone());
+                    }
+                },
+            )
+            .await?,
+        );
         tx.commit().await?;
-        Ok(recorded)
+        Ok(outcomes.iter().map(|o| recorded.contains(&o.id)).collect())
     }
 
     /// Claims of `channel` whose lease expired while `sending` (a store

@@ -183,13 +183,14 @@ impl Messaging for WebhookChannel {
         Platform::Webhook
     }
 
-    /// Receivers publish no limits; these only keep a runaway fleet from
-    /// flooding one endpoint. A receiver that needs less says so with 429
-    /// and Retry-After, which pauses the channel.
+    /// Receivers publish no limits. The core keeps as many deliveries in
+    /// flight as the receiver's round trips and back-pressure allow; this
+    /// ceiling (50,000/s, counted over 10 ms so the window stays small)
+    /// only stops a runaway loop, and is what a 429's Retry-After holds.
     fn limits(&self) -> Limits {
         Limits {
             max_text_chars: 64 * 1024,
-            budgets: vec![Budget::channel(WRITES, Rate::new(2000, Duration::from_secs(1)))],
+            budgets: vec![Budget::channel(WRITES, Rate::new(500, Duration::from_millis(10)))],
             enforced_by_platform: false,
         }
     }
