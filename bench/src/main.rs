@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod engine;
+mod fleet;
 mod platforms;
 mod versus;
 
@@ -87,6 +88,16 @@ enum Mode {
         /// Web channels.
         #[arg(long, default_value_t = 100)]
         channels: usize,
+    },
+    /// Many channels of every kind, a few tasks each: time to surface,
+    /// webhook latency, peak RSS, CPU.
+    Fleet {
+        /// Channels (60 % webhook, 30 % web, 10 % Discord, Slack, Telegram).
+        #[arg(long, default_value_t = 1000)]
+        channels: usize,
+        /// Tasks per channel.
+        #[arg(long, default_value_t = 5)]
+        tasks: usize,
     },
     /// 50 busy tasks into one emulated Discord, Slack and Telegram channel.
     Platforms {
@@ -273,6 +284,7 @@ async fn main() -> Result<()> {
         Mode::Crash { n } => versus::crash(&args.herald, n).await,
         Mode::Platforms { tasks, seconds } => platforms::platforms(&args.herald, tasks, seconds).await,
         Mode::Memory { tasks, channels } => versus::memory(&args.herald, tasks, channels).await,
+        Mode::Fleet { channels, tasks } => fleet::fleet(&args.herald, channels, tasks).await,
         Mode::Chaos {
             tasks,
             channels,

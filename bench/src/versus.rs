@@ -40,11 +40,13 @@ impl Receiver {
         Ok(format!("http://{addr}/hook"))
     }
 
-    fn count(&self) -> usize {
+    /// Distinct notifications arrived.
+    pub fn count(&self) -> usize {
         self.arrivals.lock().map_or(0, |a| a.len())
     }
 
-    fn arrivals(&self) -> HashMap<String, Instant> {
+    /// When each notification first arrived.
+    pub fn arrivals(&self) -> HashMap<String, Instant> {
         self.arrivals.lock().map(|a| a.clone()).unwrap_or_default()
     }
 }
@@ -94,7 +96,7 @@ const CLIENTS: usize = 8;
 
 /// User + system CPU time a process has used so far (`/proc/PID/stat`,
 /// fields 14 and 15, in clock ticks of 1/100 s on Linux).
-fn cpu_time(pid: Option<u32>) -> Result<Duration> {
+pub fn cpu_time(pid: Option<u32>) -> Result<Duration> {
     let pid = pid.context("the process has no pid")?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name (field 2) may hold spaces: count from its end.
@@ -419,7 +421,8 @@ pub async fn crash(herald: &Path, n: usize) -> Result<()> {
     Ok(())
 }
 
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+/// Peak resident set size of a process (`VmHWM`), KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -456,13 +459,16 @@ pub async fn memory(herald: &Path, tasks: usize, channels: usize) -> Result<()> 
                     .to_string()
                 })
                 .collect();
-            client
+            let res = client
                 .post(format!("{base}/v1/events"))
                 .bearer_auth("bench-token")
                 .header("content-type", "application/x-ndjson")
                 .body(body.join("\n"))
                 .send()
                 .await?;
+            if res.status().as_u16() != 202 {
+                bail!("herald answered {}: {}", res.status(), res.text().await?);
+            }
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
     }

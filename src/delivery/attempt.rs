@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::account::Account;
 use super::concurrency::Answer;
-use super::door::Door;
+use super::door::{Door, Slot};
 use super::outcomes::{OutcomeError, OutcomeWriter};
 use super::receipts::decide;
 use crate::config::DeliveryConfig;
@@ -103,15 +103,15 @@ pub struct Landed {
 }
 
 impl Attempts {
-    /// Wait at the door for `call`; false when stopping first.
-    async fn through_door(&self, call: Call) -> bool {
+    /// Wait at the door for `call`; `None` when stopping first.
+    async fn through_door(&self, call: Call) -> Option<Slot> {
         let mut shutdown = self.shutdown.clone();
         if *shutdown.borrow() {
-            return false;
+            return None;
         }
         tokio::select! {
-            _ = self.door.acquire(call) => true,
-            _ = shutdown.changed() => false,
+            slot = self.door.acquire(call) => Some(slot),
+            _ = shutdown.changed() => None,
         }
     }
 
@@ -121,12 +121,14 @@ impl Attempts {
         // An unverified receipt reaches here only where resending is the
         // reconciliation (the same key: nonce, webhook-id); look-up and
         // probe platforms settle theirs first.
-        let (outcome, answer, update) = if self.through_door(Call::Post).await {
+        let (outcome, answer, update) = if let Some(slot) = self.through_door(Call::Post).await {
             let started = Instant::now();
             let outcome = self.account.adapter.post(&self.target, &message).await;
             let rtt = started.elapsed();
             let exhausted = self.account.adapter.exhausted_for(&self.target, Call::Post);
-            self.door.observe(Call::Post, failure(&outcome), exhausted).await;
+            self.door
+                .observe(Call::Post, slot, failure(&outcome), exhausted)
+                .await;
             self.account.note(failure(&outcome)).await;
             let update = redacted(decide(
                 &outcome,

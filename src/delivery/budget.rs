@@ -64,7 +64,28 @@ impl Window {
 
     /// Record a send; call only when `wait_time` is zero.
     pub fn take(&mut self) {
-        self.sent.push_back(Instant::now());
+        self.take_at(Instant::now());
+    }
+
+    /// Record a send made at `now`.
+    fn take_at(&mut self, now: Instant) {
+        self.sent.push_back(now);
+    }
+
+    /// The send made at `sent` was answered at `answered`: it counts from
+    /// then on. The platform counted it when it *arrived*, at some moment
+    /// between the two, and under load (a busy runtime, a slow connection)
+    /// that can be long after the send was allowed; counting from the
+    /// answer keeps any `count` arrivals at least `per` apart however late
+    /// the requests went out. A send the window no longer holds (a pause
+    /// refilled it) is ignored.
+    pub fn settle(&mut self, sent: Instant, answered: Instant) {
+        let Some(i) = self.sent.iter().rposition(|t| *t == sent) else {
+            return;
+        };
+        self.sent.remove(i);
+        let at = self.sent.partition_point(|t| *t <= answered);
+        self.sent.insert(at, answered);
     }
 
     /// The platform said wait: send nothing until `retry_after` has passed,
@@ -158,10 +179,11 @@ pub async fn ready_in(windows: &[&SharedWindow]) -> Duration {
     wait
 }
 
-/// Wait until every window allows a send, then take one from each.
+/// Wait until every window allows a send, then take one from each;
+/// returns the moment taken (to [`settle`] the send once answered).
 /// Windows are locked in the order given; every caller passes them in the
 /// same order (account-wide first), so two holders never deadlock.
-pub async fn acquire(windows: &[&SharedWindow]) {
+pub async fn acquire(windows: &[&SharedWindow]) -> Instant {
     loop {
         let now = Instant::now();
         let mut wait = Duration::ZERO;
@@ -173,18 +195,44 @@ pub async fn acquire(windows: &[&SharedWindow]) {
         }
         if wait.is_zero() {
             for guard in &mut guards {
-                guard.take();
+                guard.take_at(now);
             }
-            return;
+            return now;
         }
         drop(guards);
         tokio::time::sleep(wait).await;
     }
 }
 
+/// The send taken at `sent` from each of `windows` was answered now.
+pub async fn settle(windows: &[&SharedWindow], sent: Instant) {
+    let answered = Instant::now();
+    for window in windows {
+        window.lock().await.settle(sent, answered);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_send_counts_from_its_answer() {
+        let w = shared(Window::new(Rate::new(2, Duration::from_secs(1))));
+        let first = acquire(&[&w]).await;
+        acquire(&[&w]).await;
+        // The first request was slow: answered half a second later.
+        tokio::time::advance(Duration::from_millis(500)).await;
+        settle(&[&w], first).await;
+        tokio::time::advance(Duration::from_millis(600)).await;
+        // The second send's slot is free (1.1 s old); the first's is only
+        // 0.6 s old counted from its answer.
+        let wait = w.lock().await.wait_time(Instant::now());
+        assert_eq!(wait, Duration::ZERO, "one slot free");
+        acquire(&[&w]).await;
+        let wait = w.lock().await.wait_time(Instant::now());
+        assert_eq!(wait, Duration::from_millis(400));
+    }
 
     fn shared(w: Window) -> SharedWindow {
         Arc::new(Mutex::new(w))

@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 use super::account::Account;
 use super::attempt::{Attempts, Landed, failure, receipt_message};
 use super::concurrency::{Answer, Limiter};
-use super::door::Door;
+use super::door::{Door, Slot};
 use super::outcomes::OutcomeWriter;
 use super::receipts::{backoff, decide_progress};
 use crate::config::{DeliveryConfig, InFlight};
@@ -421,32 +421,30 @@ impl ChannelActor {
     }
 
     /// Wait at the door for `call`; false when shutting down first.
-    async fn through_door(&self, state: &State, call: Call) -> bool {
+    async fn through_door(&self, state: &State, call: Call) -> Option<Slot> {
         let mut shutdown = self.shutdown.clone();
         if *shutdown.borrow() {
-            return false;
+            return None;
         }
         tokio::select! {
-            _ = state.door.acquire(call) => true,
-            _ = shutdown.changed() => false,
+            slot = state.door.acquire(call) => Some(slot),
+            _ = shutdown.changed() => None,
         }
     }
 
     /// Let the door and the account learn from an answer (`None`: the
     /// platform confirmed the call).
-    async fn observe(&self, state: &State, call: Call, failure: Option<&NotSurfaced>) {
+    async fn observe(&self, state: &State, call: Call, slot: Slot, failure: Option<&NotSurfaced>) {
         let exhausted = self.account.adapter.exhausted_for(&self.target, call);
-        state.door.observe(call, failure, exhausted).await;
+        state.door.observe(call, slot, failure, exhausted).await;
         self.account.note(failure).await;
     }
 
     /// One post through the door; `None` when shutting down before it.
     async fn post(&self, state: &State, message: &Outbound) -> Option<DeliveryOutcome> {
-        if !self.through_door(state, Call::Post).await {
-            return None;
-        }
+        let slot = self.through_door(state, Call::Post).await?;
         let outcome = self.account.adapter.post(&self.target, message).await;
-        self.observe(state, Call::Post, failure(&outcome)).await;
+        self.observe(state, Call::Post, slot, failure(&outcome)).await;
         Some(outcome)
     }
 
@@ -670,12 +668,13 @@ impl ChannelActor {
             since: pass.since,
             cursor: pass.cursor.clone(),
         };
-        if !self.through_door(state, Call::Lookup).await {
+        let Some(slot) = self.through_door(state, Call::Lookup).await else {
             return Ok(());
-        }
+        };
         round.sent = true;
         let answer = self.account.adapter.lookup(&self.target, &query).await;
-        self.observe(state, Call::Lookup, answer.as_ref().err()).await;
+        self.observe(state, Call::Lookup, slot, answer.as_ref().err())
+            .await;
         let label = answer.as_ref().map_or_else(NotSurfaced::label, |_| "surfaced");
         crate::metrics::delivery(self.account.adapter.platform().as_str(), "lookup", label);
         match answer {
@@ -850,9 +849,9 @@ impl ChannelActor {
             round.lookup_blocked = Some(wait);
             return Ok(());
         }
-        if !self.through_door(state, Call::Lookup).await {
+        let Some(slot) = self.through_door(state, Call::Lookup).await else {
             return Ok(());
-        }
+        };
         round.sent = true;
         let handle = MessageHandle(candidate.to_string());
         let answer = self
@@ -860,7 +859,8 @@ impl ChannelActor {
             .adapter
             .probe(&self.target, &handle, &task.message)
             .await;
-        self.observe(state, Call::Lookup, answer.as_ref().err()).await;
+        self.observe(state, Call::Lookup, slot, answer.as_ref().err())
+            .await;
         let label = answer.as_ref().map_or_else(NotSurfaced::label, |_| "surfaced");
         crate::metrics::delivery(self.account.adapter.platform().as_str(), "probe", label);
         match answer {
@@ -1145,12 +1145,12 @@ impl ChannelActor {
         }
         let (call, outcome) = match &job.message_id {
             Some(id) => {
-                if !self.through_door(state, Call::Edit).await {
+                let Some(slot) = self.through_door(state, Call::Edit).await else {
                     return Ok(false);
-                }
+                };
                 let handle = MessageHandle(id.clone());
                 let outcome = self.account.adapter.edit(&self.target, &handle, &message).await;
-                self.observe(state, Call::Edit, failure(&outcome)).await;
+                self.observe(state, Call::Edit, slot, failure(&outcome)).await;
                 (Call::Edit, outcome)
             }
             None => {

@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::budget::{SharedWindow, Window, acquire, ready_in};
+use super::budget::{SharedWindow, Window, acquire, ready_in, settle};
 use crate::store::{Store, StoreError, now_ms};
 
 /// Added to every retry-after: enough that a platform counting from when
@@ -152,6 +152,12 @@ impl AccountBudgets {
     }
 }
 
+/// A call let through the door, to be settled with its answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Slot {
+    sent: Instant,
+}
+
 /// Every call of one channel passes here. Clones share the windows.
 #[derive(Clone)]
 pub struct Door {
@@ -187,21 +193,35 @@ impl Door {
 
     /// Wait until `call` may pass, spend it from every budget that counts
     /// it, and (where the platform enforces its limits) keep the windows
-    /// in the store before the call is made.
-    pub async fn acquire(&self, call: Call) {
+    /// in the store before the call is made. The slot goes back to
+    /// [`Door::observe`] with the answer.
+    pub async fn acquire(&self, call: Call) -> Slot {
         let gates = self.counting(call);
         let windows = Self::windows(&gates);
-        acquire(&windows.iter().collect::<Vec<_>>()).await;
+        let sent = acquire(&windows.iter().collect::<Vec<_>>()).await;
         if let Some(keeper) = &self.keeper {
             keeper.save(&gates).await;
         }
+        Slot { sent }
     }
 
     /// Learn from an answer: a retry-after holds the budgets it concerns
     /// (the account's for a global limit, else the channel's) for that
     /// long plus a margin; `exhausted` (the platform said the budget is
     /// empty for this long) holds the channel's budgets for the call.
-    pub async fn observe(&self, call: Call, failure: Option<&NotSurfaced>, exhausted: Option<Duration>) {
+    pub async fn observe(
+        &self,
+        call: Call,
+        slot: Slot,
+        failure: Option<&NotSurfaced>,
+        exhausted: Option<Duration>,
+    ) {
+        if self.keeper.is_some() {
+            // Limits the platform enforces count the call from its answer
+            // (see `Window::settle`); herald's own ceilings need not.
+            let windows = Self::windows(&self.counting(call));
+            settle(&windows.iter().collect::<Vec<_>>(), slot.sent).await;
+        }
         let mut held = Vec::new();
         if let Some(NotSurfaced::RateLimited { retry_after, global }) = failure {
             let scope = if *global { Scope::Account } else { Scope::Channel };
