@@ -10,9 +10,8 @@ mod emulators;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Herald, event};
+use common::Herald;
 use emulators::webhook::{Load, Receiver};
-use serde_json::{Value, json};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -28,22 +27,7 @@ fn config(receiver: &Receiver, extra: &str) -> String {
 
 /// Post `n` terminal events (one task each) in batches of 500.
 async fn burst(h: &Herald, n: usize) {
-    let events: Vec<Value> = (0..n)
-        .map(|i| {
-            event(
-                "burst",
-                "w",
-                &format!("t{i:05}"),
-                1,
-                "completed",
-                json!({"summary": "ok"}),
-            )
-        })
-        .collect();
-    for batch in events.chunks(500) {
-        let (status, body) = h.post_events(&Value::Array(batch.to_vec())).await;
-        assert_eq!(status, 202, "{body}");
-    }
+    h.post_terminal_burst(n, 500).await;
 }
 
 /// Every receipt arrived; how many times each `webhook-id` came.

@@ -285,22 +285,7 @@ async fn kill_nine_during_a_webhook_burst_delivers_every_receipt_under_one_id() 
         rx.url()
     );
     let mut h = Herald::start(&config);
-    let events: Vec<Value> = (0..BURST)
-        .map(|i| {
-            event(
-                "burst",
-                "w",
-                &format!("t{i:05}"),
-                1,
-                "completed",
-                json!({"summary": "ok"}),
-            )
-        })
-        .collect();
-    for batch in events.chunks(1000) {
-        let (status, body) = h.post_events(&json!(batch)).await;
-        assert_eq!(status, 202, "{body}");
-    }
+    h.post_terminal_burst(BURST, 1000).await;
     let mut kills = 0;
     for at in [BURST / 5, BURST / 2] {
         rx.wait_for(at, Duration::from_secs(60)).await;

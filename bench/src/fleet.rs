@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::platforms::{discord::DiscordEmulator, slack::SlackEmulator, telegram};
 use crate::versus::{Receiver, cpu_time, peak_rss_kib};
-use crate::{metric_sum, spawn_herald};
+use crate::{metric_sum, post_ndjson, spawn_herald};
 
 /// How the channels split: webhook, web, and the chat platforms share
 /// the rest equally.
@@ -115,16 +115,7 @@ pub async fn fleet(herald: &Path, channels: usize, tasks: usize) -> Result<()> {
     let mut accepted: HashMap<String, Instant> = HashMap::new();
     for (state, seq) in [("running", 1), ("completed", 2)] {
         for chunk in lines(state, seq).chunks(1000) {
-            let res = client
-                .post(format!("{base}/v1/events"))
-                .bearer_auth("bench-token")
-                .header("content-type", "application/x-ndjson")
-                .body(chunk.join("\n"))
-                .send()
-                .await?;
-            if res.status().as_u16() != 202 {
-                bail!("herald answered {}: {}", res.status(), res.text().await?);
-            }
+            post_ndjson(&client, &base, chunk.join("\n")).await?;
             if state == "completed" {
                 let at = Instant::now();
                 for line in chunk {

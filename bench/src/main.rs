@@ -241,6 +241,23 @@ impl Server {
     }
 }
 
+/// POST an NDJSON body to `base`/v1/events with the bench token; anything
+/// but `202` is an error (a benchmark of rejected requests measures
+/// nothing).
+async fn post_ndjson(client: &reqwest::Client, base: &str, body: String) -> Result<()> {
+    let res = client
+        .post(format!("{base}/v1/events"))
+        .bearer_auth("bench-token")
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await?;
+    if res.status().as_u16() != 202 {
+        bail!("herald answered {}: {}", res.status(), res.text().await?);
+    }
+    Ok(())
+}
+
 /// Sum of every sample of `name` whose labels contain all of `labels`.
 fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()

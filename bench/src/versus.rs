@@ -459,16 +459,7 @@ pub async fn memory(herald: &Path, tasks: usize, channels: usize) -> Result<()> 
                     .to_string()
                 })
                 .collect();
-            let res = client
-                .post(format!("{base}/v1/events"))
-                .bearer_auth("bench-token")
-                .header("content-type", "application/x-ndjson")
-                .body(body.join("\n"))
-                .send()
-                .await?;
-            if res.status().as_u16() != 202 {
-                bail!("herald answered {}: {}", res.status(), res.text().await?);
-            }
+            crate::post_ndjson(&client, &base, body.join("\n")).await?;
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
     }

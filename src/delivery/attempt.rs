@@ -103,8 +103,8 @@ pub struct Landed {
 }
 
 impl Attempts {
-    /// Wait at the door for `call`; `None` when stopping first.
-    async fn through_door(&self, call: Call) -> Option<Slot> {
+    /// Wait at the channel's door for `call`; `None` when stopping first.
+    pub async fn through_door(&self, call: Call) -> Option<Slot> {
         let mut shutdown = self.shutdown.clone();
         if *shutdown.borrow() {
             return None;

@@ -420,16 +420,9 @@ impl ChannelActor {
         *self.shutdown.borrow()
     }
 
-    /// Wait at the door for `call`; false when shutting down first.
+    /// Wait at the door for `call`; `None` when shutting down first.
     async fn through_door(&self, state: &State, call: Call) -> Option<Slot> {
-        let mut shutdown = self.shutdown.clone();
-        if *shutdown.borrow() {
-            return None;
-        }
-        tokio::select! {
-            slot = state.door.acquire(call) => Some(slot),
-            _ = shutdown.changed() => None,
-        }
+        state.attempts.through_door(call).await
     }
 
     /// Let the door and the account learn from an answer (`None`: the

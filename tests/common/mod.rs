@@ -169,6 +169,27 @@ impl Herald {
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
+    /// Post `n` terminal events of run `burst`, one task each (`t00000`,
+    /// …), in requests of `batch`; every request must be accepted.
+    pub async fn post_terminal_burst(&self, n: usize, batch: usize) {
+        let events: Vec<Value> = (0..n)
+            .map(|i| {
+                event(
+                    "burst",
+                    "w",
+                    &format!("t{i:05}"),
+                    1,
+                    "completed",
+                    json!({"summary": "ok"}),
+                )
+            })
+            .collect();
+        for chunk in events.chunks(batch) {
+            let (status, body) = self.post_events(&Value::Array(chunk.to_vec())).await;
+            assert_eq!(status, 202, "{body}");
+        }
+    }
+
     /// `herald_receipts{status}` from /metrics (-1 when absent).
     pub async fn receipt_gauge(&self, status: &str) -> i64 {
         let text = self
