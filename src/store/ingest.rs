@@ -120,6 +120,7 @@ impl Store {
         // IMMEDIATE: take the write lock up front. A deferred transaction that
         // reads first cannot upgrade while a channel actor writes, and SQLite
         // answers that with SQLITE_BUSY instead of waiting.
+        let _gate = self.write_gate.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
 
         // 2. Events already journaled are duplicates; journal the rest.

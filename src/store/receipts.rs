@@ -91,6 +91,40 @@ pub enum ReceiptUpdate {
     },
 }
 
+/// A receipt as `receipts_by_id` aggregates it.
+#[derive(serde::Deserialize)]
+struct ReceiptDoc {
+    id: String,
+    channel: String,
+    attempts: i64,
+    created_at: i64,
+    unverified: i64,
+    run_id: String,
+    worker_id: String,
+    task_id: String,
+    first_seen_at: i64,
+    labels: BTreeMap<String, String>,
+    event: Value,
+}
+
+impl ReceiptDoc {
+    fn into_claimed(self) -> ClaimedReceipt {
+        ClaimedReceipt {
+            id: self.id,
+            channel: self.channel,
+            attempts: self.attempts,
+            created_at: self.created_at,
+            unverified: self.unverified != 0,
+            run_id: self.run_id,
+            worker_id: self.worker_id,
+            task_id: self.task_id,
+            event: self.event,
+            first_seen_at: self.first_seen_at,
+            labels: self.labels,
+        }
+    }
+}
+
 /// One attempt's outcome, to be recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiptOutcome {
@@ -149,6 +183,7 @@ impl Store {
         limit: i64,
         verified_only: bool,
     ) -> Result<Vec<ClaimedReceipt>, StoreError> {
+        let gate = self.write_gate.lock().await;
         let rows = sqlx::query(
             "UPDATE receipts SET status = 'sending', lease_until = ?, attempts = attempts + 1, attempted_at = ? \
              WHERE id IN (SELECT id FROM receipts WHERE channel = ? AND status = 'pending' \
@@ -164,6 +199,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.delivery)
         .await?;
+        drop(gate);
         let ids = rows
             .iter()
             .map(|r| r.try_get::<String, _>("id"))
@@ -172,35 +208,26 @@ impl Store {
     }
 
     /// Receipts with what to render, by id (claimed or not), oldest first.
+    /// The rows come back aggregated into one JSON array: with sqlx's
+    /// SQLite driver every returned row is a hop to the connection's
+    /// thread and back, and a claim returns dozens.
     pub async fn receipts_by_id(&self, ids: &[String]) -> Result<Vec<ClaimedReceipt>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT r.id, r.channel, r.attempts, r.created_at, r.unverified, t.run_id, t.worker_id, \
-             t.task_id, t.first_seen_at, t.labels, e.body FROM receipts r JOIN tasks t ON t.id = r.task \
+            "SELECT json_group_array(json_object('id', r.id, 'channel', r.channel, 'attempts', r.attempts, \
+             'created_at', r.created_at, 'unverified', r.unverified, 'run_id', t.run_id, \
+             'worker_id', t.worker_id, 'task_id', t.task_id, 'first_seen_at', t.first_seen_at, \
+             'labels', json(t.labels), 'event', json(e.body))) AS rows \
+             FROM receipts r JOIN tasks t ON t.id = r.task \
              JOIN events e ON e.run_id = t.run_id AND e.worker_id = t.worker_id AND e.task_id = t.task_id \
              AND e.seq = r.event_seq WHERE r.id IN ",
         );
         super::push_list(&mut qb, ids);
-        let mut out = Vec::with_capacity(ids.len());
-        for r in qb.build().fetch_all(&self.delivery).await? {
-            let body: String = r.try_get("body")?;
-            let labels: String = r.try_get("labels")?;
-            out.push(ClaimedReceipt {
-                labels: serde_json::from_str(&labels)?,
-                id: r.try_get("id")?,
-                channel: r.try_get("channel")?,
-                attempts: r.try_get("attempts")?,
-                created_at: r.try_get("created_at")?,
-                unverified: r.try_get("unverified")?,
-                run_id: r.try_get("run_id")?,
-                worker_id: r.try_get("worker_id")?,
-                task_id: r.try_get("task_id")?,
-                event: serde_json::from_str(&body)?,
-                first_seen_at: r.try_get("first_seen_at")?,
-            });
-        }
+        let rows: String = qb.build().fetch_one(&self.delivery).await?.try_get("rows")?;
+        let rows: Vec<ReceiptDoc> = serde_json::from_str(&rows)?;
+        let mut out: Vec<ClaimedReceipt> = rows.into_iter().map(ReceiptDoc::into_claimed).collect();
         out.sort_by_key(|r| r.created_at);
         Ok(out)
     }
@@ -239,7 +266,8 @@ impl Store {
                 ReceiptUpdate::Failed { .. } => failed.push(outcome),
             }
         }
-        let mut tx = self.delivery.begin().await?;
+        let _gate = self.write_gate.lock().await;
+        let mut tx = self.delivery.begin_with("BEGIN IMMEDIATE").await?;
         let mut recorded = std::collections::HashSet::new();
         // Each row: (id, attempt, message_id, surfaced_at).
         recorded.extend(
