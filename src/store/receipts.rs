@@ -183,7 +183,6 @@ impl Store {
         limit: i64,
         verified_only: bool,
     ) -> Result<Vec<ClaimedReceipt>, StoreError> {
-        let gate = self.write_gate.lock().await;
         let rows = sqlx::query(
             "UPDATE receipts SET status = 'sending', lease_until = ?, attempts = attempts + 1, attempted_at = ? \
              WHERE id IN (SELECT id FROM receipts WHERE channel = ? AND status = 'pending' \
@@ -199,7 +198,6 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.delivery)
         .await?;
-        drop(gate);
         let ids = rows
             .iter()
             .map(|r| r.try_get::<String, _>("id"))
