@@ -147,15 +147,7 @@ pub async fn fleet(herald: &Path, channels: usize, tasks: usize) -> Result<()> {
     let rss = peak_rss_kib(pid.context("pid")?).context("could not read VmHWM")?;
     child.kill().await?;
     let arrivals = rx.arrivals();
-    let mut lat: Vec<f64> = accepted
-        .iter()
-        .filter_map(|(id, at)| {
-            arrivals
-                .get(id)
-                .map(|got| got.saturating_duration_since(*at).as_secs_f64() * 1000.0)
-        })
-        .collect();
-    lat.sort_by(f64::total_cmp);
+    let lat = crate::versus::latencies_ms(&accepted, &arrivals);
     let p = |q: f64| {
         lat.get(((lat.len() as f64 - 1.0) * q).round() as usize)
             .copied()

@@ -201,18 +201,7 @@ impl Server {
     }
 
     async fn post(&self, body: String) -> Result<()> {
-        let res = self
-            .client
-            .post(format!("{}/v1/events", self.base))
-            .bearer_auth("bench-token")
-            .header("content-type", "application/x-ndjson")
-            .body(body)
-            .send()
-            .await?;
-        if res.status().as_u16() != 202 {
-            bail!("herald answered {}: {}", res.status(), res.text().await?);
-        }
-        Ok(())
+        post_ndjson(&self.client, &self.base, body).await
     }
 
     async fn get(&self, path: &str) -> Result<Value> {

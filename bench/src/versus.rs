@@ -142,12 +142,8 @@ where
     Ok(all)
 }
 
-fn figures(
-    accepted: &HashMap<String, Instant>,
-    arrivals: &HashMap<String, Instant>,
-    first: Instant,
-    cpu: Duration,
-) -> Figures {
+/// Accepted → arrived of every notification that arrived, in ms, sorted.
+pub fn latencies_ms(accepted: &HashMap<String, Instant>, arrivals: &HashMap<String, Instant>) -> Vec<f64> {
     let mut lat: Vec<f64> = accepted
         .iter()
         .filter_map(|(id, at)| {
@@ -157,6 +153,16 @@ fn figures(
         })
         .collect();
     lat.sort_by(f64::total_cmp);
+    lat
+}
+
+fn figures(
+    accepted: &HashMap<String, Instant>,
+    arrivals: &HashMap<String, Instant>,
+    first: Instant,
+    cpu: Duration,
+) -> Figures {
+    let lat = latencies_ms(accepted, arrivals);
     let last = arrivals.values().max().copied().unwrap_or(first);
     let last_accepted = accepted.values().max().copied().unwrap_or(first);
     let accept_span = last_accepted
