@@ -117,11 +117,12 @@ async fn ingest(state: AppState, request: Request<axum::body::Body>) -> Result<R
         body::parse_events(&bytes, body::Framing::from_content_type(content_type)).inspect_err(|_| {
             crate::metrics::rejected("invalid");
         })?;
-    let report = state
-        .writer
-        .commit(events)
-        .await
-        .map_err(|e| ApiError::internal("events were not stored", e))?;
+    let report = state.writer.commit(events).await.map_err(|e| match e {
+        writer::CommitError::Stopped => {
+            ApiError::unavailable("herald is shutting down; nothing was stored, send the batch again")
+        }
+        writer::CommitError::Store(e) => ApiError::internal("events were not stored", e),
+    })?;
     Ok(error::ok(
         StatusCode::ACCEPTED,
         json!({"accepted": report.accepted, "duplicates": report.duplicates}),

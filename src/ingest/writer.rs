@@ -9,16 +9,29 @@ use tracing::error;
 
 use crate::config::Config;
 use crate::protocol::FleetWorkerEvent;
-use crate::store::{IngestResult, RequestReport, RoutedChannel, Store};
+use crate::store::{IngestResult, RequestReport, RoutedChannel, Store, StoreError};
 
 /// Requests waiting for the writer; beyond this, handlers wait (backpressure).
 const QUEUE: usize = 1024;
 /// Most events committed in one transaction.
 const MAX_GROUP_EVENTS: usize = 20_000;
 
+/// Why a batch was not committed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommitError {
+    /// The writer task has stopped (herald is shutting down): nothing of
+    /// the batch was stored; the client should send it again.
+    #[error("the ingest writer has stopped")]
+    Stopped,
+    /// The transaction failed; nothing of the group was stored. Shared by
+    /// every request of the group.
+    #[error("could not store events: {0}")]
+    Store(Arc<StoreError>),
+}
+
 struct Job {
     events: Vec<FleetWorkerEvent>,
-    reply: oneshot::Sender<Result<RequestReport, String>>,
+    reply: oneshot::Sender<Result<RequestReport, CommitError>>,
 }
 
 /// What happens after a commit: wake the channels, count metrics.
@@ -39,15 +52,13 @@ impl IngestWriter {
     }
 
     /// Commit `events` durably; resolves after the transaction committed.
-    pub async fn commit(&self, events: Vec<FleetWorkerEvent>) -> Result<RequestReport, String> {
+    pub async fn commit(&self, events: Vec<FleetWorkerEvent>) -> Result<RequestReport, CommitError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Job { events, reply })
             .await
-            .map_err(|_| "the ingest writer has stopped".to_owned())?;
-        answer
-            .await
-            .map_err(|_| "the ingest writer stopped before committing".to_owned())?
+            .map_err(|_| CommitError::Stopped)?;
+        answer.await.map_err(|_| CommitError::Stopped)?
     }
 }
 
@@ -104,13 +115,25 @@ async fn run(
             }
             Err(e) => {
                 error!(error = %e, events = total, "ingest commit failed");
+                let e = Arc::new(e);
                 for job in jobs {
-                    let _gone = job
-                        .reply
-                        .send(Err(format!("could not store events: {e}")))
-                        .is_err();
+                    let _gone = job.reply.send(Err(CommitError::Store(e.clone()))).is_err();
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stopped_writer_says_so_instead_of_losing_the_batch_silently() {
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        let writer = IngestWriter { tx };
+        let answer = writer.commit(Vec::new()).await;
+        assert!(matches!(answer, Err(CommitError::Stopped)), "{answer:?}");
     }
 }
