@@ -439,3 +439,45 @@ async fn a_restart_spends_the_same_windows_and_earns_no_429() {
         creates[5] - creates[0]
     );
 }
+
+/// A live message whose post was applied but unanswered is resent with the
+/// same nonce, by then carrying a newer state; Discord answers with the
+/// message as it first landed, unchanged. herald must then edit it to the
+/// newest state instead of taking the resend's text as shown (the chaos
+/// crash test left such messages at "running" for good).
+#[tokio::test]
+async fn a_live_message_resent_by_nonce_is_edited_to_the_newest_state() {
+    let emu = DiscordEmulator::start(TOKEN, &[CHANNEL]).await;
+    let h = Herald::start(&config(&emu, ""));
+    emu.inject(vec![Fault::ApplyThenHang]);
+    h.post_events(&event("r", "w", "t", 1, "running", json!({})))
+        .await;
+    // While the first post hangs (3 s timeout), the task moves on.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.post_events(&event(
+        "r",
+        "w",
+        "t",
+        2,
+        "running_tool",
+        json!({"tool": "step two"}),
+    ))
+    .await;
+    h.wait_for(
+        "the live message shows the newer state",
+        Duration::from_secs(20),
+        || async {
+            let msgs = emu.messages(CHANNEL);
+            (msgs.len() == 1 && msgs[0]["content"].as_str()?.contains("running tool")).then_some(())
+        },
+    )
+    .await;
+    let seen = emu.seen();
+    let posts: Vec<_> = seen.iter().filter(|s| s.method == "POST").collect();
+    assert_eq!(posts.len(), 2, "the hung post was resent once");
+    assert_eq!(posts[0].body["nonce"], posts[1].body["nonce"]);
+    assert!(
+        seen.iter().any(|s| s.method == "PATCH"),
+        "the adopted message was edited to the newest state"
+    );
+}

@@ -1170,8 +1170,23 @@ impl ChannelActor {
         );
         let mut write = decide_progress(&outcome, job.version, job.failures, now, &self.config);
         let keep_going = match &mut write {
-            ProgressWrite::Shown { text_hash: hash, .. } => {
-                *hash = Some(text_hash);
+            ProgressWrite::Shown {
+                text_hash: hash,
+                version,
+                ..
+            } => {
+                if call == Call::Post && job.post_started {
+                    // A resend of a post whose first attempt may have
+                    // landed: the platform may answer with that earlier
+                    // message as it was (Discord's nonce returns the
+                    // existing message unchanged), so what it shows is
+                    // unknown. Adopt it; the next round edits it to the
+                    // newest state.
+                    *version = 0;
+                    *hash = None;
+                } else {
+                    *hash = Some(text_hash);
+                }
                 true
             }
             ProgressWrite::Gone => true,
