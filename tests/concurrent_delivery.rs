@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::Herald;
-use emulators::webhook::{Load, Receiver};
+use emulators::webhook::{Load, Receiver, Reply};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -188,4 +188,25 @@ fn in_flight_settings_are_checked() {
     );
     let (ok, err) = check("[channels.c]\nadapter = \"web\"\nmax_in_flight = 16\nadaptive_in_flight = false");
     assert!(ok, "{err}");
+}
+
+#[tokio::test]
+async fn a_retry_after_quiets_every_delivery_of_the_channel() {
+    // The 30th request is answered 429 Retry-After: 1 while many others
+    // are in flight; none may start inside that second.
+    let mut script = vec![Reply::Status(200); 29];
+    script.push(Reply::RetryAfter(1));
+    let rx = Receiver::start_scripted(
+        script,
+        Load {
+            base: Duration::from_millis(10),
+            ..Load::default()
+        },
+    )
+    .await;
+    let h = Herald::start(&config(&rx, ""));
+    burst(&h, 300).await;
+    delivered(&rx, 300, Duration::from_secs(30)).await;
+    assert!(rx.peak() > 1, "deliveries were concurrent");
+    assert_eq!(rx.early(), 0, "requests inside the Retry-After");
 }

@@ -63,6 +63,7 @@ impl Window {
     }
 
     /// Record a send; call only when `wait_time` is zero.
+    #[cfg(test)]
     pub fn take(&mut self) {
         self.take_at(Instant::now());
     }

@@ -319,9 +319,6 @@ impl ChannelActor {
             let landed = state.attempts.deliver(receipt).await;
             self.report(state, landed).await;
         }
-        while let Some(joined) = state.flight.as_mut().and_then(|f| f.tasks.try_join_next()) {
-            self.land(state, joined).await;
-        }
         while let Some(flight) = state.flight.as_mut() {
             let Some(joined) = flight.tasks.join_next().await else {
                 break;

@@ -61,7 +61,16 @@ struct Inner {
     /// A `webhook-id` arrived while a request with the same id was still
     /// in flight.
     overlaps: AtomicUsize,
+    /// The window the last 429 told the client to keep quiet in (from
+    /// the answer plus `IN_FLIGHT_GRACE`, until the Retry-After ends).
+    quiet: Mutex<Option<(Instant, Instant)>>,
+    /// Requests that arrived inside a Retry-After the receiver gave
+    /// (after a grace of `IN_FLIGHT_GRACE` for requests already sent).
+    early: AtomicUsize,
 }
+
+/// Requests arriving this soon after a 429 were already on their way.
+const IN_FLIGHT_GRACE: Duration = Duration::from_millis(50);
 
 /// A running receiver.
 #[derive(Clone)]
@@ -79,6 +88,11 @@ impl Receiver {
     /// Start a receiver that behaves like a loaded server.
     pub async fn start_loaded(load: Load) -> Receiver {
         Self::start_with(vec![], load).await
+    }
+
+    /// A loaded receiver that answers from `script` first.
+    pub async fn start_scripted(script: Vec<Reply>, load: Load) -> Receiver {
+        Self::start_with(script, load).await
     }
 
     async fn start_with(script: Vec<Reply>, load: Load) -> Receiver {
@@ -108,6 +122,11 @@ impl Receiver {
     /// Requests answered 503 for being beyond capacity.
     pub fn refused(&self) -> usize {
         self.inner.refused.load(Ordering::SeqCst)
+    }
+
+    /// Requests that arrived inside a Retry-After this receiver gave.
+    pub fn early(&self) -> usize {
+        self.inner.early.load(Ordering::SeqCst)
     }
 
     /// Times a `webhook-id` arrived while the same id was in flight.
@@ -175,6 +194,12 @@ async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
         .collect();
     let id = headers.get("webhook-id").cloned().unwrap_or_default();
     let flight = InFlight::enter(&inner, &id);
+    let now = Instant::now();
+    if let Some((from, until)) = *inner.quiet.lock().unwrap()
+        && (from..until).contains(&now)
+    {
+        inner.early.fetch_add(1, Ordering::SeqCst);
+    }
     inner.received.lock().unwrap().push(Received {
         headers,
         body: body.to_vec(),
@@ -201,12 +226,16 @@ async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
             let status = StatusCode::from_u16(code).unwrap();
             (status, [("content-type", "application/json")], "{}").into_response()
         }
-        Reply::RetryAfter(secs) => (
-            StatusCode::TOO_MANY_REQUESTS,
-            [("retry-after", secs.to_string())],
-            "slow down",
-        )
-            .into_response(),
+        Reply::RetryAfter(secs) => {
+            let now = Instant::now();
+            *inner.quiet.lock().unwrap() = Some((now + IN_FLIGHT_GRACE, now + Duration::from_secs(secs)));
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", secs.to_string())],
+                "slow down",
+            )
+                .into_response()
+        }
         Reply::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             StatusCode::OK.into_response()
