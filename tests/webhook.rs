@@ -223,6 +223,11 @@ async fn a_hanging_receiver_does_not_delay_other_channels() {
     })
     .await;
     assert!(started.elapsed() < Duration::from_secs(2));
+    // The slow channel sends its first request (it may land after the fast
+    // channel is done: the two are independent) and then waits on it: one
+    // hanging request gives the adaptive limit no answer to grow on.
+    slow.wait_for(1, Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         slow.received().len(),
         1,
