@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use herald::config::Config;
 use herald::delivery::{Adapters, Delivery, Wakers};
+use herald::ingest::plan::Batch;
 use herald::ingest::writer::route_channels;
 use herald::protocol::{FleetWorkerEvent, parse_event};
 use herald::routing::RoutingInput;
@@ -253,7 +254,9 @@ impl Engine {
     async fn ingest(&self, events: Vec<serde_json::Value>) {
         let events: Vec<FleetWorkerEvent> = events.into_iter().map(|e| parse_event(e).unwrap()).collect();
         let route = |input: &RoutingInput<'_>| route_channels(&self.config, input);
-        let result = self.store.ingest(&[events], &route).await.unwrap();
+        let requests = [events];
+        let batch = Batch::new(&requests).unwrap();
+        let result = self.store.ingest(&batch, &route).await.unwrap();
         // As serve does: receipts wake their channels as urgent.
         self.wakers.wake_urgent(&result.receipt_channels);
         self.wakers.wake(&result.touched_channels);

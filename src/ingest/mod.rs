@@ -4,6 +4,7 @@
 mod auth;
 mod body;
 mod error;
+pub mod plan;
 mod queries;
 pub mod reads;
 pub mod writer;

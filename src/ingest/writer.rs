@@ -8,8 +8,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::error;
 
 use crate::config::Config;
+use crate::ingest::plan::{Batch, IngestResult, RequestReport, RoutedChannel};
 use crate::protocol::FleetWorkerEvent;
-use crate::store::{IngestResult, RequestReport, RoutedChannel, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Requests waiting for the writer; beyond this, handlers wait (backpressure).
 const QUEUE: usize = 1024;
@@ -98,7 +99,11 @@ async fn run(
         let cfg = config.borrow().clone();
         let route = |input: &crate::routing::RoutingInput<'_>| route_channels(&cfg, input);
         let started = std::time::Instant::now();
-        match store.ingest(&requests, &route).await {
+        let committed = match Batch::new(&requests) {
+            Ok(batch) => store.ingest(&batch, &route).await,
+            Err(e) => Err(StoreError::Json(e)),
+        };
+        match committed {
             Ok(result) => {
                 tracing::debug!(
                     events = total,

@@ -2,10 +2,6 @@
 
 use std::collections::HashMap;
 
-use sqlx::{QueryBuilder, Row, Sqlite};
-
-use super::{Store, StoreError};
-
 /// A rate budget window as kept in the store, in Unix milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeptWindow {
@@ -15,59 +11,15 @@ pub struct KeptWindow {
     pub paused_until: Option<i64>,
 }
 
-impl Store {
+use super::StoreError;
+
+/// Rate budget windows kept across restarts (platforms that enforce their limits).
+#[async_trait::async_trait]
+pub trait BudgetStore: Send + Sync {
     /// The kept windows among `keys`.
-    pub async fn load_budget_windows(
-        &self,
-        keys: &[String],
-    ) -> Result<HashMap<String, KeptWindow>, StoreError> {
-        let mut out = HashMap::new();
-        if keys.is_empty() {
-            return Ok(out);
-        }
-        let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new("SELECT key, sends, paused_until FROM budget_windows WHERE key IN ");
-        super::push_list(&mut qb, keys);
-        for row in qb.build().fetch_all(&self.delivery).await? {
-            let sends: String = row.try_get("sends")?;
-            out.insert(
-                row.try_get("key")?,
-                KeptWindow {
-                    sends: serde_json::from_str(&sends)?,
-                    paused_until: row.try_get("paused_until")?,
-                },
-            );
-        }
-        Ok(out)
-    }
+    async fn load_budget_windows(&self, keys: &[String]) -> Result<HashMap<String, KeptWindow>, StoreError>;
 
     /// Keep these windows (one transaction).
-    pub async fn save_budget_windows(
-        &self,
-        windows: &[(String, KeptWindow)],
-        now: i64,
-    ) -> Result<(), StoreError> {
-        if windows.is_empty() {
-            return Ok(());
-        }
-        let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT INTO budget_windows (key, sends, paused_until, updated_at) ");
-        let mut encoded = Vec::with_capacity(windows.len());
-        for (key, snapshot) in windows {
-            encoded.push((
-                key,
-                serde_json::to_string(&snapshot.sends)?,
-                snapshot.paused_until,
-            ));
-        }
-        qb.push_values(encoded, |mut b, (key, sends, paused)| {
-            b.push_bind(key).push_bind(sends).push_bind(paused).push_bind(now);
-        });
-        qb.push(
-            " ON CONFLICT (key) DO UPDATE SET sends = excluded.sends, paused_until = excluded.paused_until, \
-             updated_at = excluded.updated_at",
-        );
-        qb.build().execute(&self.delivery).await?;
-        Ok(())
-    }
+    async fn save_budget_windows(&self, windows: &[(String, KeptWindow)], now: i64)
+    -> Result<(), StoreError>;
 }

@@ -1,28 +1,35 @@
-//! Durable state through sqlx: the event journal, worker tasks, routed
-//! channels with their progress-message handles, delivery receipts and the
-//! web channel's messages. All SQL lives under this module so a second
-//! backend (PostgreSQL) is an addition, not a rewrite.
+//! Durable state: the event journal, worker tasks, routed channels with
+//! their progress-message handles, delivery receipts, rate budgets and the
+//! web channel's messages.
+//!
+//! The rest of herald sees one [`Store`] handle. Behind it is a backend —
+//! SQLite (`sqlite/`, the embedded default) — implementing one trait per
+//! concern (ingest, receipts, progress, …). Every statement of a backend
+//! lives in its folder; what to write is decided outside it (the ingest
+//! plan in `ingest/plan.rs`, outcomes in `delivery/receipts.rs`).
 
 mod budgets;
 mod channels;
+mod ids;
 mod ingest;
 mod progress;
 mod queries;
 mod receipts;
+mod sqlite;
 mod web;
 
-use std::str::FromStr;
-use std::time::Duration;
+use std::ops::Deref;
+use std::sync::Arc;
 
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-
-pub use budgets::KeptWindow;
-pub use ingest::{IngestResult, RequestReport, RoutedChannel};
-pub use progress::{ProgressJob, ProgressWrite, StartedPost};
-pub use queries::{JournalEntry, ReceiptRow, WorkerRow};
-pub use receipts::{ClaimedReceipt, ReceiptOutcome, ReceiptUpdate, UnverifiedReceipt};
-pub use web::WebMessageRow;
+pub use budgets::{BudgetStore, KeptWindow};
+pub use channels::ChannelStore;
+pub use ids::{new_progress_key, new_receipt_id};
+pub use ingest::IngestStore;
+pub use progress::{ProgressJob, ProgressStore, ProgressWrite, StartedPost};
+pub use queries::{JournalEntry, QueryStore, ReceiptRow, WorkerRow};
+pub use receipts::{ClaimedReceipt, ReceiptOutcome, ReceiptStore, ReceiptUpdate, UnverifiedReceipt};
+pub use sqlite::SqliteStore;
+pub use web::{WebMessageRow, WebStore};
 
 /// What can go wrong talking to the store.
 #[derive(Debug, thiserror::Error)]
@@ -38,46 +45,53 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
 }
 
-/// A handle to the database, cheap to clone.
-///
-/// Two pools on the same file: `pool` commits with `synchronous = FULL`
-/// (ingest: a `202` means on disk, even across a power cut); `delivery`
-/// commits with `synchronous = NORMAL` (delivery bookkeeping: claims,
-/// outcomes, progress handles, web messages). NORMAL in WAL mode survives
-/// `kill -9`; a power cut may lose its last commits, which only makes a
-/// receipt or progress post look unfinished, and the next attempt
-/// reconciles before sending. Measured: fsync per bookkeeping write
-/// tripled terminal-notification latency (bench/README.md).
-///
-/// SQLite has one writer at a time, and a connection that finds the write
-/// lock taken sleeps in coarse steps (1, 2, 5, 10 … ms) before it tries
-/// again. The two big transactions (the ingest writer's group commit and
-/// the outcome writer's batches) therefore queue for `write_gate` first,
-/// in process, and wake the moment it is free; other writes skip the gate
-/// and fall back on the busy timeout. Measured: during a webhook burst the
-/// delivery connections slept 1.2 s in 3 s before, none after. Gating the
-/// claims as well made one busy channel 10 % faster but 1,000 channels
-/// twice as slow (each of hundreds of small claims then waits its turn
-/// behind the others and the big transactions), so claims are not gated.
-#[derive(Clone, Debug)]
-pub struct Store {
-    pool: SqlitePool,
-    delivery: SqlitePool,
-    write_gate: std::sync::Arc<tokio::sync::Mutex<()>>,
+/// Opening and closing a backend.
+#[async_trait::async_trait]
+pub trait Lifecycle: Send + Sync {
+    /// True when the database answers a trivial query (for `/readyz`).
+    async fn ping(&self) -> bool;
+
+    /// Close all connections (SQLite: checkpointing the WAL).
+    async fn close(&self);
 }
 
-/// Append `(a, b, …)` of bound values to a query: the `IN` lists of the
-/// store's batched statements.
-fn push_list<'t, T>(qb: &mut sqlx::QueryBuilder<sqlx::Sqlite>, items: impl IntoIterator<Item = T>)
-where
-    T: sqlx::Encode<'t, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+/// Everything a store backend does.
+pub trait Backend:
+    IngestStore
+    + ReceiptStore
+    + ProgressStore
+    + QueryStore
+    + WebStore
+    + BudgetStore
+    + ChannelStore
+    + Lifecycle
+    + std::fmt::Debug
 {
-    qb.push("(");
-    let mut list = qb.separated(", ");
-    for item in items {
-        list.push_bind(item);
+}
+
+impl<T> Backend for T where
+    T: IngestStore
+        + ReceiptStore
+        + ProgressStore
+        + QueryStore
+        + WebStore
+        + BudgetStore
+        + ChannelStore
+        + Lifecycle
+        + std::fmt::Debug
+{
+}
+
+/// A handle to the store, cheap to clone; derefs to its backend.
+#[derive(Clone, Debug)]
+pub struct Store(Arc<dyn Backend>);
+
+impl Deref for Store {
+    type Target = dyn Backend;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
     }
-    qb.push(")");
 }
 
 /// Current time as Unix milliseconds, the unit of every stored time.
@@ -86,42 +100,8 @@ pub fn now_ms() -> i64 {
 }
 
 impl Store {
-    /// Open (creating if missing) and migrate. SQLite runs in WAL mode with
-    /// `synchronous = FULL`: a commit is on disk before ingest answers `202`,
-    /// so accepted events survive even a power cut, not only `kill -9`.
+    /// Open the store `url` names (creating and migrating it as needed).
     pub async fn open(url: &str) -> Result<Store, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .min_connections(1)
-            .connect_with(options.clone())
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        let delivery = SqlitePoolOptions::new()
-            .max_connections(2)
-            .min_connections(1)
-            .connect_with(options.synchronous(SqliteSynchronous::Normal))
-            .await?;
-        Ok(Store {
-            pool,
-            delivery,
-            write_gate: std::sync::Arc::default(),
-        })
-    }
-
-    /// True when the database answers a trivial query (for `/readyz`).
-    pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
-    }
-
-    /// Close all connections, checkpointing the WAL.
-    pub async fn close(&self) {
-        self.delivery.close().await;
-        self.pool.close().await;
+        Ok(Store(Arc::new(SqliteStore::open(url).await?)))
     }
 }

@@ -1,0 +1,101 @@
+//! The embedded default backend: one SQLite file in WAL mode.
+
+mod budgets;
+mod channels;
+mod ingest;
+mod progress;
+mod queries;
+mod receipts;
+mod web;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use super::{Lifecycle, StoreError};
+
+/// The SQLite store.
+///
+/// Two pools on the same file: `pool` commits with `synchronous = FULL`
+/// (ingest: a `202` means on disk, even across a power cut); `delivery`
+/// commits with `synchronous = NORMAL` (delivery bookkeeping: claims,
+/// outcomes, progress handles, web messages). NORMAL in WAL mode survives
+/// `kill -9`; a power cut may lose its last commits, which only makes a
+/// receipt or progress post look unfinished, and the next attempt
+/// reconciles before sending. Measured: fsync per bookkeeping write
+/// tripled terminal-notification latency (bench/README.md).
+///
+/// SQLite has one writer at a time, and a connection that finds the write
+/// lock taken sleeps in coarse steps (1, 2, 5, 10 … ms) before it tries
+/// again. The two big transactions (the ingest writer's group commit and
+/// the outcome writer's batches) therefore queue for `write_gate` first,
+/// in process, and wake the moment it is free; other writes skip the gate
+/// and fall back on the busy timeout. Measured: during a webhook burst the
+/// delivery connections slept 1.2 s in 3 s before, none after. Gating the
+/// claims as well made one busy channel 10 % faster but 1,000 channels
+/// twice as slow (each of hundreds of small claims then waits its turn
+/// behind the others and the big transactions), so claims are not gated.
+#[derive(Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    delivery: SqlitePool,
+    write_gate: tokio::sync::Mutex<()>,
+}
+
+/// Append `(a, b, …)` of bound values to a query: the `IN` lists of the
+/// store's batched statements.
+fn push_list<'t, T>(qb: &mut sqlx::QueryBuilder<sqlx::Sqlite>, items: impl IntoIterator<Item = T>)
+where
+    T: sqlx::Encode<'t, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    qb.push("(");
+    let mut list = qb.separated(", ");
+    for item in items {
+        list.push_bind(item);
+    }
+    qb.push(")");
+}
+
+impl SqliteStore {
+    /// Open (creating if missing) and migrate. SQLite runs in WAL mode with
+    /// `synchronous = FULL`: a commit is on disk before ingest answers `202`,
+    /// so accepted events survive even a power cut, not only `kill -9`.
+    pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        let delivery = SqlitePoolOptions::new()
+            .max_connections(2)
+            .min_connections(1)
+            .connect_with(options.synchronous(SqliteSynchronous::Normal))
+            .await?;
+        Ok(SqliteStore {
+            pool,
+            delivery,
+            write_gate: tokio::sync::Mutex::new(()),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Lifecycle for SqliteStore {
+    async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    async fn close(&self) {
+        self.delivery.close().await;
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,217 @@
+//! SQLite: live progress messages: which are due, and the versioned writes that record them.
+
+use sqlx::Row;
+
+use super::SqliteStore;
+use crate::store::StoreError;
+use crate::store::progress::*;
+
+#[async_trait::async_trait]
+impl ProgressStore for SqliteStore {
+    async fn due_progress(
+        &self,
+        channel: &str,
+        needs_post: bool,
+        now: i64,
+        min_interval_ms: i64,
+        limit: i64,
+        skip_started: bool,
+    ) -> Result<Vec<ProgressJob>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tc.task, tc.message_id, tc.post_key, tc.post_started, tc.shown_hash, tc.failures, t.version, \
+             t.run_id, t.worker_id, t.task_id, t.state, t.display, t.labels, \
+             t.first_seen_at, t.updated_at, t.terminal \
+             FROM task_channels tc JOIN tasks t ON t.id = tc.task \
+             WHERE tc.channel = ? AND tc.dirty_since IS NOT NULL AND (tc.message_id IS NULL) = ? \
+             AND (tc.last_sent_at IS NULL OR tc.last_sent_at <= ?) \
+             AND (tc.retry_at IS NULL OR tc.retry_at <= ?) AND (? = 0 OR tc.post_started = 0) \
+             ORDER BY tc.dirty_since, tc.task LIMIT ?",
+        )
+        .bind(channel)
+        .bind(needs_post)
+        .bind(now - min_interval_ms)
+        .bind(now)
+        .bind(skip_started)
+        .bind(limit)
+        .fetch_all(&self.delivery)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let display: String = r.try_get("display")?;
+                let labels: String = r.try_get("labels")?;
+                Ok(ProgressJob {
+                    labels: serde_json::from_str(&labels)?,
+                    task: r.try_get("task")?,
+                    channel: channel.to_owned(),
+                    message_id: r.try_get("message_id")?,
+                    version: r.try_get("version")?,
+                    post_key: r.try_get("post_key")?,
+                    post_started: r.try_get("post_started")?,
+                    shown_hash: r.try_get("shown_hash")?,
+                    run_id: r.try_get("run_id")?,
+                    worker_id: r.try_get("worker_id")?,
+                    task_id: r.try_get("task_id")?,
+                    state: r.try_get("state")?,
+                    display: serde_json::from_str(&display)?,
+                    first_seen_at: r.try_get("first_seen_at")?,
+                    updated_at: r.try_get("updated_at")?,
+                    terminal: r.try_get("terminal")?,
+                    failures: r.try_get("failures")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn next_progress_due(
+        &self,
+        channel: &str,
+        needs_post: Option<bool>,
+        min_interval_ms: i64,
+        skip_started: bool,
+    ) -> Result<Option<i64>, StoreError> {
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(MAX(COALESCE(last_sent_at + ?, 0), COALESCE(retry_at, 0))) FROM task_channels \
+             WHERE channel = ? AND dirty_since IS NOT NULL AND (? IS NULL OR (message_id IS NULL) = ?) \
+             AND (? = 0 OR post_started = 0)",
+        )
+        .bind(min_interval_ms)
+        .bind(channel)
+        .bind(needs_post)
+        .bind(needs_post)
+        .bind(skip_started)
+        .fetch_one(&self.delivery)
+        .await?;
+        Ok(due)
+    }
+
+    async fn progress_post_started(
+        &self,
+        task: i64,
+        channel: &str,
+        body: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE task_channels SET post_started = 1, post_started_at = ?, post_body = ? WHERE task = ? AND channel = ?",
+        )
+        .bind(now)
+        .bind(body)
+        .bind(task)
+        .bind(channel)
+        .execute(&self.delivery)
+        .await?;
+        Ok(())
+    }
+
+    async fn started_progress_posts(&self, channel: &str) -> Result<Vec<StartedPost>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tc.task, tc.post_key, t.first_seen_at, COALESCE(tc.post_started_at, t.first_seen_at) AS started_at, \
+             tc.post_body FROM task_channels tc JOIN tasks t ON t.id = tc.task \
+             WHERE tc.channel = ? AND tc.post_started = 1 AND tc.message_id IS NULL",
+        )
+        .bind(channel)
+        .fetch_all(&self.delivery)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StartedPost {
+                    task: r.try_get("task")?,
+                    post_key: r.try_get("post_key")?,
+                    first_seen_at: r.try_get("first_seen_at")?,
+                    started_at: r.try_get("started_at")?,
+                    body: r.try_get("post_body")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn clear_progress_started(&self, channel: &str, tasks: &[i64]) -> Result<(), StoreError> {
+        for task in tasks {
+            sqlx::query("UPDATE task_channels SET post_started = 0 WHERE task = ? AND channel = ? AND message_id IS NULL")
+                .bind(task)
+                .bind(channel)
+                .execute(&self.delivery)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn progress_staleness_ms(&self, now: i64) -> Result<Option<i64>, StoreError> {
+        let oldest: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(dirty_since) FROM task_channels WHERE dirty_since IS NOT NULL")
+                .fetch_one(&self.delivery)
+                .await?;
+        Ok(oldest.map(|t| (now - t).max(0)))
+    }
+
+    async fn record_progress(
+        &self,
+        task: i64,
+        channel: &str,
+        write: &ProgressWrite,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        match write {
+            ProgressWrite::Shown {
+                message_id,
+                version,
+                text_hash,
+            } => {
+                sqlx::query(
+                    "UPDATE task_channels SET posted_at = CASE WHEN message_id IS ?1 THEN posted_at ELSE ?4 END, \
+                     message_id = ?1, shown_version = MAX(shown_version, ?2), \
+                     shown_hash = ?3, last_sent_at = ?4, post_started = 0, post_body = NULL, retry_at = NULL, failures = 0, \
+                     dirty_since = CASE WHEN (SELECT version FROM tasks WHERE id = task) <= ?2 \
+                                   THEN NULL ELSE dirty_since END \
+                     WHERE task = ?5 AND channel = ?6",
+                )
+                .bind(message_id)
+                .bind(version)
+                .bind(text_hash)
+                .bind(now)
+                .bind(task)
+                .bind(channel)
+                .execute(&self.delivery)
+                .await?;
+            }
+            ProgressWrite::Gone => {
+                sqlx::query(
+                    "UPDATE task_channels SET message_id = NULL, shown_version = 0, shown_hash = NULL, \
+                     post_started = 0, post_key = ?, dirty_since = COALESCE(dirty_since, ?), retry_at = NULL \
+                     WHERE task = ? AND channel = ?",
+                )
+                .bind(crate::store::new_progress_key())
+                .bind(now)
+                .bind(task)
+                .bind(channel)
+                .execute(&self.delivery)
+                .await?;
+            }
+            ProgressWrite::Abandon { version } => {
+                sqlx::query(
+                    "UPDATE task_channels SET last_sent_at = ?, retry_at = NULL, failures = 0, \
+                     dirty_since = CASE WHEN (SELECT version FROM tasks WHERE id = task) <= ? \
+                                   THEN NULL ELSE dirty_since END \
+                     WHERE task = ? AND channel = ?",
+                )
+                .bind(now)
+                .bind(version)
+                .bind(task)
+                .bind(channel)
+                .execute(&self.delivery)
+                .await?;
+            }
+            ProgressWrite::Retry { at } => {
+                sqlx::query(
+                    "UPDATE task_channels SET retry_at = ?, failures = failures + 1 WHERE task = ? AND channel = ?",
+                )
+                .bind(at)
+                .bind(task)
+                .bind(channel)
+                .execute(&self.delivery)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
