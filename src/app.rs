@@ -21,7 +21,7 @@ use crate::config::{ChannelTarget, Config};
 use crate::delivery::{Adapters, Delivery, Wakers};
 use crate::ingest::writer::IngestWriter;
 use crate::ingest::{AppState, Reload};
-use crate::store::{Store, now_ms};
+use crate::store::now_ms;
 use crate::web::WebChannel;
 
 /// How long in-flight platform calls may take to finish on shutdown.
@@ -138,9 +138,21 @@ pub async fn serve(
 ) -> Result<()> {
     crate::redact::install(&config);
     let metrics = crate::metrics::install().context("could not install the metrics recorder")?;
-    let store = Store::open(&config.store.url)
-        .await
-        .with_context(|| format!("could not open the store at {}", config.store.url))?;
+    let listen = config.server.listen;
+    let listener =
+        std::net::TcpListener::bind(listen).with_context(|| format!("could not listen on {listen}"))?;
+    listener
+        .set_nonblocking(true)
+        .context("could not make the listening socket non-blocking")?;
+    let local = listener
+        .local_addr()
+        .context("could not read the bound address")?;
+    info!(listen = %local, "listening; opening the store");
+    let Some(store) = crate::connecting::open_store(&config.store, &listener, shutdown_signal()).await?
+    else {
+        info!("stopped before the store was reachable");
+        return Ok(());
+    };
     let recovered = store
         .recover_receipts(now_ms())
         .await
@@ -156,7 +168,6 @@ pub async fn serve(
     let adapters = adapters(&web, &config)?;
     let wakers = Wakers::default();
     let delivery = Delivery::start(&config, &store, &adapters, &wakers).await?;
-    let listen = config.server.listen;
     info!(summary = %config.summary(), "starting");
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
 
@@ -194,18 +205,12 @@ pub async fn serve(
             crate::ingest::reads::guard,
         ));
 
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("could not listen on {listen}"))?;
-    let local = listener
-        .local_addr()
-        .context("could not read the bound address")?;
-    info!(address = %local, "listening");
+    let listener = TcpListener::from_std(listener).context("could not serve on the listening socket")?;
+    info!(address = %local, "ready");
     if let Some(tx) = bound {
         // The caller may have stopped waiting; serving goes on regardless.
         let _ignored = tx.send(local).is_err();
     }
-
     spawn_sighup(reloader.clone());
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod client;
 pub mod config;
+pub mod connecting;
 pub mod delivery;
 pub mod demo;
 pub mod ingest;

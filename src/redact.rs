@@ -58,6 +58,12 @@ impl Redactor {
                 }
             }
         }
+        if let Some(password) = config.store.password() {
+            if let Ok(decoded) = percent_encoding::percent_decode_str(&password).decode_utf8() {
+                secrets.push(decoded.into_owned());
+            }
+            secrets.push(password);
+        }
         secrets.retain(|s| s.chars().count() >= MIN_SECRET);
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets.dedup();

@@ -1,11 +1,16 @@
 //! The delivery engine against a scriptable fake `Messaging`: every outcome
 //! path of the retry policy, reconciliation, max_age, replay, coalescing of
 //! progress edits, and isolation between channels. Real store (SQLite in a
-//! temp dir), real channel actors; only the platform is fake.
+//! temp dir, or PostgreSQL), real channel actors; only the platform is fake.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod common {
+    #[path = "../common/store.rs"]
+    pub mod store;
+}
 
 use async_trait::async_trait;
 use herald::config::Config;
@@ -219,7 +224,7 @@ impl Engine {
     /// Store, config and adapters, without the actors.
     async fn prepare(progress: bool, delivery: &str, fakes: Vec<Arc<Fake>>) -> Engine {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}", dir.path().join("e.db").display()))
+        let store = Store::open(&common::store::url(dir.path()), Duration::from_secs(10))
             .await
             .unwrap();
         let config = Config::parse_with_env(

@@ -95,8 +95,8 @@ async fn missing_or_wrong_token_is_401_and_stores_nothing() {
 async fn oversized_body_is_413_json() {
     let h = Herald::start_full(|dir| {
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 2048\n\n[store]\nurl = \"sqlite://{}\"\n{WEB_ONLY}",
-            dir.join("h.db").display()
+            "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 2048\n\n[store]\nurl = \"{}\"\n{WEB_ONLY}",
+            common::store::url(dir)
         )
     });
     let big: Vec<Value> = (0..50)

@@ -114,10 +114,7 @@ fn start(text: &str) -> Herald {
             "[server]\nlisten = \"127.0.0.1:0\"\n{text}\n",
             text = text.replacen(
                 "\n[[sources]]",
-                &format!(
-                    "\n[store]\nurl = \"sqlite://{}\"\n\n[[sources]]",
-                    dir.join("herald.db").display()
-                ),
+                &format!("\n[store]\nurl = \"{}\"\n\n[[sources]]", common::store::url(dir)),
                 1
             )
         )

@@ -95,8 +95,33 @@ pub struct ServerConfig {
 /// `[store]`
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// `sqlite://PATH` (PostgreSQL is planned for multi-replica setups).
+    /// `sqlite://PATH` (the embedded default) or `postgres://…` (several
+    /// replicas, or a PostgreSQL you already run and back up). May carry
+    /// a password: show it with [`StoreConfig::shown`].
     pub url: String,
+}
+
+impl StoreConfig {
+    /// The URL with any password replaced, for logs and summaries.
+    pub fn shown(&self) -> String {
+        match reqwest::Url::parse(&self.url) {
+            Ok(mut url) if url.password().is_some() => {
+                if url.set_password(Some("***")).is_ok() {
+                    url.to_string()
+                } else {
+                    "(a URL with a password)".to_owned()
+                }
+            }
+            _ => self.url.clone(),
+        }
+    }
+
+    /// The password in the URL as written (percent-encoded), if any: a
+    /// secret to keep out of logs.
+    pub fn password(&self) -> Option<String> {
+        let url = reqwest::Url::parse(&self.url).ok()?;
+        url.password().map(str::to_owned)
+    }
 }
 
 /// One `[[sources]]` entry: a named bearer token.
@@ -283,7 +308,7 @@ impl Config {
             platforms.join(", "),
             self.router.len(),
             self.sources.len(),
-            self.store.url,
+            self.store.shown(),
             self.server.listen
         )
     }

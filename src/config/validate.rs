@@ -244,14 +244,31 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         let text = self.non_empty(url, "store.url")?;
         if text.starts_with("sqlite:") {
             Some(StoreConfig { url: text })
-        } else if text.starts_with("postgres:") || text.starts_with("postgresql:") {
+        } else if crate::store::is_postgres(&text) {
+            // Checked for form only: check-config does not need the server.
+            let config = StoreConfig { url: text };
+            match <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&config.url) {
+                Ok(_) => Some(config),
+                Err(e) => {
+                    let reason = match config.password() {
+                        Some(p) => e.to_string().replace(&p, "***"),
+                        None => e.to_string(),
+                    };
+                    self.err(
+                        url.span(),
+                        format!(
+                            "store.url is not a valid PostgreSQL URL ({reason}); \
+                             expected postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+                        ),
+                    );
+                    None
+                }
+            }
+        } else {
             self.err(
                 url.span(),
-                "the PostgreSQL store is not available in this version; use sqlite://PATH",
+                "store.url must start with sqlite: (embedded) or postgres: (PostgreSQL)",
             );
-            None
-        } else {
-            self.err(url.span(), "store.url must start with sqlite:");
             None
         }
     }

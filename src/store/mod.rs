@@ -12,6 +12,7 @@ mod budgets;
 mod channels;
 mod ids;
 mod ingest;
+mod postgres;
 mod progress;
 mod queries;
 mod receipts;
@@ -25,6 +26,7 @@ pub use budgets::{BudgetStore, KeptWindow};
 pub use channels::ChannelStore;
 pub use ids::{new_progress_key, new_receipt_id};
 pub use ingest::IngestStore;
+pub use postgres::PgStore;
 pub use progress::{ProgressJob, ProgressStore, ProgressWrite, StartedPost};
 pub use queries::{JournalEntry, QueryStore, ReceiptRow, WorkerRow};
 pub use receipts::{ClaimedReceipt, ReceiptOutcome, ReceiptStore, ReceiptUpdate, UnverifiedReceipt};
@@ -43,6 +45,10 @@ pub enum StoreError {
     /// A stored JSON document did not parse.
     #[error("stored JSON is corrupt: {0}")]
     Json(#[from] serde_json::Error),
+    /// A write found the database in a state its transaction's locks
+    /// should have ruled out; nothing of the transaction was kept.
+    #[error("write conflict: {0}")]
+    Conflict(&'static str),
 }
 
 /// Opening and closing a backend.
@@ -99,9 +105,21 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Whether `url` names a PostgreSQL database (else it is SQLite).
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres:") || url.starts_with("postgresql:")
+}
+
 impl Store {
-    /// Open the store `url` names (creating and migrating it as needed).
-    pub async fn open(url: &str) -> Result<Store, StoreError> {
-        Ok(Store(Arc::new(SqliteStore::open(url).await?)))
+    /// Open the store `url` names (creating and migrating it as needed):
+    /// `postgres://…` or `postgresql://…` for PostgreSQL, `sqlite://PATH`
+    /// otherwise. A PostgreSQL server that does not answer within
+    /// `connect_timeout` is an error; the caller may try again.
+    pub async fn open(url: &str, connect_timeout: std::time::Duration) -> Result<Store, StoreError> {
+        if is_postgres(url) {
+            Ok(Store(Arc::new(PgStore::open(url, connect_timeout).await?)))
+        } else {
+            Ok(Store(Arc::new(SqliteStore::open(url).await?)))
+        }
     }
 }

@@ -1,9 +1,11 @@
 //! Shared helpers for the integration tests: they run the real `herald`
-//! binary against a real SQLite file in a temporary directory.
+//! binary against a real store: an SQLite file in a temporary directory,
+//! or a PostgreSQL database of its own (see `store.rs`).
 
 #![allow(dead_code)]
 
 pub mod outcomes;
+pub mod store;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -31,8 +33,8 @@ pub struct Herald {
 /// A config for tests: listen on an ephemeral port, store in `dir`.
 pub fn config_text(dir: &Path, extra: &str) -> String {
     format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n\n[store]\nurl = \"sqlite://{}\"\n\n{extra}",
-        dir.join("herald.db").display()
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[store]\nurl = \"{}\"\n\n{extra}",
+        store::url(dir)
     )
 }
 

@@ -1,0 +1,61 @@
+//! PostgreSQL: rate budget windows kept across restarts (platforms that enforce their limits).
+
+use sqlx::{Postgres, QueryBuilder, Row};
+use std::collections::HashMap;
+
+use super::PgStore;
+use crate::store::StoreError;
+use crate::store::budgets::*;
+
+#[async_trait::async_trait]
+impl BudgetStore for PgStore {
+    async fn load_budget_windows(&self, keys: &[String]) -> Result<HashMap<String, KeptWindow>, StoreError> {
+        let mut out = HashMap::new();
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        let mut qb: QueryBuilder<Postgres> =
+            QueryBuilder::new("SELECT key, sends, paused_until FROM budget_windows WHERE key IN ");
+        super::push_list(&mut qb, keys);
+        for row in qb.build().fetch_all(&self.delivery).await? {
+            let sends: String = row.try_get("sends")?;
+            out.insert(
+                row.try_get("key")?,
+                KeptWindow {
+                    sends: serde_json::from_str(&sends)?,
+                    paused_until: row.try_get("paused_until")?,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    async fn save_budget_windows(
+        &self,
+        windows: &[(String, KeptWindow)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        if windows.is_empty() {
+            return Ok(());
+        }
+        let mut qb: QueryBuilder<Postgres> =
+            QueryBuilder::new("INSERT INTO budget_windows (key, sends, paused_until, updated_at) ");
+        let mut encoded = Vec::with_capacity(windows.len());
+        for (key, snapshot) in windows {
+            encoded.push((
+                key,
+                serde_json::to_string(&snapshot.sends)?,
+                snapshot.paused_until,
+            ));
+        }
+        qb.push_values(encoded, |mut b, (key, sends, paused)| {
+            b.push_bind(key).push_bind(sends).push_bind(paused).push_bind(now);
+        });
+        qb.push(
+            " ON CONFLICT (key) DO UPDATE SET sends = excluded.sends, paused_until = excluded.paused_until, \
+             updated_at = excluded.updated_at",
+        );
+        qb.build().execute(&self.delivery).await?;
+        Ok(())
+    }
+}

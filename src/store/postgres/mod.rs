@@ -1,0 +1,88 @@
+//! The PostgreSQL backend: for users who run PostgreSQL already (and back
+//! it up), and the engine several replicas share.
+//!
+//! Differences from SQLite that matter: ids come from the database
+//! (identity columns); ingest serialises per task with transaction-scoped
+//! advisory locks instead of one database-wide write lock; claims take
+//! receipts `FOR UPDATE SKIP LOCKED`, so concurrent claimers never take
+//! the same receipt and never wait on each other.
+
+mod budgets;
+mod channels;
+mod ingest;
+mod progress;
+mod queries;
+mod receipts;
+mod web;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use super::{Lifecycle, StoreError};
+
+/// The PostgreSQL store.
+///
+/// Two pools, as on SQLite: `pool` commits with the server's
+/// `synchronous_commit` (on by default: ingest answers `202` after the
+/// commit is flushed); `delivery` sets `synchronous_commit = off` for
+/// delivery bookkeeping (claims, outcomes, progress handles), which a
+/// server crash may roll back by its last few commits — that only makes a
+/// receipt or progress post look unfinished, and the next attempt
+/// reconciles before sending. A crash of herald itself loses nothing
+/// either way.
+#[derive(Debug)]
+pub struct PgStore {
+    pool: PgPool,
+    delivery: PgPool,
+}
+
+/// Append `(a, b, …)` of bound values to a query.
+fn push_list<'t, T>(qb: &mut sqlx::QueryBuilder<sqlx::Postgres>, items: impl IntoIterator<Item = T>)
+where
+    T: sqlx::Encode<'t, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    qb.push("(");
+    let mut list = qb.separated(", ");
+    for item in items {
+        list.push_bind(item);
+    }
+    qb.push(")");
+}
+
+impl PgStore {
+    /// Connect and migrate (`migrations/postgres/`). Fails when the server
+    /// cannot be reached within `connect_timeout`; the caller decides
+    /// whether to try again.
+    pub async fn open(url: &str, connect_timeout: Duration) -> Result<PgStore, StoreError> {
+        let options = PgConnectOptions::from_str(url)?.application_name("herald");
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .acquire_timeout(connect_timeout)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        let delivery = PgPoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .acquire_timeout(connect_timeout)
+            .connect_with(options.options([("synchronous_commit", "off")]))
+            .await?;
+        Ok(PgStore { pool, delivery })
+    }
+}
+
+#[async_trait::async_trait]
+impl Lifecycle for PgStore {
+    async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    async fn close(&self) {
+        self.delivery.close().await;
+        self.pool.close().await;
+    }
+}

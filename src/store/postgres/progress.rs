@@ -1,0 +1,241 @@
+//! PostgreSQL: live progress messages: which are due, and the versioned writes that record them.
+
+use sqlx::Row;
+
+use super::PgStore;
+use crate::store::StoreError;
+use crate::store::progress::*;
+
+/// The task's version, read with a share lock. An ingest that is changing
+/// the task holds its row until it commits; waiting for it here means the
+/// dirty mark it also writes is visible to the update that follows, which
+/// then keeps the message due. (Comparing against a plain subquery in the
+/// update would read the version from before that ingest's commit and
+/// clear its dirty mark: the newer state would never be shown.)
+async fn current_version(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    task: i64,
+) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT version FROM tasks WHERE id = $1 FOR SHARE")
+            .bind(task)
+            .fetch_one(&mut **tx)
+            .await?,
+    )
+}
+
+#[async_trait::async_trait]
+impl ProgressStore for PgStore {
+    async fn due_progress(
+        &self,
+        channel: &str,
+        needs_post: bool,
+        now: i64,
+        min_interval_ms: i64,
+        limit: i64,
+        skip_started: bool,
+    ) -> Result<Vec<ProgressJob>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tc.task, tc.message_id, tc.post_key, tc.post_started, tc.shown_hash, tc.failures, t.version, \
+             t.run_id, t.worker_id, t.task_id, t.state, t.display, t.labels, \
+             t.first_seen_at, t.updated_at, t.terminal \
+             FROM task_channels tc JOIN tasks t ON t.id = tc.task \
+             WHERE tc.channel = $1 AND tc.dirty_since IS NOT NULL AND (tc.message_id IS NULL) = $2 \
+             AND (tc.last_sent_at IS NULL OR tc.last_sent_at <= $3) \
+             AND (tc.retry_at IS NULL OR tc.retry_at <= $4) AND (NOT $5 OR tc.post_started = FALSE) \
+             ORDER BY tc.dirty_since, tc.task LIMIT $6",
+        )
+        .bind(channel)
+        .bind(needs_post)
+        .bind(now - min_interval_ms)
+        .bind(now)
+        .bind(skip_started)
+        .bind(limit)
+        .fetch_all(&self.delivery)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let display: String = r.try_get("display")?;
+                let labels: String = r.try_get("labels")?;
+                Ok(ProgressJob {
+                    labels: serde_json::from_str(&labels)?,
+                    task: r.try_get("task")?,
+                    channel: channel.to_owned(),
+                    message_id: r.try_get("message_id")?,
+                    version: r.try_get("version")?,
+                    post_key: r.try_get("post_key")?,
+                    post_started: r.try_get("post_started")?,
+                    shown_hash: r.try_get("shown_hash")?,
+                    run_id: r.try_get("run_id")?,
+                    worker_id: r.try_get("worker_id")?,
+                    task_id: r.try_get("task_id")?,
+                    state: r.try_get("state")?,
+                    display: serde_json::from_str(&display)?,
+                    first_seen_at: r.try_get("first_seen_at")?,
+                    updated_at: r.try_get("updated_at")?,
+                    terminal: r.try_get("terminal")?,
+                    failures: r.try_get("failures")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn next_progress_due(
+        &self,
+        channel: &str,
+        needs_post: Option<bool>,
+        min_interval_ms: i64,
+        skip_started: bool,
+    ) -> Result<Option<i64>, StoreError> {
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(GREATEST(COALESCE(last_sent_at + $1, 0), COALESCE(retry_at, 0))) FROM task_channels \
+             WHERE channel = $2 AND dirty_since IS NOT NULL AND ($3 IS NULL OR (message_id IS NULL) = $4) \
+             AND (NOT $5 OR post_started = FALSE)",
+        )
+        .bind(min_interval_ms)
+        .bind(channel)
+        .bind(needs_post)
+        .bind(needs_post)
+        .bind(skip_started)
+        .fetch_one(&self.delivery)
+        .await?;
+        Ok(due)
+    }
+
+    async fn progress_post_started(
+        &self,
+        task: i64,
+        channel: &str,
+        body: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE task_channels SET post_started = TRUE, post_started_at = $1, post_body = $2 WHERE task = $3 AND channel = $4",
+        )
+        .bind(now)
+        .bind(body)
+        .bind(task)
+        .bind(channel)
+        .execute(&self.delivery)
+        .await?;
+        Ok(())
+    }
+
+    async fn started_progress_posts(&self, channel: &str) -> Result<Vec<StartedPost>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tc.task, tc.post_key, t.first_seen_at, COALESCE(tc.post_started_at, t.first_seen_at) AS started_at, \
+             tc.post_body FROM task_channels tc JOIN tasks t ON t.id = tc.task \
+             WHERE tc.channel = $1 AND tc.post_started = TRUE AND tc.message_id IS NULL",
+        )
+        .bind(channel)
+        .fetch_all(&self.delivery)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StartedPost {
+                    task: r.try_get("task")?,
+                    post_key: r.try_get("post_key")?,
+                    first_seen_at: r.try_get("first_seen_at")?,
+                    started_at: r.try_get("started_at")?,
+                    body: r.try_get("post_body")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn clear_progress_started(&self, channel: &str, tasks: &[i64]) -> Result<(), StoreError> {
+        for task in tasks {
+            sqlx::query("UPDATE task_channels SET post_started = FALSE WHERE task = $1 AND channel = $2 AND message_id IS NULL")
+                .bind(task)
+                .bind(channel)
+                .execute(&self.delivery)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn progress_staleness_ms(&self, now: i64) -> Result<Option<i64>, StoreError> {
+        let oldest: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(dirty_since) FROM task_channels WHERE dirty_since IS NOT NULL")
+                .fetch_one(&self.delivery)
+                .await?;
+        Ok(oldest.map(|t| (now - t).max(0)))
+    }
+
+    async fn record_progress(
+        &self,
+        task: i64,
+        channel: &str,
+        write: &ProgressWrite,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        match write {
+            ProgressWrite::Shown {
+                message_id,
+                version,
+                text_hash,
+            } => {
+                let mut tx = self.delivery.begin().await?;
+                let current = current_version(&mut tx, task).await?;
+                sqlx::query(
+                    "UPDATE task_channels SET posted_at = CASE WHEN message_id IS NOT DISTINCT FROM $1 THEN posted_at ELSE $4 END, \
+                     message_id = $1, shown_version = GREATEST(shown_version, $2), \
+                     shown_hash = $3, last_sent_at = $4, post_started = FALSE, post_body = NULL, retry_at = NULL, failures = 0, \
+                     dirty_since = CASE WHEN $7 <= $2 THEN NULL ELSE dirty_since END \
+                     WHERE task = $5 AND channel = $6",
+                )
+                .bind(message_id)
+                .bind(version)
+                .bind(text_hash)
+                .bind(now)
+                .bind(task)
+                .bind(channel)
+                .bind(current)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+            }
+            ProgressWrite::Gone => {
+                sqlx::query(
+                    "UPDATE task_channels SET message_id = NULL, shown_version = 0, shown_hash = NULL, \
+                     post_started = FALSE, post_key = $1, dirty_since = COALESCE(dirty_since, $2), retry_at = NULL \
+                     WHERE task = $3 AND channel = $4",
+                )
+                .bind(crate::store::new_progress_key())
+                .bind(now)
+                .bind(task)
+                .bind(channel)
+                .execute(&self.delivery)
+                .await?;
+            }
+            ProgressWrite::Abandon { version } => {
+                let mut tx = self.delivery.begin().await?;
+                let current = current_version(&mut tx, task).await?;
+                sqlx::query(
+                    "UPDATE task_channels SET last_sent_at = $1, retry_at = NULL, failures = 0, \
+                     dirty_since = CASE WHEN $5 <= $2 THEN NULL ELSE dirty_since END \
+                     WHERE task = $3 AND channel = $4",
+                )
+                .bind(now)
+                .bind(version)
+                .bind(task)
+                .bind(channel)
+                .bind(current)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+            }
+            ProgressWrite::Retry { at } => {
+                sqlx::query(
+                    "UPDATE task_channels SET retry_at = $1, failures = failures + 1 WHERE task = $2 AND channel = $3",
+                )
+                .bind(at)
+                .bind(task)
+                .bind(channel)
+                .execute(&self.delivery)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}

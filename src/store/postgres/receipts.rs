@@ -1,0 +1,445 @@
+//! PostgreSQL: terminal receipts: claims, fenced outcomes, leases, reconciliation, replay.
+
+use sqlx::postgres::PgRow;
+use sqlx::{Postgres, QueryBuilder, Row};
+
+use super::PgStore;
+use crate::store::StoreError;
+use crate::store::receipts::*;
+
+/// The columns a claimed receipt is rendered from (constant text: the
+/// statements built from it bind every value), over `r` (receipts),
+/// `t` (its task) and `e` (its terminal event).
+const CLAIMED_COLUMNS: &str = "r.id, r.channel, r.attempts, r.created_at, r.unverified, t.run_id, t.worker_id, \
+     t.task_id, t.first_seen_at, t.labels, e.body";
+
+/// Joins a receipt `r` to its task and terminal event.
+const CLAIMED_JOINS: &str = "JOIN tasks t ON t.id = r.task JOIN events e ON e.run_id = t.run_id \
+     AND e.worker_id = t.worker_id AND e.task_id = t.task_id AND e.seq = r.event_seq";
+
+fn claimed_from_row(row: &PgRow) -> Result<ClaimedReceipt, StoreError> {
+    let labels: String = row.try_get("labels")?;
+    let body: String = row.try_get("body")?;
+    Ok(ClaimedReceipt {
+        id: row.try_get("id")?,
+        channel: row.try_get("channel")?,
+        attempts: row.try_get("attempts")?,
+        created_at: row.try_get("created_at")?,
+        unverified: row.try_get("unverified")?,
+        run_id: row.try_get("run_id")?,
+        worker_id: row.try_get("worker_id")?,
+        task_id: row.try_get("task_id")?,
+        event: serde_json::from_str(&body)?,
+        first_seen_at: row.try_get("first_seen_at")?,
+        labels: serde_json::from_str(&labels)?,
+    })
+}
+
+/// Rows per batched outcome statement (well inside the bind limit).
+const FINISH_CHUNK: usize = 200;
+
+/// Record one kind of outcome for many receipts in one statement:
+/// `UPDATE receipts … FROM (VALUES …)`, fenced per row on `sending` and
+/// the attempt. `columns` binds each row's values after (id, attempt);
+/// `set` assigns from them (`v.column3` onwards). Returns the ids recorded.
+async fn finish_batch(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    rows: &[&ReceiptOutcome],
+    set: &str,
+    columns: impl Fn(&mut sqlx::query_builder::Separated<'_, Postgres, &'static str>, &ReceiptOutcome),
+) -> Result<Vec<String>, StoreError> {
+    let mut recorded = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(FINISH_CHUNK) {
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("UPDATE receipts SET ");
+        qb.push(set);
+        qb.push(" FROM (");
+        qb.push_values(chunk.iter(), |mut b, outcome| {
+            b.push_bind(outcome.id.clone()).push_bind(outcome.attempt);
+            columns(&mut b, outcome);
+        });
+        qb.push(
+            ") AS v WHERE receipts.id = v.column1 AND receipts.status = 'sending' \
+             AND receipts.attempts = v.column2 RETURNING receipts.id",
+        );
+        for row in qb.build().fetch_all(&mut **tx).await? {
+            recorded.push(row.try_get("id")?);
+        }
+    }
+    Ok(recorded)
+}
+
+#[async_trait::async_trait]
+impl ReceiptStore for PgStore {
+    async fn claim_receipts(
+        &self,
+        channel: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+        verified_only: bool,
+    ) -> Result<Vec<ClaimedReceipt>, StoreError> {
+        // SKIP LOCKED: a receipt another replica is claiming right now is
+        // left to it instead of waited for (and then claimed twice).
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "WITH r AS (UPDATE receipts SET status = 'sending', lease_until = $1, attempts = attempts + 1, \
+             attempted_at = $2 WHERE id IN (SELECT id FROM receipts WHERE channel = $3 AND status = 'pending' \
+             AND next_attempt_at <= $4 AND (NOT $5 OR unverified = FALSE) \
+             ORDER BY next_attempt_at, created_at LIMIT $6 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, channel, attempts, created_at, unverified, task, event_seq) \
+             SELECT {CLAIMED_COLUMNS} FROM r {CLAIMED_JOINS} ORDER BY r.created_at"
+        )))
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(channel)
+        .bind(now)
+        .bind(verified_only)
+        .bind(limit)
+        .fetch_all(&self.delivery)
+        .await?;
+        rows.iter().map(claimed_from_row).collect()
+    }
+
+    async fn receipts_by_id(&self, ids: &[String]) -> Result<Vec<ClaimedReceipt>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CLAIMED_COLUMNS} FROM receipts r {CLAIMED_JOINS} WHERE r.id = ANY($1) ORDER BY r.created_at"
+        )))
+        .bind(ids)
+        .fetch_all(&self.delivery)
+        .await?;
+        rows.iter().map(claimed_from_row).collect()
+    }
+
+    async fn finish_receipt(
+        &self,
+        id: &str,
+        attempt: i64,
+        update: &ReceiptUpdate,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let outcome = ReceiptOutcome {
+            id: id.to_owned(),
+            attempt,
+            update: update.clone(),
+            at: now,
+        };
+        let recorded = self.finish_receipts(std::slice::from_ref(&outcome)).await?;
+        Ok(recorded.first().copied().unwrap_or(false))
+    }
+
+    async fn finish_receipts(&self, outcomes: &[ReceiptOutcome]) -> Result<Vec<bool>, StoreError> {
+        let (mut surfaced, mut retry, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+        for outcome in outcomes {
+            match outcome.update {
+                ReceiptUpdate::Surfaced { .. } => surfaced.push(outcome),
+                ReceiptUpdate::Retry { .. } => retry.push(outcome),
+                ReceiptUpdate::Failed { .. } => failed.push(outcome),
+            }
+        }
+        let mut tx = self.delivery.begin().await?;
+        let mut recorded = std::collections::HashSet::new();
+        // Each row: (id, attempt, message_id, surfaced_at).
+        recorded.extend(
+            finish_batch(
+                &mut tx,
+                &surfaced,
+                "status = 'surfaced', message_id = v.column3, surfaced_at = v.column4, \
+                 lease_until = NULL, unverified = FALSE, backoff = FALSE",
+                |b, outcome| {
+                    if let ReceiptUpdate::Surfaced { message_id } = &outcome.update {
+                        b.push_bind(message_id.clone()).push_bind(outcome.at);
+                    }
+                },
+            )
+            .await?,
+        );
+        // Each row: (id, attempt, next_attempt_at, last_error, unverified, backoff).
+        recorded.extend(
+            finish_batch(
+                &mut tx,
+                &retry,
+                "status = 'pending', next_attempt_at = v.column3, last_error = v.column4, \
+                 unverified = v.column5, backoff = v.column6, lease_until = NULL",
+                |b, outcome| {
+                    if let ReceiptUpdate::Retry {
+                        at,
+                        error,
+                        unverified,
+                        backoff,
+                    } = &outcome.update
+                    {
+                        b.push_bind(*at)
+                            .push_bind(error.clone())
+                            .push_bind(*unverified)
+                            .push_bind(*backoff);
+                    }
+                },
+            )
+            .await?,
+        );
+        // Each row: (id, attempt, last_error).
+        recorded.extend(
+            finish_batch(
+                &mut tx,
+                &failed,
+                "status = 'failed', last_error = v.column3, lease_until = NULL, backoff = FALSE",
+                |b, outcome| {
+                    if let ReceiptUpdate::Failed { error } = &outcome.update {
+                        b.push_bind(error.clone());
+                    }
+                },
+            )
+            .await?,
+        );
+        tx.commit().await?;
+        Ok(outcomes.iter().map(|o| recorded.contains(&o.id)).collect())
+    }
+
+    async fn reclaim_expired_receipts(&self, channel: &str, now: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE receipts SET status = 'pending', lease_until = NULL, next_attempt_at = $1, unverified = TRUE, \
+             last_error = 'lease expired before the outcome of the attempt was recorded' \
+             WHERE channel = $2 AND status = 'sending' AND lease_until < $3",
+        )
+        .bind(now)
+        .bind(channel)
+        .bind(now)
+        .execute(&self.delivery)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn unverified_receipts(&self, channel: &str) -> Result<Vec<UnverifiedReceipt>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, created_at, COALESCE(attempted_at, created_at) AS attempted_at FROM receipts \
+             WHERE channel = $1 AND status = 'pending' AND unverified = TRUE",
+        )
+        .bind(channel)
+        .fetch_all(&self.delivery)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UnverifiedReceipt {
+                    id: r.try_get("id")?,
+                    created_at: r.try_get("created_at")?,
+                    attempted_at: r.try_get("attempted_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn owned_messages(&self, channels: &[String]) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let mut out = Vec::new();
+        for channel in channels {
+            let rows = sqlx::query(
+                "SELECT message_id, surfaced_at AS at FROM receipts \
+                 WHERE channel = $1 AND status = 'surfaced' AND message_id IS NOT NULL \
+                 UNION ALL SELECT message_id, COALESCE(posted_at, 0) AS at FROM task_channels \
+                 WHERE channel = $2 AND message_id IS NOT NULL",
+            )
+            .bind(channel)
+            .bind(channel)
+            .fetch_all(&self.delivery)
+            .await?;
+            for r in rows {
+                out.push((
+                    channel.clone(),
+                    r.try_get("message_id")?,
+                    r.try_get::<Option<i64>, _>("at")?.unwrap_or(0),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn owns_message(&self, channels: &[String], message_id: &str) -> Result<bool, StoreError> {
+        if channels.is_empty() {
+            return Ok(false);
+        }
+        let mut qb: QueryBuilder<Postgres> =
+            QueryBuilder::new("SELECT EXISTS (SELECT 1 FROM receipts WHERE message_id = ");
+        qb.push_bind(message_id);
+        qb.push(" AND status = 'surfaced' AND channel IN ");
+        super::push_list(&mut qb, channels);
+        qb.push(") OR EXISTS (SELECT 1 FROM task_channels WHERE message_id = ");
+        qb.push_bind(message_id);
+        qb.push(" AND channel IN ");
+        super::push_list(&mut qb, channels);
+        qb.push(")");
+        Ok(qb.build_query_scalar::<bool>().fetch_one(&self.delivery).await?)
+    }
+
+    async fn surface_unverified_receipt(
+        &self,
+        id: &str,
+        message_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE receipts SET status = 'surfaced', message_id = $1, surfaced_at = $2, unverified = FALSE, backoff = FALSE \
+             WHERE id = $3 AND status = 'pending' AND unverified = TRUE",
+        )
+        .bind(message_id)
+        .bind(now)
+        .bind(id)
+        .execute(&self.delivery)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn clear_unverified_receipts(
+        &self,
+        ids: &[String],
+        note: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        for chunk in ids.chunks(500) {
+            let mut qb: QueryBuilder<Postgres> =
+                QueryBuilder::new("UPDATE receipts SET unverified = FALSE, next_attempt_at = ");
+            qb.push_bind(now);
+            if let Some(note) = note {
+                qb.push(", last_error = ").push_bind(note);
+            }
+            qb.push(" WHERE status = 'pending' AND unverified = TRUE AND id IN ");
+            super::push_list(&mut qb, chunk);
+            qb.build().execute(&self.delivery).await?;
+        }
+        Ok(())
+    }
+
+    async fn fail_unverified_before(
+        &self,
+        channel: &str,
+        cutoff: i64,
+        error: &str,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE receipts SET status = 'failed', last_error = $1, backoff = FALSE \
+             WHERE channel = $2 AND status = 'pending' AND unverified = TRUE AND created_at < $3",
+        )
+        .bind(error)
+        .bind(channel)
+        .bind(cutoff)
+        .execute(&self.delivery)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn pull_forward(&self, channels: &[String], now: i64) -> Result<u64, StoreError> {
+        if channels.is_empty() {
+            return Ok(0);
+        }
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("UPDATE receipts SET next_attempt_at = ");
+        qb.push_bind(now);
+        qb.push(" WHERE status = 'pending' AND backoff = TRUE AND next_attempt_at > ");
+        qb.push_bind(now);
+        qb.push(" AND channel IN ");
+        super::push_list(&mut qb, channels);
+        let done = qb.build().execute(&self.delivery).await?;
+        let mut qb: QueryBuilder<Postgres> =
+            QueryBuilder::new("UPDATE task_channels SET retry_at = NULL WHERE retry_at > ");
+        qb.push_bind(now);
+        qb.push(" AND channel IN ");
+        super::push_list(&mut qb, channels);
+        qb.build().execute(&self.delivery).await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn pull_forward_one(&self, channel: &str, now: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE receipts SET next_attempt_at = $1 WHERE id = (SELECT id FROM receipts \
+             WHERE channel = $2 AND status = 'pending' AND backoff = TRUE AND next_attempt_at > $3 \
+             ORDER BY next_attempt_at LIMIT 1)",
+        )
+        .bind(now)
+        .bind(channel)
+        .bind(now)
+        .execute(&self.delivery)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn has_backoff(&self, channel: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM receipts WHERE channel = $1 AND status = 'pending' AND backoff = TRUE)",
+        )
+        .bind(channel)
+        .fetch_one(&self.delivery)
+        .await?)
+    }
+
+    async fn fail_receipts_outside(&self, known: &[String]) -> Result<u64, StoreError> {
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+            "UPDATE receipts SET status = 'failed', lease_until = NULL, backoff = FALSE, \
+             last_error = 'channel removed from config' WHERE status IN ('pending', 'sending')",
+        );
+        if !known.is_empty() {
+            qb.push(" AND channel NOT IN ");
+            super::push_list(&mut qb, known);
+        }
+        Ok(qb.build().execute(&self.delivery).await?.rows_affected())
+    }
+
+    async fn recover_receipts(&self, now: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE receipts SET status = 'pending', lease_until = NULL, next_attempt_at = $1, unverified = TRUE, \
+             last_error = 'interrupted before the outcome was recorded' \
+             WHERE status = 'sending'",
+        )
+        .bind(now)
+        .execute(&self.delivery)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn replay_receipt(&self, id: &str, now: i64) -> Result<Option<String>, StoreError> {
+        let channel: Option<String> = sqlx::query_scalar(
+            "UPDATE receipts SET status = 'pending', next_attempt_at = $1, created_at = $2, lease_until = NULL \
+             WHERE id = $3 AND status = 'failed' RETURNING channel",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&self.delivery)
+        .await?;
+        Ok(channel)
+    }
+
+    async fn receipt_status(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT status FROM receipts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.delivery)
+            .await?)
+    }
+
+    async fn next_receipt_due(&self, channel: &str, verified_only: bool) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM receipts WHERE channel = $1 AND status = 'pending' \
+             AND (NOT $2 OR unverified = FALSE)",
+        )
+        .bind(channel)
+        .bind(verified_only)
+        .fetch_one(&self.delivery)
+        .await?)
+    }
+
+    async fn next_lease_expiry(&self, channel: &str) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(lease_until) FROM receipts WHERE channel = $1 AND status = 'sending'",
+        )
+        .bind(channel)
+        .fetch_one(&self.delivery)
+        .await?)
+    }
+
+    async fn receipt_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT status, n FROM receipt_tallies")
+            .fetch_all(&self.delivery)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
+            .collect()
+    }
+}
