@@ -241,3 +241,59 @@ fn shipped_configs_are_valid() {
         assert!(out.contains(": ok"), "{out}");
     }
 }
+
+#[test]
+fn check_config_takes_a_postgres_store_without_reaching_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pg.toml");
+    // Port 9 (discard) on loopback: nothing answers there; check-config
+    // must not try.
+    let text = format!("[store]\nurl = \"postgres://herald:s3cret-pg-pass@127.0.0.1:9/herald\"\n{ROUTED}");
+    std::fs::write(&path, text).unwrap();
+    let (code, out, err) = run(
+        &["check-config", "--config", path.to_str().unwrap()],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("store postgres://herald:***@127.0.0.1:9/herald"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("s3cret-pg-pass") && !err.contains("s3cret-pg-pass"),
+        "{out}{err}"
+    );
+}
+
+#[test]
+fn check_config_rejects_a_malformed_or_unknown_store() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, expect) in [
+        (
+            "postgres://herald:s3cret-pg-pass@127.0.0.1:notaport/herald",
+            "store.url is not a valid PostgreSQL URL",
+        ),
+        (
+            "mysql://herald@127.0.0.1/herald",
+            "store.url must start with sqlite: (embedded) or postgres:",
+        ),
+    ] {
+        let path = dir.path().join("bad-store.toml");
+        std::fs::write(&path, format!("[store]\nurl = \"{url}\"\n")).unwrap();
+        let p = path.to_str().unwrap();
+        let (code, _, err) = run(&["check-config", "--config", p], dir.path(), &[]);
+        assert_eq!(code, 1, "{url}: {err}");
+        assert!(err.starts_with(&format!("{p}:2:7: {expect}")), "{url}: {err}");
+        assert!(!err.contains("s3cret-pg-pass"), "{err}");
+    }
+    let path = dir.path().join("unknown-key.toml");
+    std::fs::write(&path, "[store]\nurl = \"sqlite://h.db\"\npool_size = 4\n").unwrap();
+    let p = path.to_str().unwrap();
+    let (code, _, err) = run(&["check-config", "--config", p], dir.path(), &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.starts_with(&format!("{p}:3:1: unknown key `store.pool_size`")),
+        "{err}"
+    );
+}

@@ -36,9 +36,9 @@ impl Herald {
     async fn start(binary: &Path, extra: &str) -> Result<Herald> {
         let dir = tempfile::tempdir()?;
         let config = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 16777216\n\n[store]\nurl = \"sqlite://{}\"\n\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 16777216\n\n[store]\nurl = \"{}\"\n\n\
              [[sources]]\nname = \"bench\"\ntoken = \"bench-token\"\n\n{extra}",
-            dir.path().join("bench.db").display()
+            crate::store_url(dir.path())?
         );
         let mut h = Herald {
             binary: binary.to_owned(),

@@ -51,12 +51,12 @@ pub async fn fleet(herald: &Path, channels: usize, tasks: usize) -> Result<()> {
 
     let dir = tempfile::tempdir()?;
     let mut config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 16777216\n[store]\nurl = \"sqlite://{}\"\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 16777216\n[store]\nurl = \"{}\"\n\
          [[sources]]\nname = \"bench\"\ntoken = \"bench-token\"\n\
          [adapters.discord]\ntoken = \"dtoken\"\napi_url = \"{}\"\n\
          [adapters.slack]\ntoken = \"xoxb-t\"\napi_url = \"{}\"\n\
          [adapters.telegram]\ntoken = \"1:tg\"\napi_url = \"{}\"\n",
-        dir.path().join("bench.db").display(),
+        crate::store_url(dir.path())?,
         discord.api_url(),
         slack.api_url(),
         tg.api_url()

@@ -31,6 +31,10 @@ struct Args {
     /// The herald binary to measure.
     #[arg(long, default_value = "target/release/herald", global = true)]
     herald: PathBuf,
+    /// Run herald on PostgreSQL: the server's admin URL; every herald of
+    /// the run gets a new database there (default: SQLite in a temp dir).
+    #[arg(long, global = true, env = "HERALD_BENCH_PG_URL")]
+    postgres: Option<String>,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -153,6 +157,42 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
+/// The PostgreSQL server the run uses (`--postgres`), if any.
+pub static POSTGRES: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The store URL of the herald kept in `dir`: an SQLite file there, or a
+/// database of its own on the `--postgres` server (made with `psql` the
+/// first time; a restart on the same `dir` gets the same one).
+pub fn store_url(dir: &Path) -> Result<String> {
+    let Some(admin) = POSTGRES.get() else {
+        return Ok(format!("sqlite://{}", dir.join("bench.db").display()));
+    };
+    static MADE: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<PathBuf, String>>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut made = MADE
+        .lock()
+        .map_err(|_| anyhow::anyhow!("store URL cache poisoned"))?;
+    if let Some(url) = made.get(dir) {
+        return Ok(url.clone());
+    }
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("herald_bench_{}_{n}", std::process::id());
+    let created = std::process::Command::new("psql")
+        .arg(admin)
+        .args(["-q", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg(format!("CREATE DATABASE {name}"))
+        .status()
+        .context("could not run psql to create a bench database")?;
+    if !created.success() {
+        bail!("psql could not create database {name}");
+    }
+    let mut url = reqwest::Url::parse(admin).context("--postgres is not a URL")?;
+    url.set_path(&format!("/{name}"));
+    made.insert(dir.to_owned(), url.to_string());
+    Ok(url.to_string())
+}
+
 /// Write `config` into `dir` and start `herald serve` on it; returns the
 /// process and its base URL (read from its "listening" log line).
 async fn spawn_herald(herald: &Path, dir: &Path, config: &str) -> Result<(Child, String)> {
@@ -187,9 +227,9 @@ impl Server {
     async fn start(herald: &Path, extra: &str) -> Result<Server> {
         let dir = tempfile::tempdir()?;
         let config = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 16777216\n\n[store]\nurl = \"sqlite://{}\"\n\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 16777216\n\n[store]\nurl = \"{}\"\n\n\
              [[sources]]\nname = \"bench\"\ntoken = \"bench-token\"\n\n[channels.main]\nadapter = \"web\"\n\n{extra}",
-            dir.path().join("bench.db").display()
+            crate::store_url(dir.path())?
         );
         let (child, base) = spawn_herald(herald, dir.path(), &config).await?;
         Ok(Server {
@@ -278,6 +318,17 @@ fn ms(d: Duration) -> f64 {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(url) = &args.postgres {
+        POSTGRES
+            .set(url.clone())
+            .map_err(|_| anyhow::anyhow!("--postgres given twice"))?;
+        println!(
+            "store: PostgreSQL ({})",
+            url.split('@').next_back().unwrap_or_default()
+        );
+    } else {
+        println!("store: SQLite");
+    }
     match args.mode {
         Mode::Ingest {
             batch,

@@ -4,8 +4,10 @@
 //! transaction, so a burst of concurrent deliveries shares its commits
 //! instead of paying one each.
 
+use std::time::Duration;
+
 use tokio::sync::{mpsc, oneshot};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::store::{ReceiptOutcome, Store, StoreError};
 
@@ -13,6 +15,8 @@ use crate::store::{ReceiptOutcome, Store, StoreError};
 const QUEUE: usize = 4096;
 /// Most outcomes recorded in one transaction.
 const MAX_GROUP: usize = 512;
+/// The longest wait between tries while the store is unreachable.
+const MAX_STORE_WAIT: Duration = Duration::from_secs(2);
 
 /// Why an outcome was not recorded.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +65,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut jobs, MAX_GROUP).await > 0 {
         let outcomes: Vec<ReceiptOutcome> = jobs.iter().map(|j| j.outcome.clone()).collect();
-        match store.finish_receipts(&outcomes).await {
+        match commit(&store, &outcomes).await {
             Ok(recorded) => {
                 for (job, done) in jobs.drain(..).zip(recorded) {
                     // An actor that was stopped no longer waits; the
@@ -79,6 +83,38 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
                     let _gone = job.reply.send(answer).is_err();
                 }
             }
+        }
+    }
+}
+
+/// Record a group, trying again for as long as the store is unreachable:
+/// the outcomes are known and only this process holds them, so waiting
+/// for the store costs latency, while giving up would leave each receipt
+/// to its lease (minutes). Retrying is safe because every write is fenced
+/// by its attempt. Errors that another try cannot fix are returned.
+async fn commit(store: &Store, outcomes: &[ReceiptOutcome]) -> Result<Vec<bool>, StoreError> {
+    let mut wait = Duration::from_millis(50);
+    let mut failures = 0u32;
+    loop {
+        match store.finish_receipts(outcomes).await {
+            Ok(recorded) => {
+                if failures > 0 {
+                    info!(
+                        outcomes = outcomes.len(),
+                        failures, "store reachable again; delivery outcomes recorded"
+                    );
+                }
+                return Ok(recorded);
+            }
+            Err(e) if e.is_transient() => {
+                if failures == 0 {
+                    warn!(error = %e, outcomes = outcomes.len(), "store unreachable; holding delivery outcomes until it answers");
+                }
+                failures += 1;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_STORE_WAIT);
+            }
+            Err(e) => return Err(e),
         }
     }
 }

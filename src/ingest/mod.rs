@@ -122,6 +122,10 @@ async fn ingest(state: AppState, request: Request<axum::body::Body>) -> Result<R
         writer::CommitError::Stopped => {
             ApiError::unavailable("herald is shutting down; nothing was stored, send the batch again")
         }
+        writer::CommitError::Store(e) if e.is_transient() => {
+            tracing::warn!(error = %e, "events were not stored: the store is unreachable");
+            ApiError::unavailable("the store is unreachable; nothing was stored, send the batch again")
+        }
         writer::CommitError::Store(e) => ApiError::internal("events were not stored", e),
     })?;
     Ok(error::ok(

@@ -51,6 +51,38 @@ pub enum StoreError {
     Conflict(&'static str),
 }
 
+impl StoreError {
+    /// Whether trying the same write again later can succeed: the
+    /// connection was lost or refused, the pool found none in time, the
+    /// server is restarting, or the transaction lost a serialisation or
+    /// lock conflict. Decided from sqlx's error kinds and the database's
+    /// own error codes (SQLSTATE on PostgreSQL, result codes on SQLite).
+    pub fn is_transient(&self) -> bool {
+        let StoreError::Database(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                // PostgreSQL: connection exceptions (08…), server shutting
+                // down or starting (57P01–57P03), serialisation failure and
+                // deadlock (40001, 40P01). SQLite: BUSY (5, and its extended
+                // 261, 517) and LOCKED (6).
+                code.starts_with("08")
+                    || matches!(
+                        &*code,
+                        "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "5" | "261" | "517" | "6"
+                    )
+            }),
+            _ => false,
+        }
+    }
+}
+
 /// Opening and closing a backend.
 #[async_trait::async_trait]
 pub trait Lifecycle: Send + Sync {
