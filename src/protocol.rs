@@ -488,4 +488,37 @@ mod tests {
         v["recoverable"] = json!(true);
         assert_eq!(parse_event(v).unwrap().state.class(), StateClass::Attention);
     }
+
+    /// The store keeps events as their normalised JSON and types them
+    /// again with `parse_event`: every state, with every field, must come
+    /// back equal.
+    #[test]
+    fn the_stored_form_parses_back_to_the_same_event() {
+        let samples = [
+            json!({"state": "queued"}),
+            json!({"state": "leased", "lease_expires_at": "2026-06-12T17:10:00Z"}),
+            json!({"state": "starting"}),
+            json!({"state": "running", "extra": {"labels": {"team": "infra"}, "note": [1, 2]}}),
+            json!({"state": "model_wait", "model": "m-1"}),
+            json!({"state": "running_tool", "tool": "cargo test", "call_id": "c1"}),
+            json!({"state": "heartbeat", "cpu_percent": 12.5, "memory_mb": 300.0}),
+            json!({"state": "artifact", "kind": "log", "path": "/a", "checksum": "x", "mime_type": "text/plain", "size_bytes": 12}),
+            json!({"state": "interrupted", "signal": "SIGTERM"}),
+            json!({"state": "stale", "last_heartbeat_at": "2026-06-12T17:00:00Z"}),
+            json!({"state": "restarted", "restart_count": 2}),
+            json!({"state": "escalated", "channel": "oncall", "alert_id": "a1"}),
+            json!({"state": "completed", "exit_code": 0, "summary": "ok"}),
+            json!({"state": "failed", "reason": "oom", "recoverable": true}),
+            json!({"state": "cancelled", "cancelled_by": "alice"}),
+        ];
+        for sample in samples {
+            let mut v = base(sample["state"].as_str().unwrap());
+            v.as_object_mut()
+                .unwrap()
+                .extend(sample.as_object().unwrap().clone());
+            let event = parse_event(v).unwrap();
+            let stored = serde_json::to_value(&event).unwrap();
+            assert_eq!(parse_event(stored).unwrap(), event, "{sample}");
+        }
+    }
 }

@@ -4,8 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use chrono::SecondsFormat;
 use herald_messaging::{Field, IdempotencyKey, MessageKind, Outbound, Severity, Subject};
-use serde_json::Value;
+
+use crate::protocol::{FleetWorkerEvent, WorkerState};
 
 /// What a message is about: the task's identity and displayed event.
 #[derive(Debug, Clone, Copy)]
@@ -16,8 +18,8 @@ pub struct TaskView<'a> {
     pub worker_id: &'a str,
     /// Task id.
     pub task_id: &'a str,
-    /// The event to show (normalised JSON).
-    pub event: &'a Value,
+    /// The event to show.
+    pub event: &'a FleetWorkerEvent,
     /// Unix ms of the task's first event.
     pub first_seen_at: i64,
     /// Unix ms of the moment shown (last update, or now for a live view).
@@ -47,17 +49,17 @@ fn message(
     time_label: &str,
     key: Option<IdempotencyKey>,
 ) -> Outbound {
-    let state = str_field(view.event, "state").unwrap_or("unknown");
+    let state = view.event.state.name();
     let mut fields = identity_fields(view);
     fields.push(field(time_label, format_elapsed(view.as_of - view.first_seen_at)));
-    fields.extend(detail_fields(view.event));
+    fields.extend(detail_fields(&view.event.state));
     Outbound {
         kind,
         title: title(view),
         state: state_words(state),
-        severity: severity(view.event),
+        severity: severity(&view.event.state),
         fields,
-        body: body(view.event),
+        body: body(&view.event.state),
         idempotency_key: key,
         subject: Some(Subject {
             run_id: view.run_id.to_owned(),
@@ -65,7 +67,7 @@ fn message(
             task_id: view.task_id.to_owned(),
             state: state.to_owned(),
             labels: view.labels.clone(),
-            occurred_at: str_field(view.event, "timestamp").map(str::to_owned),
+            occurred_at: Some(view.event.timestamp.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
         }),
     }
 }
@@ -89,59 +91,56 @@ fn field(name: &str, value: String) -> Field {
     }
 }
 
-fn str_field<'a>(event: &'a Value, name: &str) -> Option<&'a str> {
-    event.get(name).and_then(Value::as_str)
-}
-
 /// A state name in words: `running_tool` → `running tool`.
 pub fn state_words(state: &str) -> String {
     state.replace('_', " ")
 }
 
-fn severity(event: &Value) -> Severity {
-    match str_field(event, "state") {
-        Some("completed") => Severity::Success,
-        Some("cancelled") => Severity::Neutral,
-        Some("failed") if event.get("recoverable").and_then(Value::as_bool) == Some(true) => {
-            Severity::Attention
-        }
-        Some("failed") => Severity::Failure,
-        Some("interrupted" | "stale" | "restarted" | "escalated") => Severity::Attention,
+fn severity(state: &WorkerState) -> Severity {
+    match state {
+        WorkerState::Completed { .. } => Severity::Success,
+        WorkerState::Cancelled { .. } => Severity::Neutral,
+        WorkerState::Failed {
+            recoverable: true, ..
+        } => Severity::Attention,
+        WorkerState::Failed { .. } => Severity::Failure,
+        WorkerState::Interrupted { .. }
+        | WorkerState::Stale { .. }
+        | WorkerState::Restarted { .. }
+        | WorkerState::Escalated { .. } => Severity::Attention,
         _ => Severity::Progress,
     }
 }
 
-fn body(event: &Value) -> Option<String> {
-    str_field(event, "summary")
-        .or_else(|| str_field(event, "reason"))
-        .map(str::to_owned)
+fn body(state: &WorkerState) -> Option<String> {
+    match state {
+        WorkerState::Completed { summary, .. } => summary.clone(),
+        WorkerState::Failed { reason, .. } => Some(reason.clone()),
+        _ => None,
+    }
 }
 
-fn detail_fields(event: &Value) -> Vec<Field> {
+fn detail_fields(state: &WorkerState) -> Vec<Field> {
     let mut out = Vec::new();
-    let mut push = |name: &str, key: &str| {
-        if let Some(v) = event.get(key) {
-            let text = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            out.push(field(name, text));
+    let mut push = |name: &str, value: Option<String>| {
+        if let Some(value) = value {
+            out.push(field(name, value));
         }
     };
-    match str_field(event, "state") {
-        Some("running_tool") => push("tool", "tool"),
-        Some("model_wait") => push("model", "model"),
-        Some("artifact") => {
-            push("artifact", "path");
-            push("kind", "kind");
+    match state {
+        WorkerState::RunningTool { tool, .. } => push("tool", Some(tool.clone())),
+        WorkerState::ModelWait { model } => push("model", model.clone()),
+        WorkerState::Artifact { kind, path, .. } => {
+            push("artifact", Some(path.clone()));
+            push("kind", Some(kind.clone()));
         }
-        Some("interrupted") => push("signal", "signal"),
-        Some("stale") => push("last heartbeat", "last_heartbeat_at"),
-        Some("restarted") => push("restarts", "restart_count"),
-        Some("escalated") => push("escalated to", "channel"),
-        Some("completed") => push("exit code", "exit_code"),
-        Some("cancelled") => push("cancelled by", "cancelled_by"),
-        Some("leased") => push("lease expires", "lease_expires_at"),
+        WorkerState::Interrupted { signal } => push("signal", signal.clone()),
+        WorkerState::Stale { last_heartbeat_at } => push("last heartbeat", last_heartbeat_at.clone()),
+        WorkerState::Restarted { restart_count } => push("restarts", Some(restart_count.to_string())),
+        WorkerState::Escalated { channel, .. } => push("escalated to", Some(channel.clone())),
+        WorkerState::Completed { exit_code, .. } => push("exit code", exit_code.map(|c| c.to_string())),
+        WorkerState::Cancelled { cancelled_by } => push("cancelled by", cancelled_by.clone()),
+        WorkerState::Leased { lease_expires_at } => push("lease expires", lease_expires_at.clone()),
         _ => {}
     }
     out
@@ -163,11 +162,21 @@ pub fn format_elapsed(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::parse_event;
     use serde_json::json;
+
+    fn event(fields: serde_json::Value) -> FleetWorkerEvent {
+        let mut body = json!({"seq": 9, "run_id": "r", "worker_id": "w", "task_id": "t",
+                              "timestamp": "2026-12-01T00:00:00Z"});
+        if let (Some(b), serde_json::Value::Object(f)) = (body.as_object_mut(), fields) {
+            b.extend(f);
+        }
+        parse_event(body).expect("a valid event")
+    }
 
     #[test]
     fn terminal_names_task_state_and_summary() {
-        let event = json!({"state": "failed", "reason": "out of memory", "seq": 9});
+        let event = event(json!({"state": "failed", "reason": "out of memory"}));
         let view = TaskView {
             run_id: "nightly-7",
             worker_id: "worker-a",
@@ -185,11 +194,13 @@ mod tests {
         let text = msg.plain_text();
         assert!(text.contains("nightly-7") && text.contains("1m 15s"), "{text}");
         assert_eq!(msg.idempotency_key, Some(IdempotencyKey("hr1".into())));
+        let subject = msg.subject.expect("a subject");
+        assert_eq!(subject.occurred_at.as_deref(), Some("2026-12-01T00:00:00Z"));
     }
 
     #[test]
     fn progress_shows_tool() {
-        let event = json!({"state": "running_tool", "tool": "cargo test"});
+        let event = event(json!({"state": "running_tool", "tool": "cargo test"}));
         let view = TaskView {
             run_id: "r",
             worker_id: "w",

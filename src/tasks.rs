@@ -12,8 +12,6 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
 use crate::protocol::FleetWorkerEvent;
 
 /// The current state of one worker task.
@@ -27,8 +25,8 @@ pub struct TaskState {
     pub max_seq: i64,
     /// Whether the task has ended.
     pub terminal: bool,
-    /// The normalised JSON of the event shown.
-    pub display: Value,
+    /// The event shown.
+    pub display: FleetWorkerEvent,
     /// `extra.labels` merged over all events, later events winning.
     pub labels: BTreeMap<String, String>,
     /// Bumped every time what is shown changes; progress messages are
@@ -53,7 +51,7 @@ pub struct Applied {
 
 impl TaskState {
     /// The state of a task created by its first event.
-    pub fn new(event: &FleetWorkerEvent, event_json: &Value, now_ms: i64) -> Self {
+    pub fn new(event: &FleetWorkerEvent, now_ms: i64) -> Self {
         let heartbeat = event.state.is_heartbeat();
         TaskState {
             state: event.state.name().to_owned(),
@@ -62,7 +60,7 @@ impl TaskState {
             state_seq: if heartbeat { -1 } else { event.seq },
             max_seq: event.seq,
             terminal: event.state.is_terminal(),
-            display: event_json.clone(),
+            display: event.clone(),
             labels: event.labels(),
             version: 1,
             first_seen_at: now_ms,
@@ -73,7 +71,7 @@ impl TaskState {
 
     /// Apply a later-arriving event (never a duplicate: the journal filters
     /// those out before).
-    pub fn apply(&mut self, event: &FleetWorkerEvent, event_json: &Value, now_ms: i64) -> Applied {
+    pub fn apply(&mut self, event: &FleetWorkerEvent, now_ms: i64) -> Applied {
         self.max_seq = self.max_seq.max(event.seq);
         self.updated_at = self.updated_at.max(now_ms);
         for (k, v) in event.labels() {
@@ -83,7 +81,7 @@ impl TaskState {
             return Applied::default();
         }
         if event.state.is_terminal() {
-            self.show(event, event_json);
+            self.show(event);
             self.terminal = true;
             return Applied {
                 display_changed: true,
@@ -95,7 +93,7 @@ impl TaskState {
             return Applied::default();
         }
         if event.seq > self.state_seq {
-            self.show(event, event_json);
+            self.show(event);
             return Applied {
                 display_changed: true,
                 became_terminal: false,
@@ -104,10 +102,10 @@ impl TaskState {
         Applied::default()
     }
 
-    fn show(&mut self, event: &FleetWorkerEvent, event_json: &Value) {
+    fn show(&mut self, event: &FleetWorkerEvent) {
         self.state = event.state.name().to_owned();
         self.state_seq = event.seq;
-        self.display = event_json.clone();
+        self.display = event.clone();
         self.version += 1;
     }
 }
@@ -129,15 +127,13 @@ mod tests {
         "cancelled",
     ];
 
-    fn event(seq: i64, state: &str) -> (FleetWorkerEvent, Value) {
+    fn event(seq: i64, state: &str) -> FleetWorkerEvent {
         let mut v = json!({"seq": seq, "run_id": "r", "worker_id": "w", "task_id": "t",
             "timestamp": "2026-01-01T00:00:00Z", "state": state});
         if state == "failed" {
             v["reason"] = json!("boom");
         }
-        let ev = parse_event(v).unwrap();
-        let json = serde_json::to_value(&ev).unwrap();
-        (ev, json)
+        parse_event(v).unwrap()
     }
 
     /// Replays events through the journal's duplicate filter and the state
@@ -149,11 +145,11 @@ mod tests {
             if !seen.insert(*seq) {
                 continue;
             }
-            let (ev, json) = event(*seq, name);
+            let ev = event(*seq, name);
             match &mut state {
-                None => state = Some(TaskState::new(&ev, &json, i as i64)),
+                None => state = Some(TaskState::new(&ev, i as i64)),
                 Some(s) => {
-                    s.apply(&ev, &json, i as i64);
+                    s.apply(&ev, i as i64);
                 }
             }
         }

@@ -30,7 +30,6 @@ fn free_port() -> u16 {
 /// connection dropped, the port closed) and restored.
 struct Relay {
     port: u16,
-    upstream: Option<String>,
     accept: Option<JoinHandle<()>>,
     links: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
@@ -39,14 +38,12 @@ impl Relay {
     fn new(port: u16) -> Relay {
         Relay {
             port,
-            upstream: None,
             accept: None,
             links: Arc::default(),
         }
     }
 
     async fn open(&mut self, upstream: &str) {
-        self.upstream = Some(upstream.to_owned());
         let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
         let upstream = upstream.to_owned();
         let links = self.links.clone();
@@ -237,11 +234,9 @@ async fn herald_waits_for_postgres_and_loses_no_accepted_event_when_it_goes_away
     // The server appears: herald connects, migrates and serves.
     relay.open(&format!("127.0.0.1:{pg_port}")).await;
     herald.ready_within(Duration::from_secs(30)).await;
-    let mut sent: Vec<String> = Vec::new();
     let mut accepted: Vec<String> = Vec::new();
     for i in 0..5 {
         let task = format!("before-{i}");
-        sent.push(task.clone());
         if herald
             .post(&json!([event("r", "w", &task, 1, "completed", json!({}))]))
             .await

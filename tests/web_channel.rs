@@ -98,8 +98,12 @@ async fn one_progress_message_per_task_edited_in_place_and_one_terminal_notifica
     assert_eq!(terminal["w1 · b"][0]["body"]["state"], "failed");
     assert_eq!(terminal["w1 · b"][0]["body"]["body"], "3 tests failed");
 
-    let (_, body) = h.get("/v1/deliveries?status=surfaced").await;
-    assert_eq!(body["deliveries"].as_array().unwrap().len(), 2);
+    // Each message is committed before its receipt's outcome.
+    h.wait_for("both receipts surfaced", Duration::from_secs(10), || async {
+        let (_, body) = h.get("/v1/deliveries?status=surfaced").await;
+        (body["deliveries"].as_array()?.len() == 2).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -275,8 +279,13 @@ async fn kill_9_during_delivery_loses_nothing_and_duplicates_nothing() {
     for (title, msgs) in progress {
         assert_eq!(msgs.len(), 1, "{title}: progress message re-posted");
     }
-    let (_, body) = h.get("/v1/deliveries?status=surfaced&limit=1000").await;
-    assert_eq!(body["deliveries"].as_array().unwrap().len(), tasks as usize);
+    // The web message is committed before the receipt's outcome (two
+    // transactions): wait for the receipts to say surfaced too.
+    h.wait_for("every receipt surfaced", Duration::from_secs(10), || async {
+        let (_, body) = h.get("/v1/deliveries?status=surfaced&limit=1000").await;
+        (body["deliveries"].as_array()?.len() == tasks as usize).then_some(())
+    })
+    .await;
     let checked = h
         .log
         .lock()

@@ -10,8 +10,6 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use serde_json::Value;
-
 use crate::protocol::FleetWorkerEvent;
 use crate::routing::RoutingInput;
 use crate::tasks::TaskState;
@@ -66,9 +64,7 @@ pub struct PendingEvent<'e> {
     pub request: usize,
     /// The event as parsed.
     pub event: &'e FleetWorkerEvent,
-    /// Its normalised JSON (what the task shows).
-    pub json: Value,
-    /// `json` as text: the journal row's body.
+    /// Its normalised JSON text: the journal row's body.
     pub body: String,
 }
 
@@ -232,14 +228,8 @@ impl<'e> Batch<'e> {
                 if keys_seen.insert((r, w, t)) {
                     task_keys.push(task_key(event));
                 }
-                let json = serde_json::to_value(event)?;
-                let body = json.to_string();
-                pending.push(PendingEvent {
-                    request,
-                    event,
-                    json,
-                    body,
-                });
+                let body = serde_json::to_string(event)?;
+                pending.push(PendingEvent { request, event, body });
             }
         }
         Ok(Batch {
@@ -310,7 +300,7 @@ impl<'e> Batch<'e> {
                             terminal_routes: Vec::new(),
                         }),
                         None => {
-                            let state = TaskState::new(p.event, &p.json, now);
+                            let state = TaskState::new(p.event, now);
                             let channels = route(&routing_input(p.event, &state));
                             if channels.is_empty() {
                                 plan.unrouted_tasks += 1;
@@ -336,7 +326,7 @@ impl<'e> Batch<'e> {
                 }
             };
             let task = &mut working[slot];
-            let applied = task.state.apply(p.event, &p.json, now);
+            let applied = task.state.apply(p.event, now);
             task.display_changed |= applied.display_changed;
             if applied.became_terminal {
                 task.terminal_seq = Some(p.event.seq);
@@ -439,10 +429,9 @@ mod tests {
     }
 
     fn stored(id: i64, event: &FleetWorkerEvent, channels: Vec<RoutedChannel>) -> StoredTask {
-        let json = serde_json::to_value(event).unwrap();
         StoredTask {
             id,
-            state: TaskState::new(event, &json, 1),
+            state: TaskState::new(event, 1),
             channels,
         }
     }

@@ -45,6 +45,9 @@ pub enum StoreError {
     /// A stored JSON document did not parse.
     #[error("stored JSON is corrupt: {0}")]
     Json(#[from] serde_json::Error),
+    /// A stored event is no longer a valid event.
+    #[error("stored event is invalid: {0}")]
+    Event(#[from] crate::protocol::FieldError),
     /// A write found the database in a state its transaction's locks
     /// should have ruled out; nothing of the transaction was kept.
     #[error("write conflict: {0}")]
@@ -135,6 +138,12 @@ impl Deref for Store {
 /// Current time as Unix milliseconds, the unit of every stored time.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// An event as stored (its normalised JSON), typed again through the
+/// same parser ingest uses.
+pub(crate) fn decode_event(text: &str) -> Result<crate::protocol::FleetWorkerEvent, StoreError> {
+    Ok(crate::protocol::parse_event(serde_json::from_str(text)?)?)
 }
 
 /// Whether `url` names a PostgreSQL database (else it is SQLite).

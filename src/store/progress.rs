@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use crate::protocol::FleetWorkerEvent;
 
 /// One progress message that needs posting or editing, with the task state
 /// to render into it.
@@ -32,8 +32,8 @@ pub struct ProgressJob {
     pub task_id: String,
     /// Displayed state.
     pub state: String,
-    /// The displayed event's JSON.
-    pub display: Value,
+    /// The displayed event.
+    pub display: FleetWorkerEvent,
     /// The task's labels.
     pub labels: BTreeMap<String, String>,
     /// Unix ms of the first event (for elapsed time).

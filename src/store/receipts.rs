@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use crate::protocol::FleetWorkerEvent;
 
 /// A receipt claimed for one delivery attempt, with what to render.
 #[derive(Debug, Clone)]
@@ -27,8 +27,8 @@ pub struct ClaimedReceipt {
     pub worker_id: String,
     /// Task id.
     pub task_id: String,
-    /// The terminal event's JSON.
-    pub event: Value,
+    /// The terminal event.
+    pub event: FleetWorkerEvent,
     /// Unix ms of the task's first event (for the duration).
     pub first_seen_at: i64,
     /// The task's labels.

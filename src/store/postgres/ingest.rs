@@ -136,7 +136,7 @@ async fn load_tasks(
             state_seq: row.try_get("state_seq")?,
             max_seq: row.try_get("max_seq")?,
             terminal: row.try_get("terminal")?,
-            display: serde_json::from_str(&display)?,
+            display: crate::store::decode_event(&display)?,
             labels: serde_json::from_str(&labels)?,
             version: row.try_get("version")?,
             first_seen_at: row.try_get("first_seen_at")?,
@@ -255,7 +255,7 @@ async fn write_tasks(
         c.state_seqs.push(task.state.state_seq);
         c.max_seqs.push(task.state.max_seq);
         c.terminals.push(task.state.terminal);
-        c.displays.push(task.state.display.to_string());
+        c.displays.push(serde_json::to_string(&task.state.display)?);
         c.labels.push(serde_json::to_string(&task.state.labels)?);
         c.versions.push(task.state.version);
         c.first_seen.push(task.state.first_seen_at);

@@ -70,7 +70,7 @@ impl ProgressStore for PgStore {
                     worker_id: r.try_get("worker_id")?,
                     task_id: r.try_get("task_id")?,
                     state: r.try_get("state")?,
-                    display: serde_json::from_str(&display)?,
+                    display: crate::store::decode_event(&display)?,
                     first_seen_at: r.try_get("first_seen_at")?,
                     updated_at: r.try_get("updated_at")?,
                     terminal: r.try_get("terminal")?,

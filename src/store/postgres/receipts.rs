@@ -29,7 +29,7 @@ fn claimed_from_row(row: &PgRow) -> Result<ClaimedReceipt, StoreError> {
         run_id: row.try_get("run_id")?,
         worker_id: row.try_get("worker_id")?,
         task_id: row.try_get("task_id")?,
-        event: serde_json::from_str(&body)?,
+        event: crate::store::decode_event(&body)?,
         first_seen_at: row.try_get("first_seen_at")?,
         labels: serde_json::from_str(&labels)?,
     })

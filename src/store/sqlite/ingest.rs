@@ -139,7 +139,7 @@ async fn load_tasks(
                 state_seq: row.try_get("state_seq")?,
                 max_seq: row.try_get("max_seq")?,
                 terminal: row.try_get("terminal")?,
-                display: serde_json::from_str(&display)?,
+                display: crate::store::decode_event(&display)?,
                 labels: serde_json::from_str(&labels)?,
                 version: row.try_get("version")?,
                 first_seen_at: row.try_get("first_seen_at")?,
@@ -201,14 +201,15 @@ async fn upsert_tasks(
 ) -> Result<(), StoreError> {
     let mut rows = Vec::with_capacity(plan.tasks.len());
     for (task, id) in plan.tasks.iter().zip(ids) {
-        rows.push((task, *id, serde_json::to_string(&task.state.labels)?));
+        let display = serde_json::to_string(&task.state.display)?;
+        rows.push((task, *id, serde_json::to_string(&task.state.labels)?, display));
     }
     for chunk in rows.chunks(CHUNK / 2) {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO tasks (id, run_id, worker_id, task_id, state, state_seq, max_seq, terminal, display, \
              labels, version, first_seen_at, updated_at, last_heartbeat_at) ",
         );
-        qb.push_values(chunk, |mut b, (t, id, labels)| {
+        qb.push_values(chunk, |mut b, (t, id, labels, display)| {
             let (run, worker, task) = &t.key;
             b.push_bind(*id)
                 .push_bind(run.clone())
@@ -218,7 +219,7 @@ async fn upsert_tasks(
                 .push_bind(t.state.state_seq)
                 .push_bind(t.state.max_seq)
                 .push_bind(t.state.terminal)
-                .push_bind(t.state.display.to_string())
+                .push_bind(display.clone())
                 .push_bind(labels.clone())
                 .push_bind(t.state.version)
                 .push_bind(t.state.first_seen_at)

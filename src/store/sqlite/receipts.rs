@@ -25,8 +25,8 @@ struct ReceiptDoc {
 }
 
 impl ReceiptDoc {
-    fn into_claimed(self) -> ClaimedReceipt {
-        ClaimedReceipt {
+    fn into_claimed(self) -> Result<ClaimedReceipt, StoreError> {
+        Ok(ClaimedReceipt {
             id: self.id,
             channel: self.channel,
             attempts: self.attempts,
@@ -35,10 +35,10 @@ impl ReceiptDoc {
             run_id: self.run_id,
             worker_id: self.worker_id,
             task_id: self.task_id,
-            event: self.event,
+            event: crate::protocol::parse_event(self.event)?,
             first_seen_at: self.first_seen_at,
             labels: self.labels,
-        }
+        })
     }
 }
 
@@ -123,7 +123,10 @@ impl ReceiptStore for SqliteStore {
         super::push_list(&mut qb, ids);
         let rows: String = qb.build().fetch_one(&self.delivery).await?.try_get("rows")?;
         let rows: Vec<ReceiptDoc> = serde_json::from_str(&rows)?;
-        let mut out: Vec<ClaimedReceipt> = rows.into_iter().map(ReceiptDoc::into_claimed).collect();
+        let mut out = rows
+            .into_iter()
+            .map(ReceiptDoc::into_claimed)
+            .collect::<Result<Vec<_>, _>>()?;
         out.sort_by_key(|r| r.created_at);
         Ok(out)
     }
