@@ -2,6 +2,9 @@
 
 use std::collections::HashMap;
 
+use super::StoreError;
+use super::columns::Columns;
+
 /// A rate budget window as kept in the store, in Unix milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeptWindow {
@@ -11,7 +14,16 @@ pub struct KeptWindow {
     pub paused_until: Option<i64>,
 }
 
-use super::StoreError;
+/// A kept window and its key from a row of `budget_windows`.
+pub(crate) fn kept_window_from(r: &impl Columns) -> Result<(String, KeptWindow), StoreError> {
+    Ok((
+        r.text("key")?,
+        KeptWindow {
+            sends: r.json("sends")?,
+            paused_until: r.maybe_int("paused_until")?,
+        },
+    ))
+}
 
 /// Rate budget windows kept across restarts (platforms that enforce their limits).
 #[async_trait::async_trait]

@@ -10,6 +10,7 @@
 
 mod budgets;
 mod channels;
+mod columns;
 mod ids;
 mod ingest;
 mod postgres;

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use super::StoreError;
+use super::columns::Columns;
 use crate::protocol::FleetWorkerEvent;
 
 /// One progress message that needs posting or editing, with the task state
@@ -91,7 +93,39 @@ pub enum ProgressWrite {
     },
 }
 
-use super::StoreError;
+/// A [`ProgressJob`] from a row with the task and handle columns.
+pub(crate) fn progress_job_from(r: &impl Columns, channel: &str) -> Result<ProgressJob, StoreError> {
+    Ok(ProgressJob {
+        labels: r.json("labels")?,
+        task: r.int("task")?,
+        channel: channel.to_owned(),
+        message_id: r.maybe_text("message_id")?,
+        version: r.int("version")?,
+        post_key: r.text("post_key")?,
+        post_started: r.flag("post_started")?,
+        shown_hash: r.maybe_int("shown_hash")?,
+        run_id: r.text("run_id")?,
+        worker_id: r.text("worker_id")?,
+        task_id: r.text("task_id")?,
+        state: r.text("state")?,
+        display: super::decode_event(&r.text("display")?)?,
+        first_seen_at: r.int("first_seen_at")?,
+        updated_at: r.int("updated_at")?,
+        terminal: r.flag("terminal")?,
+        failures: r.int("failures")?,
+    })
+}
+
+/// A [`StartedPost`] from a row.
+pub(crate) fn started_post_from(r: &impl Columns) -> Result<StartedPost, StoreError> {
+    Ok(StartedPost {
+        task: r.int("task")?,
+        post_key: r.text("post_key")?,
+        first_seen_at: r.int("first_seen_at")?,
+        started_at: r.int("started_at")?,
+        body: r.maybe_text("post_body")?,
+    })
+}
 
 /// Live progress messages: which are due, and the versioned writes that record them.
 #[async_trait::async_trait]

@@ -3,6 +3,9 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use super::StoreError;
+use super::columns::Columns;
+
 /// A worker task as `GET /v1/workers` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkerRow {
@@ -76,7 +79,58 @@ pub struct ReceiptRow {
     pub state: String,
 }
 
-use super::StoreError;
+/// A [`WorkerRow`] from a row of tasks with their channels joined by U+001F.
+pub(crate) fn worker_row_from(r: &impl Columns) -> Result<WorkerRow, StoreError> {
+    Ok(WorkerRow {
+        run_id: r.text("run_id")?,
+        worker_id: r.text("worker_id")?,
+        task_id: r.text("task_id")?,
+        state: r.text("state")?,
+        seq: r.int("state_seq")?,
+        max_seq: r.int("max_seq")?,
+        terminal: r.flag("terminal")?,
+        labels: r.json("labels")?,
+        event: r.json("display")?,
+        channels: r
+            .maybe_text("channels")?
+            .map(|c| c.split('\u{1f}').map(str::to_owned).collect())
+            .unwrap_or_default(),
+        first_seen_at: r.int("first_seen_at")?,
+        updated_at: r.int("updated_at")?,
+        last_heartbeat_at: r.maybe_int("last_heartbeat_at")?,
+    })
+}
+
+/// A [`JournalEntry`] from a row of events.
+pub(crate) fn journal_entry_from(r: &impl Columns) -> Result<JournalEntry, StoreError> {
+    Ok(JournalEntry {
+        id: r.int("id")?,
+        received_at: r.int("received_at")?,
+        event: r.json("body")?,
+    })
+}
+
+/// A [`ReceiptRow`] from a row of receipts joined to their task and event.
+pub(crate) fn receipt_row_from(r: &impl Columns) -> Result<ReceiptRow, StoreError> {
+    let status = r.text("status")?;
+    let pending = status == "pending";
+    let next = r.int("next_attempt_at")?;
+    Ok(ReceiptRow {
+        id: r.text("id")?,
+        channel: r.text("channel")?,
+        status,
+        attempts: r.int("attempts")?,
+        last_error: r.maybe_text("last_error")?,
+        next_attempt_at: pending.then_some(next),
+        created_at: r.int("created_at")?,
+        surfaced_at: r.maybe_int("surfaced_at")?,
+        message_id: r.maybe_text("message_id")?,
+        run_id: r.text("run_id")?,
+        worker_id: r.text("worker_id")?,
+        task_id: r.text("task_id")?,
+        state: r.text("state")?,
+    })
+}
 
 /// Read-only views for the HTTP API.
 #[async_trait::async_trait]

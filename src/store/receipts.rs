@@ -6,7 +6,18 @@
 
 use std::collections::BTreeMap;
 
+use super::StoreError;
+use super::columns::Columns;
 use crate::protocol::FleetWorkerEvent;
+
+/// An [`UnverifiedReceipt`] from a row.
+pub(crate) fn unverified_from(r: &impl Columns) -> Result<UnverifiedReceipt, StoreError> {
+    Ok(UnverifiedReceipt {
+        id: r.text("id")?,
+        created_at: r.int("created_at")?,
+        attempted_at: r.int("attempted_at")?,
+    })
+}
 
 /// A receipt claimed for one delivery attempt, with what to render.
 #[derive(Debug, Clone)]
@@ -85,8 +96,6 @@ pub struct ReceiptOutcome {
     /// Unix ms of the answer.
     pub at: i64,
 }
-
-use super::StoreError;
 
 /// Terminal receipts: claims, fenced outcomes, leases, reconciliation, replay.
 #[async_trait::async_trait]

@@ -5,6 +5,9 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use super::StoreError;
+use super::columns::Columns;
+
 /// One message of a web channel.
 #[derive(Debug, Clone, Serialize)]
 pub struct WebMessageRow {
@@ -20,7 +23,16 @@ pub struct WebMessageRow {
     pub updated_at: i64,
 }
 
-use super::StoreError;
+/// A [`WebMessageRow`] of `channel` from a row of web messages.
+pub(crate) fn web_message_from(r: &impl Columns, channel: &str) -> Result<WebMessageRow, StoreError> {
+    Ok(WebMessageRow {
+        id: r.int("id")?,
+        channel: channel.to_owned(),
+        body: r.json("body")?,
+        created_at: r.int("created_at")?,
+        updated_at: r.int("updated_at")?,
+    })
+}
 
 /// Messages of herald's own web channel.
 #[async_trait::async_trait]

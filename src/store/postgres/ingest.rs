@@ -11,12 +11,9 @@ use std::collections::{HashMap, HashSet};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::PgStore;
-use crate::ingest::plan::{
-    Batch, EventKey, IngestPlan, IngestResult, Route, RoutedChannel, Snapshot, StoredTask, TaskKey,
-};
-use crate::store::ingest::IngestStore;
+use crate::ingest::plan::{Batch, EventKey, IngestPlan, IngestResult, Route, Snapshot, StoredTask, TaskKey};
+use crate::store::ingest::{IngestStore, stored_task_from};
 use crate::store::{StoreError, new_progress_key, new_receipt_id, now_ms};
-use crate::tasks::TaskState;
 
 #[async_trait::async_trait]
 impl IngestStore for PgStore {
@@ -98,10 +95,6 @@ async fn known_events(
     Ok(known)
 }
 
-/// A task's routed channels as `load_tasks` aggregates them.
-#[derive(serde::Deserialize)]
-struct ChannelDoc(String, bool);
-
 async fn load_tasks(
     tx: &mut Transaction<'_, Postgres>,
     keys: &[TaskKey],
@@ -122,39 +115,8 @@ async fn load_tasks(
     .await?;
     let mut out = HashMap::with_capacity(rows.len());
     for row in rows {
-        let key: TaskKey = (
-            row.try_get("run_id")?,
-            row.try_get("worker_id")?,
-            row.try_get("task_id")?,
-        );
-        let display: String = row.try_get("display")?;
-        let labels: String = row.try_get("labels")?;
-        let channels: String = row.try_get("channels")?;
-        let channels: Vec<ChannelDoc> = serde_json::from_str(&channels)?;
-        let state = TaskState {
-            state: row.try_get("state")?,
-            state_seq: row.try_get("state_seq")?,
-            max_seq: row.try_get("max_seq")?,
-            terminal: row.try_get("terminal")?,
-            display: crate::store::decode_event(&display)?,
-            labels: serde_json::from_str(&labels)?,
-            version: row.try_get("version")?,
-            first_seen_at: row.try_get("first_seen_at")?,
-            updated_at: row.try_get("updated_at")?,
-            last_heartbeat_at: row.try_get("last_heartbeat_at")?,
-        };
-        let channels = channels
-            .into_iter()
-            .map(|ChannelDoc(name, progress)| RoutedChannel { name, progress })
-            .collect();
-        out.insert(
-            key,
-            StoredTask {
-                id: row.try_get("id")?,
-                state,
-                channels,
-            },
-        );
+        let (key, task) = stored_task_from(&row)?;
+        out.insert(key, task);
     }
     Ok(out)
 }

@@ -1,7 +1,5 @@
 //! PostgreSQL: live progress messages: which are due, and the versioned writes that record them.
 
-use sqlx::Row;
-
 use super::PgStore;
 use crate::store::StoreError;
 use crate::store::progress::*;
@@ -53,31 +51,7 @@ impl ProgressStore for PgStore {
         .bind(limit)
         .fetch_all(&self.delivery)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let display: String = r.try_get("display")?;
-                let labels: String = r.try_get("labels")?;
-                Ok(ProgressJob {
-                    labels: serde_json::from_str(&labels)?,
-                    task: r.try_get("task")?,
-                    channel: channel.to_owned(),
-                    message_id: r.try_get("message_id")?,
-                    version: r.try_get("version")?,
-                    post_key: r.try_get("post_key")?,
-                    post_started: r.try_get("post_started")?,
-                    shown_hash: r.try_get("shown_hash")?,
-                    run_id: r.try_get("run_id")?,
-                    worker_id: r.try_get("worker_id")?,
-                    task_id: r.try_get("task_id")?,
-                    state: r.try_get("state")?,
-                    display: crate::store::decode_event(&display)?,
-                    first_seen_at: r.try_get("first_seen_at")?,
-                    updated_at: r.try_get("updated_at")?,
-                    terminal: r.try_get("terminal")?,
-                    failures: r.try_get("failures")?,
-                })
-            })
-            .collect()
+        rows.iter().map(|r| progress_job_from(r, channel)).collect()
     }
 
     async fn next_progress_due(
@@ -130,17 +104,7 @@ impl ProgressStore for PgStore {
         .bind(channel)
         .fetch_all(&self.delivery)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StartedPost {
-                    task: r.try_get("task")?,
-                    post_key: r.try_get("post_key")?,
-                    first_seen_at: r.try_get("first_seen_at")?,
-                    started_at: r.try_get("started_at")?,
-                    body: r.try_get("post_body")?,
-                })
-            })
-            .collect()
+        rows.iter().map(started_post_from).collect()
     }
 
     async fn clear_progress_started(&self, channel: &str, tasks: &[i64]) -> Result<(), StoreError> {

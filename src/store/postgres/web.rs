@@ -88,17 +88,6 @@ impl WebStore for PgStore {
         .bind(limit)
         .fetch_all(&self.delivery)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let body: String = r.try_get("body")?;
-                Ok(WebMessageRow {
-                    id: r.try_get("id")?,
-                    channel: channel.to_owned(),
-                    body: serde_json::from_str(&body)?,
-                    created_at: r.try_get("created_at")?,
-                    updated_at: r.try_get("updated_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(|r| web_message_from(r, channel)).collect()
     }
 }

@@ -1,6 +1,6 @@
 //! SQLite: rate budget windows kept across restarts (platforms that enforce their limits).
 
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Sqlite};
 use std::collections::HashMap;
 
 use super::SqliteStore;
@@ -18,14 +18,8 @@ impl BudgetStore for SqliteStore {
             QueryBuilder::new("SELECT key, sends, paused_until FROM budget_windows WHERE key IN ");
         super::push_list(&mut qb, keys);
         for row in qb.build().fetch_all(&self.delivery).await? {
-            let sends: String = row.try_get("sends")?;
-            out.insert(
-                row.try_get("key")?,
-                KeptWindow {
-                    sends: serde_json::from_str(&sends)?,
-                    paused_until: row.try_get("paused_until")?,
-                },
-            );
+            let (key, window) = kept_window_from(&row)?;
+            out.insert(key, window);
         }
         Ok(out)
     }

@@ -12,12 +12,9 @@ use std::collections::{HashMap, HashSet};
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use super::SqliteStore;
-use crate::ingest::plan::{
-    Batch, EventKey, IngestPlan, IngestResult, Route, RoutedChannel, Snapshot, StoredTask, TaskKey,
-};
-use crate::store::ingest::IngestStore;
+use crate::ingest::plan::{Batch, EventKey, IngestPlan, IngestResult, Route, Snapshot, StoredTask, TaskKey};
+use crate::store::ingest::{IngestStore, stored_task_from};
 use crate::store::{StoreError, new_progress_key, new_receipt_id, now_ms};
-use crate::tasks::TaskState;
 
 /// Rows per multi-row statement; keeps bind parameters well under SQLite's
 /// limit (32766) while amortising the per-statement cost.
@@ -99,10 +96,6 @@ async fn known_events(
     Ok(known)
 }
 
-/// A task's routed channels as `load_tasks` aggregates them.
-#[derive(serde::Deserialize)]
-struct ChannelDoc(String, i64);
-
 async fn load_tasks(
     tx: &mut Transaction<'_, Sqlite>,
     keys: &[TaskKey],
@@ -120,46 +113,13 @@ async fn load_tasks(
         qb.push(
             ") SELECT id, run_id, worker_id, task_id, state, state_seq, max_seq, terminal, display, labels, \
              version, first_seen_at, updated_at, last_heartbeat_at, \
-             (SELECT json_group_array(json_array(channel, progress)) FROM \
+             (SELECT json_group_array(json_array(channel, json(CASE WHEN progress THEN 'true' ELSE 'false' END))) FROM \
                (SELECT channel, progress FROM task_channels WHERE task = tasks.id ORDER BY rowid)) AS channels \
              FROM k JOIN tasks ON run_id = k.r AND worker_id = k.w AND task_id = k.t",
         );
         for row in qb.build().fetch_all(&mut **tx).await? {
-            let key: TaskKey = (
-                row.try_get("run_id")?,
-                row.try_get("worker_id")?,
-                row.try_get("task_id")?,
-            );
-            let display: String = row.try_get("display")?;
-            let labels: String = row.try_get("labels")?;
-            let channels: String = row.try_get("channels")?;
-            let channels: Vec<ChannelDoc> = serde_json::from_str(&channels)?;
-            let state = TaskState {
-                state: row.try_get("state")?,
-                state_seq: row.try_get("state_seq")?,
-                max_seq: row.try_get("max_seq")?,
-                terminal: row.try_get("terminal")?,
-                display: crate::store::decode_event(&display)?,
-                labels: serde_json::from_str(&labels)?,
-                version: row.try_get("version")?,
-                first_seen_at: row.try_get("first_seen_at")?,
-                updated_at: row.try_get("updated_at")?,
-                last_heartbeat_at: row.try_get("last_heartbeat_at")?,
-            };
-            out.insert(
-                key,
-                StoredTask {
-                    id: row.try_get("id")?,
-                    state,
-                    channels: channels
-                        .into_iter()
-                        .map(|ChannelDoc(name, progress)| RoutedChannel {
-                            name,
-                            progress: progress != 0,
-                        })
-                        .collect(),
-                },
-            );
+            let (key, task) = stored_task_from(&row)?;
+            out.insert(key, task);
         }
     }
     Ok(out)

@@ -1,6 +1,6 @@
 //! SQLite: read-only views for the HTTP API.
 
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Sqlite};
 
 use super::SqliteStore;
 use crate::store::StoreError;
@@ -29,30 +29,7 @@ impl QueryStore for SqliteStore {
         qb.push(" ORDER BY t.updated_at DESC, t.id DESC LIMIT ")
             .push_bind(limit);
         let rows = qb.build().fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                let labels: String = r.try_get("labels")?;
-                let display: String = r.try_get("display")?;
-                let channels: Option<String> = r.try_get("channels")?;
-                Ok(WorkerRow {
-                    run_id: r.try_get("run_id")?,
-                    worker_id: r.try_get("worker_id")?,
-                    task_id: r.try_get("task_id")?,
-                    state: r.try_get("state")?,
-                    seq: r.try_get("state_seq")?,
-                    max_seq: r.try_get("max_seq")?,
-                    terminal: r.try_get("terminal")?,
-                    labels: serde_json::from_str(&labels)?,
-                    event: serde_json::from_str(&display)?,
-                    channels: channels
-                        .map(|c| c.split('\u{1f}').map(str::to_owned).collect())
-                        .unwrap_or_default(),
-                    first_seen_at: r.try_get("first_seen_at")?,
-                    updated_at: r.try_get("updated_at")?,
-                    last_heartbeat_at: r.try_get("last_heartbeat_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(worker_row_from).collect()
     }
 
     async fn journal(
@@ -74,16 +51,7 @@ impl QueryStore for SqliteStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let body: String = r.try_get("body")?;
-                Ok(JournalEntry {
-                    id: r.try_get("id")?,
-                    received_at: r.try_get("received_at")?,
-                    event: serde_json::from_str(&body)?,
-                })
-            })
-            .collect()
+        rows.iter().map(journal_entry_from).collect()
     }
 
     async fn task_exists(&self, run_id: &str, worker_id: &str, task_id: &str) -> Result<bool, StoreError> {
@@ -114,27 +82,6 @@ impl QueryStore for SqliteStore {
         qb.push(" ORDER BY r.created_at DESC, r.id LIMIT ")
             .push_bind(limit);
         let rows = qb.build().fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                let status: String = r.try_get("status")?;
-                let pending = status == "pending";
-                let next: i64 = r.try_get("next_attempt_at")?;
-                Ok(ReceiptRow {
-                    id: r.try_get("id")?,
-                    channel: r.try_get("channel")?,
-                    status,
-                    attempts: r.try_get("attempts")?,
-                    last_error: r.try_get("last_error")?,
-                    next_attempt_at: pending.then_some(next),
-                    created_at: r.try_get("created_at")?,
-                    surfaced_at: r.try_get("surfaced_at")?,
-                    message_id: r.try_get("message_id")?,
-                    run_id: r.try_get("run_id")?,
-                    worker_id: r.try_get("worker_id")?,
-                    task_id: r.try_get("task_id")?,
-                    state: r.try_get("state")?,
-                })
-            })
-            .collect()
+        rows.iter().map(receipt_row_from).collect()
     }
 }

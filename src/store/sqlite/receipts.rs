@@ -239,15 +239,7 @@ impl ReceiptStore for SqliteStore {
         .bind(channel)
         .fetch_all(&self.delivery)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(UnverifiedReceipt {
-                    id: r.try_get("id")?,
-                    created_at: r.try_get("created_at")?,
-                    attempted_at: r.try_get("attempted_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(unverified_from).collect()
     }
 
     async fn owned_messages(&self, channels: &[String]) -> Result<Vec<(String, String, i64)>, StoreError> {
