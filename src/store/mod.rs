@@ -136,6 +136,21 @@ impl Deref for Store {
     }
 }
 
+/// Append `(a, b, …)` of bound values to a query, on either backend: the
+/// `IN` lists of the store's batched statements.
+fn push_list<'t, DB, T>(qb: &mut sqlx::QueryBuilder<DB>, items: impl IntoIterator<Item = T>)
+where
+    DB: sqlx::Database,
+    T: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    qb.push("(");
+    let mut list = qb.separated(", ");
+    for item in items {
+        list.push_bind(item);
+    }
+    qb.push(")");
+}
+
 /// Current time as Unix milliseconds, the unit of every stored time.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

@@ -39,18 +39,7 @@ pub struct PgStore {
     delivery: PgPool,
 }
 
-/// Append `(a, b, …)` of bound values to a query.
-fn push_list<'t, T>(qb: &mut sqlx::QueryBuilder<sqlx::Postgres>, items: impl IntoIterator<Item = T>)
-where
-    T: sqlx::Encode<'t, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
-{
-    qb.push("(");
-    let mut list = qb.separated(", ");
-    for item in items {
-        list.push_bind(item);
-    }
-    qb.push(")");
-}
+use super::push_list;
 
 impl PgStore {
     /// Connect and migrate (`migrations/postgres/`). Fails when the server

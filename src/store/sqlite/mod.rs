@@ -44,19 +44,7 @@ pub struct SqliteStore {
     write_gate: tokio::sync::Mutex<()>,
 }
 
-/// Append `(a, b, …)` of bound values to a query: the `IN` lists of the
-/// store's batched statements.
-fn push_list<'t, T>(qb: &mut sqlx::QueryBuilder<sqlx::Sqlite>, items: impl IntoIterator<Item = T>)
-where
-    T: sqlx::Encode<'t, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
-{
-    qb.push("(");
-    let mut list = qb.separated(", ");
-    for item in items {
-        list.push_bind(item);
-    }
-    qb.push(")");
-}
+use super::push_list;
 
 impl SqliteStore {
     /// Open (creating if missing) and migrate. SQLite runs in WAL mode with
