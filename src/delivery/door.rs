@@ -216,12 +216,16 @@ impl Door {
         failure: Option<&NotSurfaced>,
         exhausted: Option<Duration>,
     ) {
-        if self.keeper.is_some() {
+        let settled = if self.keeper.is_some() {
             // Limits the platform enforces count the call from its answer
             // (see `Window::settle`); herald's own ceilings need not.
-            let windows = Self::windows(&self.counting(call));
+            let counting = self.counting(call);
+            let windows = Self::windows(&counting);
             settle(&windows.iter().collect::<Vec<_>>(), slot.sent).await;
-        }
+            counting
+        } else {
+            Vec::new()
+        };
         let mut held = Vec::new();
         if let Some(NotSurfaced::RateLimited { retry_after, global }) = failure {
             let scope = if *global { Scope::Account } else { Scope::Channel };
@@ -236,8 +240,16 @@ impl Door {
                     .await,
             );
         }
-        if let (Some(keeper), false) = (&self.keeper, held.is_empty()) {
-            keeper.save(&held).await;
+        if let Some(keeper) = &self.keeper {
+            // Kept again as settled (and held): a restart from here on
+            // counts the call from its answer, not from when it left.
+            let mut keep = settled;
+            for gate in held {
+                if !keep.iter().any(|g| g.key == gate.key) {
+                    keep.push(gate);
+                }
+            }
+            keeper.save(&keep).await;
         }
     }
 
