@@ -306,3 +306,70 @@ async fn herald_waits_for_postgres_and_loses_no_accepted_event_when_it_goes_away
     }
     assert!(!herald.log().contains(PASSWORD), "{}", herald.log());
 }
+
+/// The store URL a running test herald was configured with.
+fn store_url_of(h: &common::Herald) -> String {
+    let text = std::fs::read_to_string(&h.config).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("url = "))
+        .expect("a store url");
+    line.trim_start_matches("url = ").trim_matches('"').to_owned()
+}
+
+#[tokio::test]
+async fn a_second_herald_on_the_same_store_waits_and_takes_over() {
+    let mut first = common::Herald::start(WEB_ONLY);
+    let url = store_url_of(&first);
+    let dir = tempfile::tempdir().unwrap();
+    let second = Process::start(dir.path(), free_port(), &url);
+    second
+        .wait_until(
+            "the second herald to say it waits",
+            Duration::from_secs(20),
+            |p| {
+                p.log()
+                    .contains("another herald serve has this store; waiting for it to stop")
+            },
+        )
+        .await;
+    let (status, _, _) = second
+        .status("/readyz")
+        .await
+        .expect("the waiting herald answers");
+    assert_eq!(status, 503);
+    assert_eq!(
+        second
+            .post(&json!([event("r", "w", "refused", 1, "completed", json!({}))]))
+            .await,
+        Some(503)
+    );
+    let (status, _) = first
+        .post_events(&json!([event("r", "w", "by-first", 1, "completed", json!({}))]))
+        .await;
+    assert_eq!(status, 202);
+
+    // The first one dies: the second takes over within its retry step.
+    first.kill9();
+    second.ready_within(Duration::from_secs(15)).await;
+    assert_eq!(
+        second
+            .post(&json!([event("r", "w", "by-second", 1, "completed", json!({}))]))
+            .await,
+        Some(202)
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, _, body) = second.status("/v1/deliveries?status=surfaced").await.unwrap();
+        let surfaced: Vec<&str> = body["deliveries"]
+            .as_array()
+            .map(|d| d.iter().filter_map(|r| r["task_id"].as_str()).collect())
+            .unwrap_or_default();
+        if surfaced.contains(&"by-first") && surfaced.contains(&"by-second") {
+            assert!(!surfaced.contains(&"refused"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "{surfaced:?}; log:\n{}", second.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -49,6 +49,11 @@ pub enum StoreError {
     /// A stored event is no longer a valid event.
     #[error("stored event is invalid: {0}")]
     Event(#[from] crate::protocol::FieldError),
+    /// Another herald process holds this store. Until channels are leased
+    /// per replica, one process delivers from a store at a time; the other
+    /// waits for it to stop (see `connecting.rs`).
+    #[error("another herald serve is using this store ({0})")]
+    InUse(String),
     /// A write found the database in a state its transaction's locks
     /// should have ruled out; nothing of the transaction was kept.
     #[error("write conflict: {0}")]
@@ -95,6 +100,12 @@ pub trait Lifecycle: Send + Sync {
 
     /// Close all connections (SQLite: checkpointing the WAL).
     async fn close(&self);
+
+    /// Become the one herald that serves from this store, for as long as
+    /// this process lives: [`StoreError::InUse`] while another has it.
+    /// `serve` calls it; a handle that only reads or writes (tests, tools)
+    /// need not.
+    async fn hold(&self) -> Result<(), StoreError>;
 }
 
 /// Everything a store backend does.

@@ -18,8 +18,8 @@ mod web;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool};
 
 use super::{Lifecycle, StoreError};
 
@@ -37,7 +37,20 @@ use super::{Lifecycle, StoreError};
 pub struct PgStore {
     pool: PgPool,
     delivery: PgPool,
+    /// Where to open the holding connection.
+    options: PgConnectOptions,
+    connect_timeout: Duration,
+    /// A connection of its own holding a session advisory lock, taken by
+    /// [`Lifecycle::hold`] for as long as this process serves: until
+    /// channels are leased per replica (one live holder per channel), one
+    /// herald delivers from a database at a time. The server drops the
+    /// lock when the session ends, which a killed process's closed socket
+    /// ends at once.
+    holder: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
 }
+
+/// The advisory lock key that says a herald delivers from this database.
+const HOLDER_LOCK: i64 = 0x6865_7261_6c64; // "herald"
 
 use super::push_list;
 
@@ -58,9 +71,15 @@ impl PgStore {
             .max_connections(8)
             .min_connections(1)
             .acquire_timeout(connect_timeout)
-            .connect_with(options.options([("synchronous_commit", "off")]))
+            .connect_with(options.clone().options([("synchronous_commit", "off")]))
             .await?;
-        Ok(PgStore { pool, delivery })
+        Ok(PgStore {
+            pool,
+            delivery,
+            options,
+            connect_timeout,
+            holder: tokio::sync::Mutex::default(),
+        })
     }
 }
 
@@ -73,5 +92,31 @@ impl Lifecycle for PgStore {
     async fn close(&self) {
         self.delivery.close().await;
         self.pool.close().await;
+    }
+
+    async fn hold(&self) -> Result<(), StoreError> {
+        let mut holder = self.holder.lock().await;
+        if holder.is_some() {
+            return Ok(());
+        }
+        let mut conn = tokio::time::timeout(
+            self.connect_timeout,
+            sqlx::PgConnection::connect_with(&self.options),
+        )
+        .await
+        .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))??;
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(HOLDER_LOCK)
+            .fetch_one(&mut conn)
+            .await?;
+        if !held {
+            return Err(StoreError::InUse(
+                "another session holds herald's lock on this database; several replicas need channel \
+                 leases, which this version does not have yet"
+                    .to_owned(),
+            ));
+        }
+        *holder = Some(conn);
+        Ok(())
     }
 }

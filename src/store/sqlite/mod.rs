@@ -42,6 +42,37 @@ pub struct SqliteStore {
     pool: SqlitePool,
     delivery: SqlitePool,
     write_gate: tokio::sync::Mutex<()>,
+    /// The database file, for [`Lifecycle::hold`].
+    file: std::path::PathBuf,
+    /// `<file>.herald-lock`, locked by [`Lifecycle::hold`] for as long as
+    /// this process serves: SQLite is single-process here (a second herald
+    /// would deliver everything twice). The kernel drops the lock when the
+    /// process dies, `kill -9` included.
+    holder: std::sync::Mutex<Option<std::fs::File>>,
+}
+
+/// Lock the file next to the database that says which herald has it.
+/// In-memory databases need none.
+fn lock_next_to(file: &std::path::Path) -> Result<Option<std::fs::File>, StoreError> {
+    if file.as_os_str().is_empty() || file.to_string_lossy().starts_with(':') {
+        return Ok(None);
+    }
+    let mut path = file.as_os_str().to_owned();
+    path.push(".herald-lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(Some(lock)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse(format!(
+            "{} is locked; SQLite serves one herald process, PostgreSQL several",
+            std::path::Path::new(&path).display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Database(sqlx::Error::Io(e))),
+    }
 }
 
 use super::push_list;
@@ -57,6 +88,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        let file = options.get_filename().to_owned();
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
@@ -72,6 +104,8 @@ impl SqliteStore {
             pool,
             delivery,
             write_gate: tokio::sync::Mutex::new(()),
+            file,
+            holder: std::sync::Mutex::default(),
         })
     }
 }
@@ -85,5 +119,14 @@ impl Lifecycle for SqliteStore {
     async fn close(&self) {
         self.delivery.close().await;
         self.pool.close().await;
+    }
+
+    async fn hold(&self) -> Result<(), StoreError> {
+        let lock = lock_next_to(&self.file)?;
+        *self
+            .holder
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = lock;
+        Ok(())
     }
 }
