@@ -297,11 +297,13 @@ async fn herald_waits_for_postgres_and_loses_no_accepted_event_when_it_goes_away
         if accepted.iter().all(|t| surfaced.contains(t)) {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "accepted {accepted:?}, delivered {surfaced:?}; log:\n{}",
-            herald.log()
-        );
+        if Instant::now() >= deadline {
+            let (_, _, all) = herald.status("/v1/deliveries?limit=100").await.unwrap();
+            panic!(
+                "accepted {accepted:?}, delivered {surfaced:?}; receipts {all}; log:\n{}",
+                herald.log()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(!herald.log().contains(PASSWORD), "{}", herald.log());

@@ -157,6 +157,8 @@ struct Flight {
     queue: VecDeque<ClaimedReceipt>,
     /// Attempts under way.
     tasks: JoinSet<Landed>,
+    /// Every receipt claimed and not yet landed (queued or under way).
+    ids: std::collections::HashSet<String>,
 }
 
 /// What the actor keeps between rounds.
@@ -182,6 +184,9 @@ struct State {
     /// A look-up failed for good once already (warned once per channel).
     warned_fallback: bool,
     next_reclaim: Instant,
+    /// A round failed on the store: a claim may have committed without
+    /// herald seeing its receipts. The next round reclaims them.
+    orphans: bool,
 }
 
 /// What a round did.
@@ -246,6 +251,7 @@ impl ChannelActor {
                 Ok(round) => round,
                 Err(e) => {
                     warn!(channel = %self.name, error = %e, "delivery round failed; retrying");
+                    state.orphans = true;
                     Round {
                         posts_blocked: Some(STORE_RETRY),
                         edits_blocked: Some(STORE_RETRY),
@@ -294,6 +300,7 @@ impl ChannelActor {
         };
         match joined {
             Ok(landed) => {
+                flight.ids.remove(&landed.receipt);
                 flight.limiter.finish(landed.answer);
                 self.report(state, landed).await;
             }
@@ -347,6 +354,7 @@ impl ChannelActor {
                 limiter: Limiter::new(self.in_flight),
                 queue: VecDeque::new(),
                 tasks: JoinSet::new(),
+                ids: std::collections::HashSet::new(),
             });
         Ok(State {
             door,
@@ -360,6 +368,7 @@ impl ChannelActor {
             pass: None,
             warned_fallback: false,
             next_reclaim: Instant::now(),
+            orphans: false,
         })
     }
 
@@ -445,6 +454,22 @@ impl ChannelActor {
     async fn round(&mut self, state: &mut State) -> Result<Round, StoreError> {
         self.wake.take_urgent();
         let mut round = Round::default();
+        if state.orphans {
+            let keep: Vec<String> = state
+                .flight
+                .as_ref()
+                .map(|f| f.ids.iter().cloned().collect())
+                .unwrap_or_default();
+            let reclaimed = self
+                .store
+                .reclaim_unowned_receipts(&self.name, &keep, now_ms())
+                .await?;
+            state.orphans = false;
+            if reclaimed > 0 {
+                warn!(channel = %self.name, reclaimed, "claims interrupted by a store error are reclaimed; they will be checked before resending");
+                state.needs_check = true;
+            }
+        }
         if Instant::now() >= state.next_reclaim {
             state.next_reclaim = Instant::now() + RECLAIM_EVERY;
             let reclaimed = self.store.reclaim_expired_receipts(&self.name, now_ms()).await?;
@@ -557,6 +582,7 @@ impl ChannelActor {
                         checks,
                     )
                     .await?;
+                flight.ids.extend(receipts.iter().map(|r| r.id.clone()));
                 flight.queue.extend(receipts);
             }
         }

@@ -141,6 +141,19 @@ pub trait ReceiptStore: Send + Sync {
     /// the lost attempt may have reached the platform. Returns how many.
     async fn reclaim_expired_receipts(&self, channel: &str, now: i64) -> Result<u64, StoreError>;
 
+    /// Claims of `channel` left `sending` by no attempt this process still
+    /// has (`keep` are the ones it has): a claim whose answer from the
+    /// store was lost (the claim committed, herald saw an error), or a
+    /// round that failed between claiming and sending. Back to `pending`,
+    /// due now and unverified (the attempt may have been sent). Returns how
+    /// many. Only the one herald serving the store may call it.
+    async fn reclaim_unowned_receipts(
+        &self,
+        channel: &str,
+        keep: &[String],
+        now: i64,
+    ) -> Result<u64, StoreError>;
+
     /// Pending receipts of `channel` whose last outcome is unknown: what a
     /// look-up or a probe must find or rule out.
     async fn unverified_receipts(&self, channel: &str) -> Result<Vec<UnverifiedReceipt>, StoreError>;

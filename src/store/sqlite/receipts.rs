@@ -231,6 +231,26 @@ impl ReceiptStore for SqliteStore {
         Ok(done.rows_affected())
     }
 
+    async fn reclaim_unowned_receipts(
+        &self,
+        channel: &str,
+        keep: &[String],
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "UPDATE receipts SET status = 'pending', lease_until = NULL, unverified = 1, \
+             last_error = 'the claim of this attempt was interrupted before it was sent', next_attempt_at = ",
+        );
+        qb.push_bind(now);
+        qb.push(" WHERE status = 'sending' AND channel = ")
+            .push_bind(channel.to_owned());
+        if !keep.is_empty() {
+            qb.push(" AND id NOT IN ");
+            super::push_list(&mut qb, keep);
+        }
+        Ok(qb.build().execute(&self.delivery).await?.rows_affected())
+    }
+
     async fn unverified_receipts(&self, channel: &str) -> Result<Vec<UnverifiedReceipt>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, created_at, COALESCE(attempted_at, created_at) AS attempted_at FROM receipts \
