@@ -209,7 +209,10 @@ async fn write_tasks(
     for task in &plan.tasks {
         let c = if task.id.is_some() { &mut old } else { &mut new };
         let (run, worker, id) = &task.key;
-        c.ids.push(task.id.unwrap_or(0));
+        // Only existing tasks are updated by id; new ones get theirs.
+        if let Some(id) = task.id {
+            c.ids.push(id);
+        }
         c.runs.push(run);
         c.workers.push(worker);
         c.tasks.push(id);
