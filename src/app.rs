@@ -18,10 +18,9 @@ use tokio::sync::{Mutex, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::config::{ChannelTarget, Config};
-use crate::delivery::{Adapters, Delivery, Wakers};
+use crate::delivery::{Adapters, Delivery, Replica, Wakers};
 use crate::ingest::writer::IngestWriter;
 use crate::ingest::{AppState, Reload};
-use crate::store::now_ms;
 use crate::web::WebChannel;
 
 /// How long in-flight platform calls may take to finish on shutdown.
@@ -153,21 +152,16 @@ pub async fn serve(
         info!("stopped before the store was reachable");
         return Ok(());
     };
-    let recovered = store
-        .recover_receipts(now_ms())
-        .await
-        .context("could not recover in-flight receipts")?;
-    if recovered > 0 {
-        info!(
-            recovered,
-            "receipts interrupted by the last stop will be reconciled and resent"
-        );
-    }
-
+    // Receipts an earlier process left in flight are recovered channel by
+    // channel, as their leases are taken (`delivery/leases.rs`).
     let web = WebChannel::new(store.clone());
     let adapters = adapters(&web, &config)?;
     let wakers = Wakers::default();
-    let delivery = Delivery::start(&config, &store, &adapters, &wakers).await?;
+    let replica = Replica {
+        id: crate::store::new_replica_id(),
+        listen: local.to_string(),
+    };
+    let delivery = Delivery::start(&config, &store, &adapters, &wakers, replica).await?;
     info!(summary = %config.summary(), "starting");
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
 

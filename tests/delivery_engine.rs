@@ -215,7 +215,11 @@ impl Engine {
 
     /// Start the channel actors (once the store holds what a test needs).
     async fn run(&mut self) {
-        let delivery = Delivery::start(&self.config, &self.store, &self.adapters, &self.wakers)
+        let replica = herald::delivery::Replica {
+            id: herald::store::new_replica_id(),
+            listen: "test".into(),
+        };
+        let delivery = Delivery::start(&self.config, &self.store, &self.adapters, &self.wakers, replica)
             .await
             .unwrap();
         self.delivery = Some(delivery);
@@ -550,21 +554,33 @@ async fn a_hanging_channel_does_not_delay_a_healthy_one() {
     e.stop().await;
 }
 
+/// The lease of `channel` for a replica that is not running (a process
+/// that died holding it): the engine takes it over at start.
+async fn dead_replicas_lease(store: &Store, channel: &str) -> herald::store::Lease {
+    let gone = vec!["gone".to_owned()];
+    store
+        .take_lease(channel, "gone", &gone, herald::store::now_ms(), 60_000)
+        .await
+        .unwrap()
+        .expect("a free channel can be leased")
+}
+
 /// Leave `n` terminal receipts of `main` as a crash would: claimed
-/// (`sending`), then recovered at start as unverified.
+/// (`sending`) under a lease of a process that is gone; the engine
+/// recovers them as unverified when it takes the lease.
 async fn crash_with_unverified(e: &Engine, n: usize) {
     let events: Vec<_> = (0..n)
         .map(|i| ev("r", &format!("t{i}"), 1, "completed"))
         .collect();
     e.ingest(events).await;
     let now = herald::store::now_ms();
+    let lease = dead_replicas_lease(&e.store, "main").await;
     let claimed = e
         .store
-        .claim_receipts("main", now, 60_000, i64::try_from(n).unwrap(), false)
+        .claim_receipts(&lease, now, 60_000, i64::try_from(n).unwrap(), false)
         .await
         .unwrap();
     assert_eq!(claimed.len(), n);
-    assert_eq!(e.store.recover_receipts(now).await.unwrap(), n as u64);
 }
 
 #[tokio::test]
@@ -654,10 +670,11 @@ async fn an_expired_lease_is_reclaimed_by_the_running_process_and_checked_first(
     let fake = Fake::new(Platform::Web, vec![]);
     let mut e = Engine::prepare(false, FAST, vec![fake.clone()]).await;
     e.ingest(vec![ev("r", "t", 1, "completed")]).await;
-    // A claim that nothing will finish (a stuck call, a store error).
+    // A claim that nothing will finish (a process that died with it).
+    let lease = dead_replicas_lease(&e.store, "main").await;
     let claimed = e
         .store
-        .claim_receipts("main", herald::store::now_ms(), 200, 1, false)
+        .claim_receipts(&lease, herald::store::now_ms(), 200, 1, false)
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
@@ -674,36 +691,47 @@ async fn a_late_outcome_never_overwrites_a_newer_attempt() {
     let e = Engine::prepare(false, FAST, vec![Fake::new(Platform::Web, vec![])]).await;
     e.ingest(vec![ev("r", "t", 1, "completed")]).await;
     let now = herald::store::now_ms();
-    let first = e.store.claim_receipts("main", now, 10, 1, false).await.unwrap();
+    let lease = dead_replicas_lease(&e.store, "main").await;
+    let first = e.store.claim_receipts(&lease, now, 10, 1, false).await.unwrap();
     // Attempt 1's lease expires; the receipt is reclaimed and tried again.
     assert_eq!(
-        e.store.reclaim_expired_receipts("main", now + 20).await.unwrap(),
+        e.store.reclaim_expired_receipts(&lease, now + 20).await.unwrap(),
         1
     );
     let second = e
         .store
-        .claim_receipts("main", now + 30, 60_000, 1, false)
+        .claim_receipts(&lease, now + 30, 60_000, 1, false)
         .await
         .unwrap();
     assert_eq!((first[0].attempts, second[0].attempts), (1, 2));
     let surfaced = herald::store::ReceiptUpdate::Surfaced {
         message_id: "m2".into(),
     };
-    assert!(
+    let outcome =
+        |id: &str, attempt, update: &herald::store::ReceiptUpdate, at| herald::store::ReceiptOutcome {
+            id: id.to_owned(),
+            attempt,
+            epoch: lease.epoch,
+            update: update.clone(),
+            at,
+        };
+    assert_eq!(
         e.store
-            .finish_receipt(&second[0].id, 2, &surfaced, now + 40)
+            .finish_receipts(&[outcome(&second[0].id, 2, &surfaced, now + 40)])
             .await
-            .unwrap()
+            .unwrap(),
+        vec![true]
     );
     // Attempt 1's answer finally arrives: it must not be recorded.
     let late = herald::store::ReceiptUpdate::Failed {
         error: "late 403".into(),
     };
-    assert!(
-        !e.store
-            .finish_receipt(&first[0].id, 1, &late, now + 50)
+    assert_eq!(
+        e.store
+            .finish_receipts(&[outcome(&first[0].id, 1, &late, now + 50)])
             .await
-            .unwrap()
+            .unwrap(),
+        vec![false]
     );
     let r = &e.receipts().await[0];
     assert_eq!(

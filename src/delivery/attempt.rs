@@ -80,6 +80,8 @@ pub struct Attempts {
     pub outcomes: OutcomeWriter,
     /// Becomes true when the channel stops.
     pub shutdown: watch::Receiver<bool>,
+    /// The epoch of the channel lease the attempts are made under.
+    pub epoch: i64,
 }
 
 /// How an attempt ended.
@@ -153,6 +155,7 @@ impl Attempts {
             .record(ReceiptOutcome {
                 id: receipt.id.clone(),
                 attempt: receipt.attempts,
+                epoch: self.epoch,
                 update: update.clone(),
                 at: now_ms(),
             })

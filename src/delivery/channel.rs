@@ -26,7 +26,9 @@ use super::outcomes::OutcomeWriter;
 use super::receipts::{backoff, decide_progress};
 use crate::config::{DeliveryConfig, InFlight};
 use crate::render::{self, TaskView};
-use crate::store::{ClaimedReceipt, ProgressJob, ProgressWrite, ReceiptUpdate, Store, StoreError, now_ms};
+use crate::store::{
+    ClaimedReceipt, Lease, ProgressJob, ProgressWrite, ReceiptUpdate, Store, StoreError, now_ms,
+};
 
 /// How long a claimed receipt stays ours before the actor reclaims it as
 /// unverified. Claims are sized to what the door lets through at once, so
@@ -58,6 +60,9 @@ type Candidates = Result<Vec<i64>, &'static str>;
 pub struct ChannelActor {
     /// Channel name from the config.
     pub name: String,
+    /// The lease this replica delivers the channel under; every write of
+    /// the channel is fenced by it.
+    pub lease: Lease,
     /// Where on the platform.
     pub target: ChannelRef,
     /// Whether this channel shows progress messages.
@@ -249,6 +254,10 @@ impl ChannelActor {
             let round = match self.round(&mut state).await {
                 Ok(Round { sent: true, .. }) => continue,
                 Ok(round) => round,
+                Err(StoreError::LeaseLost { .. }) => {
+                    warn!(channel = %self.name, epoch = self.lease.epoch, "the channel's lease passed to another replica; this replica stops delivering it");
+                    break;
+                }
                 Err(e) => {
                     warn!(channel = %self.name, error = %e, "delivery round failed; retrying");
                     state.orphans = true;
@@ -345,6 +354,7 @@ impl ChannelActor {
             config: self.config.clone(),
             outcomes: self.outcomes.clone(),
             shutdown: self.shutdown.clone(),
+            epoch: self.lease.epoch,
         });
         let flight = self
             .account
@@ -462,7 +472,7 @@ impl ChannelActor {
                 .unwrap_or_default();
             let reclaimed = self
                 .store
-                .reclaim_unowned_receipts(&self.name, &keep, now_ms())
+                .reclaim_unowned_receipts(&self.lease, &keep, now_ms())
                 .await?;
             state.orphans = false;
             if reclaimed > 0 {
@@ -472,7 +482,7 @@ impl ChannelActor {
         }
         if Instant::now() >= state.next_reclaim {
             state.next_reclaim = Instant::now() + RECLAIM_EVERY;
-            let reclaimed = self.store.reclaim_expired_receipts(&self.name, now_ms()).await?;
+            let reclaimed = self.store.reclaim_expired_receipts(&self.lease, now_ms()).await?;
             if reclaimed > 0 {
                 warn!(channel = %self.name, reclaimed, "claims whose lease expired are reclaimed; they will be checked before resending");
                 state.needs_check = true;
@@ -501,7 +511,7 @@ impl ChannelActor {
                 let limit = i64::try_from(free.min(BATCH)).unwrap_or(1);
                 let receipts = self
                     .store
-                    .claim_receipts(&self.name, now_ms(), LEASE_MS, limit, state.checks())
+                    .claim_receipts(&self.lease, now_ms(), LEASE_MS, limit, state.checks())
                     .await?;
                 round.sent |= !receipts.is_empty();
                 for receipt in receipts {
@@ -575,7 +585,7 @@ impl ChannelActor {
                 let receipts = self
                     .store
                     .claim_receipts(
-                        &self.name,
+                        &self.lease,
                         now_ms(),
                         LEASE_MS,
                         i64::try_from(want).unwrap_or(1),
@@ -745,7 +755,7 @@ impl ChannelActor {
                 pass.receipts.swap_remove(i);
                 if self
                     .store
-                    .surface_unverified_receipt(&key.0, handle.as_str(), now)
+                    .surface_unverified_receipt(&self.lease, &key.0, handle.as_str(), now)
                     .await?
                 {
                     info!(channel = %self.name, receipt = %key.0, "the earlier attempt did arrive; not sending again");
@@ -758,7 +768,7 @@ impl ChannelActor {
                     version: 0,
                     text_hash: None,
                 };
-                self.store.record_progress(task, &self.name, &write, now).await?;
+                self.store.record_progress(task, &self.lease, &write, now).await?;
             }
         }
         pass.failures = 0;
@@ -1072,7 +1082,7 @@ impl ChannelActor {
         match (unknown, handle) {
             (Unknown::Receipt(id), Some(handle)) => {
                 self.store
-                    .surface_unverified_receipt(id, handle.as_str(), now)
+                    .surface_unverified_receipt(&self.lease, id, handle.as_str(), now)
                     .await?;
             }
             (Unknown::Receipt(id), None) => {
@@ -1086,7 +1096,9 @@ impl ChannelActor {
                     version: 0,
                     text_hash: None,
                 };
-                self.store.record_progress(*task, &self.name, &write, now).await?;
+                self.store
+                    .record_progress(*task, &self.lease, &write, now)
+                    .await?;
             }
             (Unknown::Post(task), None) => self.store.clear_progress_started(&self.name, &[*task]).await?,
         }
@@ -1155,7 +1167,7 @@ impl ChannelActor {
                 text_hash: Some(text_hash),
             };
             self.store
-                .record_progress(job.task, &job.channel, &write, now_ms())
+                .record_progress(job.task, &self.lease, &write, now_ms())
                 .await?;
             return Ok(true);
         }
@@ -1176,7 +1188,7 @@ impl ChannelActor {
                 message.idempotency_key = Some(IdempotencyKey(job.post_key.clone()));
                 let body = serde_json::to_string(&message)?;
                 self.store
-                    .progress_post_started(job.task, &job.channel, &body, now_ms())
+                    .progress_post_started(job.task, &self.lease, &body, now_ms())
                     .await?;
                 match self.post(state, &message).await {
                     Some(outcome) => (Call::Post, outcome),
@@ -1231,7 +1243,7 @@ impl ChannelActor {
             }
         };
         self.store
-            .record_progress(job.task, &job.channel, &write, now)
+            .record_progress(job.task, &self.lease, &write, now)
             .await?;
         Ok(keep_going)
     }

@@ -10,10 +10,11 @@ pub mod budget;
 mod channel;
 mod concurrency;
 mod door;
+pub mod leases;
 mod outcomes;
 pub mod receipts;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
@@ -24,7 +25,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::{AccountConfig, ChannelConfig, ChannelTarget, Config, DeliveryConfig};
-use crate::store::{Store, StoreError};
+use crate::store::{Lease, Store, StoreError, now_ms};
 use account::{Account, AccountKey};
 use channel::ChannelActor;
 
@@ -181,8 +182,32 @@ fn target_of(ch: &ChannelConfig) -> ChannelRef {
 /// task routed to a channel before it was removed may still end).
 const ORPHAN_SWEEP: Duration = Duration::from_secs(30);
 
-/// The running channel actors and the accounts they share.
+/// How long an actor handing its channel to another replica may finish
+/// the call in flight before it is aborted (its receipt is then recovered
+/// as unverified by the new holder).
+const HANDOVER_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Who this process is among the replicas of its store.
+#[derive(Debug, Clone)]
+pub struct Replica {
+    /// Replica id, new at every start ([`crate::store::new_replica_id`]).
+    pub id: String,
+    /// Where it listens, shown to operators.
+    pub listen: String,
+}
+
+/// The delivery engine: runs an actor for every configured channel this
+/// replica holds the lease of, and keeps taking, renewing and handing
+/// back leases (`leases.rs`) every [`leases::TICK`].
 pub struct Delivery {
+    engine: Arc<tokio::sync::Mutex<Engine>>,
+    leasing: JoinHandle<()>,
+    sweeper: JoinHandle<()>,
+}
+
+/// The running channel actors, the accounts they share and the leases
+/// they run under.
+struct Engine {
     store: Store,
     wakers: Wakers,
     delivery: DeliveryConfig,
@@ -191,23 +216,33 @@ pub struct Delivery {
     actors: HashMap<String, Running>,
     /// Channel names the sweeper keeps; written only under reload.
     known: Arc<tokio::sync::RwLock<Vec<String>>>,
-    sweeper: JoinHandle<()>,
     /// Records every actor's attempt outcomes, many per transaction.
     outcomes: outcomes::OutcomeWriter,
+    replica: Replica,
+    /// Every configured channel with its account: what may be leased.
+    wanted: BTreeMap<String, (ChannelConfig, AccountKey)>,
+    /// The leases this replica holds, by channel.
+    held: HashMap<String, Lease>,
 }
 
 impl Delivery {
-    /// Start one actor per configured channel, registering their wake-ups
-    /// in `wakers`.
+    /// Join the store's replicas as `replica`, take this replica's share
+    /// of the configured channels and start their actors, registering
+    /// their wake-ups in `wakers`.
     pub async fn start(
         config: &Config,
         store: &Store,
         adapters: &Adapters,
         wakers: &Wakers,
+        replica: Replica,
     ) -> Result<Delivery, StartError> {
+        store
+            .join(&replica.id, &replica.listen, now_ms(), millis(leases::LEASE_TTL))
+            .await?;
+        info!(replica = %replica.id, "joined the store's replicas");
         let known = Arc::new(tokio::sync::RwLock::new(Vec::new()));
         let sweeper = tokio::spawn(sweep_orphans(store.clone(), known.clone()));
-        let mut delivery = Delivery {
+        let mut engine = Engine {
             store: store.clone(),
             wakers: wakers.clone(),
             delivery: config.delivery.clone(),
@@ -215,11 +250,22 @@ impl Delivery {
             account_configs: HashMap::new(),
             actors: HashMap::new(),
             known,
-            sweeper,
             outcomes: outcomes::OutcomeWriter::start(store.clone()),
+            replica,
+            wanted: BTreeMap::new(),
+            held: HashMap::new(),
         };
-        delivery.apply(config, adapters, Duration::ZERO).await?;
-        Ok(delivery)
+        engine.apply(config, adapters, Duration::ZERO).await?;
+        // The first share is taken before serving: a lone herald starts
+        // delivering everything at once, as before replicas.
+        engine.tick().await?;
+        let engine = Arc::new(tokio::sync::Mutex::new(engine));
+        let leasing = tokio::spawn(keep_leasing(engine.clone()));
+        Ok(Delivery {
+            engine,
+            leasing,
+            sweeper,
+        })
     }
 
     /// Move to a new config, keeping what did not change: actors of
@@ -235,9 +281,41 @@ impl Delivery {
         adapters: &Adapters,
         deadline: Duration,
     ) -> Result<(), StartError> {
-        self.apply(config, adapters, deadline).await
+        self.engine.lock().await.apply(config, adapters, deadline).await
     }
 
+    /// Stop: actors finish the platform call in flight (up to `deadline`)
+    /// and leave everything else pending in the store; then every lease
+    /// goes back at once, for the other replicas to take.
+    pub async fn shutdown(self, deadline: Duration) {
+        self.sweeper.abort();
+        self.leasing.abort();
+        let mut engine = self.engine.lock().await;
+        stop_all(engine.actors.drain().collect(), deadline).await;
+        engine.held.clear();
+        if let Err(e) = engine.store.leave(&engine.replica.id).await {
+            warn!(error = %e, "could not hand the channel leases back; other replicas take them when they lapse");
+        }
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Tick the engine's leases until stopped.
+async fn keep_leasing(engine: Arc<tokio::sync::Mutex<Engine>>) {
+    let mut ticks = tokio::time::interval(leases::TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(e) = engine.lock().await.tick().await {
+            warn!(error = %e, "could not renew or take channel leases; trying again");
+        }
+    }
+}
+
+impl Engine {
     async fn apply(
         &mut self,
         config: &Config,
@@ -254,7 +332,8 @@ impl Delivery {
                 })?;
             wanted.push((ch, adapters.account_of(ch), adapter));
         }
-        let mut known = self.known.write().await;
+        let known_names = self.known.clone();
+        let mut known = known_names.write().await;
         let delivery_changed = self.delivery != config.delivery;
         // Accounts: keep those whose settings did not change.
         let mut accounts = HashMap::new();
@@ -295,36 +374,6 @@ impl Delivery {
             }
         }
         stop_all(stopping, deadline).await;
-        for (ch, key, _) in &wanted {
-            if self.actors.contains_key(&ch.name) {
-                continue;
-            }
-            let account = accounts[key].clone();
-            let (stop, stop_rx) = watch::channel(false);
-            let wake = Arc::new(Signal::default());
-            let actor = ChannelActor {
-                name: ch.name.clone(),
-                target: target_of(ch),
-                progress: ch.progress,
-                in_flight: ch.in_flight,
-                outcomes: self.outcomes.clone(),
-                account,
-                store: self.store.clone(),
-                config: config.delivery.clone(),
-                wake: wake.clone(),
-                shutdown: stop_rx,
-            };
-            self.actors.insert(
-                ch.name.clone(),
-                Running {
-                    config: (*ch).clone(),
-                    account: key.clone(),
-                    stop,
-                    task: tokio::spawn(actor.run()),
-                    wake,
-                },
-            );
-        }
         for (key, account) in &accounts {
             let mine: Vec<&ChannelConfig> = wanted
                 .iter()
@@ -346,12 +395,15 @@ impl Delivery {
         self.accounts = accounts;
         self.account_configs = account_configs;
         self.delivery = config.delivery.clone();
-        self.wakers.replace(
-            self.actors
-                .iter()
-                .map(|(name, r)| (name.clone(), r.wake.clone()))
-                .collect(),
-        );
+        self.wanted = wanted
+            .iter()
+            .map(|(ch, key, _)| (ch.name.clone(), ((*ch).clone(), key.clone())))
+            .collect();
+        let held: Vec<String> = self.held.keys().cloned().collect();
+        for name in held {
+            self.start_actor(&name);
+        }
+        self.publish_wakers();
         *known = config.channels.keys().cloned().collect();
         let failed = self.store.fail_receipts_outside(&known).await?;
         if failed > 0 {
@@ -363,11 +415,154 @@ impl Delivery {
         Ok(())
     }
 
-    /// Stop: actors finish the platform call in flight (up to `deadline`)
-    /// and leave everything else pending in the store.
-    pub async fn shutdown(mut self, deadline: Duration) {
-        self.sweeper.abort();
-        stop_all(self.actors.drain().collect(), deadline).await;
+    /// Start the actor of a held, configured channel unless it runs.
+    fn start_actor(&mut self, name: &str) {
+        if self.actors.get(name).is_some_and(|r| !r.task.is_finished()) {
+            return;
+        }
+        let (Some(lease), Some((ch, key))) = (self.held.get(name), self.wanted.get(name)) else {
+            return;
+        };
+        let Some(account) = self.accounts.get(key).cloned() else {
+            return;
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let wake = Arc::new(Signal::default());
+        let actor = ChannelActor {
+            name: ch.name.clone(),
+            lease: lease.clone(),
+            target: target_of(ch),
+            progress: ch.progress,
+            in_flight: ch.in_flight,
+            outcomes: self.outcomes.clone(),
+            account,
+            store: self.store.clone(),
+            config: self.delivery.clone(),
+            wake: wake.clone(),
+            shutdown: stop_rx,
+        };
+        self.actors.insert(
+            ch.name.clone(),
+            Running {
+                config: ch.clone(),
+                account: key.clone(),
+                stop,
+                task: tokio::spawn(actor.run()),
+                wake,
+            },
+        );
+    }
+
+    fn publish_wakers(&self) {
+        self.wakers.replace(
+            self.actors
+                .iter()
+                .map(|(name, r)| (name.clone(), r.wake.clone()))
+                .collect(),
+        );
+    }
+
+    /// One lease tick: beat, renew, stop what was lost, hand back what is
+    /// above this replica's share, take what is free up to it.
+    async fn tick(&mut self) -> Result<(), StoreError> {
+        let now = now_ms();
+        let ttl = millis(leases::LEASE_TTL);
+        let me = self.replica.id.clone();
+        let alive = match self.store.heartbeat(&me, now, ttl).await {
+            Ok(()) => self
+                .store
+                .replicas(now)
+                .await?
+                .into_iter()
+                .filter(|r| r.alive)
+                .map(|r| r.id)
+                .collect::<Vec<_>>(),
+            Err(StoreError::LeaseLost { .. }) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        if !alive.contains(&me) {
+            // Others may already deliver this replica's channels: stop
+            // everything, and join again as a new replica.
+            warn!(replica = %me, "this replica can no longer prove it is alive; it stops every channel and joins again");
+            stop_all(self.actors.drain().collect(), HANDOVER_DEADLINE).await;
+            self.held.clear();
+            self.publish_wakers();
+            self.replica.id = crate::store::new_replica_id();
+            self.store
+                .join(&self.replica.id, &self.replica.listen, now_ms(), ttl)
+                .await?;
+            info!(replica = %self.replica.id, "joined the store's replicas again");
+            return Ok(());
+        }
+        let renewed: HashSet<Lease> = self
+            .store
+            .renew_leases(&me, now, ttl)
+            .await?
+            .into_iter()
+            .collect();
+        let lost: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, lease)| !renewed.contains(*lease))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut changed = false;
+        for name in lost {
+            warn!(channel = %name, "the channel's lease passed to another replica");
+            self.held.remove(&name);
+            self.stop_actor(&name).await;
+            changed = true;
+        }
+        let rows = self.store.channel_leases().await?;
+        let channels: Vec<String> = self.wanted.keys().cloned().collect();
+        let plan = leases::plan(&me, &alive, &channels, &rows, now);
+        for name in &plan.release {
+            self.stop_actor(name).await;
+            if let Some(lease) = self.held.remove(name) {
+                self.store.release_lease(&lease).await?;
+                info!(channel = %name, "handed the channel to another replica");
+                changed = true;
+            } else if let Some(row) = rows.iter().find(|r| &r.channel == name) {
+                // Held under this id but not known here (a take whose
+                // answer was lost): hand it back all the same.
+                let lease = Lease {
+                    channel: row.channel.clone(),
+                    epoch: row.epoch,
+                };
+                self.store.release_lease(&lease).await?;
+            }
+        }
+        for name in &plan.take {
+            let Some(lease) = self.store.take_lease(name, &me, &alive, now, ttl).await? else {
+                continue;
+            };
+            // Whatever the previous holder had in flight is recovered as
+            // unverified: checked (or resent under its key) before it
+            // goes out again.
+            let recovered = self.store.reclaim_unowned_receipts(&lease, &[], now_ms()).await?;
+            info!(channel = %name, epoch = lease.epoch, recovered, "took the channel's lease");
+            self.held.insert(name.clone(), lease);
+            changed = true;
+        }
+        // Start actors for new leases, and again for any that ended on
+        // their own while the lease is still held.
+        let held: Vec<String> = self.held.keys().cloned().collect();
+        for name in held {
+            if self.actors.get(&name).is_none_or(|r| r.task.is_finished()) {
+                self.start_actor(&name);
+                changed = true;
+            }
+        }
+        if changed {
+            self.publish_wakers();
+        }
+        Ok(())
+    }
+
+    async fn stop_actor(&mut self, name: &str) {
+        if let Some(running) = self.actors.remove(name) {
+            stop_all(vec![(name.to_owned(), running)], HANDOVER_DEADLINE).await;
+        }
     }
 }
 

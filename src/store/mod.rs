@@ -13,6 +13,7 @@ mod channels;
 mod columns;
 mod ids;
 mod ingest;
+mod leases;
 mod postgres;
 mod progress;
 mod queries;
@@ -25,8 +26,9 @@ use std::sync::Arc;
 
 pub use budgets::{BudgetStore, KeptWindow};
 pub use channels::ChannelStore;
-pub use ids::{new_progress_key, new_receipt_id};
+pub use ids::{new_progress_key, new_receipt_id, new_replica_id};
 pub use ingest::IngestStore;
+pub use leases::{Lease, LeaseRow, LeaseStore, ReplicaRow};
 pub use postgres::PgStore;
 pub use progress::{ProgressJob, ProgressStore, ProgressWrite, StartedPost};
 pub use queries::{JournalEntry, QueryStore, ReceiptRow, WorkerRow};
@@ -58,6 +60,14 @@ pub enum StoreError {
     /// should have ruled out; nothing of the transaction was kept.
     #[error("write conflict: {0}")]
     Conflict(&'static str),
+    /// A delivery write of a channel was refused because the lease it was
+    /// made under has passed to another replica (or this replica can no
+    /// longer prove it is alive): the writer must stop delivering it.
+    #[error("the lease of channel {channel:?} has passed to another replica")]
+    LeaseLost {
+        /// The channel.
+        channel: String,
+    },
 }
 
 impl StoreError {
@@ -117,6 +127,7 @@ pub trait Backend:
     + WebStore
     + BudgetStore
     + ChannelStore
+    + LeaseStore
     + Lifecycle
     + std::fmt::Debug
 {
@@ -130,6 +141,7 @@ impl<T> Backend for T where
         + WebStore
         + BudgetStore
         + ChannelStore
+        + LeaseStore
         + Lifecycle
         + std::fmt::Debug
 {

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use super::StoreError;
 use super::columns::Columns;
+use super::{Lease, StoreError};
 use crate::protocol::FleetWorkerEvent;
 
 /// One progress message that needs posting or editing, with the task state
@@ -164,7 +164,7 @@ pub trait ProgressStore: Send + Sync {
     async fn progress_post_started(
         &self,
         task: i64,
-        channel: &str,
+        lease: &Lease,
         body: &str,
         now: i64,
     ) -> Result<(), StoreError>;
@@ -183,11 +183,12 @@ pub trait ProgressStore: Send + Sync {
 
     /// Record a progress send. Versioned: the dirty mark is cleared only if
     /// the task has not moved past the rendered version meanwhile, and the
-    /// shown version never goes backwards.
+    /// shown version never goes backwards. Fenced by the channel's lease
+    /// ([`StoreError::LeaseLost`] once it has passed on).
     async fn record_progress(
         &self,
         task: i64,
-        channel: &str,
+        lease: &Lease,
         write: &ProgressWrite,
         now: i64,
     ) -> Result<(), StoreError>;

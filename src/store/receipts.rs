@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use super::StoreError;
 use super::columns::Columns;
+use super::{Lease, StoreError};
 use crate::protocol::FleetWorkerEvent;
 
 /// An [`UnverifiedReceipt`] from a row.
@@ -91,6 +91,9 @@ pub struct ReceiptOutcome {
     pub id: String,
     /// The attempt it belongs to (the fence).
     pub attempt: i64,
+    /// The epoch of the channel lease it was made under (the fence
+    /// between replicas).
+    pub epoch: i64,
     /// What to record.
     pub update: ReceiptUpdate,
     /// Unix ms of the answer.
@@ -100,12 +103,13 @@ pub struct ReceiptOutcome {
 /// Terminal receipts: claims, fenced outcomes, leases, reconciliation, replay.
 #[async_trait::async_trait]
 pub trait ReceiptStore: Send + Sync {
-    /// Claim up to `limit` due pending receipts of `channel` for
+    /// Claim up to `limit` due pending receipts of the lease's channel for
     /// `lease_ms`, oldest due first; with `verified_only`, not those whose
     /// last outcome is unknown (they wait for a look-up).
+    /// [`StoreError::LeaseLost`] once the channel's lease has passed on.
     async fn claim_receipts(
         &self,
-        channel: &str,
+        lease: &Lease,
         now: i64,
         lease_ms: i64,
         limit: i64,
@@ -118,38 +122,31 @@ pub trait ReceiptStore: Send + Sync {
     /// thread and back, and a claim returns dozens.
     async fn receipts_by_id(&self, ids: &[String]) -> Result<Vec<ClaimedReceipt>, StoreError>;
 
-    /// Record the outcome of attempt number `attempt` on a claimed
-    /// receipt. Fenced: only while the receipt is still `sending` in that
-    /// attempt, so a late answer never overwrites a newer state (the lease
-    /// expired and the receipt was reclaimed, or replayed). Returns whether
-    /// it was recorded.
-    async fn finish_receipt(
-        &self,
-        id: &str,
-        attempt: i64,
-        update: &ReceiptUpdate,
-        now: i64,
-    ) -> Result<bool, StoreError>;
-
-    /// Record many outcomes in one transaction (the delivery engine's
-    /// group commit), each fenced like [`Store::finish_receipt`]. Returns,
-    /// in order, whether each was recorded.
+    /// Record many attempt outcomes in one transaction (the delivery
+    /// engine's group commit). Each is fenced: recorded only while its
+    /// receipt is still `sending` in that attempt and its channel's lease
+    /// is still the one it was made under, so a late answer never
+    /// overwrites a newer state (the claim was reclaimed or replayed, or
+    /// the channel passed to another replica). Returns, in order, whether
+    /// each was recorded.
     async fn finish_receipts(&self, outcomes: &[ReceiptOutcome]) -> Result<Vec<bool>, StoreError>;
 
     /// Claims of `channel` whose lease expired while `sending` (a store
     /// error, a stuck call) go back to `pending`, due now and unverified:
     /// the lost attempt may have reached the platform. Returns how many.
-    async fn reclaim_expired_receipts(&self, channel: &str, now: i64) -> Result<u64, StoreError>;
+    async fn reclaim_expired_receipts(&self, lease: &Lease, now: i64) -> Result<u64, StoreError>;
 
     /// Claims of `channel` left `sending` by no attempt this process still
     /// has (`keep` are the ones it has): a claim whose answer from the
     /// store was lost (the claim committed, herald saw an error), or a
     /// round that failed between claiming and sending. Back to `pending`,
     /// due now and unverified (the attempt may have been sent). Returns how
-    /// many. Only the one herald serving the store may call it.
+    /// many. Only the holder of the channel's lease may call it (fenced);
+    /// a replica that just took a lease calls it with no `keep` to recover
+    /// the previous holder's claims.
     async fn reclaim_unowned_receipts(
         &self,
-        channel: &str,
+        lease: &Lease,
         keep: &[String],
         now: i64,
     ) -> Result<u64, StoreError>;
@@ -170,6 +167,7 @@ pub trait ReceiptStore: Send + Sync {
     /// A look-up found the message of an unverified receipt: surfaced.
     async fn surface_unverified_receipt(
         &self,
+        lease: &Lease,
         id: &str,
         message_id: &str,
         now: i64,
@@ -210,11 +208,6 @@ pub trait ReceiptStore: Send + Sync {
     /// failed with `channel removed from config` (replayable once it is
     /// back). Returns how many.
     async fn fail_receipts_outside(&self, known: &[String]) -> Result<u64, StoreError>;
-
-    /// After a crash: every receipt left `sending` goes back to `pending`,
-    /// due now and marked unverified (the crash may have come after the
-    /// platform applied the message). Returns how many were recovered.
-    async fn recover_receipts(&self, now: i64) -> Result<u64, StoreError>;
 
     /// Re-drive a failed receipt (dead-letter replay). Returns its channel,
     /// or `None` when there is no failed receipt with that id.

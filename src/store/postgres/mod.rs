@@ -10,6 +10,7 @@
 mod budgets;
 mod channels;
 mod ingest;
+mod leases;
 mod progress;
 mod queries;
 mod receipts;
@@ -18,8 +19,8 @@ mod web;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgPool};
 
 use super::{Lifecycle, StoreError};
 
@@ -40,17 +41,10 @@ pub struct PgStore {
     /// Where to open the holding connection.
     options: PgConnectOptions,
     connect_timeout: Duration,
-    /// A connection of its own holding a session advisory lock, taken by
-    /// [`Lifecycle::hold`] for as long as this process serves: until
-    /// channels are leased per replica (one live holder per channel), one
-    /// herald delivers from a database at a time. The server drops the
-    /// lock when the session ends, which a killed process's closed socket
-    /// ends at once.
+    /// The replica's liveness connection, holding its session advisory
+    /// lock for as long as this process delivers (see `leases.rs`).
     holder: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
 }
-
-/// The advisory lock key that says a herald delivers from this database.
-const HOLDER_LOCK: i64 = 0x6865_7261_6c64; // "herald"
 
 use super::push_list;
 
@@ -95,28 +89,8 @@ impl Lifecycle for PgStore {
     }
 
     async fn hold(&self) -> Result<(), StoreError> {
-        let mut holder = self.holder.lock().await;
-        if holder.is_some() {
-            return Ok(());
-        }
-        let mut conn = tokio::time::timeout(
-            self.connect_timeout,
-            sqlx::PgConnection::connect_with(&self.options),
-        )
-        .await
-        .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))??;
-        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(HOLDER_LOCK)
-            .fetch_one(&mut conn)
-            .await?;
-        if !held {
-            return Err(StoreError::InUse(
-                "another session holds herald's lock on this database; several replicas need channel \
-                 leases, which this version does not have yet"
-                    .to_owned(),
-            ));
-        }
-        *holder = Some(conn);
+        // Several replicas share a PostgreSQL store; each channel is
+        // leased to one of them (`LeaseStore`), so there is nothing to hold.
         Ok(())
     }
 }

@@ -1,8 +1,8 @@
 //! PostgreSQL: live progress messages: which are due, and the versioned writes that record them.
 
 use super::PgStore;
-use crate::store::StoreError;
 use crate::store::progress::*;
+use crate::store::{Lease, StoreError};
 
 /// The task's version, read with a share lock. An ingest that is changing
 /// the task holds its row until it commits; waiting for it here means the
@@ -79,19 +79,22 @@ impl ProgressStore for PgStore {
     async fn progress_post_started(
         &self,
         task: i64,
-        channel: &str,
+        lease: &Lease,
         body: &str,
         now: i64,
     ) -> Result<(), StoreError> {
+        let mut tx = self.delivery.begin().await?;
+        lock_lease(&mut tx, lease).await?;
         sqlx::query(
             "UPDATE task_channels SET post_started = TRUE, post_started_at = $1, post_body = $2 WHERE task = $3 AND channel = $4",
         )
         .bind(now)
         .bind(body)
         .bind(task)
-        .bind(channel)
-        .execute(&self.delivery)
+        .bind(&lease.channel)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -129,17 +132,21 @@ impl ProgressStore for PgStore {
     async fn record_progress(
         &self,
         task: i64,
-        channel: &str,
+        lease: &Lease,
         write: &ProgressWrite,
         now: i64,
     ) -> Result<(), StoreError> {
+        // The lease row is read FOR SHARE: a replica taking the channel
+        // over waits for this write, and this write sees its grant.
+        let mut tx = self.delivery.begin().await?;
+        lock_lease(&mut tx, lease).await?;
+        let channel = &lease.channel;
         match write {
             ProgressWrite::Shown {
                 message_id,
                 version,
                 text_hash,
             } => {
-                let mut tx = self.delivery.begin().await?;
                 let current = current_version(&mut tx, task).await?;
                 sqlx::query(
                     "UPDATE task_channels SET posted_at = CASE WHEN message_id IS NOT DISTINCT FROM $1 THEN posted_at ELSE $4 END, \
@@ -157,7 +164,6 @@ impl ProgressStore for PgStore {
                 .bind(current)
                 .execute(&mut *tx)
                 .await?;
-                tx.commit().await?;
             }
             ProgressWrite::Gone => {
                 sqlx::query(
@@ -169,11 +175,10 @@ impl ProgressStore for PgStore {
                 .bind(now)
                 .bind(task)
                 .bind(channel)
-                .execute(&self.delivery)
+                .execute(&mut *tx)
                 .await?;
             }
             ProgressWrite::Abandon { version } => {
-                let mut tx = self.delivery.begin().await?;
                 let current = current_version(&mut tx, task).await?;
                 sqlx::query(
                     "UPDATE task_channels SET last_sent_at = $1, retry_at = NULL, failures = 0, \
@@ -187,7 +192,6 @@ impl ProgressStore for PgStore {
                 .bind(current)
                 .execute(&mut *tx)
                 .await?;
-                tx.commit().await?;
             }
             ProgressWrite::Retry { at } => {
                 sqlx::query(
@@ -196,10 +200,29 @@ impl ProgressStore for PgStore {
                 .bind(at)
                 .bind(task)
                 .bind(channel)
-                .execute(&self.delivery)
+                .execute(&mut *tx)
                 .await?;
             }
         }
+        tx.commit().await?;
         Ok(())
+    }
+}
+
+/// Read the lease row `FOR SHARE` inside `tx`: [`StoreError::LeaseLost`]
+/// when it is no longer `lease`'s grant.
+async fn lock_lease(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, lease: &Lease) -> Result<(), StoreError> {
+    let held: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM channel_leases WHERE channel = $1 AND epoch = $2 AND holder IS NOT NULL FOR SHARE",
+    )
+    .bind(&lease.channel)
+    .bind(lease.epoch)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match held {
+        Some(_) => Ok(()),
+        None => Err(StoreError::LeaseLost {
+            channel: lease.channel.clone(),
+        }),
     }
 }

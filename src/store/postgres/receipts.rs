@@ -4,8 +4,8 @@ use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use super::PgStore;
-use crate::store::StoreError;
 use crate::store::receipts::*;
+use crate::store::{Lease, StoreError};
 
 /// The columns a claimed receipt is rendered from (constant text: the
 /// statements built from it bind every value), over `r` (receipts),
@@ -40,8 +40,8 @@ const FINISH_CHUNK: usize = 200;
 
 /// Record one kind of outcome for many receipts in one statement:
 /// `UPDATE receipts … FROM (VALUES …)`, fenced per row on `sending` and
-/// the attempt. `columns` binds each row's values after (id, attempt);
-/// `set` assigns from them (`v.column3` onwards). Returns the ids recorded.
+/// the attempt and the channel lease. `columns` binds each row's values
+/// after (id, attempt, epoch); `set` assigns from them (`v.column4` onwards). Returns the ids recorded.
 async fn finish_batch(
     tx: &mut sqlx::Transaction<'_, Postgres>,
     rows: &[&ReceiptOutcome],
@@ -54,12 +54,16 @@ async fn finish_batch(
         qb.push(set);
         qb.push(" FROM (");
         qb.push_values(chunk.iter(), |mut b, outcome| {
-            b.push_bind(outcome.id.clone()).push_bind(outcome.attempt);
+            b.push_bind(outcome.id.clone())
+                .push_bind(outcome.attempt)
+                .push_bind(outcome.epoch);
             columns(&mut b, outcome);
         });
         qb.push(
             ") AS v WHERE receipts.id = v.column1 AND receipts.status = 'sending' \
-             AND receipts.attempts = v.column2 RETURNING receipts.id",
+             AND receipts.attempts = v.column2 AND EXISTS (SELECT 1 FROM channel_leases l \
+             WHERE l.channel = receipts.channel AND l.epoch = v.column3 AND l.holder IS NOT NULL) \
+             RETURNING receipts.id",
         );
         for row in qb.build().fetch_all(&mut **tx).await? {
             recorded.push(row.try_get("id")?);
@@ -72,7 +76,7 @@ async fn finish_batch(
 impl ReceiptStore for PgStore {
     async fn claim_receipts(
         &self,
-        channel: &str,
+        lease: &Lease,
         now: i64,
         lease_ms: i64,
         limit: i64,
@@ -85,17 +89,22 @@ impl ReceiptStore for PgStore {
              attempted_at = $2 WHERE id IN (SELECT id FROM receipts WHERE channel = $3 AND status = 'pending' \
              AND next_attempt_at <= $4 AND (NOT $5 OR unverified = FALSE) \
              ORDER BY next_attempt_at, created_at LIMIT $6 FOR UPDATE SKIP LOCKED) \
+             AND EXISTS (SELECT 1 FROM channel_leases WHERE channel = $3 AND epoch = $7 AND holder IS NOT NULL) \
              RETURNING id, channel, attempts, created_at, unverified, task, event_seq) \
              SELECT {CLAIMED_COLUMNS} FROM r {CLAIMED_JOINS} ORDER BY r.created_at"
         )))
         .bind(now + lease_ms)
         .bind(now)
-        .bind(channel)
+        .bind(&lease.channel)
         .bind(now)
         .bind(verified_only)
         .bind(limit)
+        .bind(lease.epoch)
         .fetch_all(&self.delivery)
         .await?;
+        if rows.is_empty() {
+            self.fence(lease).await?;
+        }
         rows.iter().map(claimed_from_row).collect()
     }
 
@@ -112,23 +121,6 @@ impl ReceiptStore for PgStore {
         rows.iter().map(claimed_from_row).collect()
     }
 
-    async fn finish_receipt(
-        &self,
-        id: &str,
-        attempt: i64,
-        update: &ReceiptUpdate,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        let outcome = ReceiptOutcome {
-            id: id.to_owned(),
-            attempt,
-            update: update.clone(),
-            at: now,
-        };
-        let recorded = self.finish_receipts(std::slice::from_ref(&outcome)).await?;
-        Ok(recorded.first().copied().unwrap_or(false))
-    }
-
     async fn finish_receipts(&self, outcomes: &[ReceiptOutcome]) -> Result<Vec<bool>, StoreError> {
         let (mut surfaced, mut retry, mut failed) = (Vec::new(), Vec::new(), Vec::new());
         for outcome in outcomes {
@@ -140,12 +132,12 @@ impl ReceiptStore for PgStore {
         }
         let mut tx = self.delivery.begin().await?;
         let mut recorded = std::collections::HashSet::new();
-        // Each row: (id, attempt, message_id, surfaced_at).
+        // Each row: (id, attempt, epoch, message_id, surfaced_at).
         recorded.extend(
             finish_batch(
                 &mut tx,
                 &surfaced,
-                "status = 'surfaced', message_id = v.column3, surfaced_at = v.column4, \
+                "status = 'surfaced', message_id = v.column4, surfaced_at = v.column5, \
                  lease_until = NULL, unverified = FALSE, backoff = FALSE",
                 |b, outcome| {
                     if let ReceiptUpdate::Surfaced { message_id } = &outcome.update {
@@ -155,13 +147,13 @@ impl ReceiptStore for PgStore {
             )
             .await?,
         );
-        // Each row: (id, attempt, next_attempt_at, last_error, unverified, backoff).
+        // Each row: (id, attempt, epoch, next_attempt_at, last_error, unverified, backoff).
         recorded.extend(
             finish_batch(
                 &mut tx,
                 &retry,
-                "status = 'pending', next_attempt_at = v.column3, last_error = v.column4, \
-                 unverified = v.column5, backoff = v.column6, lease_until = NULL",
+                "status = 'pending', next_attempt_at = v.column4, last_error = v.column5, \
+                 unverified = v.column6, backoff = v.column7, lease_until = NULL",
                 |b, outcome| {
                     if let ReceiptUpdate::Retry {
                         at,
@@ -179,12 +171,12 @@ impl ReceiptStore for PgStore {
             )
             .await?,
         );
-        // Each row: (id, attempt, last_error).
+        // Each row: (id, attempt, epoch, last_error).
         recorded.extend(
             finish_batch(
                 &mut tx,
                 &failed,
-                "status = 'failed', last_error = v.column3, lease_until = NULL, backoff = FALSE",
+                "status = 'failed', last_error = v.column4, lease_until = NULL, backoff = FALSE",
                 |b, outcome| {
                     if let ReceiptUpdate::Failed { error } = &outcome.update {
                         b.push_bind(error.clone());
@@ -197,23 +189,28 @@ impl ReceiptStore for PgStore {
         Ok(outcomes.iter().map(|o| recorded.contains(&o.id)).collect())
     }
 
-    async fn reclaim_expired_receipts(&self, channel: &str, now: i64) -> Result<u64, StoreError> {
+    async fn reclaim_expired_receipts(&self, lease: &Lease, now: i64) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "UPDATE receipts SET status = 'pending', lease_until = NULL, next_attempt_at = $1, unverified = TRUE, \
              last_error = 'lease expired before the outcome of the attempt was recorded' \
-             WHERE channel = $2 AND status = 'sending' AND lease_until < $3",
+             WHERE channel = $2 AND status = 'sending' AND lease_until < $3 \
+             AND EXISTS (SELECT 1 FROM channel_leases WHERE channel = $2 AND epoch = $4 AND holder IS NOT NULL)",
         )
         .bind(now)
-        .bind(channel)
+        .bind(&lease.channel)
         .bind(now)
+        .bind(lease.epoch)
         .execute(&self.delivery)
         .await?;
+        if done.rows_affected() == 0 {
+            self.fence(lease).await?;
+        }
         Ok(done.rows_affected())
     }
 
     async fn reclaim_unowned_receipts(
         &self,
-        channel: &str,
+        lease: &Lease,
         keep: &[String],
         now: i64,
     ) -> Result<u64, StoreError> {
@@ -223,12 +220,21 @@ impl ReceiptStore for PgStore {
         );
         qb.push_bind(now);
         qb.push(" WHERE status = 'sending' AND channel = ")
-            .push_bind(channel.to_owned());
+            .push_bind(lease.channel.clone());
         if !keep.is_empty() {
             qb.push(" AND id NOT IN ");
             super::push_list(&mut qb, keep);
         }
-        Ok(qb.build().execute(&self.delivery).await?.rows_affected())
+        qb.push(" AND EXISTS (SELECT 1 FROM channel_leases WHERE channel = ")
+            .push_bind(lease.channel.clone())
+            .push(" AND epoch = ")
+            .push_bind(lease.epoch)
+            .push(" AND holder IS NOT NULL)");
+        let done = qb.build().execute(&self.delivery).await?.rows_affected();
+        if done == 0 {
+            self.fence(lease).await?;
+        }
+        Ok(done)
     }
 
     async fn unverified_receipts(&self, channel: &str) -> Result<Vec<UnverifiedReceipt>, StoreError> {
@@ -285,19 +291,26 @@ impl ReceiptStore for PgStore {
 
     async fn surface_unverified_receipt(
         &self,
+        lease: &Lease,
         id: &str,
         message_id: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE receipts SET status = 'surfaced', message_id = $1, surfaced_at = $2, unverified = FALSE, backoff = FALSE \
-             WHERE id = $3 AND status = 'pending' AND unverified = TRUE",
+             WHERE id = $3 AND status = 'pending' AND unverified = TRUE \
+             AND EXISTS (SELECT 1 FROM channel_leases WHERE channel = $4 AND epoch = $5 AND holder IS NOT NULL)",
         )
         .bind(message_id)
         .bind(now)
         .bind(id)
+        .bind(&lease.channel)
+        .bind(lease.epoch)
         .execute(&self.delivery)
         .await?;
+        if done.rows_affected() == 0 {
+            self.fence(lease).await?;
+        }
         Ok(done.rows_affected() == 1)
     }
 
@@ -392,18 +405,6 @@ impl ReceiptStore for PgStore {
             super::push_list(&mut qb, known);
         }
         Ok(qb.build().execute(&self.delivery).await?.rows_affected())
-    }
-
-    async fn recover_receipts(&self, now: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE receipts SET status = 'pending', lease_until = NULL, next_attempt_at = $1, unverified = TRUE, \
-             last_error = 'interrupted before the outcome was recorded' \
-             WHERE status = 'sending'",
-        )
-        .bind(now)
-        .execute(&self.delivery)
-        .await?;
-        Ok(done.rows_affected())
     }
 
     async fn replay_receipt(&self, id: &str, now: i64) -> Result<Option<String>, StoreError> {

@@ -3,6 +3,7 @@
 mod budgets;
 mod channels;
 mod ingest;
+mod leases;
 mod progress;
 mod queries;
 mod receipts;
@@ -49,6 +50,8 @@ pub struct SqliteStore {
     /// would deliver everything twice). The kernel drops the lock when the
     /// process dies, `kill -9` included.
     holder: std::sync::Mutex<Option<std::fs::File>>,
+    /// The replica id this process joined as (the only live one).
+    replica: std::sync::Mutex<Option<String>>,
 }
 
 /// Lock the file next to the database that says which herald has it.
@@ -106,6 +109,7 @@ impl SqliteStore {
             write_gate: tokio::sync::Mutex::new(()),
             file,
             holder: std::sync::Mutex::default(),
+            replica: std::sync::Mutex::default(),
         })
     }
 }

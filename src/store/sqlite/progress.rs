@@ -1,8 +1,8 @@
 //! SQLite: live progress messages: which are due, and the versioned writes that record them.
 
 use super::SqliteStore;
-use crate::store::StoreError;
 use crate::store::progress::*;
+use crate::store::{Lease, StoreError};
 
 #[async_trait::async_trait]
 impl ProgressStore for SqliteStore {
@@ -61,10 +61,12 @@ impl ProgressStore for SqliteStore {
     async fn progress_post_started(
         &self,
         task: i64,
-        channel: &str,
+        lease: &Lease,
         body: &str,
         now: i64,
     ) -> Result<(), StoreError> {
+        self.fence(lease).await?;
+        let channel = &lease.channel;
         sqlx::query(
             "UPDATE task_channels SET post_started = 1, post_started_at = ?, post_body = ? WHERE task = ? AND channel = ?",
         )
@@ -111,10 +113,12 @@ impl ProgressStore for SqliteStore {
     async fn record_progress(
         &self,
         task: i64,
-        channel: &str,
+        lease: &Lease,
         write: &ProgressWrite,
         now: i64,
     ) -> Result<(), StoreError> {
+        self.fence(lease).await?;
+        let channel = &lease.channel;
         match write {
             ProgressWrite::Shown {
                 message_id,

@@ -5,8 +5,8 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use std::collections::BTreeMap;
 
 use super::SqliteStore;
-use crate::store::StoreError;
 use crate::store::receipts::*;
+use crate::store::{Lease, StoreError};
 
 /// A receipt as `receipts_by_id` aggregates it.
 #[derive(serde::Deserialize)]
@@ -61,12 +61,16 @@ async fn finish_batch(
         qb.push(set);
         qb.push(" FROM (");
         qb.push_values(chunk.iter(), |mut b, outcome| {
-            b.push_bind(outcome.id.clone()).push_bind(outcome.attempt);
+            b.push_bind(outcome.id.clone())
+                .push_bind(outcome.attempt)
+                .push_bind(outcome.epoch);
             columns(&mut b, outcome);
         });
         qb.push(
             ") AS v WHERE receipts.id = v.column1 AND receipts.status = 'sending' \
-             AND receipts.attempts = v.column2 RETURNING receipts.id",
+             AND receipts.attempts = v.column2 AND EXISTS (SELECT 1 FROM channel_leases l \
+             WHERE l.channel = receipts.channel AND l.epoch = v.column3 AND l.holder IS NOT NULL) \
+             RETURNING receipts.id",
         );
         for row in qb.build().fetch_all(&mut **tx).await? {
             recorded.push(row.try_get("id")?);
@@ -79,7 +83,7 @@ async fn finish_batch(
 impl ReceiptStore for SqliteStore {
     async fn claim_receipts(
         &self,
-        channel: &str,
+        lease: &Lease,
         now: i64,
         lease_ms: i64,
         limit: i64,
@@ -90,16 +94,22 @@ impl ReceiptStore for SqliteStore {
              WHERE id IN (SELECT id FROM receipts WHERE channel = ? AND status = 'pending' \
                           AND next_attempt_at <= ? AND (? = 0 OR unverified = 0) \
                           ORDER BY next_attempt_at, created_at LIMIT ?) \
+             AND EXISTS (SELECT 1 FROM channel_leases WHERE channel = ? AND epoch = ? AND holder IS NOT NULL) \
              RETURNING id",
         )
         .bind(now + lease_ms)
         .bind(now)
-        .bind(channel)
+        .bind(&lease.channel)
         .bind(now)
         .bind(verified_only)
         .bind(limit)
+        .bind(&lease.channel)
+        .bind(lease.epoch)
         .fetch_all(&self.delivery)
         .await?;
+        if rows.is_empty() {
+            self.fence(lease).await?;
+        }
         let ids = rows
             .iter()
             .map(|r| r.try_get::<String, _>("id"))
@@ -131,23 +141,6 @@ impl ReceiptStore for SqliteStore {
         Ok(out)
     }
 
-    async fn finish_receipt(
-        &self,
-        id: &str,
-        attempt: i64,
-        update: &ReceiptUpdate,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        let outcome = ReceiptOutcome {
-            id: id.to_owned(),
-            attempt,
-            update: update.clone(),
-            at: now,
-        };
-        let recorded = self.finish_receipts(std::slice::from_ref(&outcome)).await?;
-        Ok(recorded.first().copied().unwrap_or(false))
-    }
-
     async fn finish_receipts(&self, outcomes: &[ReceiptOutcome]) -> Result<Vec<bool>, StoreError> {
         let (mut surfaced, mut retry, mut failed) = (Vec::new(), Vec::new(), Vec::new());
         for outcome in outcomes {
@@ -160,12 +153,12 @@ impl ReceiptStore for SqliteStore {
         let _gate = self.write_gate.lock().await;
         let mut tx = self.delivery.begin_with("BEGIN IMMEDIATE").await?;
         let mut recorded = std::collections::HashSet::new();
-        // Each row: (id, attempt, message_id, surfaced_at).
+        // Each row: (id, attempt, epoch, message_id, surfaced_at).
         recorded.extend(
             finish_batch(
                 &mut tx,
                 &surfaced,
-                "status = 'surfaced', message_id = v.column3, surfaced_at = v.column4, \
+                "status = 'surfaced', message_id = v.column4, surfaced_at = v.column5, \
                  lease_until = NULL, unverified = 0, backoff = 0",
                 |b, outcome| {
                     if let ReceiptUpdate::Surfaced { message_id } = &outcome.update {
@@ -175,13 +168,13 @@ impl ReceiptStore for SqliteStore {
             )
             .await?,
         );
-        // Each row: (id, attempt, next_attempt_at, last_error, unverified, backoff).
+        // Each row: (id, attempt, epoch, next_attempt_at, last_error, unverified, backoff).
         recorded.extend(
             finish_batch(
                 &mut tx,
                 &retry,
-                "status = 'pending', next_attempt_at = v.column3, last_error = v.column4, \
-                 unverified = v.column5, backoff = v.column6, lease_until = NULL",
+                "status = 'pending', next_attempt_at = v.column4, last_error = v.column5, \
+                 unverified = v.column6, backoff = v.column7, lease_until = NULL",
                 |b, outcome| {
                     if let ReceiptUpdate::Retry {
                         at,
@@ -199,12 +192,12 @@ impl ReceiptStore for SqliteStore {
             )
             .await?,
         );
-        // Each row: (id, attempt, last_error).
+        // Each row: (id, attempt, epoch, last_error).
         recorded.extend(
             finish_batch(
                 &mut tx,
                 &failed,
-                "status = 'failed', last_error = v.column3, lease_until = NULL, backoff = 0",
+                "status = 'failed', last_error = v.column4, lease_until = NULL, backoff = 0",
                 |b, outcome| {
                     if let ReceiptUpdate::Failed { error } = &outcome.update {
                         b.push_bind(error.clone());
@@ -217,14 +210,15 @@ impl ReceiptStore for SqliteStore {
         Ok(outcomes.iter().map(|o| recorded.contains(&o.id)).collect())
     }
 
-    async fn reclaim_expired_receipts(&self, channel: &str, now: i64) -> Result<u64, StoreError> {
+    async fn reclaim_expired_receipts(&self, lease: &Lease, now: i64) -> Result<u64, StoreError> {
+        self.fence(lease).await?;
         let done = sqlx::query(
             "UPDATE receipts SET status = 'pending', lease_until = NULL, next_attempt_at = ?, unverified = 1, \
              last_error = 'lease expired before the outcome of the attempt was recorded' \
              WHERE channel = ? AND status = 'sending' AND lease_until < ?",
         )
         .bind(now)
-        .bind(channel)
+        .bind(&lease.channel)
         .bind(now)
         .execute(&self.delivery)
         .await?;
@@ -233,17 +227,18 @@ impl ReceiptStore for SqliteStore {
 
     async fn reclaim_unowned_receipts(
         &self,
-        channel: &str,
+        lease: &Lease,
         keep: &[String],
         now: i64,
     ) -> Result<u64, StoreError> {
+        self.fence(lease).await?;
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
             "UPDATE receipts SET status = 'pending', lease_until = NULL, unverified = 1, \
              last_error = 'the claim of this attempt was interrupted before it was sent', next_attempt_at = ",
         );
         qb.push_bind(now);
         qb.push(" WHERE status = 'sending' AND channel = ")
-            .push_bind(channel.to_owned());
+            .push_bind(lease.channel.clone());
         if !keep.is_empty() {
             qb.push(" AND id NOT IN ");
             super::push_list(&mut qb, keep);
@@ -305,10 +300,12 @@ impl ReceiptStore for SqliteStore {
 
     async fn surface_unverified_receipt(
         &self,
+        lease: &Lease,
         id: &str,
         message_id: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
+        self.fence(lease).await?;
         let done = sqlx::query(
             "UPDATE receipts SET status = 'surfaced', message_id = ?, surfaced_at = ?, unverified = 0, backoff = 0 \
              WHERE id = ? AND status = 'pending' AND unverified = 1",
@@ -412,18 +409,6 @@ impl ReceiptStore for SqliteStore {
             super::push_list(&mut qb, known);
         }
         Ok(qb.build().execute(&self.delivery).await?.rows_affected())
-    }
-
-    async fn recover_receipts(&self, now: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE receipts SET status = 'pending', lease_until = NULL, next_attempt_at = ?, unverified = 1, \
-             last_error = 'interrupted before the outcome was recorded' \
-             WHERE status = 'sending'",
-        )
-        .bind(now)
-        .execute(&self.delivery)
-        .await?;
-        Ok(done.rows_affected())
     }
 
     async fn replay_receipt(&self, id: &str, now: i64) -> Result<Option<String>, StoreError> {
