@@ -154,9 +154,15 @@ pub async fn serve(
     };
     // Receipts an earlier process left in flight are recovered channel by
     // channel, as their leases are taken (`delivery/leases.rs`).
-    let web = WebChannel::new(store.clone());
+    let bus = crate::hints::Bus::default();
+    let web = WebChannel::new(store.clone(), bus.clone());
     let adapters = adapters(&web, &config)?;
-    let wakers = Wakers::default();
+    let wakers = Wakers::with_bus(bus.clone());
+    if let Err(e) = crate::hints::connect(&store, &bus, wakers.clone(), web.clone()).await {
+        // Without hints, work another replica accepted waits for the
+        // actors' next poll (seconds), nothing is lost.
+        warn!(error = %e, "could not listen for the other replicas' hints; delivery relies on polling");
+    }
     let replica = Replica {
         id: crate::store::new_replica_id(),
         listen: local.to_string(),

@@ -8,6 +8,7 @@ pub mod config;
 pub mod connecting;
 pub mod delivery;
 pub mod demo;
+pub mod hints;
 pub mod ingest;
 pub mod metrics;
 pub mod protocol;

@@ -30,6 +30,8 @@ pub const RECONCILE_FALLBACKS: &str = "herald_reconcile_fallbacks_total";
 pub const PULLED_FORWARD: &str = "herald_receipts_pulled_forward_total";
 /// Late outcomes not recorded because a newer attempt owns the receipt.
 pub const LATE_OUTCOMES: &str = "herald_late_outcomes_total";
+/// Channel leases held, by replica.
+pub const CHANNEL_LEASES: &str = "herald_channel_leases";
 
 /// Install the process-wide recorder and describe every metric.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
@@ -56,6 +58,10 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         "Seconds from event accepted to terminal notification surfaced."
     );
     describe_gauge!(RECEIPTS, "Delivery receipts by status.");
+    describe_gauge!(
+        CHANNEL_LEASES,
+        "Channel leases held, by replica (live replicas only)."
+    );
     describe_counter!(RATE_LIMITED, "Rate-limited answers from a platform, by adapter.");
     describe_gauge!(
         CONFIG_RELOAD_OK,
@@ -125,6 +131,11 @@ pub fn surfaced_latency(seconds: f64) {
 /// Set the receipts gauge for one status.
 pub fn receipts(status: &str, count: i64) {
     gauge!(RECEIPTS, "status" => status.to_owned()).set(count as f64);
+}
+
+/// Set the channel leases gauge of one replica.
+pub fn channel_leases(replica: &str, count: usize) {
+    gauge!(CHANNEL_LEASES, "replica" => replica.to_owned()).set(count as f64);
 }
 
 /// Set the progress staleness gauge.

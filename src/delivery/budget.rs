@@ -69,7 +69,7 @@ impl Window {
     }
 
     /// Record a send made at `now`.
-    fn take_at(&mut self, now: Instant) {
+    pub fn take_at(&mut self, now: Instant) {
         self.sent.push_back(now);
     }
 
@@ -148,6 +148,16 @@ impl Window {
     /// to a round trip later; its answer, which would have moved it there
     /// (`settle`), never came.
     pub fn restore(&mut self, kept: &KeptWindow, now: Instant, now_ms: i64) {
+        self.restore_with(kept, now, now_ms, RESTORE_MARGIN_MS);
+    }
+
+    /// Take a window another replica keeps spending right now, exactly as
+    /// kept (its sends are settled by their own process).
+    pub fn restore_exact(&mut self, kept: &KeptWindow, now: Instant, now_ms: i64) {
+        self.restore_with(kept, now, now_ms, 0);
+    }
+
+    fn restore_with(&mut self, kept: &KeptWindow, now: Instant, now_ms: i64, margin_ms: i64) {
         let to_instant = |ms: i64| -> Instant {
             let delta = Duration::from_millis(ms.abs_diff(now_ms));
             if ms >= now_ms {
@@ -159,7 +169,7 @@ impl Window {
         let mut sends: Vec<Instant> = kept
             .sends
             .iter()
-            .map(|ms| to_instant(ms.saturating_add(RESTORE_MARGIN_MS)))
+            .map(|ms| to_instant(ms.saturating_add(margin_ms)))
             .collect();
         sends.sort();
         self.sent = sends.into_iter().collect();

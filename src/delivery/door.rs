@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use super::budget::{SharedWindow, Window, acquire, ready_in, settle};
-use crate::store::{Store, StoreError, now_ms};
+use crate::store::{KeptWindow, Store, StoreError, now_ms};
 
 /// Added to every retry-after: enough that a platform counting from when
 /// it sent its answer, with coarse clocks, never sees an early request.
@@ -32,6 +32,9 @@ fn padded(rate: Rate) -> Rate {
     Rate::new(rate.count, rate.per + pad)
 }
 
+/// How long a call waits when a shared budget could not be read.
+const SHARED_RETRY: Duration = Duration::from_millis(500);
+
 /// One budget and the window that spends it.
 #[derive(Clone)]
 struct Gate {
@@ -39,6 +42,10 @@ struct Gate {
     window: SharedWindow,
     /// Where the window is kept in the store.
     key: String,
+    /// Spent by every replica of a shared store: the kept window is the
+    /// window, changed under its row lock at every call (an account's
+    /// budgets; a channel's follow its lease and stay in process).
+    shared: bool,
 }
 
 fn key_of(owner: &str, budget: &Budget) -> String {
@@ -63,12 +70,14 @@ impl Keeper {
         &self,
         owner: &str,
         budgets: impl Iterator<Item = &Budget>,
+        shared: bool,
     ) -> Result<Vec<Gate>, StoreError> {
         let gates: Vec<Gate> = budgets
             .map(|b| Gate {
                 budget: b.clone(),
                 window: Arc::new(Mutex::new(Window::new(padded(b.rate)))),
                 key: key_of(owner, b),
+                shared,
             })
             .collect();
         let keys: Vec<String> = gates.iter().map(|g| g.key.clone()).collect();
@@ -85,7 +94,8 @@ impl Keeper {
     async fn save(&self, gates: &[&Gate]) {
         let (now, now_ms) = (Instant::now(), now_ms());
         let mut snapshots = Vec::with_capacity(gates.len());
-        for gate in gates {
+        // Shared windows are written at every change, under their lock.
+        for gate in gates.iter().filter(|g| !g.shared) {
             snapshots.push((gate.key.clone(), gate.window.lock().await.snapshot(now, now_ms)));
         }
         if let Err(e) = self.store.save_budget_windows(&snapshots, now_ms).await {
@@ -101,6 +111,7 @@ fn fresh(budgets: impl Iterator<Item = Budget>) -> Vec<Gate> {
         .map(|b| Gate {
             window: Arc::new(Mutex::new(Window::new(b.rate))),
             key: String::new(),
+            shared: false,
             budget: b,
         })
         .collect()
@@ -124,7 +135,7 @@ impl AccountBudgets {
             .enforced_by_platform
             .then(|| Keeper { store: store.clone() });
         let gates = match &keeper {
-            Some(k) => k.open(owner, account).await?,
+            Some(k) => k.open(owner, account, store.shared()).await?,
             None => fresh(account.cloned()),
         };
         Ok(AccountBudgets {
@@ -140,7 +151,7 @@ impl AccountBudgets {
         let own = limits.budgets.iter().filter(|b| b.scope == Scope::Channel);
         let owner = format!("{}/{channel}", self.owner);
         let own_gates = match &self.keeper {
-            Some(k) => k.open(&owner, own).await?,
+            Some(k) => k.open(&owner, own, false).await?,
             None => fresh(own.cloned()),
         };
         let mut gates = self.gates.clone();
@@ -156,6 +167,8 @@ impl AccountBudgets {
 #[derive(Debug, Clone, Copy)]
 pub struct Slot {
     sent: Instant,
+    /// The same moment as kept in shared windows.
+    sent_ms: i64,
 }
 
 /// Every call of one channel passes here. Clones share the windows.
@@ -197,12 +210,80 @@ impl Door {
     /// [`Door::observe`] with the answer.
     pub async fn acquire(&self, call: Call) -> Slot {
         let gates = self.counting(call);
-        let windows = Self::windows(&gates);
-        let sent = acquire(&windows.iter().collect::<Vec<_>>()).await;
-        if let Some(keeper) = &self.keeper {
-            keeper.save(&gates).await;
+        let (shared, local): (Vec<&Gate>, Vec<&Gate>) = gates.iter().partition(|g| g.shared);
+        let windows = Self::windows(&local);
+        let windows: Vec<&SharedWindow> = windows.iter().collect();
+        loop {
+            if !shared.is_empty() {
+                // The shared windows are spent only once this process's
+                // own allow the call, so a spent share is used at once.
+                let wait = ready_in(&windows).await;
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            }
+            let sent_ms = now_ms();
+            if let Some(wait) = self.take_shared(&shared, sent_ms).await {
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            let sent = acquire(&windows).await;
+            if let Some(keeper) = &self.keeper {
+                keeper.save(&local).await;
+            }
+            return Slot { sent, sent_ms };
         }
-        Slot { sent }
+    }
+
+    /// Spend one send at `at_ms` from each shared window, under its row
+    /// lock; how long to wait first when one of them is full (sends taken
+    /// from the windows before it stay taken: counted, never exceeded).
+    async fn take_shared(&self, gates: &[&Gate], at_ms: i64) -> Option<Duration> {
+        let keeper = self.keeper.as_ref()?;
+        for gate in gates {
+            let rate = padded(gate.budget.rate);
+            let wait = std::sync::Mutex::new(Duration::ZERO);
+            let change = |kept: KeptWindow| {
+                let now = Instant::now();
+                let mut window = Window::new(rate);
+                window.restore_exact(&kept, now, at_ms);
+                let w = window.wait_time(now);
+                if w.is_zero() {
+                    window.take_at(now);
+                    Some(window.snapshot(now, at_ms))
+                } else {
+                    *wait.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = w;
+                    None
+                }
+            };
+            if let Err(e) = keeper.store.change_budget_window(&gate.key, at_ms, &change).await {
+                warn!(error = %e, "could not spend a rate budget shared with the other replicas; waiting");
+                return Some(SHARED_RETRY);
+            }
+            let w = *wait.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !w.is_zero() {
+                return Some(w);
+            }
+        }
+        None
+    }
+
+    /// Change each shared window under its row lock.
+    async fn change_shared(
+        &self,
+        gates: &[&Gate],
+        change: impl Fn(&Gate, KeptWindow) -> Option<KeptWindow> + Sync,
+    ) {
+        let Some(keeper) = &self.keeper else {
+            return;
+        };
+        for gate in gates.iter().filter(|g| g.shared) {
+            let one = |kept: KeptWindow| change(gate, kept);
+            if let Err(e) = keeper.store.change_budget_window(&gate.key, now_ms(), &one).await {
+                warn!(error = %e, "could not update a rate budget shared with the other replicas");
+            }
+        }
     }
 
     /// Learn from an answer: a retry-after holds the budgets it concerns
@@ -222,6 +303,15 @@ impl Door {
             let counting = self.counting(call);
             let windows = Self::windows(&counting);
             settle(&windows.iter().collect::<Vec<_>>(), slot.sent).await;
+            let answered = now_ms();
+            self.change_shared(&counting, |_, mut kept| {
+                let i = kept.sends.iter().rposition(|t| *t == slot.sent_ms)?;
+                kept.sends.remove(i);
+                let at = kept.sends.partition_point(|t| *t <= answered);
+                kept.sends.insert(at, answered);
+                Some(kept)
+            })
+            .await;
             counting
         } else {
             Vec::new()
@@ -272,6 +362,17 @@ impl Door {
                 Hold::UntilReset => window.hold(wait),
             }
         }
+        self.change_shared(&chosen, |gate, kept| {
+            let (now, now_ms) = (Instant::now(), now_ms());
+            let mut window = Window::new(padded(gate.budget.rate));
+            window.restore_exact(&kept, now, now_ms);
+            match how {
+                Hold::Paced => window.pause(wait),
+                Hold::UntilReset => window.hold(wait),
+            }
+            Some(window.snapshot(now, now_ms))
+        })
+        .await;
         chosen
     }
 }

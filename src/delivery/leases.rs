@@ -15,7 +15,9 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
-use crate::store::LeaseRow;
+use serde::Serialize;
+
+use crate::store::{LeaseRow, ReplicaRow};
 
 /// How often a replica beats, renews and plans.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -117,6 +119,90 @@ pub fn plan(me: &str, live: &[String], channels: &[String], leases: &[LeaseRow],
     plan.release.sort();
     plan.release.dedup();
     plan
+}
+
+/// What `GET /v1/replicas` shows.
+#[derive(Debug, Serialize)]
+pub struct ReplicasView {
+    /// Every registered replica.
+    pub replicas: Vec<ReplicaView>,
+    /// Configured channels no live replica holds right now.
+    pub unheld: Vec<String>,
+}
+
+/// One replica and the channels it delivers.
+#[derive(Debug, Serialize)]
+pub struct ReplicaView {
+    /// Replica id.
+    pub id: String,
+    /// Where it listens.
+    pub listen: String,
+    /// Whether the store still sees its process.
+    pub alive: bool,
+    /// Unix ms it joined.
+    pub started_at: i64,
+    /// Unix ms of its last heartbeat.
+    pub heartbeat_at: i64,
+    /// Unix ms its registration lapses without a heartbeat.
+    pub expires_at: i64,
+    /// The leases it holds (none once it is not alive).
+    pub channels: Vec<HeldView>,
+}
+
+/// One lease a replica holds.
+#[derive(Debug, Serialize)]
+pub struct HeldView {
+    /// Channel name.
+    pub channel: String,
+    /// The grant.
+    pub epoch: i64,
+    /// Unix ms it lapses unless renewed.
+    pub lease_expires_at: i64,
+}
+
+/// Who delivers what, from the store's rows: a lease counts only while
+/// its holder is alive and it has not lapsed.
+pub fn view(replicas: &[ReplicaRow], leases: &[LeaseRow], configured: &[String], now: i64) -> ReplicasView {
+    let alive: HashSet<&str> = replicas
+        .iter()
+        .filter(|r| r.alive)
+        .map(|r| r.id.as_str())
+        .collect();
+    let live_lease =
+        |l: &&LeaseRow| l.expires_at > now && l.holder.as_deref().is_some_and(|h| alive.contains(h));
+    let held: HashSet<&str> = leases
+        .iter()
+        .filter(live_lease)
+        .map(|l| l.channel.as_str())
+        .collect();
+    ReplicasView {
+        replicas: replicas
+            .iter()
+            .map(|r| ReplicaView {
+                id: r.id.clone(),
+                listen: r.listen.clone(),
+                alive: r.alive,
+                started_at: r.started_at,
+                heartbeat_at: r.heartbeat_at,
+                expires_at: r.expires_at,
+                channels: leases
+                    .iter()
+                    .filter(live_lease)
+                    .filter(|l| l.holder.as_deref() == Some(r.id.as_str()))
+                    .map(|l| HeldView {
+                        channel: l.channel.clone(),
+                        epoch: l.epoch,
+                        lease_expires_at: l.expires_at,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        unheld: configured
+            .iter()
+            .filter(|c| !held.contains(c.as_str()))
+            .cloned()
+            .collect(),
+    }
 }
 
 #[cfg(test)]

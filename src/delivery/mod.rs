@@ -85,8 +85,13 @@ pub enum StartError {
 
 /// The wake-up hints of the running channel actors, by channel name. Shared
 /// with the ingest writer and replaced when a reload restarts the actors.
+/// Wake-ups for channels another replica delivers go to it through the
+/// [`Bus`](crate::hints::Bus).
 #[derive(Clone, Default)]
-pub struct Wakers(Arc<RwLock<HashMap<String, Arc<Signal>>>>);
+pub struct Wakers {
+    actors: Arc<RwLock<HashMap<String, Arc<Signal>>>>,
+    bus: crate::hints::Bus,
+}
 
 /// How the rest of herald pokes one channel actor.
 #[derive(Default)]
@@ -98,24 +103,67 @@ pub struct Signal {
 }
 
 impl Wakers {
-    /// Tell the actors of these channels that new work is in the store.
+    /// Wake-ups that also reach the other replicas through `bus`.
+    pub fn with_bus(bus: crate::hints::Bus) -> Wakers {
+        Wakers {
+            actors: Arc::default(),
+            bus,
+        }
+    }
+
+    /// Tell the actors of these channels, here and on the other replicas,
+    /// that new work is in the store.
     ///
     /// (The actors also poll; a wake-up only saves latency.)
     pub fn wake<'a>(&self, channels: impl IntoIterator<Item = &'a String>) {
+        let channels: Vec<String> = channels.into_iter().cloned().collect();
+        self.wake_local(&channels);
+        if !channels.is_empty() {
+            self.bus.send(crate::hints::Hint::Work {
+                urgent: Vec::new(),
+                touched: channels,
+            });
+        }
+    }
+
+    /// Tell the actors of these channels, here and on the other replicas,
+    /// that terminal receipts are due: they go before any progress work
+    /// still queued.
+    pub fn wake_urgent<'a>(&self, channels: impl IntoIterator<Item = &'a String>) {
+        let channels: Vec<String> = channels.into_iter().cloned().collect();
+        self.wake_local_urgent(&channels);
+        if !channels.is_empty() {
+            self.bus.send(crate::hints::Hint::Work {
+                urgent: channels,
+                touched: Vec::new(),
+            });
+        }
+    }
+
+    /// Wake this replica's actors of these channels (a hint from another).
+    pub fn wake_local(&self, channels: &[String]) {
         self.each(channels, |s| s.notify.notify_one());
     }
 
-    /// Tell the actors of these channels that terminal receipts are due:
-    /// they go before any progress work still queued.
-    pub fn wake_urgent<'a>(&self, channels: impl IntoIterator<Item = &'a String>) {
+    /// Wake this replica's actors of these channels for terminal receipts.
+    pub fn wake_local_urgent(&self, channels: &[String]) {
         self.each(channels, |s| {
             s.urgent.store(true, Ordering::Release);
             s.notify.notify_one();
         });
     }
 
-    fn each<'a>(&self, channels: impl IntoIterator<Item = &'a String>, f: impl Fn(&Signal)) {
-        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+    /// Wake every actor of this replica (hints may have been missed).
+    pub fn wake_every_local(&self) {
+        let map = self.actors.read().unwrap_or_else(PoisonError::into_inner);
+        for s in map.values() {
+            s.urgent.store(true, Ordering::Release);
+            s.notify.notify_one();
+        }
+    }
+
+    fn each(&self, channels: &[String], f: impl Fn(&Signal)) {
+        let map = self.actors.read().unwrap_or_else(PoisonError::into_inner);
         for name in channels {
             if let Some(s) = map.get(name) {
                 f(s);
@@ -124,7 +172,7 @@ impl Wakers {
     }
 
     fn replace(&self, map: HashMap<String, Arc<Signal>>) {
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = map;
+        *self.actors.write().unwrap_or_else(PoisonError::into_inner) = map;
     }
 }
 

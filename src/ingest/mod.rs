@@ -68,6 +68,7 @@ pub fn routes(state: AppState) -> Router {
             get(queries::journal),
         )
         .route("/v1/deliveries", get(queries::deliveries))
+        .route("/v1/replicas", get(queries::replicas))
         .route("/v1/deliveries/{id}/retry", post(queries::retry_delivery))
         .route("/-/reload", post(reload))
         .route("/healthz", get(healthz))
@@ -176,7 +177,21 @@ async fn render_metrics(State(state): State<AppState>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "could not count receipts for /metrics"),
     }
-    match state.store.progress_staleness_ms(crate::store::now_ms()).await {
+    let now = crate::store::now_ms();
+    match (
+        state.store.replicas(now).await,
+        state.store.channel_leases().await,
+    ) {
+        (Ok(replicas), Ok(leases)) => {
+            for r in crate::delivery::leases::view(&replicas, &leases, &[], now).replicas {
+                crate::metrics::channel_leases(&r.id, r.channels.len());
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "could not count channel leases for /metrics")
+        }
+    }
+    match state.store.progress_staleness_ms(now).await {
         Ok(ms) => crate::metrics::progress_staleness(ms.unwrap_or(0) as f64 / 1000.0),
         Err(e) => tracing::warn!(error = %e, "could not measure progress staleness for /metrics"),
     }

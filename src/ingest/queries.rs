@@ -133,3 +133,25 @@ pub async fn retry_delivery(
         Err(e) => Err(ApiError::internal("could not retry the receipt", e)),
     }
 }
+
+/// `GET /v1/replicas`: the replicas of this store, whether each is alive,
+/// and the channels each delivers with their lease expiries; channels no
+/// live replica holds are listed apart (being taken over, or never taken).
+pub async fn replicas(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let now = now_ms();
+    let replicas = state
+        .store
+        .replicas(now)
+        .await
+        .map_err(|e| ApiError::internal("could not list replicas", e))?;
+    let leases = state
+        .store
+        .channel_leases()
+        .await
+        .map_err(|e| ApiError::internal("could not list channel leases", e))?;
+    let configured: Vec<String> = state.config.borrow().channels.keys().cloned().collect();
+    let view = crate::delivery::leases::view(&replicas, &leases, &configured, now);
+    let body =
+        serde_json::to_value(&view).map_err(|e| ApiError::internal("could not encode the replicas", e))?;
+    Ok(ok(StatusCode::OK, body))
+}

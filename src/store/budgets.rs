@@ -34,4 +34,17 @@ pub trait BudgetStore: Send + Sync {
     /// Keep these windows (one transaction).
     async fn save_budget_windows(&self, windows: &[(String, KeptWindow)], now: i64)
     -> Result<(), StoreError>;
+
+    /// Change one kept window under its row lock: the budgets every
+    /// replica of a shared store spends together (an account's). `change`
+    /// gets the kept window (empty when none is kept) and returns the one
+    /// to keep, or `None` to leave it as it is. What to change is the
+    /// caller's decision (`delivery/door.rs`); here it is only locked,
+    /// read and written.
+    async fn change_budget_window(
+        &self,
+        key: &str,
+        now: i64,
+        change: &(dyn Fn(KeptWindow) -> Option<KeptWindow> + Send + Sync),
+    ) -> Result<(), StoreError>;
 }

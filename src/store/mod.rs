@@ -11,6 +11,7 @@
 mod budgets;
 mod channels;
 mod columns;
+mod hints;
 mod ids;
 mod ingest;
 mod leases;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 
 pub use budgets::{BudgetStore, KeptWindow};
 pub use channels::ChannelStore;
+pub use hints::{HintFeed, HintStore};
 pub use ids::{new_progress_key, new_receipt_id, new_replica_id};
 pub use ingest::IngestStore;
 pub use leases::{Lease, LeaseRow, LeaseStore, ReplicaRow};
@@ -128,6 +130,7 @@ pub trait Backend:
     + BudgetStore
     + ChannelStore
     + LeaseStore
+    + HintStore
     + Lifecycle
     + std::fmt::Debug
 {
@@ -142,6 +145,7 @@ impl<T> Backend for T where
         + BudgetStore
         + ChannelStore
         + LeaseStore
+        + HintStore
         + Lifecycle
         + std::fmt::Debug
 {

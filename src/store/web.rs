@@ -61,4 +61,8 @@ pub trait WebStore: Send + Sync {
 
     /// The newest `limit` messages of a web channel, oldest first.
     async fn web_messages(&self, channel: &str, limit: i64) -> Result<Vec<WebMessageRow>, StoreError>;
+
+    /// One message of a web channel, by id (a replica showing what
+    /// another one posted).
+    async fn web_message(&self, channel: &str, id: i64) -> Result<Option<WebMessageRow>, StoreError>;
 }

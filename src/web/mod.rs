@@ -41,14 +41,31 @@ pub struct WebUpdate {
 pub struct WebChannel {
     store: Store,
     hubs: Arc<Mutex<HashMap<String, broadcast::Sender<WebUpdate>>>>,
+    /// Tells the other replicas, whose viewers see the same channels.
+    bus: crate::hints::Bus,
 }
 
 impl WebChannel {
-    /// A web platform over `store`.
-    pub fn new(store: Store) -> Self {
+    /// A web platform over `store`; what it posts is also announced on
+    /// `bus`, for viewers connected to other replicas.
+    pub fn new(store: Store, bus: crate::hints::Bus) -> Self {
         WebChannel {
             store,
             hubs: Arc::default(),
+            bus,
+        }
+    }
+
+    /// Another replica posted or edited message `id`: show it to this
+    /// replica's viewers too.
+    pub async fn show_from_elsewhere(&self, channel: &str, id: i64, op: &str) {
+        let op = if op == "post" { "post" } else { "edit" };
+        match self.store.web_message(channel, id).await {
+            Ok(Some(message)) => self.push(op, message),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, channel, "could not read a web message another replica wrote")
+            }
         }
     }
 
@@ -74,6 +91,15 @@ impl WebChannel {
     }
 
     fn publish(&self, op: &'static str, message: WebMessageRow) {
+        self.bus.send(crate::hints::Hint::Web {
+            channel: message.channel.clone(),
+            id: message.id,
+            op: op.to_owned(),
+        });
+        self.push(op, message);
+    }
+
+    fn push(&self, op: &'static str, message: WebMessageRow) {
         // No viewer connected is the normal case, not an error.
         let _viewers = self
             .sender(&message.channel)

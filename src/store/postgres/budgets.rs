@@ -52,4 +52,46 @@ impl BudgetStore for PgStore {
         qb.build().execute(&self.delivery).await?;
         Ok(())
     }
+
+    async fn change_budget_window(
+        &self,
+        key: &str,
+        now: i64,
+        change: &(dyn Fn(KeptWindow) -> Option<KeptWindow> + Send + Sync),
+    ) -> Result<(), StoreError> {
+        let mut tx = self.delivery.begin().await?;
+        // A row to lock, also the first time.
+        sqlx::query(
+            "INSERT INTO budget_windows (key, sends, paused_until, updated_at) VALUES ($1, '[]', NULL, $2) \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let row =
+            sqlx::query("SELECT key, sends, paused_until FROM budget_windows WHERE key = $1 FOR UPDATE")
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let kept = match row {
+            Some(row) => kept_window_from(&row)?.1,
+            None => KeptWindow::default(),
+        };
+        if let Some(new) = change(kept) {
+            sqlx::query(
+                "INSERT INTO budget_windows (key, sends, paused_until, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (key) DO UPDATE SET sends = excluded.sends, paused_until = excluded.paused_until, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(key)
+            .bind(serde_json::to_string(&new.sends)?)
+            .bind(new.paused_until)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
 }

@@ -9,6 +9,7 @@
 
 mod budgets;
 mod channels;
+mod hints;
 mod ingest;
 mod leases;
 mod progress;

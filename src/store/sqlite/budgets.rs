@@ -52,4 +52,36 @@ impl BudgetStore for SqliteStore {
         qb.build().execute(&self.delivery).await?;
         Ok(())
     }
+
+    async fn change_budget_window(
+        &self,
+        key: &str,
+        now: i64,
+        change: &(dyn Fn(KeptWindow) -> Option<KeptWindow> + Send + Sync),
+    ) -> Result<(), StoreError> {
+        let mut tx = self.delivery.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query("SELECT key, sends, paused_until FROM budget_windows WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let kept = match row {
+            Some(row) => kept_window_from(&row)?.1,
+            None => KeptWindow::default(),
+        };
+        if let Some(new) = change(kept) {
+            sqlx::query(
+                "INSERT INTO budget_windows (key, sends, paused_until, updated_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (key) DO UPDATE SET sends = excluded.sends, paused_until = excluded.paused_until, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(key)
+            .bind(serde_json::to_string(&new.sends)?)
+            .bind(new.paused_until)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
 }

@@ -90,4 +90,15 @@ impl WebStore for SqliteStore {
         .await?;
         rows.iter().map(|r| web_message_from(r, channel)).collect()
     }
+
+    async fn web_message(&self, channel: &str, id: i64) -> Result<Option<WebMessageRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, body, created_at, updated_at FROM web_messages WHERE channel = ? AND id = ?",
+        )
+        .bind(channel)
+        .bind(id)
+        .fetch_optional(&self.delivery)
+        .await?;
+        row.map(|r| web_message_from(&r, channel)).transpose()
+    }
 }
