@@ -198,7 +198,7 @@ pub async fn serve(
         metrics,
     };
     let app = crate::ingest::routes(state)
-        .merge(crate::web::routes(web, config_rx.clone()))
+        .merge(crate::web::routes(web.clone(), config_rx.clone()))
         .fallback(crate::ingest::not_found)
         .layer(axum::middleware::from_fn_with_state(
             config_rx,
@@ -213,7 +213,13 @@ pub async fn serve(
     }
     spawn_sighup(reloader.clone());
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown({
+            let web = web.clone();
+            async move {
+                shutdown_signal().await;
+                web.close_viewers();
+            }
+        })
         .await
         .context("the HTTP server failed")?;
 

@@ -299,3 +299,16 @@ async fn kill_9_during_delivery_loses_nothing_and_duplicates_nothing() {
     );
     eprintln!("{rounds} kills, {} found deliveries in flight", interrupted(&h));
 }
+
+#[tokio::test]
+async fn an_open_live_page_does_not_hold_a_shutdown() {
+    let mut h = Herald::start(WEB_ONLY);
+    let res = h.client.get(h.url("/channels/main/events")).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    // The viewer stays connected; SIGTERM must still stop herald promptly
+    // (the stream ends, the page reconnects to whichever herald is up).
+    let started = std::time::Instant::now();
+    assert_eq!(h.terminate(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    drop(res);
+}

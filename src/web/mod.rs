@@ -43,6 +43,9 @@ pub struct WebChannel {
     hubs: Arc<Mutex<HashMap<String, broadcast::Sender<WebUpdate>>>>,
     /// Tells the other replicas, whose viewers see the same channels.
     bus: crate::hints::Bus,
+    /// Becomes true when herald stops: live streams end, so a page left
+    /// open does not hold the shutdown (it reconnects to another replica).
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl WebChannel {
@@ -53,6 +56,21 @@ impl WebChannel {
             store,
             hubs: Arc::default(),
             bus,
+            closing: Arc::new(tokio::sync::watch::Sender::new(false)),
+        }
+    }
+
+    /// End every live stream (herald is stopping).
+    pub fn close_viewers(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`WebChannel::close_viewers`] was called.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut closing = self.closing.subscribe();
+        async move {
+            // An error means the channel is gone, which is closing too.
+            let _gone = closing.wait_for(|closed| *closed).await.is_err();
         }
     }
 

@@ -145,6 +145,7 @@ async fn channel_events(State(state): State<PagesState>, Path(name): Path<String
             Err(_lagged) => Event::default().event("reload").data(""),
         })
     });
+    let stream = stream.take_until(state.web.closed());
     sse(stream).into_response()
 }
 

@@ -35,13 +35,14 @@ impl HintStore for PgStore {
         let mut listener = PgListener::connect_with(&self.delivery).await?;
         listener.listen(CHANNEL).await?;
         let (tx, rx) = mpsc::channel(BUFFER);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             loop {
                 // `try_recv` says `None` when the connection dropped (the
                 // next call reconnects): hints may have been missed.
                 let item = match listener.try_recv().await {
                     Ok(Some(n)) => Some(n.payload().to_owned()),
                     Ok(None) => None,
+                    Err(sqlx::Error::PoolClosed) => return,
                     Err(e) => {
                         tracing::warn!(error = %e, "lost the PostgreSQL hint listener; reconnecting");
                         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -53,6 +54,15 @@ impl HintStore for PgStore {
                 }
             }
         });
+        // Closing the store stops it (it holds one of the pool's connections).
+        if let Some(old) = self
+            .listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .replace(task)
+        {
+            old.abort();
+        }
         Ok(Some(rx))
     }
 }

@@ -92,8 +92,10 @@ impl LeaseStore for PgStore {
             }
             Err(e) => {
                 if let Some(conn) = holder.take() {
-                    // Closing a broken connection can only fail; nothing to keep.
-                    conn.close_hard().await.ok();
+                    // Closing a broken connection is expected to fail.
+                    if let Err(close) = conn.close_hard().await {
+                        tracing::debug!(error = %close, "closing the lost liveness connection");
+                    }
                 }
                 warn_lost(&e);
                 return Err(lost());
@@ -210,8 +212,10 @@ impl LeaseStore for PgStore {
             .execute(&self.pool)
             .await?;
         if let Some(conn) = self.holder.lock().await.take() {
-            // The lock goes with the session; a failed goodbye changes nothing.
-            conn.close().await.ok();
+            // The lock goes with the session, closed or dropped.
+            if let Err(e) = conn.close().await {
+                tracing::debug!(error = %e, "the liveness connection did not close cleanly");
+            }
         }
         Ok(())
     }

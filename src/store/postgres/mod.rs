@@ -45,6 +45,8 @@ pub struct PgStore {
     /// The replica's liveness connection, holding its session advisory
     /// lock for as long as this process delivers (see `leases.rs`).
     holder: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
+    /// The hint listener's task, stopped when the store closes.
+    listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 use super::push_list;
@@ -74,6 +76,7 @@ impl PgStore {
             options,
             connect_timeout,
             holder: tokio::sync::Mutex::default(),
+            listener: std::sync::Mutex::default(),
         })
     }
 }
@@ -85,6 +88,22 @@ impl Lifecycle for PgStore {
     }
 
     async fn close(&self) {
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = listener {
+            task.abort();
+            // Cancelled is the expected end; it only hands its connection back.
+            let _cancelled = task.await.is_err();
+        }
+        if let Some(conn) = self.holder.lock().await.take() {
+            // The liveness lock goes with the session, closed or dropped.
+            if let Err(e) = sqlx::Connection::close(conn).await {
+                tracing::debug!(error = %e, "the liveness connection did not close cleanly");
+            }
+        }
         self.delivery.close().await;
         self.pool.close().await;
     }
