@@ -161,6 +161,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::CheckConfig { config } => match Config::resolve(config.as_deref()) {
             Ok((cfg, _)) => {
                 println!("{}", cfg.summary());
+                if !herald::store::is_postgres(&cfg.store.url)
+                    && let Some(note) = herald::store::held_by_another(&cfg.store.url)
+                {
+                    println!("note: {note}");
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {

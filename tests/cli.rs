@@ -297,3 +297,23 @@ fn check_config_rejects_a_malformed_or_unknown_store() {
         "{err}"
     );
 }
+
+#[test]
+fn check_config_says_when_a_running_herald_holds_the_sqlite_store() {
+    if common::store::on_postgres() {
+        // Several heralds may share a PostgreSQL store; nothing to say.
+        return;
+    }
+    let mut h = common::Herald::start(common::WEB_ONLY);
+    let config = h.config.to_str().unwrap().to_owned();
+    let (code, out, err) = run(&["check-config", "--config", &config], h.dir.path(), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("note: a running herald serve holds this SQLite store") && out.contains("PostgreSQL"),
+        "{out}"
+    );
+    h.kill9();
+    let (code, out, _) = run(&["check-config", "--config", &config], h.dir.path(), &[]);
+    assert_eq!(code, 0);
+    assert!(!out.contains("note:"), "{out}");
+}

@@ -161,7 +161,11 @@ async fn wait_for_cover(h: &Herald, live: usize, within: Duration) -> Duration {
             .iter()
             .map(|r| r["channels"].as_array().map_or(0, Vec::len))
             .collect();
-        let fair = counts.iter().max().zip(counts.iter().min()).is_some_and(|(a, b)| a - b <= 1);
+        let fair = counts
+            .iter()
+            .max()
+            .zip(counts.iter().min())
+            .is_some_and(|(a, b)| a - b <= 1);
         if alive.len() == live && view["unheld"].as_array().is_some_and(Vec::is_empty) && fair {
             return started.elapsed();
         }
@@ -187,7 +191,13 @@ fn all_completed(shown: &Shown) -> bool {
 
 fn log_tail(h: &Herald) -> String {
     let log = h.log.lock().unwrap();
-    log.iter().rev().take(25).rev().cloned().collect::<Vec<_>>().join("\n")
+    log.iter()
+        .rev()
+        .take(25)
+        .rev()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[tokio::test]
@@ -271,19 +281,31 @@ async fn three_replicas_with_two_killed_lose_and_duplicate_nothing() {
     let mut telegram_reposts = 0;
     for i in 0..CHANNELS {
         let shown = discord_shown(&discord, i);
-        assert_eq!(shown.faults(&tasks_of(i)), (0, 0, 0), "Discord d{i} (lost, duplicates, re-posts)");
+        assert_eq!(
+            shown.faults(&tasks_of(i)),
+            (0, 0, 0),
+            "Discord d{i} (lost, duplicates, re-posts)"
+        );
         let shown = slack_shown(&slack, i);
-        assert_eq!(shown.faults(&tasks_of(i)), (0, 0, 0), "Slack s{i} (lost, duplicates, re-posts)");
+        assert_eq!(
+            shown.faults(&tasks_of(i)),
+            (0, 0, 0),
+            "Slack s{i} (lost, duplicates, re-posts)"
+        );
         let (lost, duplicates, reposts) = telegram_shown(&telegram, i).faults(&tasks_of(i));
         assert_eq!(lost, 0, "Telegram t{i} lost notifications");
         telegram_duplicates += duplicates;
         telegram_reposts += reposts;
     }
-    let limited = (discord.rate_limited(), slack.rate_limited(), telegram.rate_limited());
+    let limited = (
+        discord.rate_limited(),
+        slack.rate_limited(),
+        telegram.rate_limited(),
+    );
     let early = (discord.early(), slack.early(), telegram.early());
     eprintln!(
         "settled after {elapsed:?}: 429s discord {} slack {} telegram {}; early requests {} / {} / {}; \
-         slack history calls {}; telegram duplicates {telegram_duplicates}, re-posted live messages {telegram_reposts}",
+         slack history calls {}, chat.update calls {}; telegram duplicates {telegram_duplicates}, re-posted live messages {telegram_reposts}",
         limited.0,
         limited.1,
         limited.2,
@@ -291,11 +313,28 @@ async fn three_replicas_with_two_killed_lose_and_duplicate_nothing() {
         early.1.len(),
         early.2.len(),
         slack.calls("conversations.history"),
+        slack.calls("chat.update"),
     );
-    assert_eq!(limited, (0, 0, 0), "requests over a limit (429s) on Discord, Slack, Telegram");
-    assert!(early.0.is_empty(), "Discord saw requests inside a retry-after: {:?}", early.0);
-    assert!(early.1.is_empty(), "Slack saw requests inside a retry-after: {:?}", early.1);
-    assert!(early.2.is_empty(), "Telegram saw requests inside a retry-after: {:?}", early.2);
+    assert_eq!(
+        limited,
+        (0, 0, 0),
+        "requests over a limit (429s) on Discord, Slack, Telegram"
+    );
+    assert!(
+        early.0.is_empty(),
+        "Discord saw requests inside a retry-after: {:?}",
+        early.0
+    );
+    assert!(
+        early.1.is_empty(),
+        "Slack saw requests inside a retry-after: {:?}",
+        early.1
+    );
+    assert!(
+        early.2.is_empty(),
+        "Telegram saw requests inside a retry-after: {:?}",
+        early.2
+    );
 }
 
 #[tokio::test]
@@ -337,7 +376,12 @@ async fn any_replica_serves_a_live_page_and_sigterm_hands_channels_back_at_once(
         .to_owned();
     let a_holds = a.base.ends_with(&holder);
     let other = if a_holds { &b } else { &a };
-    let mut res = other.client.get(other.url("/channels/w0/events")).send().await.unwrap();
+    let mut res = other
+        .client
+        .get(other.url("/channels/w0/events"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status().as_u16(), 200);
     let posted = Instant::now();
     let (status, _) = other
@@ -366,7 +410,10 @@ async fn any_replica_serves_a_live_page_and_sigterm_hands_channels_back_at_once(
     let started = Instant::now();
     assert_eq!(a.terminate(), Some(0));
     let handover = wait_for_cover(&b, 1, Duration::from_secs(5)).await;
-    eprintln!("SIGTERM: channels handed over {:?} after the stop began", started.elapsed());
+    eprintln!(
+        "SIGTERM: channels handed over {:?} after the stop began",
+        started.elapsed()
+    );
     assert!(handover < Duration::from_secs(5));
     let (status, _) = b
         .post_events(&json!([event("r", "w", "after", 1, "completed", json!({}))]))
@@ -375,10 +422,185 @@ async fn any_replica_serves_a_live_page_and_sigterm_hands_channels_back_at_once(
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, body) = b.get("/v1/deliveries?status=surfaced").await;
-        if body["deliveries"].as_array().is_some_and(|d| d.iter().any(|r| r["task_id"] == "after")) {
+        if body["deliveries"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|r| r["task_id"] == "after"))
+        {
             break;
         }
         assert!(Instant::now() < deadline, "not delivered: {body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_replica_whose_liveness_session_dies_stops_and_joins_again() {
+    if !common::store::on_postgres() {
+        eprintln!("replicas need PostgreSQL; SQLite serves one process (see store_connection.rs)");
+        return;
+    }
+    use sqlx::Connection;
+    let store = common::store::url(Path::new("/nonexistent"));
+    let make = |_: &Path| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[store]\nurl = \"{store}\"\n\n\
+             [[sources]]\nname = \"fleet\"\ntoken = \"test-token\"\n\n\
+             [channels.main]\nadapter = \"web\"\n\n[defaults]\nchannels = [\"main\"]\n"
+        )
+    };
+    let h = Herald::start_full(make);
+    wait_for_cover(&h, 1, Duration::from_secs(20)).await;
+    let before = replicas_view(&h).await["replicas"][0]["id"].clone();
+    // Cut the session that holds the replica's liveness lock, as a network
+    // cut between it and the database would: others could now take its
+    // channels, so it must stop delivering them and join again.
+    let mut admin = sqlx::PgConnection::connect(&store).await.unwrap();
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks \
+         WHERE locktype = 'advisory' AND classid = 1751478881::oid AND objsubid = 2 AND granted",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(cut, vec![true], "one liveness session to cut");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !h
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("joined the store's replicas again"))
+    {
+        assert!(Instant::now() < deadline, "did not join again:\n{}", log_tail(&h));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        h.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("can no longer prove it is alive")),
+        "{}",
+        log_tail(&h)
+    );
+    wait_for_cover(&h, 1, Duration::from_secs(15)).await;
+    let after = replicas_view(&h).await;
+    let alive: Vec<&Value> = after["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["alive"] == json!(true))
+        .collect();
+    assert_eq!(alive.len(), 1);
+    assert_ne!(alive[0]["id"], before, "a new replica id after joining again");
+    let (status, _) = h
+        .post_events(&json!([event("r", "w", "after-cut", 1, "completed", json!({}))]))
+        .await;
+    assert_eq!(status, 202);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = h.get("/v1/deliveries?status=surfaced").await;
+        if body["deliveries"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|r| r["task_id"] == "after-cut"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not delivered: {body}\n{}",
+            log_tail(&h)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_spend_one_slack_workspace_edit_budget() {
+    if !common::store::on_postgres() {
+        eprintln!("replicas need PostgreSQL; SQLite serves one process (see store_connection.rs)");
+        return;
+    }
+    let ids: Vec<String> = (0..CHANNELS).map(slack_id).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let slack = SlackEmulator::start("xoxb-t", &refs).await;
+    let store = common::store::url(Path::new("/nonexistent"));
+    let make = |_: &Path| {
+        let mut text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[store]\nurl = \"{store}\"\n\n\
+             [[sources]]\nname = \"fleet\"\ntoken = \"test-token\"\n\n\
+             [adapters.slack]\ntoken = \"xoxb-t\"\napi_url = \"{}\"\ntimeout = \"1s\"\n\n\
+             [delivery]\nprogress_min_interval = \"1s\"\n\n",
+            slack.api_url()
+        );
+        for i in 0..CHANNELS {
+            text.push_str(&format!(
+                "[channels.s{i}]\nadapter = \"slack\"\nid = \"{}\"\n\n\
+                 [[routes]]\nmatch = {{ run_id = \"r{i}\" }}\nchannels = [\"s{i}\"]\n\n",
+                slack_id(i)
+            ));
+        }
+        text
+    };
+    let a = Herald::start_full(make);
+    let b = Herald::start_full(make);
+    wait_for_cover(&b, 2, Duration::from_secs(20)).await;
+    // One task per channel, changing every second for 20 s: 10 edits a
+    // second wanted, against Slack's 50 chat.update per minute for the
+    // whole workspace. Each replica alone would spend 50 a minute.
+    let step = |seq: i64, state: &str, payload: Value| -> Vec<Value> {
+        (0..CHANNELS)
+            .map(|i| {
+                event(
+                    &format!("r{i}"),
+                    "w",
+                    &task_name(i, 0),
+                    seq,
+                    state,
+                    payload.clone(),
+                )
+            })
+            .collect()
+    };
+    post_round_robin(&[&a, &b], &step(1, "running", json!({}))).await;
+    for seq in 2..22 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        post_round_robin(
+            &[&a, &b],
+            &step(seq, "running_tool", json!({"tool": format!("step {seq}")})),
+        )
+        .await;
+    }
+    post_round_robin(&[&a, &b], &step(22, "completed", json!({"summary": "done"}))).await;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let done = (0..CHANNELS).all(|i| {
+            let shown = slack_shown(&slack, i);
+            shown.live_text.len() == 1 && shown.live_text.values().all(|t| t.contains("completed"))
+        });
+        if done && receipts_settled(&b, CHANNELS).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not settled; log of b:\n{}",
+            log_tail(&b)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let updates = slack.calls("chat.update");
+    eprintln!(
+        "chat.update calls {updates}, 429s {}, early {}",
+        slack.rate_limited(),
+        slack.early().len()
+    );
+    assert!(
+        updates >= 50,
+        "the workspace budget was never reached ({updates} edits)"
+    );
+    assert_eq!(slack.rate_limited(), 0, "requests over Slack's limits");
+    assert!(slack.early().is_empty(), "{:?}", slack.early());
+    for i in 0..CHANNELS {
+        assert_eq!(slack_shown(&slack, i).faults(&[task_name(i, 0)]), (0, 0, 0));
     }
 }

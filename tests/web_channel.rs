@@ -309,6 +309,10 @@ async fn an_open_live_page_does_not_hold_a_shutdown() {
     // (the stream ends, the page reconnects to whichever herald is up).
     let started = std::time::Instant::now();
     assert_eq!(h.terminate(), Some(0));
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     drop(res);
 }

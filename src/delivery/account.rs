@@ -65,7 +65,7 @@ impl Account {
         store: &Store,
         wakers: &Wakers,
     ) -> Result<Account, StoreError> {
-        let budgets = AccountBudgets::open(&key.owner(), &adapter.limits(), store).await?;
+        let budgets = AccountBudgets::open(&key.owner(), &adapter.limits(), store, store.shared()).await?;
         Ok(Account {
             adapter,
             budgets,

@@ -128,14 +128,21 @@ pub struct AccountBudgets {
 
 impl AccountBudgets {
     /// The account-scoped budgets of `limits`, with the windows an earlier
-    /// process kept. `owner` names the account in stored keys.
-    pub async fn open(owner: &str, limits: &Limits, store: &Store) -> Result<AccountBudgets, StoreError> {
+    /// process kept. `owner` names the account in stored keys. With
+    /// `shared` (several replicas serve the store) the account's windows
+    /// are spent in the store, where every replica sees them.
+    pub async fn open(
+        owner: &str,
+        limits: &Limits,
+        store: &Store,
+        shared: bool,
+    ) -> Result<AccountBudgets, StoreError> {
         let account = limits.budgets.iter().filter(|b| b.scope == Scope::Account);
         let keeper = limits
             .enforced_by_platform
             .then(|| Keeper { store: store.clone() });
         let gates = match &keeper {
-            Some(k) => k.open(owner, account, store.shared()).await?,
+            Some(k) => k.open(owner, account, shared).await?,
             None => fresh(account.cloned()),
         };
         Ok(AccountBudgets {
@@ -387,4 +394,60 @@ enum Hold {
     /// After "bucket empty until reset": the platform's bucket is full
     /// again at the reset.
     UntilReset,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_messaging::{ALL_CALLS, Budget};
+
+    async fn store(dir: &std::path::Path) -> Store {
+        let url = match std::env::var("HERALD_TEST_STORE") {
+            Ok(s) if s == "postgres" => std::env::var("HERALD_TEST_PG_URL").expect("HERALD_TEST_PG_URL"),
+            _ => format!("sqlite://{}", dir.join("budgets.db").display()),
+        };
+        Store::open(&url, Duration::from_secs(10)).await.unwrap()
+    }
+
+    /// Two replicas' doors on one account budget of 5 per second: every
+    /// call from both counts in one window, so no second holds more than 5
+    /// of them (each alone would allow 5, both together 10).
+    #[tokio::test]
+    async fn replicas_spend_one_shared_account_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path()).await;
+        let owner = format!("test-{}", crate::store::new_progress_key());
+        let limits = Limits {
+            max_text_chars: 100,
+            budgets: vec![Budget::account(ALL_CALLS, Rate::new(5, Duration::from_secs(1)))],
+            enforced_by_platform: true,
+        };
+        let mut tasks = Vec::new();
+        for replica in 0..2 {
+            let budgets = AccountBudgets::open(&owner, &limits, &store, true).await.unwrap();
+            let door = budgets.door(&format!("c{replica}"), &limits).await.unwrap();
+            tasks.push(tokio::spawn(async move {
+                let mut times = Vec::new();
+                for _ in 0..8 {
+                    let slot = door.acquire(Call::Post).await;
+                    times.push(std::time::Instant::now());
+                    door.observe(Call::Post, slot, None, None).await;
+                }
+                times
+            }));
+        }
+        let mut times = Vec::new();
+        for task in tasks {
+            times.extend(task.await.unwrap());
+        }
+        times.sort();
+        assert_eq!(times.len(), 16);
+        for (i, t) in times.iter().enumerate() {
+            let within = times[i..]
+                .iter()
+                .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+                .count();
+            assert!(within <= 5, "{within} calls within one second from call {i}");
+        }
+    }
 }

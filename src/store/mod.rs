@@ -35,7 +35,7 @@ pub use postgres::PgStore;
 pub use progress::{ProgressJob, ProgressStore, ProgressWrite, StartedPost};
 pub use queries::{JournalEntry, QueryStore, ReceiptRow, WorkerRow};
 pub use receipts::{ClaimedReceipt, ReceiptOutcome, ReceiptStore, ReceiptUpdate, UnverifiedReceipt};
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, held_by_another};
 pub use web::{WebMessageRow, WebStore};
 
 /// What can go wrong talking to the store.

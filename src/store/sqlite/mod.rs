@@ -81,6 +81,31 @@ fn lock_next_to(file: &std::path::Path) -> Result<Option<std::fs::File>, StoreEr
 
 use super::push_list;
 
+/// Whether a running herald holds the SQLite store `url` names, and if so
+/// what to tell the operator (`check-config`): SQLite serves one process,
+/// a second `serve` on it only waits. Nothing is created or kept locked.
+pub fn held_by_another(url: &str) -> Option<String> {
+    let file = SqliteConnectOptions::from_str(url)
+        .ok()?
+        .get_filename()
+        .to_owned();
+    if file.as_os_str().is_empty() || file.to_string_lossy().starts_with(':') {
+        return None;
+    }
+    let mut path = file.as_os_str().to_owned();
+    path.push(".herald-lock");
+    let lock = std::fs::OpenOptions::new().write(true).open(&path).ok()?;
+    match lock.try_lock() {
+        Err(std::fs::TryLockError::WouldBlock) => Some(format!(
+            "a running herald serve holds this SQLite store ({}); SQLite serves one process, so a \
+             second `herald serve` on it waits as a standby until that one stops. To run several \
+             replicas, use PostgreSQL ([store] url = \"postgres://…\").",
+            std::path::Path::new(&path).display()
+        )),
+        Ok(()) | Err(std::fs::TryLockError::Error(_)) => None,
+    }
+}
+
 impl SqliteStore {
     /// Open (creating if missing) and migrate. SQLite runs in WAL mode with
     /// `synchronous = FULL`: a commit is on disk before ingest answers `202`,
