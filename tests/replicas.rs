@@ -110,7 +110,7 @@ fn telegram_shown(emu: &TelegramEmulator, i: usize) -> Shown {
 
 /// Long tasks run, then complete; short ones are first seen completed.
 fn is_long(n: usize) -> bool {
-    n % 2 == 0
+    n.is_multiple_of(2)
 }
 
 /// The events of one step of the scenario, for every channel's tasks.
