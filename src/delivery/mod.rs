@@ -554,43 +554,37 @@ impl Engine {
             .filter(|(_, lease)| !renewed.contains(*lease))
             .map(|(name, _)| name.clone())
             .collect();
-        let mut changed = false;
-        for name in lost {
+        let mut changed = !lost.is_empty();
+        for name in &lost {
             warn!(channel = %name, "the channel's lease passed to another replica");
-            self.held.remove(&name);
-            self.stop_actor(&name).await;
-            changed = true;
+            self.held.remove(name);
+        }
+        self.stop_actors(&lost).await;
+        // Leases the store says are this replica's but it does not know
+        // (a take whose answer was lost, a hand-back that failed): adopt
+        // them, or they would be renewed and never delivered.
+        for lease in renewed {
+            if !self.held.contains_key(&lease.channel) {
+                self.adopt(lease).await?;
+                changed = true;
+            }
         }
         let rows = self.store.channel_leases().await?;
         let channels: Vec<String> = self.wanted.keys().cloned().collect();
         let plan = leases::plan(&me, &alive, &channels, &rows, now);
+        self.stop_actors(&plan.release).await;
         for name in &plan.release {
-            self.stop_actor(name).await;
             if let Some(lease) = self.held.remove(name) {
                 self.store.release_lease(&lease).await?;
                 info!(channel = %name, "handed the channel to another replica");
                 changed = true;
-            } else if let Some(row) = rows.iter().find(|r| &r.channel == name) {
-                // Held under this id but not known here (a take whose
-                // answer was lost): hand it back all the same.
-                let lease = Lease {
-                    channel: row.channel.clone(),
-                    epoch: row.epoch,
-                };
-                self.store.release_lease(&lease).await?;
             }
         }
         for name in &plan.take {
-            let Some(lease) = self.store.take_lease(name, &me, &alive, now, ttl).await? else {
-                continue;
-            };
-            // Whatever the previous holder had in flight is recovered as
-            // unverified: checked (or resent under its key) before it
-            // goes out again.
-            let recovered = self.store.reclaim_unowned_receipts(&lease, &[], now_ms()).await?;
-            info!(channel = %name, epoch = lease.epoch, recovered, "took the channel's lease");
-            self.held.insert(name.clone(), lease);
-            changed = true;
+            if let Some(lease) = self.store.take_lease(name, &me, &alive, now, ttl).await? {
+                self.adopt(lease).await?;
+                changed = true;
+            }
         }
         // Start actors for new leases, and again for any that ended on
         // their own while the lease is still held.
@@ -607,10 +601,24 @@ impl Engine {
         Ok(())
     }
 
-    async fn stop_actor(&mut self, name: &str) {
-        if let Some(running) = self.actors.remove(name) {
-            stop_all(vec![(name.to_owned(), running)], HANDOVER_DEADLINE).await;
-        }
+    /// Start delivering a channel under a lease just taken: whatever the
+    /// previous holder had in flight is recovered as unverified (checked,
+    /// or resent under its key, before it goes out again).
+    async fn adopt(&mut self, lease: Lease) -> Result<(), StoreError> {
+        let recovered = self.store.reclaim_unowned_receipts(&lease, &[], now_ms()).await?;
+        info!(channel = %lease.channel, epoch = lease.epoch, recovered, "took the channel's lease");
+        self.held.insert(lease.channel.clone(), lease);
+        Ok(())
+    }
+
+    /// Stop these channels' actors together (each may finish its call in
+    /// flight within the hand-over deadline).
+    async fn stop_actors(&mut self, names: &[String]) {
+        let stopping: Vec<(String, Running)> = names
+            .iter()
+            .filter_map(|name| self.actors.remove(name).map(|r| (name.clone(), r)))
+            .collect();
+        stop_all(stopping, HANDOVER_DEADLINE).await;
     }
 }
 
