@@ -1,8 +1,8 @@
 //! Starting before the store answers: a PostgreSQL server may be down or
 //! still starting when herald starts, or another herald process may be
-//! serving from the store (one at a time until channels are leased per
-//! replica: the second waits as a standby and takes over within about a
-//! second of the first one's end). `serve` then keeps trying, saying so in
+//! serving from an SQLite store (one process at a time: the second waits
+//! as a standby and takes over within about a second of the first one's
+//! end; PostgreSQL serves several replicas at once). `serve` then keeps trying, saying so in
 //! the log each time, while its port already answers:
 //! `/healthz` 200 (the process is alive), `/readyz` and everything else 503
 //! with `Retry-After`, so a load balancer or an orchestrator waits and a

@@ -164,6 +164,32 @@ async fn writes_under_a_lease_that_passed_on_change_nothing() {
         store.reclaim_expired_receipts(&old, now + 7).await,
         Err(StoreError::LeaseLost { .. })
     ));
+    // Nor settle what a look-up found (b decides that now).
+    assert!(matches!(
+        store
+            .clear_unverified_receipts(&old, &[claimed[0].id.clone()], None, now + 7)
+            .await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        store.fail_unverified_before(&old, now + 7, "too old").await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        store.clear_progress_started(&old, &[task]).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        store
+            .surface_unverified_receipt(&old, &claimed[0].id, "m-old", now + 7)
+            .await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert_eq!(
+        store.receipt_status(&claimed[0].id).await.unwrap().as_deref(),
+        Some("pending"),
+        "nothing a stale holder tried changed the receipt"
+    );
 
     // b's own attempt is recorded.
     let again = store
@@ -173,7 +199,7 @@ async fn writes_under_a_lease_that_passed_on_change_nothing() {
     let again = if again.is_empty() {
         // The recovered receipt waits for a check; clear it as a look-up would.
         store
-            .clear_unverified_receipts(&[claimed[0].id.clone()], None, now + 8)
+            .clear_unverified_receipts(&new, &[claimed[0].id.clone()], None, now + 8)
             .await
             .unwrap();
         store

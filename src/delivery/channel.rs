@@ -781,8 +781,10 @@ impl ChannelActor {
         let absent: Vec<String> = std::mem::take(&mut pass.receipts);
         let posts: Vec<i64> = pass.posts.drain().map(|(_, task)| task).collect();
         state.pass = None;
-        self.store.clear_unverified_receipts(&absent, None, now).await?;
-        self.store.clear_progress_started(&self.name, &posts).await?;
+        self.store
+            .clear_unverified_receipts(&self.lease, &absent, None, now)
+            .await?;
+        self.store.clear_progress_started(&self.lease, &posts).await?;
         if !absent.is_empty() || !posts.is_empty() {
             info!(channel = %self.name, receipts = absent.len(), posts = posts.len(), "earlier attempts did not arrive; sending them");
         }
@@ -805,9 +807,14 @@ impl ChannelActor {
                 state.pass = None;
                 let note = self.fall_back(state, &reason, receipts.len() + posts.len());
                 self.store
-                    .clear_unverified_receipts(&receipts, Some(&crate::redact::clean(&note)), now_ms())
+                    .clear_unverified_receipts(
+                        &self.lease,
+                        &receipts,
+                        Some(&crate::redact::clean(&note)),
+                        now_ms(),
+                    )
                     .await?;
-                self.store.clear_progress_started(&self.name, &posts).await
+                self.store.clear_progress_started(&self.lease, &posts).await
             }
             reason => {
                 pass.failures += 1;
@@ -821,7 +828,7 @@ impl ChannelActor {
                 );
                 let failed = self
                     .store
-                    .fail_unverified_before(&self.name, cutoff, &crate::redact::clean(&error))
+                    .fail_unverified_before(&self.lease, cutoff, &crate::redact::clean(&error))
                     .await?;
                 if failed > 0 {
                     warn!(channel = %self.name, failed, "unverified notifications reached max_age");
@@ -1087,7 +1094,7 @@ impl ChannelActor {
             }
             (Unknown::Receipt(id), None) => {
                 self.store
-                    .clear_unverified_receipts(std::slice::from_ref(id), None, now)
+                    .clear_unverified_receipts(&self.lease, std::slice::from_ref(id), None, now)
                     .await?
             }
             (Unknown::Post(task), Some(handle)) => {
@@ -1100,7 +1107,7 @@ impl ChannelActor {
                     .record_progress(*task, &self.lease, &write, now)
                     .await?;
             }
-            (Unknown::Post(task), None) => self.store.clear_progress_started(&self.name, &[*task]).await?,
+            (Unknown::Post(task), None) => self.store.clear_progress_started(&self.lease, &[*task]).await?,
         }
         Ok(())
     }
@@ -1111,6 +1118,7 @@ impl ChannelActor {
             Unknown::Receipt(id) => {
                 self.store
                     .clear_unverified_receipts(
+                        &self.lease,
                         std::slice::from_ref(id),
                         Some(&crate::redact::clean(note)),
                         now_ms(),
@@ -1119,7 +1127,7 @@ impl ChannelActor {
             }
             Unknown::Post(task) => {
                 info!(channel = %self.name, task, %note, "posting a live message again");
-                self.store.clear_progress_started(&self.name, &[*task]).await
+                self.store.clear_progress_started(&self.lease, &[*task]).await
             }
         }
     }

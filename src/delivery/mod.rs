@@ -606,7 +606,14 @@ impl Engine {
     /// or resent under its key, before it goes out again).
     async fn adopt(&mut self, lease: Lease) -> Result<(), StoreError> {
         let recovered = self.store.reclaim_unowned_receipts(&lease, &[], now_ms()).await?;
-        info!(channel = %lease.channel, epoch = lease.epoch, recovered, "took the channel's lease");
+        info!(channel = %lease.channel, epoch = lease.epoch, "took the channel's lease");
+        if recovered > 0 {
+            info!(
+                channel = %lease.channel,
+                recovered,
+                "receipts the previous holder left in flight will be reconciled and resent"
+            );
+        }
         self.held.insert(lease.channel.clone(), lease);
         Ok(())
     }

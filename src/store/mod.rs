@@ -53,9 +53,8 @@ pub enum StoreError {
     /// A stored event is no longer a valid event.
     #[error("stored event is invalid: {0}")]
     Event(#[from] crate::protocol::FieldError),
-    /// Another herald process holds this store. Until channels are leased
-    /// per replica, one process delivers from a store at a time; the other
-    /// waits for it to stop (see `connecting.rs`).
+    /// Another herald process holds this SQLite store: SQLite serves one
+    /// process, the other waits for it to stop (see `connecting.rs`).
     #[error("another herald serve is using this store ({0})")]
     InUse(String),
     /// A write found the database in a state its transaction's locks
@@ -115,8 +114,10 @@ pub trait Lifecycle: Send + Sync {
 
     /// Become the one herald that serves from this store, for as long as
     /// this process lives: [`StoreError::InUse`] while another has it.
-    /// `serve` calls it; a handle that only reads or writes (tests, tools)
-    /// need not.
+    /// Only SQLite is held (one process); on PostgreSQL several replicas
+    /// serve at once and channels are leased (`LeaseStore`), so it holds
+    /// nothing. `serve` calls it; a handle that only reads or writes
+    /// (tests, tools) need not.
     async fn hold(&self) -> Result<(), StoreError>;
 }
 

@@ -175,7 +175,7 @@ pub trait ProgressStore: Send + Sync {
     async fn started_progress_posts(&self, channel: &str) -> Result<Vec<StartedPost>, StoreError>;
 
     /// A look-up ruled these posts out: post them (same key).
-    async fn clear_progress_started(&self, channel: &str, tasks: &[i64]) -> Result<(), StoreError>;
+    async fn clear_progress_started(&self, lease: &Lease, tasks: &[i64]) -> Result<(), StoreError>;
 
     /// How long the stalest progress message has waited for its update
     /// (ms), or `None` when every message is current.

@@ -178,6 +178,7 @@ pub trait ReceiptStore: Send + Sync {
     /// `last_error` (why they are sent without a check).
     async fn clear_unverified_receipts(
         &self,
+        lease: &Lease,
         ids: &[String],
         note: Option<&str>,
         now: i64,
@@ -187,7 +188,7 @@ pub trait ReceiptStore: Send + Sync {
     /// not be checked in time: failed with `error` (kept, replayable).
     async fn fail_unverified_before(
         &self,
-        channel: &str,
+        lease: &Lease,
         cutoff: i64,
         error: &str,
     ) -> Result<u64, StoreError>;

@@ -224,3 +224,24 @@ impl LeaseStore for PgStore {
 fn warn_lost(e: &sqlx::Error) {
     tracing::warn!(error = %e, "this replica's liveness connection to PostgreSQL is gone; it stops delivering and joins again");
 }
+
+/// Read the lease row `FOR SHARE` inside `tx`: [`StoreError::LeaseLost`]
+/// when it is no longer `lease`'s grant.
+pub(super) async fn lock_lease(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    lease: &Lease,
+) -> Result<(), StoreError> {
+    let held: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM channel_leases WHERE channel = $1 AND epoch = $2 AND holder IS NOT NULL FOR SHARE",
+    )
+    .bind(&lease.channel)
+    .bind(lease.epoch)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match held {
+        Some(_) => Ok(()),
+        None => Err(StoreError::LeaseLost {
+            channel: lease.channel.clone(),
+        }),
+    }
+}

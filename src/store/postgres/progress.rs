@@ -84,7 +84,7 @@ impl ProgressStore for PgStore {
         now: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.delivery.begin().await?;
-        lock_lease(&mut tx, lease).await?;
+        super::leases::lock_lease(&mut tx, lease).await?;
         sqlx::query(
             "UPDATE task_channels SET post_started = TRUE, post_started_at = $1, post_body = $2 WHERE task = $3 AND channel = $4",
         )
@@ -110,14 +110,17 @@ impl ProgressStore for PgStore {
         rows.iter().map(started_post_from).collect()
     }
 
-    async fn clear_progress_started(&self, channel: &str, tasks: &[i64]) -> Result<(), StoreError> {
+    async fn clear_progress_started(&self, lease: &Lease, tasks: &[i64]) -> Result<(), StoreError> {
+        let mut tx = self.delivery.begin().await?;
+        super::leases::lock_lease(&mut tx, lease).await?;
         for task in tasks {
             sqlx::query("UPDATE task_channels SET post_started = FALSE WHERE task = $1 AND channel = $2 AND message_id IS NULL")
                 .bind(task)
-                .bind(channel)
-                .execute(&self.delivery)
+                .bind(&lease.channel)
+                .execute(&mut *tx)
                 .await?;
         }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -139,7 +142,7 @@ impl ProgressStore for PgStore {
         // The lease row is read FOR SHARE: a replica taking the channel
         // over waits for this write, and this write sees its grant.
         let mut tx = self.delivery.begin().await?;
-        lock_lease(&mut tx, lease).await?;
+        super::leases::lock_lease(&mut tx, lease).await?;
         let channel = &lease.channel;
         match write {
             ProgressWrite::Shown {
@@ -206,23 +209,5 @@ impl ProgressStore for PgStore {
         }
         tx.commit().await?;
         Ok(())
-    }
-}
-
-/// Read the lease row `FOR SHARE` inside `tx`: [`StoreError::LeaseLost`]
-/// when it is no longer `lease`'s grant.
-async fn lock_lease(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, lease: &Lease) -> Result<(), StoreError> {
-    let held: Option<i32> = sqlx::query_scalar(
-        "SELECT 1 FROM channel_leases WHERE channel = $1 AND epoch = $2 AND holder IS NOT NULL FOR SHARE",
-    )
-    .bind(&lease.channel)
-    .bind(lease.epoch)
-    .fetch_optional(&mut **tx)
-    .await?;
-    match held {
-        Some(_) => Ok(()),
-        None => Err(StoreError::LeaseLost {
-            channel: lease.channel.clone(),
-        }),
     }
 }

@@ -316,10 +316,13 @@ impl ReceiptStore for PgStore {
 
     async fn clear_unverified_receipts(
         &self,
+        lease: &Lease,
         ids: &[String],
         note: Option<&str>,
         now: i64,
     ) -> Result<(), StoreError> {
+        let mut tx = self.delivery.begin().await?;
+        super::leases::lock_lease(&mut tx, lease).await?;
         for chunk in ids.chunks(500) {
             let mut qb: QueryBuilder<Postgres> =
                 QueryBuilder::new("UPDATE receipts SET unverified = FALSE, next_attempt_at = ");
@@ -327,28 +330,34 @@ impl ReceiptStore for PgStore {
             if let Some(note) = note {
                 qb.push(", last_error = ").push_bind(note);
             }
-            qb.push(" WHERE status = 'pending' AND unverified = TRUE AND id IN ");
+            qb.push(" WHERE status = 'pending' AND unverified = TRUE AND channel = ")
+                .push_bind(lease.channel.clone())
+                .push(" AND id IN ");
             super::push_list(&mut qb, chunk);
-            qb.build().execute(&self.delivery).await?;
+            qb.build().execute(&mut *tx).await?;
         }
+        tx.commit().await?;
         Ok(())
     }
 
     async fn fail_unverified_before(
         &self,
-        channel: &str,
+        lease: &Lease,
         cutoff: i64,
         error: &str,
     ) -> Result<u64, StoreError> {
+        let mut tx = self.delivery.begin().await?;
+        super::leases::lock_lease(&mut tx, lease).await?;
         let done = sqlx::query(
             "UPDATE receipts SET status = 'failed', last_error = $1, backoff = FALSE \
              WHERE channel = $2 AND status = 'pending' AND unverified = TRUE AND created_at < $3",
         )
         .bind(error)
-        .bind(channel)
+        .bind(&lease.channel)
         .bind(cutoff)
-        .execute(&self.delivery)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 

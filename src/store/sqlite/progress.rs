@@ -91,7 +91,9 @@ impl ProgressStore for SqliteStore {
         rows.iter().map(started_post_from).collect()
     }
 
-    async fn clear_progress_started(&self, channel: &str, tasks: &[i64]) -> Result<(), StoreError> {
+    async fn clear_progress_started(&self, lease: &Lease, tasks: &[i64]) -> Result<(), StoreError> {
+        self.fence(lease).await?;
+        let channel = &lease.channel;
         for task in tasks {
             sqlx::query("UPDATE task_channels SET post_started = 0 WHERE task = ? AND channel = ? AND message_id IS NULL")
                 .bind(task)

@@ -320,10 +320,12 @@ impl ReceiptStore for SqliteStore {
 
     async fn clear_unverified_receipts(
         &self,
+        lease: &Lease,
         ids: &[String],
         note: Option<&str>,
         now: i64,
     ) -> Result<(), StoreError> {
+        self.fence(lease).await?;
         for chunk in ids.chunks(500) {
             let mut qb: QueryBuilder<Sqlite> =
                 QueryBuilder::new("UPDATE receipts SET unverified = 0, next_attempt_at = ");
@@ -331,7 +333,9 @@ impl ReceiptStore for SqliteStore {
             if let Some(note) = note {
                 qb.push(", last_error = ").push_bind(note);
             }
-            qb.push(" WHERE status = 'pending' AND unverified = 1 AND id IN ");
+            qb.push(" WHERE status = 'pending' AND unverified = 1 AND channel = ")
+                .push_bind(lease.channel.clone())
+                .push(" AND id IN ");
             super::push_list(&mut qb, chunk);
             qb.build().execute(&self.delivery).await?;
         }
@@ -340,10 +344,12 @@ impl ReceiptStore for SqliteStore {
 
     async fn fail_unverified_before(
         &self,
-        channel: &str,
+        lease: &Lease,
         cutoff: i64,
         error: &str,
     ) -> Result<u64, StoreError> {
+        self.fence(lease).await?;
+        let channel = &lease.channel;
         let done = sqlx::query(
             "UPDATE receipts SET status = 'failed', last_error = ?, backoff = 0 \
              WHERE channel = ? AND status = 'pending' AND unverified = 1 AND created_at < ?",
