@@ -457,7 +457,8 @@ async fn a_replica_whose_liveness_session_dies_stops_and_joins_again() {
     let mut admin = sqlx::PgConnection::connect(&store).await.unwrap();
     let cut: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_locks \
-         WHERE locktype = 'advisory' AND classid = 1751478881::oid AND objsubid = 2 AND granted",
+         WHERE locktype = 'advisory' AND classid = 1751478881::oid AND objsubid = 2 AND granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
     )
     .fetch_all(&mut admin)
     .await

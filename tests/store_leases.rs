@@ -252,3 +252,57 @@ async fn replicas_register_and_leave() {
         "leaving hands the leases back"
     );
 }
+
+#[tokio::test]
+async fn a_replica_is_alive_only_by_a_lock_in_its_own_database() {
+    if !common::store::on_postgres() {
+        // SQLite: one process, alive is the one that joined (tested above).
+        return;
+    }
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let other_url = common::store::url(dir.path());
+    let other = Store::open(&other_url, Duration::from_secs(10)).await.unwrap();
+    let (one, _d1) = open().await;
+    // Both databases number their replicas' lock keys from 1.
+    other.join("y", "127.0.0.1:2", now_ms(), 10_000).await.unwrap();
+    one.join("x", "127.0.0.1:1", now_ms(), 10_000).await.unwrap();
+    let rows = other.replicas(now_ms()).await.unwrap();
+    assert!(rows.iter().any(|r| r.id == "y" && r.alive), "{rows:?}");
+    // y's process dies (its session ends); x, in another database, holds
+    // the lock with the same keys and must not keep y alive.
+    let database = reqwest::Url::parse(&other_url)
+        .unwrap()
+        .path()
+        .trim_start_matches('/')
+        .to_owned();
+    let mut admin = sqlx::PgConnection::connect(&std::env::var("HERALD_TEST_PG_URL").unwrap())
+        .await
+        .unwrap();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks \
+         WHERE locktype = 'advisory' AND classid = 1751478881::oid AND objsubid = 2 AND granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = $1)",
+    )
+    .bind(&database)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(killed, vec![true]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let rows = other.replicas(now_ms()).await.unwrap();
+        if rows.iter().any(|r| r.id == "y" && !r.alive) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "y still alive: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        one.replicas(now_ms())
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.id == "x" && r.alive)
+    );
+}

@@ -17,8 +17,11 @@ use crate::store::leases::*;
 const HERALD_NS: i32 = 0x6865_7261;
 
 /// Whether each replica's liveness lock is held, as the server sees it.
+/// (`pg_locks` shows the whole cluster: advisory locks of other databases,
+/// whose replicas number their keys from 1 too, must not count.)
 const ALIVE: &str = "expires_at > $1 AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' \
-     AND l.granted AND l.classid = 1751478881::oid AND l.objid = replicas.lock_key::oid AND l.objsubid = 2)";
+     AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+     AND l.classid = 1751478881::oid AND l.objid = replicas.lock_key::oid AND l.objsubid = 2)";
 
 impl PgStore {
     /// [`StoreError::LeaseLost`] unless `lease` is current: asked after a
