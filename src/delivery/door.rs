@@ -196,19 +196,64 @@ impl Door {
     }
 
     /// How long until `call` may pass (zero: now). Takes nothing.
+    /// Shared windows are read from the store (what every replica spent),
+    /// so an actor does not block in [`Door::acquire`] on a budget the
+    /// other replicas used up while its own work could go ahead.
     pub async fn ready_in(&self, call: Call) -> Duration {
-        let windows = Self::windows(&self.counting(call));
-        ready_in(&windows.iter().collect::<Vec<_>>()).await
+        let counting = self.counting(call);
+        let windows = Self::windows(&counting);
+        let mut wait = ready_in(&windows.iter().collect::<Vec<_>>()).await;
+        for mut window in self.shared_windows(&counting).await {
+            wait = wait.max(window.wait_time(Instant::now()));
+        }
+        wait
     }
 
     /// How many calls of this kind may pass right now without waiting.
     pub async fn available_now(&self, call: Call) -> usize {
         let now = Instant::now();
+        let counting = self.counting(call);
         let mut available = usize::MAX;
-        for gate in self.counting(call) {
+        for gate in &counting {
             available = available.min(gate.window.lock().await.available_now(now));
         }
+        for mut window in self.shared_windows(&counting).await {
+            available = available.min(window.available_now(now));
+        }
         available
+    }
+
+    /// The shared windows among `gates` as the store has them now; a window
+    /// that cannot be read counts as full for a moment.
+    async fn shared_windows(&self, gates: &[&Gate]) -> Vec<Window> {
+        let shared: Vec<&Gate> = gates.iter().copied().filter(|g| g.shared).collect();
+        let Some(keeper) = &self.keeper else {
+            return Vec::new();
+        };
+        if shared.is_empty() {
+            return Vec::new();
+        }
+        let keys: Vec<String> = shared.iter().map(|g| g.key.clone()).collect();
+        let kept = match keeper.store.load_budget_windows(&keys).await {
+            Ok(kept) => kept,
+            Err(e) => {
+                warn!(error = %e, "could not read a rate budget shared with the other replicas");
+                let mut full = Window::new(Rate::new(1, SHARED_RETRY));
+                full.take_at(Instant::now());
+                return vec![full];
+            }
+        };
+        let (now, now_ms) = (Instant::now(), now_ms());
+        shared
+            .iter()
+            .map(|gate| {
+                let mut window = Window::new(padded(gate.budget.rate));
+                if let Some(k) = kept.get(&gate.key) {
+                    window.restore_exact(k, now, now_ms);
+                }
+                window
+            })
+            .collect()
     }
 
     /// Wait until `call` may pass, spend it from every budget that counts
