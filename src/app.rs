@@ -62,13 +62,31 @@ fn adapters(web: &WebChannel, config: &Config) -> Result<Adapters> {
         adapters.insert_platform(Platform::Telegram, Arc::new(telegram));
     }
     for ch in config.channels.values() {
-        if let ChannelTarget::Webhook(hook) = &ch.target {
-            let headers: Vec<(String, String)> =
-                hook.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            let endpoint = WebhookChannel::new(&hook.url, hook.secret.expose(), &headers, hook.timeout)
-                .with_context(|| format!("webhook channel {:?}", ch.name))?;
-            adapters.insert_channel(&ch.name, Arc::new(endpoint));
-        }
+        let own: Arc<dyn Messaging> = match &ch.target {
+            ChannelTarget::Webhook(hook) => {
+                let headers: Vec<(String, String)> =
+                    hook.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                Arc::new(
+                    WebhookChannel::new(&hook.url, hook.secret.expose(), &headers, hook.timeout)
+                        .with_context(|| format!("webhook channel {:?}", ch.name))?,
+                )
+            }
+            ChannelTarget::PagerDuty(pd) => Arc::new(
+                herald_pagerduty::PagerDutyChannel::new(
+                    &pd.api_url,
+                    pd.routing_key.expose(),
+                    pd.severity,
+                    pd.timeout,
+                )
+                .with_context(|| format!("pagerduty channel {:?}", ch.name))?,
+            ),
+            ChannelTarget::SlackWebhook(hook) => Arc::new(
+                herald_slack_webhook::SlackWebhookChannel::new(hook.url.expose(), hook.timeout)
+                    .with_context(|| format!("slack_webhook channel {:?}", ch.name))?,
+            ),
+            ChannelTarget::Chat { .. } => continue,
+        };
+        adapters.insert_channel(&ch.name, own);
     }
     Ok(adapters)
 }

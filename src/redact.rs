@@ -41,6 +41,15 @@ impl Redactor {
             secrets.push(account.token.expose().to_owned());
         }
         for channel in config.channels.values() {
+            match &channel.target {
+                ChannelTarget::PagerDuty(pd) => secrets.push(pd.routing_key.expose().to_owned()),
+                ChannelTarget::SlackWebhook(hook) => {
+                    // The whole URL is the webhook's credential.
+                    secrets.push(hook.url.expose().to_owned());
+                    secrets.extend(url_secrets(hook.url.expose()));
+                }
+                ChannelTarget::Webhook(_) | ChannelTarget::Chat { .. } => {}
+            }
             if let ChannelTarget::Webhook(hook) = &channel.target {
                 let secret = hook.secret.expose();
                 secrets.push(secret.to_owned());
@@ -48,14 +57,7 @@ impl Redactor {
                     secrets.push(key.to_owned());
                 }
                 secrets.extend(hook.headers.values().cloned());
-                if let Ok(url) = reqwest::Url::parse(&hook.url) {
-                    secrets.push(url.username().to_owned());
-                    secrets.extend(url.password().map(str::to_owned));
-                    secrets.push(url.path().to_owned());
-                    secrets.push(url.path().trim_start_matches('/').to_owned());
-                    secrets.extend(url.query().map(str::to_owned));
-                    secrets.extend(url.query_pairs().map(|(_, v)| v.into_owned()));
-                }
+                secrets.extend(url_secrets(&hook.url));
             }
         }
         if let Some(password) = config.store.password() {
@@ -80,6 +82,21 @@ impl Redactor {
         }
         out
     }
+}
+
+/// The parts of a URL that may carry a secret: userinfo, the path (a
+/// Slack webhook's path is its key), the query and its values.
+fn url_secrets(text: &str) -> Vec<String> {
+    let mut secrets = Vec::new();
+    if let Ok(url) = reqwest::Url::parse(text) {
+        secrets.push(url.username().to_owned());
+        secrets.extend(url.password().map(str::to_owned));
+        secrets.push(url.path().to_owned());
+        secrets.push(url.path().trim_start_matches('/').to_owned());
+        secrets.extend(url.query().map(str::to_owned));
+        secrets.extend(url.query_pairs().map(|(_, v)| v.into_owned()));
+    }
+    secrets
 }
 
 static CURRENT: LazyLock<RwLock<Arc<Redactor>>> = LazyLock::new(RwLock::default);

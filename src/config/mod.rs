@@ -206,6 +206,33 @@ pub enum ChannelTarget {
     },
     /// Signed outgoing webhook.
     Webhook(WebhookTarget),
+    /// A PagerDuty service integration (Events API v2).
+    PagerDuty(PagerDutyTarget),
+    /// A Slack incoming webhook.
+    SlackWebhook(SlackWebhookTarget),
+}
+
+/// A PagerDuty channel's integration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PagerDutyTarget {
+    /// The Events API v2 integration key.
+    pub routing_key: Secret,
+    /// `https://events.pagerduty.com` unless set (a regional endpoint, a
+    /// proxy, an emulator).
+    pub api_url: String,
+    /// `payload.severity` of its triggers.
+    pub severity: herald_pagerduty::PagerDutySeverity,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+/// A Slack incoming webhook channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlackWebhookTarget {
+    /// The webhook URL (it is the secret).
+    pub url: Secret,
+    /// Per-request timeout.
+    pub timeout: Duration,
 }
 
 /// A webhook channel's endpoint and signing key.

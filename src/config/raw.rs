@@ -76,7 +76,10 @@ pub struct RawChannel {
     pub headers: BTreeMap<String, SpannedStr>,
     pub timeout: Option<SpannedStr>,
     pub events: Option<SpannedStr>,
-    pub progress: Option<bool>,
+    pub routing_key: Option<SpannedStr>,
+    pub severity: Option<SpannedStr>,
+    pub api_url: Option<SpannedStr>,
+    pub progress: Option<Spanned<bool>>,
     pub max_in_flight: Option<Spanned<i64>>,
     pub adaptive_in_flight: Option<Spanned<bool>>,
 }

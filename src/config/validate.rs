@@ -14,8 +14,8 @@ use super::env::interpolate;
 use super::raw::{RawAccount, RawChannel, RawConfig, RawMatcher, RawRoute, SpannedStr};
 use super::unknown_keys;
 use super::{
-    AccountConfig, AdaptersConfig, ChannelConfig, ChannelTarget, Config, DeliveryConfig, InFlight, Secret,
-    ServerConfig, SourceConfig, StoreConfig, WebhookTarget,
+    AccountConfig, AdaptersConfig, ChannelConfig, ChannelTarget, Config, DeliveryConfig, InFlight,
+    PagerDutyTarget, Secret, ServerConfig, SlackWebhookTarget, SourceConfig, StoreConfig, WebhookTarget,
 };
 use crate::protocol::KNOWN_STATES;
 use crate::routing::{MatchField, Matcher, Route, Router};
@@ -34,6 +34,12 @@ const DEFAULT_RETRY: [Duration; 5] = [
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// A channel key, where it is in the file, the adapters it applies to,
+/// and how to name them.
+type KeyRule<'a> = (&'static str, Option<Range<usize>>, &'a [Platform], &'static str);
+
+/// The Events API's endpoint (US; EU accounts set `api_url`).
+const DEFAULT_PAGERDUTY_URL: &str = "https://events.pagerduty.com";
 /// The highest `max_in_flight`: beyond this a receiver is better served
 /// by several herald channels (or a queue) than by more sockets.
 const MAX_IN_FLIGHT: usize = 1000;
@@ -356,10 +362,14 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             "telegram" => Platform::Telegram,
             "webhook" => Platform::Webhook,
             "web" => Platform::Web,
+            "pagerduty" => Platform::PagerDuty,
+            "slack_webhook" => Platform::SlackWebhook,
             other => {
                 self.err(
                     ch.adapter.span(),
-                    format!("unknown adapter {other:?} (expected discord, slack, telegram, webhook or web)"),
+                    format!(
+                        "unknown adapter {other:?} (expected discord, slack, telegram, webhook, web, pagerduty or slack_webhook)"
+                    ),
                 );
                 return None;
             }
@@ -368,7 +378,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             Platform::Discord => cfg.adapters.discord.is_some(),
             Platform::Slack => cfg.adapters.slack.is_some(),
             Platform::Telegram => cfg.adapters.telegram.is_some(),
-            Platform::Webhook | Platform::Web => true,
+            Platform::Webhook | Platform::Web | Platform::PagerDuty | Platform::SlackWebhook => true,
         };
         if !account_configured {
             self.err(
@@ -376,99 +386,48 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
                 format!("channel {name:?} uses {platform} but [adapters.{platform}] is not configured"),
             );
         }
-        let webhook_only = [
-            ("url", ch.url.as_ref()),
-            ("secret", ch.secret.as_ref()),
-            ("timeout", ch.timeout.as_ref()),
-            ("events", ch.events.as_ref()),
-        ];
-        let target = if platform == Platform::Webhook {
-            if let Some(id) = &ch.id {
-                self.err(id.span(), "webhook channels take `url`, not `id`");
-            }
-            let url = match &ch.url {
-                Some(u) => self.url(u),
-                None => {
-                    self.err(raw.span(), format!("webhook channel {name:?} needs `url`"));
-                    None
-                }
-            };
-            let secret = match &ch.secret {
-                Some(s) => self.webhook_secret(s),
-                None => {
-                    self.err(
-                        raw.span(),
-                        format!("webhook channel {name:?} needs `secret` (whsec_<base64>)"),
-                    );
-                    None
-                }
-            };
-            let timeout = match &ch.timeout {
-                Some(t) => self.duration(t),
-                None => Some(DEFAULT_WEBHOOK_TIMEOUT),
-            };
-            let all_events = match &ch.events {
-                None => Some(false),
-                Some(e) => match e.get_ref().as_str() {
-                    "terminal" => Some(false),
-                    "all" => Some(true),
-                    other => {
+        self.keys_for(platform, ch);
+        let target = match platform {
+            Platform::Webhook => ChannelTarget::Webhook(self.webhook_target(name, ch, raw)?),
+            Platform::PagerDuty => ChannelTarget::PagerDuty(self.pagerduty_target(name, ch, raw)?),
+            Platform::SlackWebhook => ChannelTarget::SlackWebhook(self.slack_webhook_target(name, ch, raw)?),
+            Platform::Discord | Platform::Slack | Platform::Telegram | Platform::Web => {
+                let id = match (&ch.id, platform) {
+                    (Some(id), _) => self.non_empty(id, "id")?,
+                    (None, Platform::Web) => name.to_owned(),
+                    (None, _) => {
                         self.err(
-                            e.span(),
-                            format!("events must be \"terminal\" or \"all\", got {other:?}"),
+                            raw.span(),
+                            format!("channel {name:?} needs `id` (the {platform} channel id)"),
                         );
-                        None
+                        return None;
                     }
-                },
-            };
-            let mut headers = BTreeMap::new();
-            for (k, v) in &ch.headers {
-                if let Some(v) = self.text(v) {
-                    headers.insert(k.clone(), v);
-                }
+                };
+                let thread_id = match &ch.thread_id {
+                    Some(t) => Some(self.non_empty(t, "thread_id")?),
+                    None => None,
+                };
+                ChannelTarget::Chat { id, thread_id }
             }
-            ChannelTarget::Webhook(WebhookTarget {
-                url: url?,
-                secret: secret?,
-                headers,
-                timeout: timeout?,
-                all_events: all_events?,
-            })
-        } else {
-            for (key, value) in webhook_only {
-                if let Some(v) = value {
-                    self.err(v.span(), format!("`{key}` applies to webhook channels only"));
-                }
-            }
-            if let Some((_, v)) = ch.headers.iter().next() {
-                self.err(v.span(), "`headers` applies to webhook channels only");
-            }
-            if let (Some(t), false) = (&ch.thread_id, platform == Platform::Telegram) {
-                self.err(t.span(), "`thread_id` applies to telegram channels only");
-            }
-            let id = match (&ch.id, platform) {
-                (Some(id), _) => self.non_empty(id, "id")?,
-                (None, Platform::Web) => name.to_owned(),
-                (None, _) => {
-                    self.err(
-                        raw.span(),
-                        format!("channel {name:?} needs `id` (the {platform} channel id)"),
-                    );
-                    return None;
-                }
-            };
-            let thread_id = match &ch.thread_id {
-                Some(t) => Some(self.non_empty(t, "thread_id")?),
-                None => None,
-            };
-            ChannelTarget::Chat { id, thread_id }
         };
         // Webhooks cannot edit: they get state changes only with `events = "all"`.
         let progress_default = match &target {
             ChannelTarget::Webhook(hook) => hook.all_events,
             ChannelTarget::Chat { .. } => true,
+            // Nothing to keep current: they page, or post once.
+            ChannelTarget::PagerDuty(_) | ChannelTarget::SlackWebhook(_) => false,
         };
-        let progress = ch.progress.unwrap_or(progress_default);
+        let progress = match &ch.progress {
+            Some(p) if *p.get_ref() && matches!(platform, Platform::PagerDuty | Platform::SlackWebhook) => {
+                self.err(
+                    p.span(),
+                    format!("{platform} channels cannot show live progress messages (they cannot edit); they get notifications only"),
+                );
+                return None;
+            }
+            Some(p) => *p.get_ref(),
+            None => progress_default,
+        };
         let in_flight = self.in_flight(ch, platform)?;
         Some(ChannelConfig {
             name: name.to_owned(),
@@ -477,6 +436,219 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             progress,
             in_flight,
         })
+    }
+
+    /// Every channel key that does not apply to `platform` is an error
+    /// naming the adapters it applies to.
+    fn keys_for(&mut self, platform: Platform, ch: &RawChannel) {
+        use Platform::*;
+        let keys: [KeyRule<'_>; 9] = [
+            (
+                "id",
+                ch.id.as_ref().map(Spanned::span),
+                &[Discord, Slack, Telegram, Web],
+                "chat and web channels",
+            ),
+            (
+                "thread_id",
+                ch.thread_id.as_ref().map(Spanned::span),
+                &[Telegram],
+                "telegram channels",
+            ),
+            (
+                "url",
+                ch.url.as_ref().map(Spanned::span),
+                &[Webhook, SlackWebhook],
+                "webhook and slack_webhook channels",
+            ),
+            (
+                "secret",
+                ch.secret.as_ref().map(Spanned::span),
+                &[Webhook],
+                "webhook channels",
+            ),
+            (
+                "events",
+                ch.events.as_ref().map(Spanned::span),
+                &[Webhook],
+                "webhook channels",
+            ),
+            (
+                "timeout",
+                ch.timeout.as_ref().map(Spanned::span),
+                &[Webhook, PagerDuty, SlackWebhook],
+                "webhook, pagerduty and slack_webhook channels",
+            ),
+            (
+                "routing_key",
+                ch.routing_key.as_ref().map(Spanned::span),
+                &[PagerDuty],
+                "pagerduty channels",
+            ),
+            (
+                "severity",
+                ch.severity.as_ref().map(Spanned::span),
+                &[PagerDuty],
+                "pagerduty channels",
+            ),
+            (
+                "api_url",
+                ch.api_url.as_ref().map(Spanned::span),
+                &[PagerDuty],
+                "pagerduty channels",
+            ),
+        ];
+        for (key, span, allowed, which) in keys {
+            if let Some(span) = span
+                && !allowed.contains(&platform)
+            {
+                let hint = if key == "url" && platform == Platform::PagerDuty {
+                    " (a pagerduty channel takes `routing_key`, and `api_url` for another endpoint)"
+                } else if key == "id" && matches!(platform, Webhook | SlackWebhook) {
+                    " (it takes `url`)"
+                } else {
+                    ""
+                };
+                self.err(span, format!("`{key}` applies to {which} only{hint}"));
+            }
+        }
+        if platform != Webhook
+            && let Some((_, v)) = ch.headers.iter().next()
+        {
+            self.err(v.span(), "`headers` applies to webhook channels only");
+        }
+    }
+
+    fn webhook_target(
+        &mut self,
+        name: &str,
+        ch: &RawChannel,
+        raw: &Spanned<RawChannel>,
+    ) -> Option<WebhookTarget> {
+        let url = match &ch.url {
+            Some(u) => self.url(u),
+            None => {
+                self.err(raw.span(), format!("webhook channel {name:?} needs `url`"));
+                None
+            }
+        };
+        let secret = match &ch.secret {
+            Some(s) => self.webhook_secret(s),
+            None => {
+                self.err(
+                    raw.span(),
+                    format!("webhook channel {name:?} needs `secret` (whsec_<base64>)"),
+                );
+                None
+            }
+        };
+        let timeout = self.timeout(ch);
+        let all_events = match &ch.events {
+            None => Some(false),
+            Some(e) => match e.get_ref().as_str() {
+                "terminal" => Some(false),
+                "all" => Some(true),
+                other => {
+                    self.err(
+                        e.span(),
+                        format!("events must be \"terminal\" or \"all\", got {other:?}"),
+                    );
+                    None
+                }
+            },
+        };
+        let mut headers = BTreeMap::new();
+        for (k, v) in &ch.headers {
+            if let Some(v) = self.text(v) {
+                headers.insert(k.clone(), v);
+            }
+        }
+        Some(WebhookTarget {
+            url: url?,
+            secret: secret?,
+            headers,
+            timeout: timeout?,
+            all_events: all_events?,
+        })
+    }
+
+    fn pagerduty_target(
+        &mut self,
+        name: &str,
+        ch: &RawChannel,
+        raw: &Spanned<RawChannel>,
+    ) -> Option<PagerDutyTarget> {
+        let routing_key = match &ch.routing_key {
+            Some(k) => self.non_empty(k, "routing_key").map(Secret::new),
+            None => {
+                self.err(
+                    raw.span(),
+                    format!(
+                        "pagerduty channel {name:?} needs `routing_key` (the Events API v2 integration key)"
+                    ),
+                );
+                None
+            }
+        };
+        let api_url = match &ch.api_url {
+            Some(u) => self.url(u),
+            None => Some(DEFAULT_PAGERDUTY_URL.to_owned()),
+        };
+        let severity = match &ch.severity {
+            None => Some(herald_pagerduty::PagerDutySeverity::Error),
+            Some(s) => {
+                let parsed = herald_pagerduty::PagerDutySeverity::parse(s.get_ref());
+                if parsed.is_none() {
+                    self.err(
+                        s.span(),
+                        format!(
+                            "severity must be critical, error, warning or info, got {:?}",
+                            s.get_ref()
+                        ),
+                    );
+                }
+                parsed
+            }
+        };
+        let timeout = self.timeout(ch);
+        Some(PagerDutyTarget {
+            routing_key: routing_key?,
+            api_url: api_url?,
+            severity: severity?,
+            timeout: timeout?,
+        })
+    }
+
+    fn slack_webhook_target(
+        &mut self,
+        name: &str,
+        ch: &RawChannel,
+        raw: &Spanned<RawChannel>,
+    ) -> Option<SlackWebhookTarget> {
+        let url = match &ch.url {
+            Some(u) => self.url(u).map(Secret::new),
+            None => {
+                self.err(
+                    raw.span(),
+                    format!(
+                        "slack_webhook channel {name:?} needs `url` (https://hooks.slack.com/services/…)"
+                    ),
+                );
+                None
+            }
+        };
+        let timeout = self.timeout(ch);
+        Some(SlackWebhookTarget {
+            url: url?,
+            timeout: timeout?,
+        })
+    }
+
+    fn timeout(&mut self, ch: &RawChannel) -> Option<Duration> {
+        match &ch.timeout {
+            Some(t) => self.duration(t),
+            None => Some(DEFAULT_WEBHOOK_TIMEOUT),
+        }
     }
 
     /// `max_in_flight` and `adaptive_in_flight`: only where the platform
@@ -650,6 +822,54 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn pagerduty_and_slack_webhook_channels_are_checked() {
+        let ok = load(
+            "h.toml",
+            "[channels.oncall]\nadapter = \"pagerduty\"\nrouting_key = \"k\"\nseverity = \"critical\"\n\n\
+             [channels.team]\nadapter = \"slack_webhook\"\nurl = \"https://hooks.slack.com/services/T/B/x\"\n",
+            env,
+        )
+        .unwrap();
+        match &ok.channels["oncall"].target {
+            ChannelTarget::PagerDuty(pd) => {
+                assert_eq!(pd.api_url, "https://events.pagerduty.com");
+                assert_eq!(pd.severity, herald_pagerduty::PagerDutySeverity::Critical);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!ok.channels["oncall"].progress && !ok.channels["team"].progress);
+        let e = errors("[channels.oncall]\nadapter = \"pagerduty\"\n");
+        assert!(
+            e[0].contains("h.toml:1:1") && e[0].contains("needs `routing_key`"),
+            "{e:?}"
+        );
+        let e =
+            errors("[channels.oncall]\nadapter = \"pagerduty\"\nrouting_key = \"k\"\nseverity = \"high\"\n");
+        assert!(
+            e[0].contains("h.toml:4:12") && e[0].contains("critical, error, warning or info"),
+            "{e:?}"
+        );
+        let e =
+            errors("[channels.oncall]\nadapter = \"pagerduty\"\nrouting_key = \"k\"\nurl = \"http://x\"\n");
+        assert!(
+            e[0].contains("`url` applies to webhook and slack_webhook channels only")
+                && e[0].contains("routing_key"),
+            "{e:?}"
+        );
+        let e = errors("[channels.oncall]\nadapter = \"pagerduty\"\nrouting_key = \"k\"\nprogress = true\n");
+        assert!(e[0].contains("cannot show live progress messages"), "{e:?}");
+        let e = errors("[channels.team]\nadapter = \"slack_webhook\"\n");
+        assert!(e[0].contains("needs `url`"), "{e:?}");
+        let e = errors("[channels.team]\nadapter = \"slack_webhook\"\nurl = \"hooks.slack.com/x\"\n");
+        assert!(e[0].contains("not an http:// or https:// URL"), "{e:?}");
+        let e = errors("[channels.team]\nadapter = \"slack_webhook\"\nid = \"C1\"\nurl = \"https://h/x\"\n");
+        assert!(
+            e[0].contains("`id` applies to chat and web channels only (it takes `url`)"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -223,6 +223,9 @@ fn target_of(ch: &ChannelConfig) -> ChannelRef {
             thread: thread_id.clone(),
         },
         ChannelTarget::Webhook(hook) => ChannelRef::new(hook.url.clone()),
+        // Their adapter holds the key or URL (both secrets); the channel's
+        // name is what the store and the logs see.
+        ChannelTarget::PagerDuty(_) | ChannelTarget::SlackWebhook(_) => ChannelRef::new(ch.name.clone()),
     }
 }
 

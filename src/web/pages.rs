@@ -53,7 +53,7 @@ fn web_channels(config: &Config) -> Vec<(String, String)> {
         .filter(|c| c.platform == Platform::Web)
         .filter_map(|c| match &c.target {
             ChannelTarget::Chat { id, .. } => Some((id.clone(), c.name.clone())),
-            ChannelTarget::Webhook(_) => None,
+            ChannelTarget::Webhook(_) | ChannelTarget::PagerDuty(_) | ChannelTarget::SlackWebhook(_) => None,
         })
         .collect()
 }

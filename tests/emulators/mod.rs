@@ -9,7 +9,9 @@
 pub mod chaos;
 pub mod discord;
 pub mod lockout;
+pub mod pagerduty;
 pub mod slack;
+pub mod slack_webhook;
 pub mod tally;
 pub mod telegram;
 pub mod webhook;

@@ -27,3 +27,32 @@ pub fn no_answer(e: reqwest::Error) -> DeliveryOutcome {
         NotSurfaced::Unverified { reason }
     })
 }
+
+/// How much of an error answer's body a reason keeps.
+const ERROR_BODY_CHARS: usize = 200;
+
+/// A `Retry-After` header given in seconds, if the answer has one.
+pub fn retry_after(response: &reqwest::Response) -> Option<std::time::Duration> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(std::time::Duration::from_secs)
+}
+
+/// `HTTP <status>: <the start of the body>`, to explain an error answer in
+/// a receipt (the status decides the outcome; the body only explains it).
+pub async fn status_reason(response: reqwest::Response) -> String {
+    let status = response.status();
+    let text = match response.text().await {
+        Ok(text) => text,
+        Err(e) => format!("(body unreadable: {})", error_chain(&e.without_url())),
+    };
+    let snippet: String = text.trim().chars().take(ERROR_BODY_CHARS).collect();
+    if snippet.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status}: {snippet}")
+    }
+}

@@ -44,6 +44,11 @@ pub enum Platform {
     Webhook,
     /// Herald's own built-in web channel.
     Web,
+    /// PagerDuty Events API v2 (pages people; no messages to edit).
+    #[serde(rename = "pagerduty")]
+    PagerDuty,
+    /// A Slack incoming webhook (posts only, into one fixed channel).
+    SlackWebhook,
 }
 
 impl Platform {
@@ -55,6 +60,8 @@ impl Platform {
             Platform::Telegram => "telegram",
             Platform::Webhook => "webhook",
             Platform::Web => "web",
+            Platform::PagerDuty => "pagerduty",
+            Platform::SlackWebhook => "slack_webhook",
         }
     }
 }

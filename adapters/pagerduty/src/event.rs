@@ -1,0 +1,198 @@
+//! The Events API v2 event herald sends for one notification.
+
+use std::collections::BTreeMap;
+
+use herald_messaging::{Outbound, Severity};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// PagerDuty's limit on `payload.summary`.
+pub const SUMMARY_CHARS: usize = 1024;
+
+/// PagerDuty's limit on `dedup_key`.
+const DEDUP_KEY_CHARS: usize = 255;
+
+/// `payload.severity`, as the Events API names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PagerDutySeverity {
+    /// critical
+    Critical,
+    /// error
+    Error,
+    /// warning
+    Warning,
+    /// info
+    Info,
+}
+
+impl PagerDutySeverity {
+    /// From config text (`critical`, `error`, `warning`, `info`).
+    pub fn parse(text: &str) -> Option<PagerDutySeverity> {
+        match text {
+            "critical" => Some(PagerDutySeverity::Critical),
+            "error" => Some(PagerDutySeverity::Error),
+            "warning" => Some(PagerDutySeverity::Warning),
+            "info" => Some(PagerDutySeverity::Info),
+            _ => None,
+        }
+    }
+}
+
+/// `event_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Open (or update) the task's alert.
+    Trigger,
+    /// Close it.
+    Resolve,
+}
+
+/// What a notification does to the task's alert: a task that ended well,
+/// or was cancelled, resolves it; anything else (failed, stale, deadline,
+/// escalated) triggers it.
+pub fn action_for(msg: &Outbound) -> Action {
+    match msg.severity {
+        Severity::Success | Severity::Neutral => Action::Resolve,
+        Severity::Progress | Severity::Attention | Severity::Failure => Action::Trigger,
+    }
+}
+
+/// The alert's key: stable for the task (run, worker, task), so every
+/// trigger and the resolve of one task address the same alert; hashed when
+/// the ids are too long for PagerDuty's 255 characters.
+pub fn dedup_key(msg: &Outbound) -> String {
+    let key = match &msg.subject {
+        Some(s) => format!("herald/{}/{}/{}", s.run_id, s.worker_id, s.task_id),
+        None => match &msg.idempotency_key {
+            Some(k) => format!("herald/{}", k.as_str()),
+            None => format!("herald/{}", msg.title),
+        },
+    };
+    if key.chars().count() <= DEDUP_KEY_CHARS {
+        return key;
+    }
+    let digest = Sha256::digest(key.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("herald/sha256/{hex}")
+}
+
+/// `payload`.
+#[derive(Debug, Serialize)]
+pub struct Payload {
+    summary: String,
+    source: String,
+    severity: PagerDutySeverity,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timestamp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    component: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    class: Option<String>,
+    custom_details: BTreeMap<String, String>,
+}
+
+/// The body of `POST /v2/enqueue`.
+#[derive(Debug, Serialize)]
+pub struct EnqueueEvent {
+    routing_key: String,
+    event_action: Action,
+    /// The alert's key.
+    pub dedup_key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<Payload>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<&'static str>,
+}
+
+/// The event for one notification. A resolve carries no payload (the
+/// Events API ignores one).
+pub fn event_for(msg: &Outbound, routing_key: &str, severity: PagerDutySeverity) -> EnqueueEvent {
+    let action = action_for(msg);
+    let payload = (action == Action::Trigger).then(|| {
+        let mut summary = format!("{} — {}", msg.title, msg.state);
+        if let Some(body) = &msg.body {
+            summary.push_str(": ");
+            summary.push_str(body);
+        }
+        let mut custom_details: BTreeMap<String, String> = msg
+            .fields
+            .iter()
+            .map(|f| (f.name.clone(), f.value.clone()))
+            .collect();
+        if let Some(s) = &msg.subject {
+            for (k, v) in &s.labels {
+                custom_details.insert(format!("label {k}"), v.clone());
+            }
+        }
+        Payload {
+            summary: herald_messaging::truncate_chars(&summary, SUMMARY_CHARS),
+            source: msg
+                .subject
+                .as_ref()
+                .map_or_else(|| "herald".to_owned(), |s| s.worker_id.clone()),
+            severity,
+            timestamp: msg.subject.as_ref().and_then(|s| s.occurred_at.clone()),
+            component: msg.subject.as_ref().map(|s| s.task_id.clone()),
+            group: msg.subject.as_ref().map(|s| s.run_id.clone()),
+            class: msg.subject.as_ref().map(|s| s.state.clone()),
+            custom_details,
+        }
+    });
+    EnqueueEvent {
+        routing_key: routing_key.to_owned(),
+        event_action: action,
+        dedup_key: dedup_key(msg),
+        payload,
+        client: (action == Action::Trigger).then_some("herald"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_messaging::{MessageKind, Subject};
+
+    fn msg(severity: Severity, task: &str) -> Outbound {
+        Outbound {
+            kind: MessageKind::Terminal,
+            title: "w · t".into(),
+            state: "failed".into(),
+            severity,
+            fields: vec![],
+            body: Some("boom".into()),
+            idempotency_key: None,
+            subject: Some(Subject {
+                run_id: "r".into(),
+                worker_id: "w".into(),
+                task_id: task.into(),
+                state: "failed".into(),
+                labels: Default::default(),
+                occurred_at: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn failures_trigger_and_successes_resolve_the_same_alert() {
+        let failed = event_for(&msg(Severity::Failure, "t"), "k", PagerDutySeverity::Error);
+        let done = event_for(&msg(Severity::Success, "t"), "k", PagerDutySeverity::Error);
+        assert_eq!(failed.event_action, Action::Trigger);
+        assert_eq!(done.event_action, Action::Resolve);
+        assert_eq!(failed.dedup_key, done.dedup_key);
+        assert_eq!(failed.dedup_key, "herald/r/w/t");
+        let json = serde_json::to_value(&failed).unwrap();
+        assert_eq!(json["payload"]["summary"], "w · t — failed: boom");
+        assert_eq!(json["payload"]["severity"], "error");
+        assert!(serde_json::to_value(&done).unwrap().get("payload").is_none());
+    }
+
+    #[test]
+    fn long_ids_hash_into_a_key_pagerduty_takes() {
+        let key = dedup_key(&msg(Severity::Failure, &"x".repeat(400)));
+        assert!(key.len() <= 255 && key.starts_with("herald/sha256/"), "{key}");
+    }
+}
