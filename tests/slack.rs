@@ -384,6 +384,29 @@ async fn end_to_end_progress_is_edited_in_place() {
 }
 
 #[tokio::test]
+async fn end_to_end_a_live_message_whose_post_was_refused_is_posted_on_retry() {
+    let emu = SlackEmulator::start(TOKEN, &[CHANNEL]).await;
+    // Slack answers the live message's first post with a 500: it was not
+    // made, and nothing else happens on the channel to prompt a look-up.
+    emu.inject(vec![Fault::Http(500)]);
+    let h = Herald::start(&config(&emu, &[CHANNEL], ""));
+    h.post_events(&event("r0", "w", "t", 1, "running", json!({})))
+        .await;
+    h.wait_for("the live message after the refused post", Duration::from_secs(10), || async {
+        let msgs = emu.messages(CHANNEL);
+        (msgs.len() == 1).then_some(())
+    })
+    .await;
+    let posts: Vec<u16> = emu
+        .seen()
+        .iter()
+        .filter(|s| s.method == "chat.postMessage")
+        .map(|s| s.status)
+        .collect();
+    assert_eq!(posts, vec![500, 200]);
+}
+
+#[tokio::test]
 async fn end_to_end_fifty_busy_tasks_across_five_channels_share_the_update_budget() {
     let channels = ["C1", "C2", "C3", "C4", "C5"];
     let emu = SlackEmulator::start(TOKEN, &channels).await;

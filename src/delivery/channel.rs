@@ -1253,6 +1253,17 @@ impl ChannelActor {
         self.store
             .record_progress(job.task, &self.lease, &write, now)
             .await?;
+        // A post the platform answered with an error was not made: it is
+        // no longer "started" (else, where a look-up settles started posts,
+        // it would wait for a check nothing asks for, and the live message
+        // would never appear; found by tests/replicas.rs on PostgreSQL).
+        let refused = matches!(
+            &outcome,
+            DeliveryOutcome::NotSurfaced(reason) if !matches!(reason, NotSurfaced::Unverified { .. })
+        );
+        if call == Call::Post && refused && matches!(write, ProgressWrite::Retry { .. }) {
+            self.store.clear_progress_started(&self.lease, &[job.task]).await?;
+        }
         Ok(keep_going)
     }
 }
