@@ -201,6 +201,11 @@ pub async fn serve(
             commit_wakers.wake(&result.touched_channels);
         }),
     );
+    let contracts = tokio::spawn(crate::contracts::watch(
+        store.clone(),
+        writer.clone(),
+        config_rx.clone(),
+    ));
     let reloader = Arc::new(Reloader {
         path,
         config: config_tx,
@@ -242,6 +247,7 @@ pub async fn serve(
         .context("the HTTP server failed")?;
 
     info!("stopped accepting; draining in-flight deliveries");
+    contracts.abort();
     if let Some(delivery) = reloader.delivery.lock().await.take() {
         delivery.shutdown(DRAIN_DEADLINE).await;
     }

@@ -6,6 +6,7 @@ pub mod app;
 pub mod client;
 pub mod config;
 pub mod connecting;
+pub mod contracts;
 pub mod delivery;
 pub mod demo;
 pub mod hints;

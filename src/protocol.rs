@@ -194,6 +194,17 @@ fn serialize_timestamp<S: serde::Serializer>(ts: &DateTime<Utc>, s: S) -> Result
 }
 
 impl FleetWorkerEvent {
+    /// `extra.timeout_seconds`: the task's own deadline, counted from its
+    /// first event (validated at parse time).
+    pub fn timeout(&self) -> Option<std::time::Duration> {
+        self.extra
+            .as_ref()?
+            .get("timeout_seconds")?
+            .as_f64()
+            .filter(|s| *s > 0.0 && *s <= MAX_TIMEOUT_SECONDS)
+            .map(std::time::Duration::from_secs_f64)
+    }
+
     /// `extra.labels` as a string map (validated at parse time).
     pub fn labels(&self) -> BTreeMap<String, String> {
         let mut labels = BTreeMap::new();
@@ -239,15 +250,29 @@ impl FieldError {
     }
 }
 
-/// Parse and validate one event object.
+/// Parse and validate one event object as a worker sends it.
 pub fn parse_event(value: Value) -> Result<FleetWorkerEvent, FieldError> {
+    parse(value, false)
+}
+
+/// Parse an event as the journal keeps it: also herald's own events
+/// (stale marks, deadline failures), whose seqs are negative so they can
+/// never collide with a worker's (`parse_event` refuses negative seqs).
+pub fn parse_stored_event(value: Value) -> Result<FleetWorkerEvent, FieldError> {
+    parse(value, true)
+}
+
+/// The longest `extra.timeout_seconds` taken (ten years).
+const MAX_TIMEOUT_SECONDS: f64 = 315_360_000.0;
+
+fn parse(value: Value, herald_seqs: bool) -> Result<FleetWorkerEvent, FieldError> {
     let Value::Object(mut obj) = value else {
         return Err(FieldError::new("", "an event must be a JSON object"));
     };
     let seq = match obj.get("seq") {
         Some(Value::Number(n)) => n
             .as_i64()
-            .filter(|s| *s >= 0)
+            .filter(|s| herald_seqs || *s >= 0)
             .ok_or_else(|| FieldError::new("seq", "must be a non-negative integer"))?,
         Some(_) => return Err(FieldError::new("seq", "must be a non-negative integer")),
         None => return Err(FieldError::new("seq", "is required")),
@@ -267,6 +292,7 @@ pub fn parse_event(value: Value) -> Result<FleetWorkerEvent, FieldError> {
         None | Some(Value::Null) => None,
         Some(Value::Object(extra)) => {
             validate_labels(&extra)?;
+            validate_timeout(&extra)?;
             Some(extra)
         }
         Some(_) => return Err(FieldError::new("extra", "must be an object")),
@@ -280,6 +306,17 @@ pub fn parse_event(value: Value) -> Result<FleetWorkerEvent, FieldError> {
         state,
         extra,
     })
+}
+
+fn validate_timeout(extra: &Map<String, Value>) -> Result<(), FieldError> {
+    match extra.get("timeout_seconds") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Number(n)) if n.as_f64().is_some_and(|s| s > 0.0 && s <= MAX_TIMEOUT_SECONDS) => Ok(()),
+        Some(_) => Err(FieldError::new(
+            "extra.timeout_seconds",
+            "must be a positive number of seconds (at most ten years)",
+        )),
+    }
 }
 
 fn validate_labels(extra: &Map<String, Value>) -> Result<(), FieldError> {

@@ -38,6 +38,14 @@ pub struct TaskState {
     pub updated_at: i64,
     /// Unix ms of the last heartbeat.
     pub last_heartbeat_at: Option<i64>,
+    /// Unix ms by which the task must end: its first event plus the
+    /// newest `extra.timeout_seconds` it sent (else `[contracts]
+    /// deadline` applies, which the watcher reads from the config).
+    pub deadline_at: Option<i64>,
+}
+
+fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
 /// What applying one event changed.
@@ -66,6 +74,7 @@ impl TaskState {
             first_seen_at: now_ms,
             updated_at: now_ms,
             last_heartbeat_at: heartbeat.then_some(now_ms),
+            deadline_at: event.timeout().map(|t| now_ms.saturating_add(millis(t))),
         }
     }
 
@@ -76,6 +85,9 @@ impl TaskState {
         self.updated_at = self.updated_at.max(now_ms);
         for (k, v) in event.labels() {
             self.labels.insert(k, v);
+        }
+        if let Some(timeout) = event.timeout() {
+            self.deadline_at = Some(self.first_seen_at.saturating_add(millis(timeout)));
         }
         if self.terminal {
             return Applied::default();

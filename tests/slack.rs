@@ -392,10 +392,14 @@ async fn end_to_end_a_live_message_whose_post_was_refused_is_posted_on_retry() {
     let h = Herald::start(&config(&emu, &[CHANNEL], ""));
     h.post_events(&event("r0", "w", "t", 1, "running", json!({})))
         .await;
-    h.wait_for("the live message after the refused post", Duration::from_secs(10), || async {
-        let msgs = emu.messages(CHANNEL);
-        (msgs.len() == 1).then_some(())
-    })
+    h.wait_for(
+        "the live message after the refused post",
+        Duration::from_secs(10),
+        || async {
+            let msgs = emu.messages(CHANNEL);
+            (msgs.len() == 1).then_some(())
+        },
+    )
     .await;
     let posts: Vec<u16> = emu
         .seen()

@@ -76,6 +76,17 @@ pub struct Config {
     pub router: Router,
     /// `[delivery]`
     pub delivery: DeliveryConfig,
+    /// `[contracts]`: what herald watches for itself.
+    pub contracts: ContractsConfig,
+}
+
+/// `[contracts]`: what herald notices about a task without being told.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContractsConfig {
+    /// A task with no terminal event this long after its first is failed
+    /// by herald (`deadline exceeded`); a task's own
+    /// `extra.timeout_seconds` takes precedence. `None`: no default.
+    pub deadline: Option<Duration>,
 }
 
 /// `[server]`

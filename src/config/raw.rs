@@ -27,6 +27,13 @@ pub struct RawConfig {
     pub defaults: Option<RawDefaults>,
     #[serde(default)]
     pub delivery: RawDelivery,
+    #[serde(default)]
+    pub contracts: RawContracts,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawContracts {
+    pub deadline: Option<SpannedStr>,
 }
 
 #[derive(Debug, Default, Deserialize)]

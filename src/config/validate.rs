@@ -14,8 +14,9 @@ use super::env::interpolate;
 use super::raw::{RawAccount, RawChannel, RawConfig, RawMatcher, RawRoute, SpannedStr};
 use super::unknown_keys;
 use super::{
-    AccountConfig, AdaptersConfig, ChannelConfig, ChannelTarget, Config, DeliveryConfig, InFlight,
-    PagerDutyTarget, Secret, ServerConfig, SlackWebhookTarget, SourceConfig, StoreConfig, WebhookTarget,
+    AccountConfig, AdaptersConfig, ChannelConfig, ChannelTarget, Config, ContractsConfig, DeliveryConfig,
+    InFlight, PagerDutyTarget, Secret, ServerConfig, SlackWebhookTarget, SourceConfig, StoreConfig,
+    WebhookTarget,
 };
 use crate::protocol::KNOWN_STATES;
 use crate::routing::{MatchField, Matcher, Route, Router};
@@ -166,6 +167,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             None => Vec::new(),
         };
         let delivery = self.delivery(&raw);
+        let contracts = self.contracts(&raw);
 
         if let (Some(server), true) = (&server, sources.is_empty())
             && !server.listen.ip().is_loopback()
@@ -200,7 +202,24 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             channels,
             router: Router::new(routes, defaults),
             delivery: delivery?,
+            contracts: contracts?,
         })
+    }
+
+    fn contracts(&mut self, raw: &RawConfig) -> Option<ContractsConfig> {
+        let deadline = match &raw.contracts.deadline {
+            Some(d) => Some(self.duration(d)?).filter(|d| {
+                if d.is_zero() {
+                    self.err(
+                        raw.contracts.deadline.as_ref().map_or(0..0, |d| d.span()),
+                        "contracts.deadline must be longer than 0s",
+                    );
+                }
+                !d.is_zero()
+            }),
+            None => None,
+        };
+        Some(ContractsConfig { deadline })
     }
 
     fn server(&mut self, raw: &RawConfig) -> Option<ServerConfig> {

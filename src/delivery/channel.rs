@@ -1262,7 +1262,9 @@ impl ChannelActor {
             DeliveryOutcome::NotSurfaced(reason) if !matches!(reason, NotSurfaced::Unverified { .. })
         );
         if call == Call::Post && refused && matches!(write, ProgressWrite::Retry { .. }) {
-            self.store.clear_progress_started(&self.lease, &[job.task]).await?;
+            self.store
+                .clear_progress_started(&self.lease, &[job.task])
+                .await?;
         }
         Ok(keep_going)
     }

@@ -29,6 +29,7 @@ pub(crate) fn stored_task_from(r: &impl Columns) -> Result<(TaskKey, StoredTask)
         first_seen_at: r.int("first_seen_at")?,
         updated_at: r.int("updated_at")?,
         last_heartbeat_at: r.maybe_int("last_heartbeat_at")?,
+        deadline_at: r.maybe_int("deadline_at")?,
     };
     let channels: Vec<ChannelDoc> = r.json("channels")?;
     let channels = channels

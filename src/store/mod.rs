@@ -11,6 +11,7 @@
 mod budgets;
 mod channels;
 mod columns;
+mod contracts;
 mod hints;
 mod ids;
 mod ingest;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 
 pub use budgets::{BudgetStore, KeptWindow};
 pub use channels::ChannelStore;
+pub use contracts::{ContractStore, OverdueTask};
 pub use hints::{HintFeed, HintStore};
 pub use ids::{new_progress_key, new_receipt_id, new_replica_id};
 pub use ingest::IngestStore;
@@ -132,6 +134,7 @@ pub trait Backend:
     + ChannelStore
     + LeaseStore
     + HintStore
+    + ContractStore
     + Lifecycle
     + std::fmt::Debug
 {
@@ -147,6 +150,7 @@ impl<T> Backend for T where
         + ChannelStore
         + LeaseStore
         + HintStore
+        + ContractStore
         + Lifecycle
         + std::fmt::Debug
 {
@@ -187,7 +191,7 @@ pub fn now_ms() -> i64 {
 /// An event as stored (its normalised JSON), typed again through the
 /// same parser ingest uses.
 pub(crate) fn decode_event(text: &str) -> Result<crate::protocol::FleetWorkerEvent, StoreError> {
-    Ok(crate::protocol::parse_event(serde_json::from_str(text)?)?)
+    Ok(crate::protocol::parse_stored_event(serde_json::from_str(text)?)?)
 }
 
 /// Whether `url` names a PostgreSQL database (else it is SQLite).

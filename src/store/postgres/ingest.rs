@@ -102,7 +102,7 @@ async fn load_tasks(
     let (runs, workers, tasks) = key_columns(keys);
     let rows = sqlx::query(
         "SELECT id, run_id, worker_id, task_id, state, state_seq, max_seq, terminal, display, labels, \
-         version, first_seen_at, updated_at, last_heartbeat_at, \
+         version, first_seen_at, updated_at, last_heartbeat_at, deadline_at, \
          COALESCE((SELECT json_agg(json_build_array(channel, progress) ORDER BY position) \
                    FROM task_channels WHERE task = tasks.id)::text, '[]') AS channels \
          FROM unnest($1::text[], $2::text[], $3::text[]) AS k (r, w, t) \
@@ -203,6 +203,7 @@ async fn write_tasks(
         first_seen: Vec<i64>,
         updated: Vec<i64>,
         heartbeats: Vec<Option<i64>>,
+        deadlines: Vec<Option<i64>>,
     }
     let mut new = Columns::default();
     let mut old = Columns::default();
@@ -226,16 +227,17 @@ async fn write_tasks(
         c.first_seen.push(task.state.first_seen_at);
         c.updated.push(task.state.updated_at);
         c.heartbeats.push(task.state.last_heartbeat_at);
+        c.deadlines.push(task.state.deadline_at);
     }
     let mut assigned: HashMap<(String, String, String), i64> = HashMap::new();
     if !new.runs.is_empty() {
         let rows = sqlx::query(
             "INSERT INTO tasks (run_id, worker_id, task_id, state, state_seq, max_seq, terminal, display, labels, \
-             version, first_seen_at, updated_at, last_heartbeat_at) \
-             SELECT r, w, t, st, ss, ms, te, d, l, v, f, u, h FROM unnest($1::text[], $2::text[], $3::text[], \
+             version, first_seen_at, updated_at, last_heartbeat_at, deadline_at) \
+             SELECT r, w, t, st, ss, ms, te, d, l, v, f, u, h, dl FROM unnest($1::text[], $2::text[], $3::text[], \
              $4::text[], $5::bigint[], $6::bigint[], $7::boolean[], $8::text[], $9::text[], $10::bigint[], \
-             $11::bigint[], $12::bigint[], $13::bigint[]) WITH ORDINALITY \
-             AS k (r, w, t, st, ss, ms, te, d, l, v, f, u, h, n) ORDER BY n \
+             $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[]) WITH ORDINALITY \
+             AS k (r, w, t, st, ss, ms, te, d, l, v, f, u, h, dl, n) ORDER BY n \
              RETURNING id, run_id, worker_id, task_id",
         )
         .bind(&new.runs)
@@ -251,6 +253,7 @@ async fn write_tasks(
         .bind(&new.first_seen)
         .bind(&new.updated)
         .bind(&new.heartbeats)
+        .bind(&new.deadlines)
         .fetch_all(&mut **tx)
         .await?;
         for row in rows {
@@ -263,9 +266,10 @@ async fn write_tasks(
     if !old.ids.is_empty() {
         sqlx::query(
             "UPDATE tasks SET state = k.st, state_seq = k.ss, max_seq = k.ms, terminal = k.te, display = k.d, \
-             labels = k.l, version = k.v, updated_at = k.u, last_heartbeat_at = k.h \
+             labels = k.l, version = k.v, updated_at = k.u, last_heartbeat_at = k.h, deadline_at = k.dl \
              FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::boolean[], $6::text[], \
-             $7::text[], $8::bigint[], $9::bigint[], $10::bigint[]) AS k (id, st, ss, ms, te, d, l, v, u, h) \
+             $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[]) \
+             AS k (id, st, ss, ms, te, d, l, v, u, h, dl) \
              WHERE tasks.id = k.id",
         )
         .bind(&old.ids)
@@ -278,6 +282,7 @@ async fn write_tasks(
         .bind(&old.versions)
         .bind(&old.updated)
         .bind(&old.heartbeats)
+        .bind(&old.deadlines)
         .execute(&mut **tx)
         .await?;
     }

@@ -9,6 +9,7 @@
 
 mod budgets;
 mod channels;
+mod contracts;
 mod hints;
 mod ingest;
 mod leases;

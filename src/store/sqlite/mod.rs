@@ -2,6 +2,7 @@
 
 mod budgets;
 mod channels;
+mod contracts;
 mod hints;
 mod ingest;
 mod leases;

@@ -35,7 +35,7 @@ impl ReceiptDoc {
             run_id: self.run_id,
             worker_id: self.worker_id,
             task_id: self.task_id,
-            event: crate::protocol::parse_event(self.event)?,
+            event: crate::protocol::parse_stored_event(self.event)?,
             first_seen_at: self.first_seen_at,
             labels: self.labels,
         })

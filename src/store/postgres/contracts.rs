@@ -1,0 +1,39 @@
+//! PostgreSQL: overdue open tasks, by the due-indexes of migration 0003.
+
+use super::PgStore;
+use crate::store::StoreError;
+use crate::store::contracts::*;
+
+#[async_trait::async_trait]
+impl ContractStore for PgStore {
+    async fn overdue_tasks(
+        &self,
+        now: i64,
+        default_deadline_ms: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<OverdueTask>, StoreError> {
+        let own = sqlx::query(
+            "SELECT run_id, worker_id, task_id, first_seen_at, deadline_at FROM tasks \
+             WHERE NOT terminal AND deadline_at IS NOT NULL AND deadline_at <= $1 ORDER BY deadline_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.delivery)
+        .await?;
+        let mut out = own.iter().map(overdue_from).collect::<Result<Vec<_>, _>>()?;
+        if let Some(deadline) = default_deadline_ms {
+            let by_default = sqlx::query(
+                "SELECT run_id, worker_id, task_id, first_seen_at, deadline_at FROM tasks \
+                 WHERE NOT terminal AND deadline_at IS NULL AND first_seen_at <= $1 ORDER BY first_seen_at LIMIT $2",
+            )
+            .bind(now.saturating_sub(deadline))
+            .bind(limit)
+            .fetch_all(&self.delivery)
+            .await?;
+            for row in &by_default {
+                out.push(overdue_from(row)?);
+            }
+        }
+        Ok(out)
+    }
+}
