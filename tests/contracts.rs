@@ -41,11 +41,6 @@ async fn worker(h: &Herald, task: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-async fn receipts(h: &Herald) -> Vec<Value> {
-    let (_, body) = h.get("/v1/deliveries?limit=1000").await;
-    body["deliveries"].as_array().cloned().unwrap_or_default()
-}
-
 /// herald's deadline failures in a task's journal.
 fn herald_failures(journal: &[Value]) -> Vec<&Value> {
     journal
@@ -93,7 +88,7 @@ async fn a_task_past_the_default_deadline_is_failed_by_herald_once() {
     // The notification says so; herald made the event, once.
     let notification = h
         .wait_for("the failure notification", Duration::from_secs(10), || async {
-            receipts(&h)
+            h.deliveries(None)
                 .await
                 .into_iter()
                 .find(|r| r["task_id"] == "hangs" && r["status"] == "surfaced")
@@ -109,7 +104,7 @@ async fn a_task_past_the_default_deadline_is_failed_by_herald_once() {
     // The task that ended in time was left alone.
     assert!(herald_failures(&journal(&h, "quick").await).is_empty());
     assert_eq!(worker(&h, "quick").await["state"], "completed");
-    let all = receipts(&h).await;
+    let all = h.deliveries(None).await;
     assert_eq!(
         all.iter().filter(|r| r["task_id"] == "hangs").count(),
         1,
@@ -185,7 +180,7 @@ async fn a_missed_deadline_pages_where_failures_are_routed() {
         assert!(
             Instant::now() < deadline,
             "no trigger; receipts {:#?}",
-            receipts(&h).await
+            h.deliveries(None).await
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };

@@ -8,11 +8,9 @@
 mod common;
 mod emulators;
 
-use std::time::Duration;
-
 use common::{Herald, event};
 use emulators::pagerduty::{Fault, PagerDutyEmulator};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const KEY: &str = "R0UTINGKEY0123456789abcdef012345";
 
@@ -25,23 +23,6 @@ fn config(pd: &PagerDutyEmulator, key: &str) -> String {
          [delivery]\nretry_schedule = [\"100ms\", \"200ms\"]\n",
         pd.api_url()
     )
-}
-
-async fn receipts(h: &Herald, status: &str) -> Vec<Value> {
-    let (_, body) = h.get(&format!("/v1/deliveries?status={status}")).await;
-    body["deliveries"].as_array().cloned().unwrap_or_default()
-}
-
-async fn wait_receipts(h: &Herald, status: &str, n: usize) -> Vec<Value> {
-    h.wait_for(
-        &format!("{n} {status} receipts"),
-        Duration::from_secs(15),
-        || async {
-            let r = receipts(h, status).await;
-            (r.len() >= n).then_some(r)
-        },
-    )
-    .await
 }
 
 fn log_of(h: &Herald) -> String {
@@ -73,7 +54,7 @@ async fn a_failure_triggers_an_alert_for_its_task_and_a_completion_resolves_its_
         ]))
         .await;
     assert_eq!(status, 202);
-    wait_receipts(&h, "surfaced", 2).await;
+    h.wait_deliveries("surfaced", 2).await;
     let events = pd.events();
     assert_eq!(events.len(), 2, "{events:#?}");
     let trigger = events
@@ -118,7 +99,7 @@ async fn server_errors_and_lost_answers_are_retried_into_one_alert() {
         json!({"reason": "x"})
     )]))
     .await;
-    let done = wait_receipts(&h, "surfaced", 1).await;
+    let done = h.wait_deliveries("surfaced", 1).await;
     assert!(done[0]["attempts"].as_i64().unwrap() >= 4, "{done:?}");
     let alerts = pd.alerts();
     assert_eq!(alerts.len(), 1, "{alerts:?}");
@@ -142,7 +123,7 @@ async fn an_invalid_event_fails_for_good_with_pagerdutys_reason() {
         json!({"reason": "x"})
     )]))
     .await;
-    let failed = wait_receipts(&h, "failed", 1).await;
+    let failed = h.wait_deliveries("failed", 1).await;
     let error = failed[0]["last_error"].as_str().unwrap();
     assert!(error.contains("400") && error.contains("routing_key"), "{error}");
     assert_eq!(failed[0]["attempts"], 1, "a 400 is never retried");
@@ -164,7 +145,7 @@ async fn the_routing_key_never_shows_in_logs_answers_or_stored_errors() {
         json!({"reason": "x"})
     )]))
     .await;
-    let failed = wait_receipts(&h, "failed", 1).await;
+    let failed = h.wait_deliveries("failed", 1).await;
     let stored = failed[0]["last_error"].as_str().unwrap();
     assert!(stored.contains("could not process"), "{stored}");
     assert!(!stored.contains(KEY), "{stored}");

@@ -23,19 +23,6 @@ fn config(url: &str) -> String {
     )
 }
 
-async fn wait_receipts(h: &Herald, status: &str, n: usize) -> Vec<Value> {
-    h.wait_for(
-        &format!("{n} {status} receipts"),
-        Duration::from_secs(20),
-        || async {
-            let (_, body) = h.get(&format!("/v1/deliveries?status={status}")).await;
-            let r = body["deliveries"].as_array().cloned().unwrap_or_default();
-            (r.len() >= n).then_some(r)
-        },
-    )
-    .await
-}
-
 #[tokio::test]
 async fn notifications_arrive_escaped_one_a_second_and_never_early() {
     let slack = SlackWebhookEmulator::start().await;
@@ -55,7 +42,7 @@ async fn notifications_arrive_escaped_one_a_second_and_never_early() {
         })
         .collect();
     assert_eq!(h.post_events(&json!(events)).await.0, 202);
-    wait_receipts(&h, "surfaced", 4).await;
+    h.wait_deliveries("surfaced", 4).await;
     let elapsed = started.elapsed();
     let messages = slack.messages("k1");
     assert_eq!(messages.len(), 4);
@@ -98,7 +85,7 @@ async fn slacks_error_codes_fail_a_notification_for_good() {
             json!({"reason": "x"})
         )]))
         .await;
-        let failed = wait_receipts(&h, "failed", 1).await;
+        let failed = h.wait_deliveries("failed", 1).await;
         let error = failed[0]["last_error"].as_str().unwrap();
         assert!(error.contains(code), "{code}: {error}");
         assert_eq!(failed[0]["attempts"], 1, "{code} is never retried");
@@ -118,7 +105,7 @@ async fn the_webhook_url_never_shows_in_logs_or_answers() {
     h.post_events(&json!(events)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     slack.chaos(None);
-    wait_receipts(&h, "surfaced", 3).await;
+    h.wait_deliveries("surfaced", 3).await;
     let (_, all) = h.get("/v1/deliveries").await;
     assert!(!all.to_string().contains("s3cr3tk3yABCDEF"), "{all}");
     let log = h.log.lock().unwrap().join("\n");

@@ -210,6 +210,29 @@ impl Herald {
             .unwrap_or(-1)
     }
 
+    /// `GET /v1/deliveries` (of one status, or all), up to 1,000.
+    pub async fn deliveries(&self, status: Option<&str>) -> Vec<Value> {
+        let path = match status {
+            Some(s) => format!("/v1/deliveries?status={s}&limit=1000"),
+            None => "/v1/deliveries?limit=1000".to_owned(),
+        };
+        let (_, body) = self.get(&path).await;
+        body["deliveries"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Wait (up to 20 s) until at least `n` deliveries have `status`.
+    pub async fn wait_deliveries(&self, status: &str, n: usize) -> Vec<Value> {
+        self.wait_for(
+            &format!("{n} {status} deliveries"),
+            Duration::from_secs(20),
+            || async {
+                let found = self.deliveries(Some(status)).await;
+                (found.len() >= n).then_some(found)
+            },
+        )
+        .await
+    }
+
     /// Poll `check` until it returns Some or the timeout passes.
     pub async fn wait_for<T, F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> T
     where

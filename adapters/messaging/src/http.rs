@@ -56,3 +56,23 @@ pub async fn status_reason(response: reqwest::Response) -> String {
         format!("HTTP {status}: {snippet}")
     }
 }
+
+/// The outcome of an HTTP error answer, by the rules every HTTP adapter
+/// shares unless its platform says otherwise: `429` waits its
+/// `Retry-After` (without one it is a passing fault), `408` and `5xx` are
+/// passing faults, any other `4xx` is permanent (retrying the same request
+/// cannot help). `reason` explains it in the receipt.
+pub fn status_outcome(status: u16, retry_after: Option<std::time::Duration>, reason: String) -> NotSurfaced {
+    match status {
+        429 => match retry_after {
+            Some(retry_after) => NotSurfaced::RateLimited {
+                retry_after,
+                global: false,
+            },
+            None => NotSurfaced::Transient { reason },
+        },
+        408 => NotSurfaced::Transient { reason },
+        400..=499 => NotSurfaced::Permanent { reason },
+        _ => NotSurfaced::Transient { reason },
+    }
+}

@@ -75,17 +75,11 @@ async fn classify(response: reqwest::Response, dedup_key: &str) -> DeliveryOutco
     }
     let wait = herald_messaging::http::retry_after(&response);
     let reason = herald_messaging::http::status_reason(response).await;
-    DeliveryOutcome::NotSurfaced(match status {
-        429 => NotSurfaced::RateLimited {
-            retry_after: wait.unwrap_or(DEFAULT_RATE_LIMIT_WAIT),
-            global: false,
-        },
-        408 => NotSurfaced::Transient { reason },
-        // 400: the event is invalid (a bad routing key among them); 401,
-        // 403, 404: the URL or the integration is wrong. Retrying cannot help.
-        400..=499 => NotSurfaced::Permanent { reason },
-        _ => NotSurfaced::Transient { reason },
-    })
+    // PagerDuty's 429 names no wait; hold the channel all the same.
+    let wait = (status == 429).then(|| wait.unwrap_or(DEFAULT_RATE_LIMIT_WAIT));
+    // Other 4xx: the event is invalid (a bad routing key among them), or
+    // the URL or the integration is wrong; retrying cannot help.
+    DeliveryOutcome::NotSurfaced(herald_messaging::http::status_outcome(status, wait, reason))
 }
 
 #[async_trait]

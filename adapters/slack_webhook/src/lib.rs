@@ -66,18 +66,7 @@ async fn classify(response: reqwest::Response, handle: String) -> DeliveryOutcom
         return DeliveryOutcome::Surfaced(MessageHandle(handle));
     }
     let reason = herald_messaging::http::status_reason(response).await;
-    DeliveryOutcome::NotSurfaced(match status {
-        429 => match wait {
-            Some(retry_after) => NotSurfaced::RateLimited {
-                retry_after,
-                global: false,
-            },
-            None => NotSurfaced::Transient { reason },
-        },
-        408 => NotSurfaced::Transient { reason },
-        400..=499 => NotSurfaced::Permanent { reason },
-        _ => NotSurfaced::Transient { reason },
-    })
+    DeliveryOutcome::NotSurfaced(herald_messaging::http::status_outcome(status, wait, reason))
 }
 
 #[async_trait]

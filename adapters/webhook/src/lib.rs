@@ -18,13 +18,10 @@ use herald_messaging::{
     Rate, Reconciliation, WRITES,
 };
 use rand::Rng;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 pub use body::{WEBHOOK_VERSION, document};
 pub use signing::{SecretError, SigningKey};
-
-/// How much of an error answer's body to keep in a receipt's last error.
-const ERROR_BODY_CHARS: usize = 200;
 
 /// Why a webhook channel could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -125,38 +122,14 @@ async fn classify(response: reqwest::Response, id: &str) -> DeliveryOutcome {
     if status.is_success() {
         return DeliveryOutcome::Surfaced(MessageHandle(id.to_owned()));
     }
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    // The status decides the outcome; the body only explains it.
-    let text = match response.text().await {
-        Ok(text) => text,
-        Err(e) => format!("(body unreadable: {e})"),
-    };
-    let snippet: String = text.chars().take(ERROR_BODY_CHARS).collect();
-    let reason = if snippet.is_empty() {
-        format!("HTTP {status}")
-    } else {
-        format!("HTTP {status}: {snippet}")
-    };
+    let retry_after = herald_messaging::http::retry_after(&response);
+    let reason = herald_messaging::http::status_reason(response).await;
     let code = status.as_u16();
     let outcome = match code {
         410 => NotSurfaced::Permanent {
             reason: format!("endpoint gone ({reason})"),
         },
-        429 => match retry_after {
-            Some(retry_after) => NotSurfaced::RateLimited {
-                retry_after,
-                global: false,
-            },
-            None => NotSurfaced::Transient { reason },
-        },
-        408 => NotSurfaced::Transient { reason },
-        400..=499 => NotSurfaced::Permanent { reason },
-        _ => NotSurfaced::Transient { reason },
+        _ => herald_messaging::http::status_outcome(code, retry_after, reason),
     };
     DeliveryOutcome::NotSurfaced(outcome)
 }
