@@ -1,15 +1,18 @@
-//! Herald's own side of the worker contract (SPEC §6.10): a task that has
-//! not ended by its deadline (`extra.timeout_seconds`, else `[contracts]
-//! deadline`) is failed by herald, with the reason `deadline exceeded
-//! (<duration>)` — a terminal event like any other, journaled and
-//! delivered through the same ingest path (receipts, the live message's
-//! final edit, escalation channels by route).
+//! Herald's own side of the worker contract (SPEC §6.10): an open task
+//! that has said nothing for `[contracts] heartbeat` is marked stale by
+//! herald (its live message says so, an attention notification goes out,
+//! the worker's next event clears it), and a task that has not ended by its
+//! deadline (`extra.timeout_seconds`, else `[contracts] deadline`) is failed
+//! by herald, with the reason `deadline exceeded (<duration>)` — a terminal
+//! event like any other. Both are events, journaled and delivered through
+//! the same ingest path (receipts, the live message, routing by state).
 //!
 //! Herald's events carry negative seqs (no worker may send one, so they
 //! never collide with a worker's) and `extra.source = "herald"`. The
-//! deadline failure is seq `-1`: whichever replica or restart notices a
-//! task first, the journal keeps it once. Overdue tasks are found through
-//! due-indexes (`ContractStore::overdue_tasks`), never by scanning tasks.
+//! deadline failure is seq `-1`, the n-th stale mark seq `-(n + 1)`:
+//! whichever replica or restart notices a task first, the journal keeps it
+//! once. Tasks are found through due-indexes (`ContractStore`), never by
+//! scanning tasks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +25,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::ingest::writer::IngestWriter;
 use crate::protocol::{FleetWorkerEvent, WorkerState};
-use crate::store::{OverdueTask, Store, now_ms};
+use crate::store::{OverdueTask, SilentTask, Store, now_ms};
 
 /// The seq of herald's deadline failure of a task.
 pub const DEADLINE_SEQ: i64 = -1;
@@ -73,44 +76,79 @@ pub fn deadline_failure(
     })
 }
 
-/// Watch deadlines until the process stops: every [`TICK`], fail the
-/// overdue tasks through `writer` (the config is read afresh each time, so
-/// a reload applies at once).
+/// Herald's stale mark of a task that has been silent since its last event
+/// (`extra.silent_since` lets the state machine tell whether the worker
+/// spoke after herald looked).
+pub fn stale_mark(task: &SilentTask, now: DateTime<Utc>) -> FleetWorkerEvent {
+    let mut extra = herald_extra();
+    extra.insert("silent_since".to_owned(), Value::from(task.updated_at));
+    let last = DateTime::<Utc>::from_timestamp_millis(task.updated_at)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    FleetWorkerEvent {
+        seq: -(task.stale_marks + 2),
+        run_id: task.run_id.clone(),
+        worker_id: task.worker_id.clone(),
+        task_id: task.task_id.clone(),
+        timestamp: now,
+        state: WorkerState::Stale {
+            last_heartbeat_at: last,
+        },
+        extra: Some(extra),
+    }
+}
+
+/// Watch deadlines and heartbeats until the process stops: every
+/// [`TICK`], fail the overdue tasks and mark the silent ones through
+/// `writer` (the config is read afresh each time, so a reload applies at
+/// once).
 pub async fn watch(store: Store, writer: IngestWriter, config: watch::Receiver<Arc<Config>>) {
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let default = config.borrow().contracts.deadline;
-        let default_ms = default.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let overdue = match store.overdue_tasks(now_ms(), default_ms, BATCH).await {
-            Ok(tasks) => tasks,
-            Err(e) => {
-                warn!(error = %e, "could not look for tasks past their deadline; trying again");
-                continue;
-            }
-        };
-        if overdue.is_empty() {
-            continue;
-        }
+        let contracts = config.borrow().contracts.clone();
         let now = Utc::now();
-        let events: Vec<FleetWorkerEvent> = overdue
-            .iter()
-            .filter_map(|task| deadline_failure(task, default, now))
-            .collect();
-        let count = events.len();
-        match writer.commit(events).await {
-            Ok(report) if report.accepted > 0 => {
-                info!(
-                    failed = report.accepted,
-                    "tasks past their deadline were failed by herald"
-                );
+        match store
+            .overdue_tasks(now_ms(), contracts.deadline.map(millis), BATCH)
+            .await
+        {
+            Ok(overdue) => {
+                let events: Vec<FleetWorkerEvent> = overdue
+                    .iter()
+                    .filter_map(|task| deadline_failure(task, contracts.deadline, now))
+                    .collect();
+                commit(&writer, events, "tasks past their deadline were failed by herald").await;
             }
-            Ok(_) => {}
-            Err(e) => {
-                warn!(error = %e, tasks = count, "could not fail tasks past their deadline; trying again")
+            Err(e) => warn!(error = %e, "could not look for tasks past their deadline; trying again"),
+        }
+        if let Some(heartbeat) = contracts.heartbeat {
+            match store.silent_tasks(now_ms() - millis(heartbeat), BATCH).await {
+                Ok(silent) => {
+                    let events: Vec<FleetWorkerEvent> =
+                        silent.iter().map(|task| stale_mark(task, now)).collect();
+                    commit(&writer, events, "silent tasks were marked stale by herald").await;
+                }
+                Err(e) => warn!(error = %e, "could not look for silent tasks; trying again"),
             }
         }
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Commit herald's events like a worker's; `done` is logged when some took
+/// effect (the rest no longer applied: the task ended or the worker spoke).
+async fn commit(writer: &IngestWriter, events: Vec<FleetWorkerEvent>, done: &'static str) {
+    if events.is_empty() {
+        return;
+    }
+    let count = events.len();
+    match writer.commit(events).await {
+        Ok(report) if report.accepted > 0 => info!(tasks = report.accepted, "{done}"),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, tasks = count, "could not commit herald's own events; trying again"),
     }
 }
 

@@ -194,6 +194,18 @@ fn serialize_timestamp<S: serde::Serializer>(ts: &DateTime<Utc>, s: S) -> Result
 }
 
 impl FleetWorkerEvent {
+    /// Herald made this event (stale mark, deadline failure): its seq is
+    /// negative, which no worker may send.
+    pub fn is_from_herald(&self) -> bool {
+        self.seq < 0
+    }
+
+    /// `extra.silent_since` of herald's stale mark: the worker's last
+    /// event as herald saw it (Unix ms).
+    pub fn silent_since(&self) -> Option<i64> {
+        self.extra.as_ref()?.get("silent_since")?.as_i64()
+    }
+
     /// `extra.timeout_seconds`: the task's own deadline, counted from its
     /// first event (validated at parse time).
     pub fn timeout(&self) -> Option<std::time::Duration> {

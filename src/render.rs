@@ -26,6 +26,9 @@ pub struct TaskView<'a> {
     pub as_of: i64,
     /// The task's labels.
     pub labels: &'a BTreeMap<String, String>,
+    /// Herald marked the task stale (the worker's last event was at
+    /// `as_of`): a live message says so over the last state shown.
+    pub stale: bool,
 }
 
 /// The live progress message of a task.
@@ -52,12 +55,26 @@ fn message(
     let state = view.event.state.name();
     let mut fields = identity_fields(view);
     fields.push(field(time_label, format_elapsed(view.as_of - view.first_seen_at)));
+    if view.stale {
+        fields.push(field(
+            "last event",
+            format!("{} ({})", utc_time(view.as_of), state_words(state)),
+        ));
+    }
     fields.extend(detail_fields(&view.event.state));
+    let (words, severity) = if view.stale {
+        (
+            format!("stale (no event since {})", utc_time(view.as_of)),
+            Severity::Attention,
+        )
+    } else {
+        (state_words(state), severity(&view.event.state))
+    };
     Outbound {
         kind,
         title: title(view),
-        state: state_words(state),
-        severity: severity(&view.event.state),
+        state: words,
+        severity,
         fields,
         body: body(&view.event.state),
         idempotency_key: key,
@@ -89,6 +106,12 @@ fn field(name: &str, value: String) -> Field {
         name: name.to_owned(),
         value,
     }
+}
+
+/// A Unix-ms moment as `HH:MM:SS UTC`.
+fn utc_time(ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .map_or_else(|| ms.to_string(), |t| t.format("%H:%M:%S UTC").to_string())
 }
 
 /// A state name in words: `running_tool` → `running tool`.
@@ -185,6 +208,7 @@ mod tests {
             first_seen_at: 0,
             as_of: 75_000,
             labels: &BTreeMap::new(),
+            stale: false,
         };
         let msg = terminal(&view, "hr1");
         assert_eq!(msg.title, "worker-a · build");
@@ -209,6 +233,7 @@ mod tests {
             first_seen_at: 0,
             as_of: 3_600_000,
             labels: &BTreeMap::new(),
+            stale: false,
         };
         let msg = progress(&view);
         assert_eq!(msg.state, "running tool");

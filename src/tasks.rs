@@ -42,6 +42,12 @@ pub struct TaskState {
     /// newest `extra.timeout_seconds` it sent (else `[contracts]
     /// deadline` applies, which the watcher reads from the config).
     pub deadline_at: Option<i64>,
+    /// Unix ms herald marked the task stale (no event for `[contracts]
+    /// heartbeat`); cleared by the worker's next event of any kind.
+    pub stale_since: Option<i64>,
+    /// How many times herald marked it stale (its stale marks have seqs
+    /// `-2`, `-3`, …: see `contracts.rs`).
+    pub stale_marks: i64,
 }
 
 fn millis(d: std::time::Duration) -> i64 {
@@ -55,6 +61,20 @@ pub struct Applied {
     pub display_changed: bool,
     /// This event ended the task (a terminal notification is due).
     pub became_terminal: bool,
+    /// Herald marked the task stale (an attention notification is due).
+    pub became_stale: bool,
+    /// A herald event that no longer applies (the task ended, or the
+    /// worker spoke since herald looked): not journaled.
+    pub moot: bool,
+}
+
+impl Applied {
+    fn moot() -> Applied {
+        Applied {
+            moot: true,
+            ..Applied::default()
+        }
+    }
 }
 
 impl TaskState {
@@ -75,12 +95,61 @@ impl TaskState {
             updated_at: now_ms,
             last_heartbeat_at: heartbeat.then_some(now_ms),
             deadline_at: event.timeout().map(|t| now_ms.saturating_add(millis(t))),
+            stale_since: None,
+            stale_marks: 0,
         }
     }
 
     /// Apply a later-arriving event (never a duplicate: the journal filters
     /// those out before).
     pub fn apply(&mut self, event: &FleetWorkerEvent, now_ms: i64) -> Applied {
+        if event.is_from_herald() {
+            return self.apply_herald(event, now_ms);
+        }
+        let mut applied = self.apply_worker(event, now_ms);
+        // Any word from the worker ends herald's stale mark.
+        if !self.terminal && self.stale_since.take().is_some() && !applied.display_changed {
+            self.version += 1;
+            applied.display_changed = true;
+        }
+        applied
+    }
+
+    /// Herald's own events: a deadline failure ends the task like any
+    /// terminal event; a stale mark holds only if the worker has said
+    /// nothing since herald looked (`extra.silent_since`).
+    fn apply_herald(&mut self, event: &FleetWorkerEvent, now_ms: i64) -> Applied {
+        if self.terminal {
+            return Applied::moot();
+        }
+        if event.state.is_terminal() {
+            self.show(event);
+            self.terminal = true;
+            self.stale_since = None;
+            return Applied {
+                display_changed: true,
+                became_terminal: true,
+                ..Applied::default()
+            };
+        }
+        if matches!(event.state, crate::protocol::WorkerState::Stale { .. }) {
+            let silent_since = event.silent_since().unwrap_or(i64::MIN);
+            if self.stale_since.is_some() || self.updated_at > silent_since {
+                return Applied::moot();
+            }
+            self.stale_since = Some(now_ms);
+            self.stale_marks += 1;
+            self.version += 1;
+            return Applied {
+                display_changed: true,
+                became_stale: true,
+                ..Applied::default()
+            };
+        }
+        Applied::moot()
+    }
+
+    fn apply_worker(&mut self, event: &FleetWorkerEvent, now_ms: i64) -> Applied {
         self.max_seq = self.max_seq.max(event.seq);
         self.updated_at = self.updated_at.max(now_ms);
         for (k, v) in event.labels() {
@@ -98,6 +167,7 @@ impl TaskState {
             return Applied {
                 display_changed: true,
                 became_terminal: true,
+                ..Applied::default()
             };
         }
         if event.state.is_heartbeat() {
@@ -108,7 +178,7 @@ impl TaskState {
             self.show(event);
             return Applied {
                 display_changed: true,
-                became_terminal: false,
+                ..Applied::default()
             };
         }
         Applied::default()
@@ -125,7 +195,7 @@ impl TaskState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::parse_event;
+    use crate::protocol::{parse_event, parse_stored_event};
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -181,6 +251,36 @@ mod tests {
         assert_eq!(s.state, "completed");
         assert!(s.terminal);
         assert_eq!(s.max_seq, 6);
+    }
+
+    fn stale_mark(silent_since: i64) -> FleetWorkerEvent {
+        parse_stored_event(json!({"seq": -2, "run_id": "r", "worker_id": "w", "task_id": "t",
+            "timestamp": "2026-01-01T00:00:00Z", "state": "stale",
+            "extra": {"source": "herald", "silent_since": silent_since}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_stale_mark_holds_until_the_worker_speaks_and_only_if_it_stayed_silent() {
+        let mut s = TaskState::new(&event(1, "running"), 10);
+        let applied = s.apply(&stale_mark(10), 100);
+        assert!(applied.became_stale && applied.display_changed && !applied.moot);
+        assert_eq!(
+            (s.stale_since, s.stale_marks, s.state.as_str()),
+            (Some(100), 1, "running")
+        );
+        // A second mark while stale changes nothing.
+        assert!(s.apply(&stale_mark(10), 110).moot);
+        // Any event from the worker (a heartbeat too) clears it.
+        let applied = s.apply(&event(2, "heartbeat"), 120);
+        assert!(applied.display_changed);
+        assert_eq!(s.stale_since, None);
+        // The worker spoke after herald looked: the mark is moot.
+        assert!(s.apply(&stale_mark(10), 130).moot);
+        assert_eq!(s.stale_since, None);
+        // A finished task is never marked.
+        let mut done = TaskState::new(&event(1, "completed"), 10);
+        assert!(done.apply(&stale_mark(10), 100).moot);
     }
 
     #[test]

@@ -41,8 +41,8 @@ async fn worker(h: &Herald, task: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// herald's deadline failures in a task's journal.
-fn herald_failures(journal: &[Value]) -> Vec<&Value> {
+/// herald's own events in a task's journal.
+fn herald_events(journal: &[Value]) -> Vec<&Value> {
     journal
         .iter()
         .filter(|e| e["event"]["extra"]["source"] == "herald")
@@ -97,12 +97,12 @@ async fn a_task_past_the_default_deadline_is_failed_by_herald_once() {
     assert_eq!(notification["channel"], "main");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let hangs = journal(&h, "hangs").await;
-    let made = herald_failures(&hangs);
+    let made = herald_events(&hangs);
     assert_eq!(made.len(), 1, "{hangs:#?}");
     assert_eq!(made[0]["event"]["seq"], -1);
     assert_eq!(made[0]["event"]["state"], "failed");
     // The task that ended in time was left alone.
-    assert!(herald_failures(&journal(&h, "quick").await).is_empty());
+    assert!(herald_events(&journal(&h, "quick").await).is_empty());
     assert_eq!(worker(&h, "quick").await["state"], "completed");
     let all = h.deliveries(None).await;
     assert_eq!(
@@ -157,7 +157,7 @@ async fn a_deadline_passed_while_herald_was_down_fails_the_task_once_after_resta
     h.kill9();
     h.spawn();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(herald_failures(&journal(&h, "t").await).len(), 1);
+    assert_eq!(herald_events(&journal(&h, "t").await).len(), 1);
 }
 
 #[tokio::test]
@@ -218,4 +218,132 @@ async fn workers_cannot_send_heralds_seqs_or_a_bad_timeout() {
         assert_eq!(status, 400, "{bad}: {body}");
         assert_eq!(body["field"], "extra.timeout_seconds", "{body}");
     }
+}
+
+/// The web channel's live message of a task, and its notifications.
+async fn web_messages(h: &Herald, task: &str) -> (Option<Value>, Vec<Value>) {
+    let (_, body) = h.get("/channels/main/messages").await;
+    let title = format!("w · {task}");
+    let mine: Vec<Value> = body["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m["body"]["title"] == title.as_str())
+        .collect();
+    let live = mine.iter().find(|m| m["body"]["kind"] == "progress").cloned();
+    let notes = mine
+        .into_iter()
+        .filter(|m| m["body"]["kind"] == "terminal")
+        .collect();
+    (live, notes)
+}
+
+#[tokio::test]
+async fn a_silent_task_is_marked_stale_and_the_workers_next_word_clears_it() {
+    let h = Herald::start(&config("[contracts]\nheartbeat = \"2s\"\n", ""));
+    let started = Instant::now();
+    h.post_events(&json!([
+        event("r", "w", "silent", 1, "running", json!({})),
+        event("r", "w", "alive", 1, "running", json!({})),
+    ]))
+    .await;
+    // `alive` heartbeats every 700 ms; `silent` says nothing.
+    let beating = {
+        let client = h.client.clone();
+        let url = h.url("/v1/events");
+        tokio::spawn(async move {
+            for seq in 2..30 {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                let body = json!([event("r", "w", "alive", seq, "heartbeat", json!({}))]);
+                let sent = client
+                    .post(&url)
+                    .bearer_auth("test-token")
+                    .json(&body)
+                    .send()
+                    .await;
+                assert!(sent.is_ok_and(|r| r.status() == 202));
+            }
+        })
+    };
+    let live = h
+        .wait_for(
+            "the live message to say stale",
+            Duration::from_secs(10),
+            || async {
+                let (live, _) = web_messages(&h, "silent").await;
+                live.filter(|m| {
+                    m["body"]["state"]
+                        .as_str()
+                        .is_some_and(|s| s.starts_with("stale"))
+                })
+            },
+        )
+        .await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(6),
+        "{waited:?}"
+    );
+    assert_eq!(live["body"]["severity"], "attention", "{live}");
+    // An attention notification, once; the mark is in the journal.
+    let (_, notes) = h
+        .wait_for("the attention notification", Duration::from_secs(5), || async {
+            let (live, notes) = web_messages(&h, "silent").await;
+            (!notes.is_empty()).then_some((live, notes))
+        })
+        .await;
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0]["body"]["state"], "stale");
+    let marks = herald_events(&journal(&h, "silent").await).len();
+    assert_eq!(marks, 1);
+    // The worker speaks: the live message shows its state again.
+    h.post_events(&json!([event(
+        "r",
+        "w",
+        "silent",
+        2,
+        "running_tool",
+        json!({"tool": "cargo build"})
+    )]))
+    .await;
+    h.wait_for("the stale mark to clear", Duration::from_secs(5), || async {
+        let (live, _) = web_messages(&h, "silent").await;
+        live.filter(|m| m["body"]["state"] == "running tool")
+    })
+    .await;
+    // It goes quiet again, and then ends: a second mark, then the end.
+    h.wait_for("a second stale mark", Duration::from_secs(8), || async {
+        let (_, notes) = web_messages(&h, "silent").await;
+        (notes.len() == 2).then_some(())
+    })
+    .await;
+    h.post_events(&json!([event(
+        "r",
+        "w",
+        "silent",
+        3,
+        "completed",
+        json!({"summary": "done"})
+    )]))
+    .await;
+    let (live, notes) = h
+        .wait_for("the end after the marks", Duration::from_secs(8), || async {
+            let (live, notes) = web_messages(&h, "silent").await;
+            (notes.len() == 3 && live.as_ref().is_some_and(|m| m["body"]["state"] == "completed"))
+                .then_some((live, notes))
+        })
+        .await;
+    assert!(live.is_some());
+    assert_eq!(notes[2]["body"]["state"], "completed");
+    let seqs: Vec<i64> = herald_events(&journal(&h, "silent").await)
+        .iter()
+        .filter_map(|e| e["event"]["seq"].as_i64())
+        .collect();
+    assert_eq!(seqs, vec![-2, -3]);
+    // The heartbeating task was never marked.
+    beating.abort();
+    assert!(herald_events(&journal(&h, "alive").await).is_empty());
+    let (_, alive_notes) = web_messages(&h, "alive").await;
+    assert!(alive_notes.is_empty(), "{alive_notes:?}");
 }

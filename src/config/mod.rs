@@ -83,6 +83,10 @@ pub struct Config {
 /// `[contracts]`: what herald notices about a task without being told.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ContractsConfig {
+    /// An open task with no event for this long is marked stale by herald
+    /// (its live message says so, an attention notification goes out);
+    /// the worker's next event clears it. `None`: not watched.
+    pub heartbeat: Option<Duration>,
     /// A task with no terminal event this long after its first is failed
     /// by herald (`deadline exceeded`); a task's own
     /// `extra.timeout_seconds` takes precedence. `None`: no default.

@@ -33,6 +33,7 @@ pub struct RawConfig {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawContracts {
+    pub heartbeat: Option<SpannedStr>,
     pub deadline: Option<SpannedStr>,
 }
 

@@ -207,19 +207,23 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
     }
 
     fn contracts(&mut self, raw: &RawConfig) -> Option<ContractsConfig> {
-        let deadline = match &raw.contracts.deadline {
-            Some(d) => Some(self.duration(d)?).filter(|d| {
-                if d.is_zero() {
-                    self.err(
-                        raw.contracts.deadline.as_ref().map_or(0..0, |d| d.span()),
-                        "contracts.deadline must be longer than 0s",
-                    );
-                }
-                !d.is_zero()
-            }),
-            None => None,
+        let heartbeat = self.positive_duration(raw.contracts.heartbeat.as_ref(), "contracts.heartbeat")?;
+        let deadline = self.positive_duration(raw.contracts.deadline.as_ref(), "contracts.deadline")?;
+        Some(ContractsConfig { heartbeat, deadline })
+    }
+
+    /// An optional duration that must be longer than zero. `None` when it
+    /// is invalid (reported); `Some(None)` when it is absent.
+    fn positive_duration(&mut self, value: Option<&SpannedStr>, key: &str) -> Option<Option<Duration>> {
+        let Some(value) = value else {
+            return Some(None);
         };
-        Some(ContractsConfig { deadline })
+        let d = self.duration(value)?;
+        if d.is_zero() {
+            self.err(value.span(), format!("{key} must be longer than 0s"));
+            return None;
+        }
+        Some(Some(d))
     }
 
     fn server(&mut self, raw: &RawConfig) -> Option<ServerConfig> {

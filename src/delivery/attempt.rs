@@ -31,6 +31,7 @@ pub fn receipt_message(receipt: &ClaimedReceipt) -> Outbound {
             first_seen_at: receipt.first_seen_at,
             as_of: receipt.created_at,
             labels: &receipt.labels,
+            stale: false,
         },
         &receipt.id,
     )

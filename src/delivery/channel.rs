@@ -1162,6 +1162,7 @@ impl ChannelActor {
             first_seen_at: job.first_seen_at,
             as_of: job.updated_at,
             labels: &job.labels,
+            stale: job.stale_since.is_some() && !job.terminal,
         });
         let text_hash = rendering_hash(&message);
         if let (Some(id), Some(shown)) = (&job.message_id, job.shown_hash)

@@ -121,15 +121,15 @@ pub struct PlannedChannel {
     pub channel: RoutedChannel,
 }
 
-/// A terminal receipt to create (unless one exists for the task and
-/// channel): `task` indexes [`IngestPlan::tasks`].
+/// A notification receipt to create (unless one exists for the task,
+/// channel and event): `task` indexes [`IngestPlan::tasks`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedReceipt {
     /// Index into [`IngestPlan::tasks`].
     pub task: usize,
     /// The channel to notify.
     pub channel: String,
-    /// The seq of the terminal event.
+    /// The seq of the event it notifies (terminal, or herald's stale mark).
     pub event_seq: i64,
 }
 
@@ -204,6 +204,9 @@ struct Working {
     terminal_seq: Option<i64>,
     /// Where the terminal event routes (checked against `channels`).
     terminal_routes: Vec<RoutedChannel>,
+    /// Attention events that notify (herald's stale marks), with where
+    /// each routes.
+    attention: Vec<(i64, Vec<RoutedChannel>)>,
 }
 
 impl<'e> Batch<'e> {
@@ -280,10 +283,18 @@ impl<'e> Batch<'e> {
                 plan.reports[p.request].duplicates += 1;
                 continue;
             }
-            plan.reports[p.request].accepted += 1;
-            plan.journal.push(p);
-
             let key = task_key(p.event);
+            // Herald's own events are about tasks that exist; one that no
+            // longer applies is not kept (see `TaskState::apply`).
+            if p.event.is_from_herald() && !index.contains_key(&key) && !tasks.contains_key(&key) {
+                plan.reports[p.request].duplicates += 1;
+                continue;
+            }
+            if !p.event.is_from_herald() {
+                plan.reports[p.request].accepted += 1;
+                plan.journal.push(p);
+            }
+
             let slot = match index.get(&key) {
                 Some(&i) => i,
                 None => {
@@ -298,6 +309,7 @@ impl<'e> Batch<'e> {
                             display_changed: false,
                             terminal_seq: None,
                             terminal_routes: Vec::new(),
+                            attention: Vec::new(),
                         }),
                         None => {
                             let state = TaskState::new(p.event, now);
@@ -314,6 +326,7 @@ impl<'e> Batch<'e> {
                                 channels,
                                 display_changed: true,
                                 terminal_seq: terminal.then_some(p.event.seq),
+                                attention: Vec::new(),
                             });
                         }
                     }
@@ -327,10 +340,22 @@ impl<'e> Batch<'e> {
             };
             let task = &mut working[slot];
             let applied = task.state.apply(p.event, now);
+            if p.event.is_from_herald() {
+                if applied.moot {
+                    plan.reports[p.request].duplicates += 1;
+                    continue;
+                }
+                plan.reports[p.request].accepted += 1;
+                plan.journal.push(p);
+            }
             task.display_changed |= applied.display_changed;
             if applied.became_terminal {
                 task.terminal_seq = Some(p.event.seq);
                 task.terminal_routes = route(&routing_input(p.event, &task.state));
+            }
+            if applied.became_stale {
+                task.attention
+                    .push((p.event.seq, route(&routing_input(p.event, &task.state))));
             }
         }
 
@@ -357,11 +382,16 @@ impl<'e> Batch<'e> {
                 }
                 Some(_) => {}
             }
+            // A notification per event that notifies: to the task's
+            // channels, plus wherever the event itself routes (so `state =
+            // "failed"` or `state = "stale"` routes work).
+            let mut notifying = task.attention.clone();
             if let Some(seq) = task.terminal_seq {
-                // The task's channels, plus wherever the terminal event
-                // itself routes (so `state = "failed"` routes work).
-                let mut names: Vec<String> = task.channels.iter().map(|c| c.name.clone()).collect();
-                for extra in &task.terminal_routes {
+                notifying.push((seq, task.terminal_routes.clone()));
+            }
+            let mut names: Vec<String> = task.channels.iter().map(|c| c.name.clone()).collect();
+            for (seq, routes) in notifying {
+                for extra in &routes {
                     if !names.contains(&extra.name) {
                         names.push(extra.name.clone());
                         plan.channels.push(PlannedChannel {
@@ -373,11 +403,16 @@ impl<'e> Batch<'e> {
                         });
                     }
                 }
-                for name in names {
+                for name in &names {
+                    let routed_here = task.channels.iter().any(|c| &c.name == name)
+                        || routes.iter().any(|r| &r.name == name);
+                    if !routed_here {
+                        continue;
+                    }
                     plan.receipt_channels.insert(name.clone());
                     plan.receipts.push(PlannedReceipt {
                         task: i,
-                        channel: name,
+                        channel: name.clone(),
                         event_seq: seq,
                     });
                 }
@@ -560,5 +595,52 @@ mod tests {
         let plan = batch.plan(Snapshot::default(), &|_: &RoutingInput<'_>| Vec::new(), 10);
         assert_eq!(plan.unrouted_tasks, 1);
         assert!(plan.channels.is_empty());
+    }
+
+    fn stale_mark(silent_since: i64) -> FleetWorkerEvent {
+        crate::protocol::parse_stored_event(json!({
+            "seq": -2, "run_id": "r", "worker_id": "w", "task_id": "t",
+            "timestamp": "2026-12-01T00:00:00Z", "state": "stale",
+            "extra": {"source": "herald", "silent_since": silent_since},
+        }))
+        .expect("a stale mark")
+    }
+
+    #[test]
+    fn a_stale_mark_notifies_and_a_moot_one_is_not_kept() {
+        let first = ev("t", 1, "running");
+        let mut snapshot = Snapshot::default();
+        snapshot.tasks.insert(
+            ("r".into(), "w".into(), "t".into()),
+            stored(7, &first, to(&[("main", true)])),
+        );
+        let requests = vec![vec![stale_mark(1)]];
+        let batch = Batch::new(&requests).unwrap();
+        let plan = batch.plan(snapshot, &route, 50);
+        assert_eq!(plan.journal.len(), 1);
+        assert_eq!(plan.dirty, vec![7]);
+        assert_eq!(
+            plan.receipts,
+            vec![PlannedReceipt {
+                task: 0,
+                channel: "main".into(),
+                event_seq: -2
+            }]
+        );
+        assert_eq!(plan.tasks[0].state.stale_since, Some(50));
+        // The worker spoke after herald looked (silent_since is older than
+        // its last event): nothing is written.
+        let mut snapshot = Snapshot::default();
+        snapshot.tasks.insert(
+            ("r".into(), "w".into(), "t".into()),
+            stored(7, &first, to(&[("main", true)])),
+        );
+        let requests = vec![vec![stale_mark(0)]];
+        let batch = Batch::new(&requests).unwrap();
+        let plan = batch.plan(snapshot, &route, 50);
+        assert!(plan.journal.is_empty() && plan.receipts.is_empty());
+        // A mark for a task the store does not have is not kept either.
+        let plan = batch.plan(Snapshot::default(), &route, 50);
+        assert!(plan.journal.is_empty() && plan.tasks.is_empty());
     }
 }

@@ -31,6 +31,32 @@ pub(crate) fn overdue_from(r: &impl Columns) -> Result<OverdueTask, StoreError> 
     })
 }
 
+/// An open task that has said nothing for a while and is not marked stale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SilentTask {
+    /// Run id.
+    pub run_id: String,
+    /// Worker id.
+    pub worker_id: String,
+    /// Task id.
+    pub task_id: String,
+    /// Unix ms of its last event from the worker.
+    pub updated_at: i64,
+    /// How many times herald has marked it stale before.
+    pub stale_marks: i64,
+}
+
+/// A [`SilentTask`] from a row.
+pub(crate) fn silent_from(r: &impl Columns) -> Result<SilentTask, StoreError> {
+    Ok(SilentTask {
+        run_id: r.text("run_id")?,
+        worker_id: r.text("worker_id")?,
+        task_id: r.text("task_id")?,
+        updated_at: r.int("updated_at")?,
+        stale_marks: r.int("stale_marks")?,
+    })
+}
+
 /// The contract watcher's reads.
 #[async_trait::async_trait]
 pub trait ContractStore: Send + Sync {
@@ -43,4 +69,8 @@ pub trait ContractStore: Send + Sync {
         default_deadline_ms: Option<i64>,
         limit: i64,
     ) -> Result<Vec<OverdueTask>, StoreError>;
+
+    /// Open tasks not marked stale whose last event is at or before
+    /// `silent_since`, the longest silent first, at most `limit`.
+    async fn silent_tasks(&self, silent_since: i64, limit: i64) -> Result<Vec<SilentTask>, StoreError>;
 }

@@ -30,6 +30,8 @@ pub(crate) fn stored_task_from(r: &impl Columns) -> Result<(TaskKey, StoredTask)
         updated_at: r.int("updated_at")?,
         last_heartbeat_at: r.maybe_int("last_heartbeat_at")?,
         deadline_at: r.maybe_int("deadline_at")?,
+        stale_since: r.maybe_int("stale_since")?,
+        stale_marks: r.int("stale_marks")?,
     };
     let channels: Vec<ChannelDoc> = r.json("channels")?;
     let channels = channels

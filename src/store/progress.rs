@@ -44,6 +44,8 @@ pub struct ProgressJob {
     pub updated_at: i64,
     /// Whether the task has ended.
     pub terminal: bool,
+    /// Since when herald has marked it stale (Unix ms), if it has.
+    pub stale_since: Option<i64>,
     /// Failed sends in a row (for the retry schedule).
     pub failures: i64,
 }
@@ -112,6 +114,7 @@ pub(crate) fn progress_job_from(r: &impl Columns, channel: &str) -> Result<Progr
         first_seen_at: r.int("first_seen_at")?,
         updated_at: r.int("updated_at")?,
         terminal: r.flag("terminal")?,
+        stale_since: r.maybe_int("stale_since")?,
         failures: r.int("failures")?,
     })
 }

@@ -36,4 +36,16 @@ impl ContractStore for PgStore {
         }
         Ok(out)
     }
+
+    async fn silent_tasks(&self, silent_since: i64, limit: i64) -> Result<Vec<SilentTask>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT run_id, worker_id, task_id, updated_at, stale_marks FROM tasks \
+             WHERE NOT terminal AND stale_since IS NULL AND updated_at <= $1 ORDER BY updated_at LIMIT $2",
+        )
+        .bind(silent_since)
+        .bind(limit)
+        .fetch_all(&self.delivery)
+        .await?;
+        rows.iter().map(silent_from).collect()
+    }
 }

@@ -102,7 +102,7 @@ async fn load_tasks(
     let (runs, workers, tasks) = key_columns(keys);
     let rows = sqlx::query(
         "SELECT id, run_id, worker_id, task_id, state, state_seq, max_seq, terminal, display, labels, \
-         version, first_seen_at, updated_at, last_heartbeat_at, deadline_at, \
+         version, first_seen_at, updated_at, last_heartbeat_at, deadline_at, stale_since, stale_marks, \
          COALESCE((SELECT json_agg(json_build_array(channel, progress) ORDER BY position) \
                    FROM task_channels WHERE task = tasks.id)::text, '[]') AS channels \
          FROM unnest($1::text[], $2::text[], $3::text[]) AS k (r, w, t) \
@@ -204,6 +204,8 @@ async fn write_tasks(
         updated: Vec<i64>,
         heartbeats: Vec<Option<i64>>,
         deadlines: Vec<Option<i64>>,
+        stale_since: Vec<Option<i64>>,
+        stale_marks: Vec<i64>,
     }
     let mut new = Columns::default();
     let mut old = Columns::default();
@@ -228,16 +230,19 @@ async fn write_tasks(
         c.updated.push(task.state.updated_at);
         c.heartbeats.push(task.state.last_heartbeat_at);
         c.deadlines.push(task.state.deadline_at);
+        c.stale_since.push(task.state.stale_since);
+        c.stale_marks.push(task.state.stale_marks);
     }
     let mut assigned: HashMap<(String, String, String), i64> = HashMap::new();
     if !new.runs.is_empty() {
         let rows = sqlx::query(
             "INSERT INTO tasks (run_id, worker_id, task_id, state, state_seq, max_seq, terminal, display, labels, \
-             version, first_seen_at, updated_at, last_heartbeat_at, deadline_at) \
-             SELECT r, w, t, st, ss, ms, te, d, l, v, f, u, h, dl FROM unnest($1::text[], $2::text[], $3::text[], \
-             $4::text[], $5::bigint[], $6::bigint[], $7::boolean[], $8::text[], $9::text[], $10::bigint[], \
-             $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[]) WITH ORDINALITY \
-             AS k (r, w, t, st, ss, ms, te, d, l, v, f, u, h, dl, n) ORDER BY n \
+             version, first_seen_at, updated_at, last_heartbeat_at, deadline_at, stale_since, stale_marks) \
+             SELECT r, w, t, st, ss, ms, te, d, l, v, f, u, h, dl, sn, sm FROM unnest($1::text[], $2::text[], \
+             $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::boolean[], $8::text[], $9::text[], \
+             $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], \
+             $16::bigint[]) WITH ORDINALITY \
+             AS k (r, w, t, st, ss, ms, te, d, l, v, f, u, h, dl, sn, sm, n) ORDER BY n \
              RETURNING id, run_id, worker_id, task_id",
         )
         .bind(&new.runs)
@@ -254,6 +259,8 @@ async fn write_tasks(
         .bind(&new.updated)
         .bind(&new.heartbeats)
         .bind(&new.deadlines)
+        .bind(&new.stale_since)
+        .bind(&new.stale_marks)
         .fetch_all(&mut **tx)
         .await?;
         for row in rows {
@@ -266,10 +273,11 @@ async fn write_tasks(
     if !old.ids.is_empty() {
         sqlx::query(
             "UPDATE tasks SET state = k.st, state_seq = k.ss, max_seq = k.ms, terminal = k.te, display = k.d, \
-             labels = k.l, version = k.v, updated_at = k.u, last_heartbeat_at = k.h, deadline_at = k.dl \
+             labels = k.l, version = k.v, updated_at = k.u, last_heartbeat_at = k.h, deadline_at = k.dl, \
+             stale_since = k.sn, stale_marks = k.sm \
              FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::boolean[], $6::text[], \
-             $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[]) \
-             AS k (id, st, ss, ms, te, d, l, v, u, h, dl) \
+             $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[]) \
+             AS k (id, st, ss, ms, te, d, l, v, u, h, dl, sn, sm) \
              WHERE tasks.id = k.id",
         )
         .bind(&old.ids)
@@ -283,6 +291,8 @@ async fn write_tasks(
         .bind(&old.updated)
         .bind(&old.heartbeats)
         .bind(&old.deadlines)
+        .bind(&old.stale_since)
+        .bind(&old.stale_marks)
         .execute(&mut **tx)
         .await?;
     }
@@ -347,7 +357,7 @@ async fn insert_receipts(
     let done = sqlx::query(
         "INSERT INTO receipts (id, task, channel, event_seq, status, created_at, next_attempt_at) \
          SELECT i, t, c, s, 'pending', $5, $5 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[]) \
-         AS v (i, t, c, s) ON CONFLICT (task, channel) DO NOTHING",
+         AS v (i, t, c, s) ON CONFLICT (task, channel, event_seq) DO NOTHING",
     )
     .bind(&receipt_ids)
     .bind(&tasks)

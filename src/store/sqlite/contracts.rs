@@ -36,4 +36,16 @@ impl ContractStore for SqliteStore {
         }
         Ok(out)
     }
+
+    async fn silent_tasks(&self, silent_since: i64, limit: i64) -> Result<Vec<SilentTask>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT run_id, worker_id, task_id, updated_at, stale_marks FROM tasks \
+             WHERE terminal = 0 AND stale_since IS NULL AND updated_at <= ? ORDER BY updated_at LIMIT ?",
+        )
+        .bind(silent_since)
+        .bind(limit)
+        .fetch_all(&self.delivery)
+        .await?;
+        rows.iter().map(silent_from).collect()
+    }
 }

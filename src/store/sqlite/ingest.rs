@@ -112,7 +112,7 @@ async fn load_tasks(
         // were added (rowid), not as rows of their own.
         qb.push(
             ") SELECT id, run_id, worker_id, task_id, state, state_seq, max_seq, terminal, display, labels, \
-             version, first_seen_at, updated_at, last_heartbeat_at, deadline_at, \
+             version, first_seen_at, updated_at, last_heartbeat_at, deadline_at, stale_since, stale_marks, \
              (SELECT json_group_array(json_array(channel, json(CASE WHEN progress THEN 'true' ELSE 'false' END))) FROM \
                (SELECT channel, progress FROM task_channels WHERE task = tasks.id ORDER BY rowid)) AS channels \
              FROM k JOIN tasks ON run_id = k.r AND worker_id = k.w AND task_id = k.t",
@@ -167,7 +167,7 @@ async fn upsert_tasks(
     for chunk in rows.chunks(CHUNK / 2) {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO tasks (id, run_id, worker_id, task_id, state, state_seq, max_seq, terminal, display, \
-             labels, version, first_seen_at, updated_at, last_heartbeat_at, deadline_at) ",
+             labels, version, first_seen_at, updated_at, last_heartbeat_at, deadline_at, stale_since, stale_marks) ",
         );
         qb.push_values(chunk, |mut b, (t, id, labels, display)| {
             let (run, worker, task) = &t.key;
@@ -185,14 +185,17 @@ async fn upsert_tasks(
                 .push_bind(t.state.first_seen_at)
                 .push_bind(t.state.updated_at)
                 .push_bind(t.state.last_heartbeat_at)
-                .push_bind(t.state.deadline_at);
+                .push_bind(t.state.deadline_at)
+                .push_bind(t.state.stale_since)
+                .push_bind(t.state.stale_marks);
         });
         qb.push(
             " ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
              state_seq = excluded.state_seq, max_seq = excluded.max_seq, terminal = excluded.terminal, \
              display = excluded.display, labels = excluded.labels, version = excluded.version, \
              updated_at = excluded.updated_at, last_heartbeat_at = excluded.last_heartbeat_at, \
-             deadline_at = excluded.deadline_at",
+             deadline_at = excluded.deadline_at, stale_since = excluded.stale_since, \
+             stale_marks = excluded.stale_marks",
         );
         qb.build().execute(&mut **tx).await?;
     }
@@ -257,7 +260,7 @@ async fn insert_receipts(
                 .push_bind(now)
                 .push_bind(now);
         });
-        qb.push(" ON CONFLICT (task, channel) DO NOTHING");
+        qb.push(" ON CONFLICT (task, channel, event_seq) DO NOTHING");
         let done = qb.build().execute(&mut **tx).await?;
         created += usize::try_from(done.rows_affected()).unwrap_or(usize::MAX);
     }
