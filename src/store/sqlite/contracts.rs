@@ -18,7 +18,7 @@ impl ContractStore for SqliteStore {
         )
         .bind(now)
         .bind(limit)
-        .fetch_all(&self.delivery)
+        .fetch_all(&self.pool)
         .await?;
         let mut out = own.iter().map(overdue_from).collect::<Result<Vec<_>, _>>()?;
         if let Some(deadline) = default_deadline_ms {
@@ -28,7 +28,7 @@ impl ContractStore for SqliteStore {
             )
             .bind(now.saturating_sub(deadline))
             .bind(limit)
-            .fetch_all(&self.delivery)
+            .fetch_all(&self.pool)
             .await?;
             for row in &by_default {
                 out.push(overdue_from(row)?);
@@ -44,7 +44,7 @@ impl ContractStore for SqliteStore {
         )
         .bind(silent_since)
         .bind(limit)
-        .fetch_all(&self.delivery)
+        .fetch_all(&self.pool)
         .await?;
         rows.iter().map(silent_from).collect()
     }
