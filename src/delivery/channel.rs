@@ -1254,18 +1254,27 @@ impl ChannelActor {
         self.store
             .record_progress(job.task, &self.lease, &write, now)
             .await?;
-        // A post the platform answered with an error was not made: it is
-        // no longer "started" (else, where a look-up settles started posts,
-        // it would wait for a check nothing asks for, and the live message
-        // would never appear; found by tests/replicas.rs on PostgreSQL).
+        // A post the platform refused (an error answer) was not made. If
+        // it was the first attempt, nothing can have landed: it is no
+        // longer "started" (else, where a look-up settles started posts, it
+        // would wait for a check nothing asks for, and the live message
+        // would never appear; found by tests/replicas.rs on PostgreSQL). If
+        // an earlier attempt's outcome is unknown, it stays started — a
+        // later post with the same key may be answered with that earlier
+        // message as it landed, which must be adopted, not taken as the
+        // newest state (tests/crash.rs) — and a check is asked for.
         let refused = matches!(
             &outcome,
             DeliveryOutcome::NotSurfaced(reason) if !matches!(reason, NotSurfaced::Unverified { .. })
         );
         if call == Call::Post && refused && matches!(write, ProgressWrite::Retry { .. }) {
-            self.store
-                .clear_progress_started(&self.lease, &[job.task])
-                .await?;
+            if job.post_started {
+                state.needs_check = true;
+            } else {
+                self.store
+                    .clear_progress_started(&self.lease, &[job.task])
+                    .await?;
+            }
         }
         Ok(keep_going)
     }
