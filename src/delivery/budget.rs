@@ -212,23 +212,32 @@ pub async fn ready_in(windows: &[&SharedWindow]) -> Duration {
 /// same order (account-wide first), so two holders never deadlock.
 pub async fn acquire(windows: &[&SharedWindow]) -> Instant {
     loop {
-        let now = Instant::now();
-        let mut wait = Duration::ZERO;
-        let mut guards = Vec::with_capacity(windows.len());
-        for window in windows {
-            let mut guard = window.lock().await;
-            wait = wait.max(guard.wait_time(now));
-            guards.push(guard);
+        match try_acquire(windows).await {
+            Ok(now) => return now,
+            Err(wait) => tokio::time::sleep(wait).await,
         }
-        if wait.is_zero() {
-            for guard in &mut guards {
-                guard.take_at(now);
-            }
-            return now;
-        }
-        drop(guards);
-        tokio::time::sleep(wait).await;
     }
+}
+
+/// Take one send from each of `windows` if every one allows it now (the
+/// moment taken), else how long until they might: never waits, so a
+/// caller whose call is blocked can do other work meanwhile.
+pub async fn try_acquire(windows: &[&SharedWindow]) -> Result<Instant, Duration> {
+    let now = Instant::now();
+    let mut wait = Duration::ZERO;
+    let mut guards = Vec::with_capacity(windows.len());
+    for window in windows {
+        let mut guard = window.lock().await;
+        wait = wait.max(guard.wait_time(now));
+        guards.push(guard);
+    }
+    if !wait.is_zero() {
+        return Err(wait);
+    }
+    for guard in &mut guards {
+        guard.take_at(now);
+    }
+    Ok(now)
 }
 
 /// The send taken at `sent` from each of `windows` was answered now.

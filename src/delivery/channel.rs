@@ -449,14 +449,6 @@ impl ChannelActor {
         self.account.note(failure).await;
     }
 
-    /// One post through the door; `None` when shutting down before it.
-    async fn post(&self, state: &State, message: &Outbound) -> Option<DeliveryOutcome> {
-        let slot = self.through_door(state, Call::Post).await?;
-        let outcome = self.account.adapter.post(&self.target, message).await;
-        self.observe(state, Call::Post, slot, failure(&outcome)).await;
-        Some(outcome)
-    }
-
     /// One round of work: reclaim expired claims now and then, advance a
     /// look-up, deliver due receipts as far as the door allows, then stale
     /// progress messages, posts and edits each as far as their own budget
@@ -1180,9 +1172,13 @@ impl ChannelActor {
                 .await?;
             return Ok(true);
         }
+        // A live message steps aside when its budget is spent (another
+        // channel of the account, or another replica, may have taken the
+        // last slot since the round looked): it never holds the actor, so
+        // due posts and notifications go on.
         let (call, outcome) = match &job.message_id {
             Some(id) => {
-                let Some(slot) = self.through_door(state, Call::Edit).await else {
+                let Ok(slot) = state.door.try_acquire(Call::Edit).await else {
                     return Ok(false);
                 };
                 let handle = MessageHandle(id.clone());
@@ -1191,6 +1187,9 @@ impl ChannelActor {
                 (Call::Edit, outcome)
             }
             None => {
+                let Ok(slot) = state.door.try_acquire(Call::Post).await else {
+                    return Ok(false);
+                };
                 // Marked before sending, so a crash or a lost answer leads
                 // to a check (or, where resending is the check, a resend
                 // with the same key) instead of a second message.
@@ -1199,10 +1198,9 @@ impl ChannelActor {
                 self.store
                     .progress_post_started(job.task, &self.lease, &body, now_ms())
                     .await?;
-                match self.post(state, &message).await {
-                    Some(outcome) => (Call::Post, outcome),
-                    None => return Ok(false),
-                }
+                let outcome = self.account.adapter.post(&self.target, &message).await;
+                self.observe(state, Call::Post, slot, failure(&outcome)).await;
+                (Call::Post, outcome)
             }
         };
         self.follow_move(state, &outcome).await?;

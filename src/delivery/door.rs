@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::budget::{SharedWindow, Window, acquire, ready_in, settle};
+use super::budget::{SharedWindow, Window, acquire, ready_in, settle, try_acquire};
 use crate::store::{KeptWindow, Store, StoreError, now_ms};
 
 /// Added to every retry-after: enough that a platform counting from when
@@ -262,30 +262,49 @@ impl Door {
     /// [`Door::observe`] with the answer.
     pub async fn acquire(&self, call: Call) -> Slot {
         let gates = self.counting(call);
-        let (shared, local): (Vec<&Gate>, Vec<&Gate>) = gates.iter().partition(|g| g.shared);
-        let windows = Self::windows(&local);
+        let shared: Vec<&Gate> = gates.iter().copied().filter(|g| g.shared).collect();
+        let local: Vec<&Gate> = gates.iter().copied().filter(|g| !g.shared).collect();
+        // Every window is spent in this process first, shared ones too (a
+        // mirror of this process's own sends): the channels of one process
+        // contend there, in memory, as they always did, instead of racing
+        // each other through the store. Then the shared windows are spent
+        // in the store, where the other replicas' sends are.
+        let windows = Self::windows(&gates);
         let windows: Vec<&SharedWindow> = windows.iter().collect();
         loop {
-            if !shared.is_empty() {
-                // The shared windows are spent only once this process's
-                // own allow the call, so a spent share is used at once.
-                let wait = ready_in(&windows).await;
-                if !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-            }
+            let sent = acquire(&windows).await;
             let sent_ms = now_ms();
             if let Some(wait) = self.take_shared(&shared, sent_ms).await {
+                // Another replica spent it: this process's mirror keeps the
+                // send it took (it frees up within the window; never more
+                // calls than allowed, at worst one fewer).
                 tokio::time::sleep(wait).await;
                 continue;
             }
-            let sent = acquire(&windows).await;
             if let Some(keeper) = &self.keeper {
                 keeper.save(&local).await;
             }
             return Slot { sent, sent_ms };
         }
+    }
+
+    /// Let `call` through now if every budget allows it, else say how long
+    /// until one might: for work that should step aside rather than wait
+    /// (a live message's edit while posts are due).
+    pub async fn try_acquire(&self, call: Call) -> Result<Slot, Duration> {
+        let gates = self.counting(call);
+        let shared: Vec<&Gate> = gates.iter().copied().filter(|g| g.shared).collect();
+        let local: Vec<&Gate> = gates.iter().copied().filter(|g| !g.shared).collect();
+        let windows = Self::windows(&gates);
+        let sent = try_acquire(&windows.iter().collect::<Vec<_>>()).await?;
+        let sent_ms = now_ms();
+        if let Some(wait) = self.take_shared(&shared, sent_ms).await {
+            return Err(wait);
+        }
+        if let Some(keeper) = &self.keeper {
+            keeper.save(&local).await;
+        }
+        Ok(Slot { sent, sent_ms })
     }
 
     /// Spend one send at `at_ms` from each shared window, under its row
