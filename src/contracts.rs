@@ -7,12 +7,20 @@
 //! event like any other. Both are events, journaled and delivered through
 //! the same ingest path (receipts, the live message, routing by state).
 //!
+//! It also sends escalations (SPEC §6.11): tasks whose escalations are due
+//! are weighed by `escalations::weigh`, and each escalation to send becomes
+//! herald's `escalated` event for one channel (a receipt there, the live
+//! message saying `escalated to <channel>`).
+//!
 //! Herald's events carry negative seqs (no worker may send one, so they
 //! never collide with a worker's) and `extra.source = "herald"`. The
-//! deadline failure is seq `-1`, the n-th stale mark seq `-(n + 1)`:
-//! whichever replica or restart notices a task first, the journal keeps it
-//! once. Tasks are found through due-indexes (`ContractStore`), never by
-//! scanning tasks.
+//! deadline failure is seq `-1`, the n-th stale mark seq `-(n + 1)`, an
+//! escalation [`ESCALATION_SEQ_BASE`] minus a hash of its condition and
+//! channel (so the same escalation always has the same seq, whoever makes
+//! it and whatever was turned down before): whichever replica or restart
+//! notices a task first, the journal keeps it once (and the state machine
+//! turns down what no longer applies). Tasks are found through
+//! due-indexes (`ContractStore`), never by scanning tasks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,12 +31,32 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::escalations::{DueTask, Escalation, EscalationRule, weigh};
 use crate::ingest::writer::IngestWriter;
 use crate::protocol::{FleetWorkerEvent, WorkerState};
-use crate::store::{OverdueTask, SilentTask, Store, now_ms};
+use crate::routing::RoutingInput;
+use crate::store::{EscalationDue, OverdueTask, SilentTask, Store, now_ms};
+use herald_messaging::incident_key;
 
 /// The seq of herald's deadline failure of a task.
 pub const DEADLINE_SEQ: i64 = -1;
+
+/// Where escalation seqs start (they count down from it by a 39-bit hash;
+/// stale marks, counting down from `-2`, never reach it).
+pub const ESCALATION_SEQ_BASE: i64 = -(1 << 40);
+
+/// The seq of one escalation of a task: the same for the same condition
+/// and channel (two escalations of one task share one with odds of about
+/// one in 10^11 per pair; the second would be taken for the first).
+pub fn escalation_seq(escalation: &Escalation) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest =
+        Sha256::digest(crate::escalations::sent_key(escalation.condition, &escalation.channel).as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes[..5].copy_from_slice(&digest[..5]);
+    let hash = u64::from_le_bytes(bytes) & ((1 << 39) - 1);
+    ESCALATION_SEQ_BASE - i64::try_from(hash).unwrap_or(0)
+}
 
 /// How often the watcher looks (a deadline is noticed within this).
 pub const TICK: Duration = Duration::from_secs(1);
@@ -97,6 +125,85 @@ pub fn stale_mark(task: &SilentTask, now: DateTime<Utc>) -> FleetWorkerEvent {
     }
 }
 
+/// Herald's escalation of `task` to one channel.
+pub fn escalation_event(
+    task: &EscalationDue,
+    escalation: &Escalation,
+    now: DateTime<Utc>,
+) -> FleetWorkerEvent {
+    let mut extra = herald_extra();
+    extra.insert("condition".to_owned(), Value::String(escalation.condition.key()));
+    extra.insert("why".to_owned(), Value::String(escalation.why.clone()));
+    FleetWorkerEvent {
+        seq: escalation_seq(escalation),
+        run_id: task.run_id.clone(),
+        worker_id: task.worker_id.clone(),
+        task_id: task.task_id.clone(),
+        timestamp: now,
+        state: WorkerState::Escalated {
+            channel: escalation.channel.clone(),
+            alert_id: Some(incident_key(&task.run_id, &task.worker_id, &task.task_id)),
+        },
+        extra: Some(extra),
+    }
+}
+
+/// When to weigh a task's escalations again: its row id, the due time it
+/// was read with, the next (`None`: when something happens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextLook {
+    /// Task row id.
+    pub task: i64,
+    /// `escalate_at` as read.
+    pub seen: i64,
+    /// When to look again.
+    pub at: Option<i64>,
+}
+
+/// Weigh the escalations of the tasks due at `now`: the events to commit,
+/// and when to look at each task again.
+pub fn escalations(
+    due: &[EscalationDue],
+    rules: &[EscalationRule],
+    now: DateTime<Utc>,
+) -> (Vec<FleetWorkerEvent>, Vec<NextLook>) {
+    let mut events = Vec::new();
+    let mut next = Vec::with_capacity(due.len());
+    for task in due {
+        let weighed = weigh(
+            &DueTask {
+                input: RoutingInput {
+                    run_id: &task.run_id,
+                    worker_id: &task.worker_id,
+                    task_id: &task.task_id,
+                    state: &task.state,
+                    labels: &task.labels,
+                },
+                terminal: task.terminal,
+                failure: match &task.display.state {
+                    WorkerState::Failed { reason, .. } if task.terminal => Some(reason),
+                    _ => None,
+                },
+                updated_at: task.updated_at,
+                stale_since: task.stale_since,
+                stale_marks: task.stale_marks,
+                log: &task.escalation,
+            },
+            rules,
+            now.timestamp_millis(),
+        );
+        for escalation in &weighed.send {
+            events.push(escalation_event(task, escalation, now));
+        }
+        next.push(NextLook {
+            task: task.id,
+            seen: task.escalate_at,
+            at: weighed.next_at,
+        });
+    }
+    (events, next)
+}
+
 /// Watch deadlines and heartbeats until the process stops: every
 /// [`TICK`], fail the overdue tasks and mark the silent ones through
 /// `writer` (the config is read afresh each time, so a reload applies at
@@ -131,6 +238,22 @@ pub async fn watch(store: Store, writer: IngestWriter, config: watch::Receiver<A
                 Err(e) => warn!(error = %e, "could not look for silent tasks; trying again"),
             }
         }
+        let rules = config.borrow().escalations.clone();
+        match store.escalations_due(now_ms(), BATCH).await {
+            Ok(due) if !due.is_empty() => {
+                let (events, next) = escalations(&due, &rules, Utc::now());
+                // Looked at again only once what was due is committed.
+                if commit(&writer, events, "tasks were escalated by herald").await {
+                    for look in next {
+                        if let Err(e) = store.reschedule_escalation(look.task, look.seen, look.at).await {
+                            warn!(error = %e, "could not schedule a task's next escalation look; trying again");
+                        }
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "could not look for tasks to escalate; trying again"),
+        }
     }
 }
 
@@ -140,15 +263,23 @@ fn millis(d: Duration) -> i64 {
 
 /// Commit herald's events like a worker's; `done` is logged when some took
 /// effect (the rest no longer applied: the task ended or the worker spoke).
-async fn commit(writer: &IngestWriter, events: Vec<FleetWorkerEvent>, done: &'static str) {
+/// False when the commit failed (the same events are made again next time).
+async fn commit(writer: &IngestWriter, events: Vec<FleetWorkerEvent>, done: &'static str) -> bool {
     if events.is_empty() {
-        return;
+        return true;
     }
     let count = events.len();
     match writer.commit(events).await {
-        Ok(report) if report.accepted > 0 => info!(tasks = report.accepted, "{done}"),
-        Ok(_) => {}
-        Err(e) => warn!(error = %e, tasks = count, "could not commit herald's own events; trying again"),
+        Ok(report) => {
+            if report.accepted > 0 {
+                info!(events = report.accepted, "{done}");
+            }
+            true
+        }
+        Err(e) => {
+            warn!(error = %e, events = count, "could not commit herald's own events; trying again");
+            false
+        }
     }
 }
 

@@ -9,6 +9,7 @@ pub mod connecting;
 pub mod contracts;
 pub mod delivery;
 pub mod demo;
+pub mod escalations;
 pub mod hints;
 pub mod ingest;
 pub mod metrics;

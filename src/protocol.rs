@@ -206,6 +206,16 @@ impl FleetWorkerEvent {
         self.extra.as_ref()?.get("silent_since")?.as_i64()
     }
 
+    /// `extra.condition` of herald's `escalated` event: why it escalated.
+    pub fn escalation_condition(&self) -> Option<crate::escalations::Condition> {
+        crate::escalations::Condition::parse(self.extra.as_ref()?.get("condition")?.as_str()?)
+    }
+
+    /// `extra.why` of herald's `escalated` event: why, in words.
+    pub fn escalation_reason(&self) -> Option<&str> {
+        self.extra.as_ref()?.get("why")?.as_str()
+    }
+
     /// `extra.timeout_seconds`: the task's own deadline, counted from its
     /// first event (validated at parse time).
     pub fn timeout(&self) -> Option<std::time::Duration> {

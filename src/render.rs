@@ -29,6 +29,8 @@ pub struct TaskView<'a> {
     /// Herald marked the task stale (the worker's last event was at
     /// `as_of`): a live message says so over the last state shown.
     pub stale: bool,
+    /// Channels the task is escalated to: a live message names them.
+    pub escalated_to: &'a [String],
 }
 
 /// The live progress message of a task.
@@ -36,14 +38,23 @@ pub fn progress(view: &TaskView<'_>) -> Outbound {
     message(view, MessageKind::Progress, "elapsed", None)
 }
 
-/// The terminal notification of a task, keyed by its receipt id.
+/// The notification of a receipt, keyed by its receipt id: a task's end,
+/// herald's stale mark or escalation, or — when the event notified is a
+/// progress event, which only an escalation's resolution notifies — the
+/// task's recovery (PagerDuty resolves on it).
 pub fn terminal(view: &TaskView<'_>, receipt_id: &str) -> Outbound {
-    message(
+    let mut out = message(
         view,
         MessageKind::Terminal,
         "duration",
         Some(IdempotencyKey(receipt_id.to_owned())),
-    )
+    );
+    if view.event.state.class() == crate::protocol::StateClass::Progress {
+        out.state = format!("recovered ({})", state_words(view.event.state.name()));
+        out.severity = Severity::Success;
+        out.body = Some("the worker is heard from again".to_owned());
+    }
+    out
 }
 
 fn message(
@@ -62,6 +73,9 @@ fn message(
         ));
     }
     fields.extend(detail_fields(&view.event.state));
+    if !view.escalated_to.is_empty() && !matches!(view.event.state, WorkerState::Escalated { .. }) {
+        fields.push(field("escalated to", view.escalated_to.join(", ")));
+    }
     let (words, severity) = if view.stale {
         (
             format!("stale (no event since {})", utc_time(view.as_of)),
@@ -76,7 +90,7 @@ fn message(
         state: words,
         severity,
         fields,
-        body: body(&view.event.state),
+        body: body(view.event),
         idempotency_key: key,
         subject: Some(Subject {
             run_id: view.run_id.to_owned(),
@@ -135,10 +149,11 @@ fn severity(state: &WorkerState) -> Severity {
     }
 }
 
-fn body(state: &WorkerState) -> Option<String> {
-    match state {
+fn body(event: &FleetWorkerEvent) -> Option<String> {
+    match &event.state {
         WorkerState::Completed { summary, .. } => summary.clone(),
         WorkerState::Failed { reason, .. } => Some(reason.clone()),
+        WorkerState::Escalated { .. } => event.escalation_reason().map(str::to_owned),
         _ => None,
     }
 }
@@ -209,6 +224,7 @@ mod tests {
             as_of: 75_000,
             labels: &BTreeMap::new(),
             stale: false,
+            escalated_to: &[],
         };
         let msg = terminal(&view, "hr1");
         assert_eq!(msg.title, "worker-a · build");
@@ -234,6 +250,7 @@ mod tests {
             as_of: 3_600_000,
             labels: &BTreeMap::new(),
             stale: false,
+            escalated_to: &[],
         };
         let msg = progress(&view);
         assert_eq!(msg.state, "running tool");
@@ -243,5 +260,57 @@ mod tests {
                 .any(|f| f.name == "tool" && f.value == "cargo test")
         );
         assert!(msg.fields.iter().any(|f| f.value == "1h 00m"));
+    }
+
+    #[test]
+    fn escalations_say_why_recoveries_resolve_and_live_messages_name_where_it_went() {
+        let escalated = crate::protocol::parse_stored_event(json!({
+            "seq": -1_099_511_627_777_i64, "run_id": "r", "worker_id": "w", "task_id": "t",
+            "timestamp": "2026-12-01T00:00:00Z", "state": "escalated", "channel": "oncall",
+            "alert_id": "herald/r/w/t",
+            "extra": {"source": "herald", "condition": "stale#1", "why": "stale: no event for 6s"}
+        }))
+        .expect("herald's escalation");
+        let labels = BTreeMap::new();
+        fn view<'a>(
+            event: &'a FleetWorkerEvent,
+            labels: &'a BTreeMap<String, String>,
+            escalated_to: &'a [String],
+        ) -> TaskView<'a> {
+            TaskView {
+                run_id: "r",
+                worker_id: "w",
+                task_id: "t",
+                event,
+                first_seen_at: 0,
+                as_of: 6_000,
+                labels,
+                stale: false,
+                escalated_to,
+            }
+        }
+        let page = terminal(&view(&escalated, &labels, &[]), "hr1");
+        assert_eq!(page.state, "escalated");
+        assert_eq!(page.severity, Severity::Attention);
+        assert_eq!(page.body.as_deref(), Some("stale: no event for 6s"));
+        assert!(
+            page.fields
+                .iter()
+                .any(|f| f.name == "escalated to" && f.value == "oncall")
+        );
+
+        let running = event(json!({"state": "running"}));
+        let recovered = terminal(&view(&running, &labels, &[]), "hr2");
+        assert_eq!(recovered.state, "recovered (running)");
+        assert_eq!(recovered.severity, Severity::Success);
+
+        let open = ["oncall".to_owned(), "hook".to_owned()];
+        let live = progress(&view(&running, &labels, &open));
+        assert_eq!(live.state, "running");
+        assert!(
+            live.fields
+                .iter()
+                .any(|f| f.name == "escalated to" && f.value == "oncall, hook")
+        );
     }
 }

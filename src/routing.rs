@@ -139,18 +139,23 @@ pub struct RoutingInput<'a> {
     pub labels: &'a BTreeMap<String, String>,
 }
 
+/// Whether every matcher matches `input` (a route's, an escalation's).
+pub fn all_match(matchers: &[(MatchField, Matcher)], input: &RoutingInput<'_>) -> bool {
+    matchers.iter().all(|(field, matcher)| {
+        let value = match field {
+            MatchField::RunId => Some(input.run_id),
+            MatchField::WorkerId => Some(input.worker_id),
+            MatchField::TaskId => Some(input.task_id),
+            MatchField::State => Some(input.state),
+            MatchField::Label(name) => input.labels.get(name).map(String::as_str),
+        };
+        value.is_some_and(|v| matcher.matches(v))
+    })
+}
+
 impl Route {
     fn matches(&self, input: &RoutingInput<'_>) -> bool {
-        self.matchers.iter().all(|(field, matcher)| {
-            let value = match field {
-                MatchField::RunId => Some(input.run_id),
-                MatchField::WorkerId => Some(input.worker_id),
-                MatchField::TaskId => Some(input.task_id),
-                MatchField::State => Some(input.state),
-                MatchField::Label(name) => input.labels.get(name).map(String::as_str),
-            };
-            value.is_some_and(|v| matcher.matches(v))
-        })
+        all_match(&self.matchers, input)
     }
 }
 

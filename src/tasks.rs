@@ -12,7 +12,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::protocol::FleetWorkerEvent;
+use crate::escalations::{Condition, EscalationLog};
+use crate::protocol::{FleetWorkerEvent, WorkerState};
 
 /// The current state of one worker task.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +49,27 @@ pub struct TaskState {
     /// How many times herald marked it stale (its stale marks have seqs
     /// `-2`, `-3`, …: see `contracts.rs`).
     pub stale_marks: i64,
+    /// What herald escalated of the task, and what is still open.
+    pub escalation: EscalationLog,
+    /// Unix ms when the contract watcher should next weigh escalating the
+    /// task: set when something that may escalate happens (a stale mark, a
+    /// restart, a failure), moved or cleared by the watcher.
+    pub escalate_at: Option<i64>,
+}
+
+/// `restart_count` of a `restarted` event, else 0.
+fn restart_count(event: &FleetWorkerEvent) -> u64 {
+    match event.state {
+        WorkerState::Restarted { restart_count } => restart_count,
+        _ => 0,
+    }
+}
+
+/// Whether a worker's event may make the task escalate (the watcher then
+/// weighs it at once): a restart, or a failure for good.
+fn may_escalate(event: &FleetWorkerEvent) -> bool {
+    matches!(event.state, WorkerState::Restarted { .. })
+        || (event.state.is_terminal() && matches!(event.state, WorkerState::Failed { .. }))
 }
 
 fn millis(d: std::time::Duration) -> i64 {
@@ -55,7 +77,7 @@ fn millis(d: std::time::Duration) -> i64 {
 }
 
 /// What applying one event changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Applied {
     /// What is shown changed (progress messages are now stale).
     pub display_changed: bool,
@@ -64,8 +86,15 @@ pub struct Applied {
     /// Herald marked the task stale (an attention notification is due).
     pub became_stale: bool,
     /// A herald event that no longer applies (the task ended, or the
-    /// worker spoke since herald looked): not journaled.
+    /// worker spoke since herald looked, or it was escalated already): not
+    /// journaled.
     pub moot: bool,
+    /// Herald escalated the task to this channel (a notification is due
+    /// there, and only there).
+    pub escalated_to: Option<String>,
+    /// Channels whose escalation this event resolves (the task recovered
+    /// or ended well): they are notified of it (PagerDuty resolves).
+    pub resolves: Vec<String>,
 }
 
 impl Applied {
@@ -97,6 +126,12 @@ impl TaskState {
             deadline_at: event.timeout().map(|t| now_ms.saturating_add(millis(t))),
             stale_since: None,
             stale_marks: 0,
+            escalation: EscalationLog {
+                restarts: restart_count(event),
+                ..EscalationLog::default()
+            },
+            // A task can fail (or report restarts) with its first event.
+            escalate_at: may_escalate(event).then_some(now_ms),
         }
     }
 
@@ -106,19 +141,46 @@ impl TaskState {
         if event.is_from_herald() {
             return self.apply_herald(event, now_ms);
         }
+        let was_terminal = self.terminal;
         let mut applied = self.apply_worker(event, now_ms);
-        // Any word from the worker ends herald's stale mark.
-        if !self.terminal && self.stale_since.take().is_some() && !applied.display_changed {
-            self.version += 1;
-            applied.display_changed = true;
+        // Any word from the worker ends herald's stale mark, and closes the
+        // escalations of the stale spell.
+        if !was_terminal && self.stale_since.take().is_some() {
+            applied.resolves = self.escalation.recover_from_stale();
+            if !applied.display_changed {
+                self.version += 1;
+                applied.display_changed = true;
+            }
+        }
+        if applied.became_terminal {
+            if matches!(
+                event.state,
+                WorkerState::Completed { .. } | WorkerState::Cancelled { .. }
+            ) {
+                for channel in self.escalation.resolve_all() {
+                    if !applied.resolves.contains(&channel) {
+                        applied.resolves.push(channel);
+                    }
+                }
+                self.escalate_at = None;
+            } else {
+                self.escalate_at = Some(now_ms);
+            }
+        } else if !self.terminal && may_escalate(event) {
+            self.escalate_at = Some(now_ms);
         }
         applied
     }
 
     /// Herald's own events: a deadline failure ends the task like any
     /// terminal event; a stale mark holds only if the worker has said
-    /// nothing since herald looked (`extra.silent_since`).
+    /// nothing since herald looked (`extra.silent_since`); an escalation
+    /// only while its condition does.
     fn apply_herald(&mut self, event: &FleetWorkerEvent, now_ms: i64) -> Applied {
+        // A failure is escalated after the task ended.
+        if let WorkerState::Escalated { channel, .. } = &event.state {
+            return self.apply_escalation(event, channel);
+        }
         if self.terminal {
             return Applied::moot();
         }
@@ -126,19 +188,21 @@ impl TaskState {
             self.show(event);
             self.terminal = true;
             self.stale_since = None;
+            self.escalate_at = Some(now_ms);
             return Applied {
                 display_changed: true,
                 became_terminal: true,
                 ..Applied::default()
             };
         }
-        if matches!(event.state, crate::protocol::WorkerState::Stale { .. }) {
+        if matches!(event.state, WorkerState::Stale { .. }) {
             let silent_since = event.silent_since().unwrap_or(i64::MIN);
             if self.stale_since.is_some() || self.updated_at > silent_since {
                 return Applied::moot();
             }
             self.stale_since = Some(now_ms);
             self.stale_marks += 1;
+            self.escalate_at = Some(now_ms);
             self.version += 1;
             return Applied {
                 display_changed: true,
@@ -149,7 +213,35 @@ impl TaskState {
         Applied::moot()
     }
 
+    /// Herald's escalation of the task to `channel`: it holds while its
+    /// condition does and was not sent there before (another replica, or
+    /// an earlier look, may have sent it).
+    fn apply_escalation(&mut self, event: &FleetWorkerEvent, channel: &str) -> Applied {
+        let Some(condition) = event.escalation_condition() else {
+            return Applied::moot();
+        };
+        let holds = match condition {
+            Condition::Failed => self.terminal && self.state == "failed",
+            Condition::Restarts => !self.terminal,
+            Condition::Stale { mark } => {
+                !self.terminal && self.stale_since.is_some() && self.stale_marks == mark
+            }
+        };
+        if !holds || self.escalation.acknowledged_by.is_some() || self.escalation.was_sent(condition, channel)
+        {
+            return Applied::moot();
+        }
+        self.escalation.record(condition, channel);
+        self.version += 1;
+        Applied {
+            display_changed: true,
+            escalated_to: Some(channel.to_owned()),
+            ..Applied::default()
+        }
+    }
+
     fn apply_worker(&mut self, event: &FleetWorkerEvent, now_ms: i64) -> Applied {
+        self.escalation.restarts = self.escalation.restarts.max(restart_count(event));
         self.max_seq = self.max_seq.max(event.seq);
         self.updated_at = self.updated_at.max(now_ms);
         for (k, v) in event.labels() {
@@ -182,6 +274,12 @@ impl TaskState {
             };
         }
         Applied::default()
+    }
+
+    /// The escalations still open, for the live message
+    /// (`escalated to oncall`).
+    pub fn escalated_to(&self) -> Vec<String> {
+        self.escalation.open_channels()
     }
 
     fn show(&mut self, event: &FleetWorkerEvent) {
@@ -281,6 +379,59 @@ mod tests {
         // A finished task is never marked.
         let mut done = TaskState::new(&event(1, "completed"), 10);
         assert!(done.apply(&stale_mark(10), 100).moot);
+    }
+
+    fn escalation(condition: &str, channel: &str) -> FleetWorkerEvent {
+        parse_stored_event(
+            json!({"seq": -1_099_511_627_776_i64, "run_id": "r", "worker_id": "w", "task_id": "t",
+            "timestamp": "2026-01-01T00:00:00Z", "state": "escalated", "channel": channel,
+            "extra": {"source": "herald", "condition": condition, "why": "stale"}}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_escalation_holds_once_while_its_condition_does_and_recovery_or_the_end_resolves_it() {
+        let mut s = TaskState::new(&event(1, "running"), 10);
+        assert_eq!(s.escalate_at, None);
+        // Not stale: an escalation for a stale spell does not hold.
+        assert!(s.apply(&escalation("stale#1", "oncall"), 20).moot);
+        s.apply(&stale_mark(10), 100);
+        assert_eq!(s.escalate_at, Some(100), "a stale mark is weighed at once");
+        assert!(
+            s.apply(&escalation("stale#2", "oncall"), 110).moot,
+            "another spell's"
+        );
+        let applied = s.apply(&escalation("stale#1", "oncall"), 110);
+        assert_eq!(applied.escalated_to.as_deref(), Some("oncall"));
+        assert!(applied.display_changed && !applied.moot);
+        assert!(s.apply(&escalation("stale#1", "oncall"), 111).moot, "sent once");
+        assert_eq!(s.escalated_to(), ["oncall"]);
+        // The worker speaks: the stale escalation is resolved.
+        let applied = s.apply(&event(2, "running"), 120);
+        assert_eq!(applied.resolves, ["oncall"]);
+        assert!(s.escalated_to().is_empty());
+        // Restarts: weighed at once, escalated once, resolved by the end.
+        let mut restarted = event(4, "running");
+        restarted.state = WorkerState::Restarted { restart_count: 3 };
+        s.apply(&restarted, 140);
+        assert_eq!((s.escalation.restarts, s.escalate_at), (3, Some(140)));
+        assert!(!s.apply(&escalation("restarts", "hook"), 150).moot);
+        let applied = s.apply(&event(5, "completed"), 160);
+        assert_eq!(applied.resolves, ["hook"]);
+        assert_eq!(s.escalate_at, None);
+        // A failure is escalated after the end; the acknowledged are not.
+        let mut failed = TaskState::new(&event(1, "failed"), 10);
+        assert_eq!(failed.escalate_at, Some(10));
+        assert!(failed.apply(&escalation("restarts", "oncall"), 20).moot);
+        let applied = failed.apply(&escalation("failed", "oncall"), 20);
+        assert!(!applied.moot && applied.resolves.is_empty());
+        let mut acked = TaskState::new(&event(1, "failed"), 10);
+        acked.escalation.acknowledged_by = Some("ana".into());
+        assert!(acked.apply(&escalation("failed", "oncall"), 20).moot);
+        // A completed task is never escalated for failing.
+        let mut done = TaskState::new(&event(1, "completed"), 10);
+        assert!(done.apply(&escalation("failed", "oncall"), 20).moot);
     }
 
     #[test]

@@ -78,6 +78,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// `[contracts]`: what herald watches for itself.
     pub contracts: ContractsConfig,
+    /// `[[escalations]]`, compiled, in file order.
+    pub escalations: Vec<crate::escalations::EscalationRule>,
 }
 
 /// `[contracts]`: what herald notices about a task without being told.
@@ -91,6 +93,10 @@ pub struct ContractsConfig {
     /// by herald (`deadline exceeded`); a task's own
     /// `extra.timeout_seconds` takes precedence. `None`: no default.
     pub deadline: Option<Duration>,
+    /// A notification not surfaced this long after it was due, on a
+    /// channel with a `fallback`, is also sent there (a permanent failure
+    /// is sent there at once). `None`: only permanent failures fall back.
+    pub surface_within: Option<Duration>,
 }
 
 /// `[server]`
@@ -186,6 +192,9 @@ pub struct ChannelConfig {
     /// How many terminal notifications may be in flight at once, where
     /// the platform takes them concurrently (webhook and web channels).
     pub in_flight: InFlight,
+    /// Where a notification goes when this channel fails it permanently or
+    /// has not surfaced it within `[contracts] surface_within`.
+    pub fallback: Option<String>,
 }
 
 /// How a concurrent channel limits its posts in flight (`max_in_flight`,
@@ -344,11 +353,12 @@ impl Config {
         }
         let platforms: Vec<String> = per_platform.iter().map(|(p, n)| format!("{n} {p}")).collect();
         format!(
-            "{}: ok — {} channel(s) ({}), {} route(s), {} source(s), store {}, listen {}",
+            "{}: ok — {} channel(s) ({}), {} route(s), {} escalation(s), {} source(s), store {}, listen {}",
             self.source,
             self.channels.len(),
             platforms.join(", "),
             self.router.len(),
+            self.escalations.len(),
             self.sources.len(),
             self.store.shown(),
             self.server.listen

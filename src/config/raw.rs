@@ -29,12 +29,25 @@ pub struct RawConfig {
     pub delivery: RawDelivery,
     #[serde(default)]
     pub contracts: RawContracts,
+    #[serde(default)]
+    pub escalations: Vec<Spanned<RawEscalation>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawEscalation {
+    #[serde(rename = "match", default)]
+    pub matchers: BTreeMap<String, Spanned<RawMatcher>>,
+    pub after_stale: Option<SpannedStr>,
+    pub after_restarts: Option<Spanned<i64>>,
+    pub on_failed: Option<bool>,
+    pub channels: Spanned<Vec<SpannedStr>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawContracts {
     pub heartbeat: Option<SpannedStr>,
     pub deadline: Option<SpannedStr>,
+    pub surface_within: Option<SpannedStr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,6 +103,7 @@ pub struct RawChannel {
     pub progress: Option<Spanned<bool>>,
     pub max_in_flight: Option<Spanned<i64>>,
     pub adaptive_in_flight: Option<Spanned<bool>>,
+    pub fallback: Option<SpannedStr>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -31,6 +31,8 @@ fn collect(path: &serde_ignored::Path<'_>, out: &mut Vec<Segment>) {
             collect(parent, out);
             out.push(Segment::Index(*index));
         }
+        // A `Spanned` value's own wrapper key is not the user's.
+        Path::Map { parent, key } if key.starts_with("$__serde_spanned_private") => collect(parent, out),
         Path::Map { parent, key } => {
             collect(parent, out);
             out.push(Segment::Key(key.clone()));

@@ -11,13 +11,14 @@ use toml::de::DeTable;
 
 use super::diagnostics::{ConfigErrors, Diagnostics};
 use super::env::interpolate;
-use super::raw::{RawAccount, RawChannel, RawConfig, RawMatcher, RawRoute, SpannedStr};
+use super::raw::{RawAccount, RawChannel, RawConfig, RawEscalation, RawMatcher, RawRoute, SpannedStr};
 use super::unknown_keys;
 use super::{
     AccountConfig, AdaptersConfig, ChannelConfig, ChannelTarget, Config, ContractsConfig, DeliveryConfig,
     InFlight, PagerDutyTarget, Secret, ServerConfig, SlackWebhookTarget, SourceConfig, StoreConfig,
     WebhookTarget,
 };
+use crate::escalations::EscalationRule;
 use crate::protocol::KNOWN_STATES;
 use crate::routing::{MatchField, Matcher, Route, Router};
 use herald_slack::HistoryTier;
@@ -168,6 +169,11 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         };
         let delivery = self.delivery(&raw);
         let contracts = self.contracts(&raw);
+        let escalations: Vec<EscalationRule> = raw
+            .escalations
+            .iter()
+            .filter_map(|e| self.escalation(e, &raw))
+            .collect();
 
         if let (Some(server), true) = (&server, sources.is_empty())
             && !server.listen.ip().is_loopback()
@@ -203,13 +209,64 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             router: Router::new(routes, defaults),
             delivery: delivery?,
             contracts: contracts?,
+            escalations,
+        })
+    }
+
+    fn escalation(&mut self, raw: &Spanned<RawEscalation>, cfg: &RawConfig) -> Option<EscalationRule> {
+        let e = raw.get_ref();
+        let matchers = self.matchers(&e.matchers);
+        let after_stale = self.positive_duration(e.after_stale.as_ref(), "escalations.after_stale");
+        let after_restarts = match &e.after_restarts {
+            None => Some(None),
+            Some(n) => match u64::try_from(*n.get_ref()) {
+                Ok(v) if v >= 1 => Some(Some(v)),
+                _ => {
+                    self.err(n.span(), "after_restarts must be at least 1");
+                    None
+                }
+            },
+        };
+        let mut ok = true;
+        let mut channels = Vec::new();
+        for c in e.channels.get_ref() {
+            match self.channel_ref(c, cfg) {
+                Some(name) => channels.push(name),
+                None => ok = false,
+            }
+        }
+        if e.channels.get_ref().is_empty() {
+            self.err(e.channels.span(), "an escalation needs at least one channel");
+            ok = false;
+        }
+        let (matchers, after_stale, after_restarts) = (matchers?, after_stale?, after_restarts?);
+        let on_failed = e.on_failed.unwrap_or(false);
+        if after_stale.is_none() && after_restarts.is_none() && !on_failed {
+            self.err(
+                raw.span(),
+                "an escalation needs a condition: after_stale, after_restarts or on_failed = true",
+            );
+            ok = false;
+        }
+        ok.then_some(EscalationRule {
+            matchers,
+            after_stale,
+            after_restarts,
+            on_failed,
+            channels,
         })
     }
 
     fn contracts(&mut self, raw: &RawConfig) -> Option<ContractsConfig> {
         let heartbeat = self.positive_duration(raw.contracts.heartbeat.as_ref(), "contracts.heartbeat")?;
         let deadline = self.positive_duration(raw.contracts.deadline.as_ref(), "contracts.deadline")?;
-        Some(ContractsConfig { heartbeat, deadline })
+        let surface_within =
+            self.positive_duration(raw.contracts.surface_within.as_ref(), "contracts.surface_within")?;
+        Some(ContractsConfig {
+            heartbeat,
+            deadline,
+            surface_within,
+        })
     }
 
     /// An optional duration that must be longer than zero. `None` when it
@@ -452,12 +509,21 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             None => progress_default,
         };
         let in_flight = self.in_flight(ch, platform)?;
+        let fallback = match &ch.fallback {
+            Some(f) if f.get_ref() == name => {
+                self.err(f.span(), format!("channel {name:?} cannot be its own fallback"));
+                return None;
+            }
+            Some(f) => Some(self.channel_ref(f, cfg)?),
+            None => None,
+        };
         Some(ChannelConfig {
             name: name.to_owned(),
             platform,
             target,
             progress,
             in_flight,
+            fallback,
         })
     }
 
@@ -750,9 +816,35 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
 
     fn route(&mut self, raw: &Spanned<RawRoute>, cfg: &RawConfig) -> Option<Route> {
         let route = raw.get_ref();
+        let matchers = self.matchers(&route.matchers);
+        let mut ok = matchers.is_some();
+        let mut channels = Vec::new();
+        for c in route.channels.get_ref() {
+            match self.channel_ref(c, cfg) {
+                Some(name) => channels.push(name),
+                None => ok = false,
+            }
+        }
+        if route.channels.get_ref().is_empty() {
+            self.err(route.channels.span(), "a route needs at least one channel");
+            ok = false;
+        }
+        ok.then_some(Route {
+            matchers: matchers?,
+            channels,
+            continue_: route.continue_,
+        })
+    }
+
+    /// The matchers of a route or an escalation; `None` when any is bad
+    /// (each reported).
+    fn matchers(
+        &mut self,
+        raw: &BTreeMap<String, Spanned<RawMatcher>>,
+    ) -> Option<Vec<(MatchField, Matcher)>> {
         let mut matchers = Vec::new();
         let mut ok = true;
-        for (key, value) in &route.matchers {
+        for (key, value) in raw {
             let field = match MatchField::parse(key) {
                 Ok(f) => f,
                 Err(e) => {
@@ -786,22 +878,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
                 }
             }
         }
-        let mut channels = Vec::new();
-        for c in route.channels.get_ref() {
-            match self.channel_ref(c, cfg) {
-                Some(name) => channels.push(name),
-                None => ok = false,
-            }
-        }
-        if route.channels.get_ref().is_empty() {
-            self.err(route.channels.span(), "a route needs at least one channel");
-            ok = false;
-        }
-        ok.then_some(Route {
-            matchers,
-            channels,
-            continue_: route.continue_,
-        })
+        ok.then_some(matchers)
     }
 
     fn delivery(&mut self, raw: &RawConfig) -> Option<DeliveryConfig> {
@@ -845,6 +922,66 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn escalations_are_compiled_and_every_mistake_named() {
+        let base = "[channels.oncall]\nadapter = \"pagerduty\"\nrouting_key = \"k\"\n\n";
+        let ok = load(
+            "h.toml",
+            &format!(
+                "{base}[[escalations]]\nmatch = {{ \"labels.team\" = \"infra\" }}\nafter_stale = \"10m\"\n\
+                 after_restarts = 3\non_failed = true\nchannels = [\"oncall\"]\n"
+            ),
+            env,
+        )
+        .unwrap();
+        let rule = &ok.escalations[0];
+        assert_eq!(rule.after_stale, Some(Duration::from_secs(600)));
+        assert_eq!((rule.after_restarts, rule.on_failed), (Some(3), true));
+        assert_eq!(rule.channels, ["oncall"]);
+        assert_eq!(rule.matchers.len(), 1);
+        let e = errors(&format!("{base}[[escalations]]\nchannels = [\"oncall\"]\n"));
+        assert!(
+            e[0].contains("h.toml:5:1") && e[0].contains("needs a condition"),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{base}[[escalations]]\non_failed = true\nchannels = [\"pager\"]\n"
+        ));
+        assert!(
+            e[0].contains("h.toml:7:13") && e[0].contains("unknown channel \"pager\""),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{base}[[escalations]]\nafter_restarts = 0\nchannels = [\"oncall\"]\n"
+        ));
+        assert!(e[0].contains("after_restarts must be at least 1"), "{e:?}");
+        let e = errors(&format!(
+            "{base}[[escalations]]\nafter_stale = \"0s\"\nchannels = [\"oncall\"]\n"
+        ));
+        assert!(
+            e[0].contains("escalations.after_stale must be longer than 0s"),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{base}[[escalations]]\nmatch = {{ state = \"stuck\" }}\non_failed = true\nchannels = []\n"
+        ));
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e.iter().any(|m| m.contains("unknown state \"stuck\"")), "{e:?}");
+        assert!(e.iter().any(|m| m.contains("at least one channel")), "{e:?}");
+        let e = errors(&format!(
+            "{base}[[escalations]]\non_failed = true\nchannels = [\"oncall\"]\nafter = \"1m\"\n"
+        ));
+        assert!(
+            e[0].contains("h.toml:8:1") && e[0].ends_with("unknown key `escalations[0].after`"),
+            "{e:?}"
+        );
+        // Routes are spanned the same way.
+        let e = errors(&format!(
+            "{base}[[routes]]\nchannels = [\"oncall\"]\ncontinu = true\n"
+        ));
+        assert!(e[0].ends_with("unknown key `routes[0].continu`"), "{e:?}");
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub fn receipt_message(receipt: &ClaimedReceipt) -> Outbound {
             as_of: receipt.created_at,
             labels: &receipt.labels,
             stale: false,
+            escalated_to: &[],
         },
         &receipt.id,
     )

@@ -1155,6 +1155,7 @@ impl ChannelActor {
             as_of: job.updated_at,
             labels: &job.labels,
             stale: job.stale_since.is_some() && !job.terminal,
+            escalated_to: &job.escalated_to,
         });
         let text_hash = rendering_hash(&message);
         if let (Some(id), Some(shown)) = (&job.message_id, job.shown_hash)

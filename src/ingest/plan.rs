@@ -207,6 +207,9 @@ struct Working {
     /// Attention events that notify (herald's stale marks), with where
     /// each routes.
     attention: Vec<(i64, Vec<RoutedChannel>)>,
+    /// Events that notify one channel whatever the routes say: herald's
+    /// escalation to it, and what resolves an escalation open there.
+    direct: Vec<(i64, String)>,
 }
 
 impl<'e> Batch<'e> {
@@ -310,6 +313,7 @@ impl<'e> Batch<'e> {
                             terminal_seq: None,
                             terminal_routes: Vec::new(),
                             attention: Vec::new(),
+                            direct: Vec::new(),
                         }),
                         None => {
                             let state = TaskState::new(p.event, now);
@@ -327,6 +331,7 @@ impl<'e> Batch<'e> {
                                 display_changed: true,
                                 terminal_seq: terminal.then_some(p.event.seq),
                                 attention: Vec::new(),
+                                direct: Vec::new(),
                             });
                         }
                     }
@@ -357,6 +362,9 @@ impl<'e> Batch<'e> {
                 task.attention
                     .push((p.event.seq, route(&routing_input(p.event, &task.state))));
             }
+            let seq = p.event.seq;
+            task.direct.extend(applied.escalated_to.map(|c| (seq, c)));
+            task.direct.extend(applied.resolves.into_iter().map(|c| (seq, c)));
         }
 
         // New tasks first (creation order), then updates: every task with
@@ -415,6 +423,27 @@ impl<'e> Batch<'e> {
                         channel: name.clone(),
                         event_seq: seq,
                     });
+                }
+            }
+            for (seq, channel) in task.direct {
+                if !names.contains(&channel) {
+                    names.push(channel.clone());
+                    plan.channels.push(PlannedChannel {
+                        task: i,
+                        channel: RoutedChannel {
+                            name: channel.clone(),
+                            progress: false,
+                        },
+                    });
+                }
+                let receipt = PlannedReceipt {
+                    task: i,
+                    channel,
+                    event_seq: seq,
+                };
+                if !plan.receipts.contains(&receipt) {
+                    plan.receipt_channels.insert(receipt.channel.clone());
+                    plan.receipts.push(receipt);
                 }
             }
             plan.tasks.push(PlannedTask {
@@ -642,5 +671,48 @@ mod tests {
         // A mark for a task the store does not have is not kept either.
         let plan = batch.plan(Snapshot::default(), &route, 50);
         assert!(plan.journal.is_empty() && plan.tasks.is_empty());
+    }
+
+    #[test]
+    fn an_escalation_notifies_only_its_channel_and_the_end_notifies_what_it_resolves() {
+        let first = ev("t", 1, "running");
+        let key: TaskKey = ("r".into(), "w".into(), "t".into());
+        let mut stale = stored(7, &first, to(&[("main", true)]));
+        stale.state.apply(&stale_mark(1), 40);
+        let escalated = crate::protocol::parse_stored_event(serde_json::json!({
+            "seq": -1_099_511_627_776_i64, "run_id": "r", "worker_id": "w", "task_id": "t",
+            "timestamp": "2026-12-01T00:00:00Z", "state": "escalated", "channel": "oncall",
+            "extra": {"source": "herald", "condition": "stale#1", "why": "stale: no event for 5s"}
+        }))
+        .expect("herald's escalation");
+        let mut snapshot = Snapshot::default();
+        snapshot.tasks.insert(key.clone(), stale);
+        let requests = vec![vec![escalated]];
+        let batch = Batch::new(&requests).unwrap();
+        let plan = batch.plan(snapshot, &route, 50);
+        assert_eq!(plan.journal.len(), 1);
+        assert_eq!(plan.dirty, vec![7], "the live message names the escalation");
+        assert_eq!(
+            plan.receipts,
+            vec![PlannedReceipt {
+                task: 0,
+                channel: "oncall".into(),
+                event_seq: -1_099_511_627_776
+            }]
+        );
+        assert_eq!(plan.channels.len(), 1);
+        assert_eq!(plan.channels[0].channel.name, "oncall");
+        assert!(!plan.channels[0].channel.progress);
+        // The task completes: its routed channel and the escalation's.
+        let mut escalated_task = stored(7, &first, to(&[("main", true), ("oncall", false)]));
+        escalated_task.state = plan.tasks[0].state.clone();
+        let mut snapshot = Snapshot::default();
+        snapshot.tasks.insert(key, escalated_task);
+        let requests = vec![vec![ev("t", 2, "completed")]];
+        let batch = Batch::new(&requests).unwrap();
+        let plan = batch.plan(snapshot, &route, 60);
+        let notified: Vec<&str> = plan.receipts.iter().map(|r| r.channel.as_str()).collect();
+        assert_eq!(notified, ["main", "oncall"]);
+        assert!(plan.channels.is_empty());
     }
 }

@@ -32,6 +32,8 @@ pub(crate) fn stored_task_from(r: &impl Columns) -> Result<(TaskKey, StoredTask)
         deadline_at: r.maybe_int("deadline_at")?,
         stale_since: r.maybe_int("stale_since")?,
         stale_marks: r.int("stale_marks")?,
+        escalation: r.json("escalation")?,
+        escalate_at: r.maybe_int("escalate_at")?,
     };
     let channels: Vec<ChannelDoc> = r.json("channels")?;
     let channels = channels

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 pub use budgets::{BudgetStore, KeptWindow};
 pub use channels::ChannelStore;
-pub use contracts::{ContractStore, OverdueTask, SilentTask};
+pub use contracts::{ContractStore, EscalationDue, OverdueTask, SilentTask};
 pub use hints::{HintFeed, HintStore};
 pub use ids::{new_progress_key, new_receipt_id, new_replica_id};
 pub use ingest::IngestStore;

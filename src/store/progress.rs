@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::columns::Columns;
 use super::{Lease, StoreError};
+use crate::escalations::EscalationLog;
 use crate::protocol::FleetWorkerEvent;
 
 /// One progress message that needs posting or editing, with the task state
@@ -46,6 +47,8 @@ pub struct ProgressJob {
     pub terminal: bool,
     /// Since when herald has marked it stale (Unix ms), if it has.
     pub stale_since: Option<i64>,
+    /// Channels it is escalated to (open escalations).
+    pub escalated_to: Vec<String>,
     /// Failed sends in a row (for the retry schedule).
     pub failures: i64,
 }
@@ -115,6 +118,7 @@ pub(crate) fn progress_job_from(r: &impl Columns, channel: &str) -> Result<Progr
         updated_at: r.int("updated_at")?,
         terminal: r.flag("terminal")?,
         stale_since: r.maybe_int("stale_since")?,
+        escalated_to: r.json::<EscalationLog>("escalation")?.open_channels(),
         failures: r.int("failures")?,
     })
 }

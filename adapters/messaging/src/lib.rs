@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use limits::{ALL_CALLS, Budget, Call, EDITS, LOOKUPS, Limits, POSTS, Rate, Scope, WRITES};
 pub use lookup::{LookupPage, LookupQuery, Probe, Reconciliation};
-pub use outbound::{Field, MessageKind, Outbound, Severity, Subject};
+pub use outbound::{Field, INCIDENT_KEY_CHARS, MessageKind, Outbound, Severity, Subject, incident_key};
 pub use outcome::{DeliveryOutcome, NotSurfaced};
 pub use text::{error_chain, truncate_chars};
 

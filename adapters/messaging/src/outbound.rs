@@ -74,6 +74,32 @@ pub struct Subject {
     pub occurred_at: Option<String>,
 }
 
+/// Longest incident key: PagerDuty's limit on `dedup_key`, the tightest of
+/// the incident platforms.
+pub const INCIDENT_KEY_CHARS: usize = 255;
+
+/// The key of a worker task's incident (`herald/<run>/<worker>/<task>`):
+/// every trigger and the resolve of one task name the same alert, and
+/// herald journals it as the escalation's `alert_id`. Hashed when the ids
+/// are too long for [`INCIDENT_KEY_CHARS`].
+pub fn incident_key(run_id: &str, worker_id: &str, task_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let key = format!("herald/{run_id}/{worker_id}/{task_id}");
+    if key.chars().count() <= INCIDENT_KEY_CHARS {
+        return key;
+    }
+    let digest = Sha256::digest(key.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("herald/sha256/{hex}")
+}
+
+impl Subject {
+    /// The task's incident key ([`incident_key`]).
+    pub fn incident_key(&self) -> String {
+        incident_key(&self.run_id, &self.worker_id, &self.task_id)
+    }
+}
+
 /// A message to show, before any platform rendering.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outbound {

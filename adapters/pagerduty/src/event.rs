@@ -4,13 +4,9 @@ use std::collections::BTreeMap;
 
 use herald_messaging::{Outbound, Severity};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 /// PagerDuty's limit on `payload.summary`.
 pub const SUMMARY_CHARS: usize = 1024;
-
-/// PagerDuty's limit on `dedup_key`.
-const DEDUP_KEY_CHARS: usize = 255;
 
 /// `payload.severity`, as the Events API names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -59,23 +55,20 @@ pub fn action_for(msg: &Outbound) -> Action {
     }
 }
 
-/// The alert's key: stable for the task (run, worker, task), so every
-/// trigger and the resolve of one task address the same alert; hashed when
-/// the ids are too long for PagerDuty's 255 characters.
+/// The alert's key: the task's incident key (stable for run, worker and
+/// task), so every trigger and the resolve of one task address the same
+/// alert.
 pub fn dedup_key(msg: &Outbound) -> String {
-    let key = match &msg.subject {
-        Some(s) => format!("herald/{}/{}/{}", s.run_id, s.worker_id, s.task_id),
-        None => match &msg.idempotency_key {
-            Some(k) => format!("herald/{}", k.as_str()),
-            None => format!("herald/{}", msg.title),
-        },
-    };
-    if key.chars().count() <= DEDUP_KEY_CHARS {
-        return key;
+    match &msg.subject {
+        Some(s) => s.incident_key(),
+        None => {
+            let name = msg
+                .idempotency_key
+                .as_ref()
+                .map_or(msg.title.as_str(), |k| k.as_str());
+            herald_messaging::truncate_chars(&format!("herald/{name}"), herald_messaging::INCIDENT_KEY_CHARS)
+        }
     }
-    let digest = Sha256::digest(key.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("herald/sha256/{hex}")
 }
 
 /// `payload`.

@@ -103,7 +103,7 @@ async fn load_tasks(
     let rows = sqlx::query(
         "SELECT id, run_id, worker_id, task_id, state, state_seq, max_seq, terminal, display, labels, \
          version, first_seen_at, updated_at, last_heartbeat_at, deadline_at, stale_since, stale_marks, \
-         COALESCE((SELECT json_agg(json_build_array(channel, progress) ORDER BY position) \
+         escalation, escalate_at, COALESCE((SELECT json_agg(json_build_array(channel, progress) ORDER BY position) \
                    FROM task_channels WHERE task = tasks.id)::text, '[]') AS channels \
          FROM unnest($1::text[], $2::text[], $3::text[]) AS k (r, w, t) \
          JOIN tasks ON run_id = k.r AND worker_id = k.w AND task_id = k.t",
@@ -206,6 +206,8 @@ async fn write_tasks(
         deadlines: Vec<Option<i64>>,
         stale_since: Vec<Option<i64>>,
         stale_marks: Vec<i64>,
+        escalations: Vec<String>,
+        escalate_at: Vec<Option<i64>>,
     }
     let mut new = Columns::default();
     let mut old = Columns::default();
@@ -232,17 +234,20 @@ async fn write_tasks(
         c.deadlines.push(task.state.deadline_at);
         c.stale_since.push(task.state.stale_since);
         c.stale_marks.push(task.state.stale_marks);
+        c.escalations.push(serde_json::to_string(&task.state.escalation)?);
+        c.escalate_at.push(task.state.escalate_at);
     }
     let mut assigned: HashMap<(String, String, String), i64> = HashMap::new();
     if !new.runs.is_empty() {
         let rows = sqlx::query(
             "INSERT INTO tasks (run_id, worker_id, task_id, state, state_seq, max_seq, terminal, display, labels, \
-             version, first_seen_at, updated_at, last_heartbeat_at, deadline_at, stale_since, stale_marks) \
-             SELECT r, w, t, st, ss, ms, te, d, l, v, f, u, h, dl, sn, sm FROM unnest($1::text[], $2::text[], \
-             $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::boolean[], $8::text[], $9::text[], \
-             $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], \
-             $16::bigint[]) WITH ORDINALITY \
-             AS k (r, w, t, st, ss, ms, te, d, l, v, f, u, h, dl, sn, sm, n) ORDER BY n \
+             version, first_seen_at, updated_at, last_heartbeat_at, deadline_at, stale_since, stale_marks, \
+             escalation, escalate_at) \
+             SELECT r, w, t, st, ss, ms, te, d, l, v, f, u, h, dl, sn, sm, es, ea FROM unnest($1::text[], \
+             $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::boolean[], $8::text[], \
+             $9::text[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], \
+             $15::bigint[], $16::bigint[], $17::text[], $18::bigint[]) WITH ORDINALITY \
+             AS k (r, w, t, st, ss, ms, te, d, l, v, f, u, h, dl, sn, sm, es, ea, n) ORDER BY n \
              RETURNING id, run_id, worker_id, task_id",
         )
         .bind(&new.runs)
@@ -261,6 +266,8 @@ async fn write_tasks(
         .bind(&new.deadlines)
         .bind(&new.stale_since)
         .bind(&new.stale_marks)
+        .bind(&new.escalations)
+        .bind(&new.escalate_at)
         .fetch_all(&mut **tx)
         .await?;
         for row in rows {
@@ -274,10 +281,11 @@ async fn write_tasks(
         sqlx::query(
             "UPDATE tasks SET state = k.st, state_seq = k.ss, max_seq = k.ms, terminal = k.te, display = k.d, \
              labels = k.l, version = k.v, updated_at = k.u, last_heartbeat_at = k.h, deadline_at = k.dl, \
-             stale_since = k.sn, stale_marks = k.sm \
+             stale_since = k.sn, stale_marks = k.sm, escalation = k.es, escalate_at = k.ea \
              FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::boolean[], $6::text[], \
-             $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[]) \
-             AS k (id, st, ss, ms, te, d, l, v, u, h, dl, sn, sm) \
+             $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], \
+             $14::text[], $15::bigint[]) \
+             AS k (id, st, ss, ms, te, d, l, v, u, h, dl, sn, sm, es, ea) \
              WHERE tasks.id = k.id",
         )
         .bind(&old.ids)
@@ -293,6 +301,8 @@ async fn write_tasks(
         .bind(&old.deadlines)
         .bind(&old.stale_since)
         .bind(&old.stale_marks)
+        .bind(&old.escalations)
+        .bind(&old.escalate_at)
         .execute(&mut **tx)
         .await?;
     }

@@ -36,7 +36,7 @@ impl ProgressStore for PgStore {
         let rows = sqlx::query(
             "SELECT tc.task, tc.message_id, tc.post_key, tc.post_started, tc.shown_hash, tc.failures, t.version, \
              t.run_id, t.worker_id, t.task_id, t.state, t.display, t.labels, \
-             t.first_seen_at, t.updated_at, t.terminal, t.stale_since \
+             t.first_seen_at, t.updated_at, t.terminal, t.stale_since, t.escalation \
              FROM task_channels tc JOIN tasks t ON t.id = tc.task \
              WHERE tc.channel = $1 AND tc.dirty_since IS NOT NULL AND (tc.message_id IS NULL) = $2 \
              AND (tc.last_sent_at IS NULL OR tc.last_sent_at <= $3) \

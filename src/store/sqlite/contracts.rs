@@ -1,4 +1,5 @@
-//! SQLite: overdue open tasks, by the due-indexes of migration 0007.
+//! SQLite: overdue, silent and escalation-due tasks, by the due-indexes of
+//! migrations 0007–0009.
 
 use super::SqliteStore;
 use crate::store::StoreError;
@@ -47,5 +48,29 @@ impl ContractStore for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(silent_from).collect()
+    }
+
+    async fn escalations_due(&self, now: i64, limit: i64) -> Result<Vec<EscalationDue>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, run_id, worker_id, task_id, state, display, terminal, labels, updated_at, \
+             stale_since, stale_marks, escalation, escalate_at \
+             FROM tasks WHERE escalate_at IS NOT NULL AND escalate_at <= ? ORDER BY escalate_at LIMIT ?",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(escalation_due_from).collect()
+    }
+
+    async fn reschedule_escalation(&self, id: i64, seen: i64, next: Option<i64>) -> Result<(), StoreError> {
+        let _gate = self.write_gate.lock().await;
+        sqlx::query("UPDATE tasks SET escalate_at = ? WHERE id = ? AND escalate_at = ?")
+            .bind(next)
+            .bind(id)
+            .bind(seen)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }

@@ -113,7 +113,7 @@ async fn load_tasks(
         qb.push(
             ") SELECT id, run_id, worker_id, task_id, state, state_seq, max_seq, terminal, display, labels, \
              version, first_seen_at, updated_at, last_heartbeat_at, deadline_at, stale_since, stale_marks, \
-             (SELECT json_group_array(json_array(channel, json(CASE WHEN progress THEN 'true' ELSE 'false' END))) FROM \
+             escalation, escalate_at, (SELECT json_group_array(json_array(channel, json(CASE WHEN progress THEN 'true' ELSE 'false' END))) FROM \
                (SELECT channel, progress FROM task_channels WHERE task = tasks.id ORDER BY rowid)) AS channels \
              FROM k JOIN tasks ON run_id = k.r AND worker_id = k.w AND task_id = k.t",
         );
@@ -162,14 +162,22 @@ async fn upsert_tasks(
     let mut rows = Vec::with_capacity(plan.tasks.len());
     for (task, id) in plan.tasks.iter().zip(ids) {
         let display = serde_json::to_string(&task.state.display)?;
-        rows.push((task, *id, serde_json::to_string(&task.state.labels)?, display));
+        let escalation = serde_json::to_string(&task.state.escalation)?;
+        rows.push((
+            task,
+            *id,
+            serde_json::to_string(&task.state.labels)?,
+            display,
+            escalation,
+        ));
     }
     for chunk in rows.chunks(CHUNK / 2) {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO tasks (id, run_id, worker_id, task_id, state, state_seq, max_seq, terminal, display, \
-             labels, version, first_seen_at, updated_at, last_heartbeat_at, deadline_at, stale_since, stale_marks) ",
+             labels, version, first_seen_at, updated_at, last_heartbeat_at, deadline_at, stale_since, stale_marks, \
+             escalation, escalate_at) ",
         );
-        qb.push_values(chunk, |mut b, (t, id, labels, display)| {
+        qb.push_values(chunk, |mut b, (t, id, labels, display, escalation)| {
             let (run, worker, task) = &t.key;
             b.push_bind(*id)
                 .push_bind(run.clone())
@@ -187,7 +195,9 @@ async fn upsert_tasks(
                 .push_bind(t.state.last_heartbeat_at)
                 .push_bind(t.state.deadline_at)
                 .push_bind(t.state.stale_since)
-                .push_bind(t.state.stale_marks);
+                .push_bind(t.state.stale_marks)
+                .push_bind(escalation.clone())
+                .push_bind(t.state.escalate_at);
         });
         qb.push(
             " ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
@@ -195,7 +205,8 @@ async fn upsert_tasks(
              display = excluded.display, labels = excluded.labels, version = excluded.version, \
              updated_at = excluded.updated_at, last_heartbeat_at = excluded.last_heartbeat_at, \
              deadline_at = excluded.deadline_at, stale_since = excluded.stale_since, \
-             stale_marks = excluded.stale_marks",
+             stale_marks = excluded.stale_marks, escalation = excluded.escalation, \
+             escalate_at = excluded.escalate_at",
         );
         qb.build().execute(&mut **tx).await?;
     }
