@@ -205,6 +205,7 @@ pub async fn serve(
         store.clone(),
         writer.clone(),
         config_rx.clone(),
+        wakers.clone(),
     ));
     let reloader = Arc::new(Reloader {
         path,

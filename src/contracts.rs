@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::delivery::Wakers;
 use crate::escalations::{DueTask, Escalation, EscalationRule, weigh};
 use crate::ingest::writer::IngestWriter;
 use crate::protocol::{FleetWorkerEvent, WorkerState};
@@ -204,11 +205,13 @@ pub fn escalations(
     (events, next)
 }
 
-/// Watch deadlines and heartbeats until the process stops: every
-/// [`TICK`], fail the overdue tasks and mark the silent ones through
-/// `writer` (the config is read afresh each time, so a reload applies at
+/// Watch deadlines, heartbeats, escalations and delivery contracts until
+/// the process stops: every [`TICK`], fail the overdue tasks, mark the
+/// silent ones and send due escalations through `writer`, and send missed
+/// notifications to their fallbacks (`fallbacks.rs`), waking them with
+/// `wakers` (the config is read afresh each time, so a reload applies at
 /// once).
-pub async fn watch(store: Store, writer: IngestWriter, config: watch::Receiver<Arc<Config>>) {
+pub async fn watch(store: Store, writer: IngestWriter, config: watch::Receiver<Arc<Config>>, wakers: Wakers) {
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -254,6 +257,8 @@ pub async fn watch(store: Store, writer: IngestWriter, config: watch::Receiver<A
             Ok(_) => {}
             Err(e) => warn!(error = %e, "could not look for tasks to escalate; trying again"),
         }
+        let current = config.borrow().clone();
+        crate::fallbacks::look(&store, &current, &wakers).await;
     }
 }
 

@@ -10,6 +10,7 @@ pub mod contracts;
 pub mod delivery;
 pub mod demo;
 pub mod escalations;
+pub mod fallbacks;
 pub mod hints;
 pub mod ingest;
 pub mod metrics;

@@ -32,6 +32,8 @@ pub const PULLED_FORWARD: &str = "herald_receipts_pulled_forward_total";
 pub const LATE_OUTCOMES: &str = "herald_late_outcomes_total";
 /// Channel leases held, by replica.
 pub const CHANNEL_LEASES: &str = "herald_channel_leases";
+/// Notifications that missed their delivery contract, by channel.
+pub const SLA_MISSED: &str = "herald_delivery_sla_missed_total";
 
 /// Install the process-wide recorder and describe every metric.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
@@ -80,12 +82,21 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         LATE_OUTCOMES,
         "Outcomes not recorded because the receipt's lease had passed to a newer attempt."
     );
+    describe_counter!(
+        SLA_MISSED,
+        "Notifications not surfaced within [contracts] surface_within, or failed for good, on a channel with a fallback (each sent there once), by channel."
+    );
     describe_gauge!(
         PROGRESS_STALENESS,
         "Seconds the stalest progress message has waited for its update (0 when all are current)."
     );
     gauge!(CONFIG_RELOAD_OK).set(1.0);
     Ok(handle)
+}
+
+/// Count a notification that missed its delivery contract on `channel`.
+pub fn sla_missed(channel: &str) {
+    counter!(SLA_MISSED, "channel" => channel.to_owned()).increment(1);
 }
 
 /// Count an ingest commit.

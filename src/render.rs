@@ -57,6 +57,15 @@ pub fn terminal(view: &TaskView<'_>, receipt_id: &str) -> Outbound {
     out
 }
 
+/// A notification sent in place of one `missed` missed (`why`): marked as a
+/// fallback in its headline, naming the channel and why.
+pub fn as_fallback(mut out: Outbound, missed: &str, why: &str) -> Outbound {
+    out.title = format!("{} (fallback for {missed})", out.title);
+    out.fields
+        .insert(0, field("fallback for", format!("{missed}: {why}")));
+    out
+}
+
 fn message(
     view: &TaskView<'_>,
     kind: MessageKind,

@@ -22,7 +22,7 @@ use crate::store::{ClaimedReceipt, ReceiptOutcome, ReceiptUpdate, now_ms};
 /// The terminal notification of a receipt: the same text on every attempt
 /// (a probe asks for exactly what was sent).
 pub fn receipt_message(receipt: &ClaimedReceipt) -> Outbound {
-    render::terminal(
+    let out = render::terminal(
         &TaskView {
             run_id: &receipt.run_id,
             worker_id: &receipt.worker_id,
@@ -35,7 +35,11 @@ pub fn receipt_message(receipt: &ClaimedReceipt) -> Outbound {
             escalated_to: &[],
         },
         &receipt.id,
-    )
+    );
+    match &receipt.fallback_for {
+        Some((missed, why)) => render::as_fallback(out, missed, why),
+        None => out,
+    }
 }
 
 /// An update whose error text is safe to store and show: no configured

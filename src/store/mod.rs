@@ -12,6 +12,7 @@ mod budgets;
 mod channels;
 mod columns;
 mod contracts;
+mod fallbacks;
 mod hints;
 mod ids;
 mod ingest;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 pub use budgets::{BudgetStore, KeptWindow};
 pub use channels::ChannelStore;
 pub use contracts::{ContractStore, EscalationDue, OverdueTask, SilentTask};
+pub use fallbacks::{FallbackStore, MayMiss, Miss};
 pub use hints::{HintFeed, HintStore};
 pub use ids::{new_progress_key, new_receipt_id, new_replica_id};
 pub use ingest::IngestStore;
@@ -135,6 +137,7 @@ pub trait Backend:
     + LeaseStore
     + HintStore
     + ContractStore
+    + FallbackStore
     + Lifecycle
     + std::fmt::Debug
 {
@@ -151,6 +154,7 @@ impl<T> Backend for T where
         + LeaseStore
         + HintStore
         + ContractStore
+        + FallbackStore
         + Lifecycle
         + std::fmt::Debug
 {

@@ -77,6 +77,13 @@ pub struct ReceiptRow {
     pub task_id: String,
     /// The terminal state notified.
     pub state: String,
+    /// When it missed its delivery contract (and went to the fallback).
+    pub missed_at: Option<i64>,
+    /// Why it missed, or — on a fallback — why the channel it stands in
+    /// for did.
+    pub miss_reason: Option<String>,
+    /// On a fallback: the channel that missed.
+    pub fallback_for: Option<String>,
 }
 
 /// A [`WorkerRow`] from a row of tasks with their channels joined by U+001F.
@@ -129,6 +136,9 @@ pub(crate) fn receipt_row_from(r: &impl Columns) -> Result<ReceiptRow, StoreErro
         worker_id: r.text("worker_id")?,
         task_id: r.text("task_id")?,
         state: r.text("state")?,
+        missed_at: r.maybe_int("missed_at")?,
+        miss_reason: r.maybe_text("miss_reason")?,
+        fallback_for: r.maybe_text("fallback_for")?,
     })
 }
 

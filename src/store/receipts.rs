@@ -44,6 +44,9 @@ pub struct ClaimedReceipt {
     pub first_seen_at: i64,
     /// The task's labels.
     pub labels: BTreeMap<String, String>,
+    /// Sent in place of another channel's receipt that missed: that
+    /// channel, and why.
+    pub fallback_for: Option<(String, String)>,
 }
 
 /// A receipt whose last attempt has an unknown outcome.

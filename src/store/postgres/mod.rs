@@ -10,6 +10,7 @@
 mod budgets;
 mod channels;
 mod contracts;
+mod fallbacks;
 mod hints;
 mod ingest;
 mod leases;

@@ -73,7 +73,8 @@ impl QueryStore for PgStore {
     async fn receipts(&self, status: Option<&str>, limit: i64) -> Result<Vec<ReceiptRow>, StoreError> {
         let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
             "SELECT r.id, r.channel, r.status, r.attempts, r.last_error, r.next_attempt_at, r.created_at, \
-             r.surfaced_at, r.message_id, t.run_id, t.worker_id, t.task_id, e.state \
+             r.surfaced_at, r.message_id, r.missed_at, r.miss_reason, r.fallback_for, t.run_id, t.worker_id, \
+             t.task_id, e.state \
              FROM receipts r JOIN tasks t ON t.id = r.task JOIN events e ON e.run_id = t.run_id AND e.worker_id = t.worker_id AND e.task_id = t.task_id AND e.seq = r.event_seq",
         );
         if let Some(status) = status {

@@ -11,7 +11,7 @@ use crate::store::{Lease, StoreError};
 /// statements built from it bind every value), over `r` (receipts),
 /// `t` (its task) and `e` (its terminal event).
 const CLAIMED_COLUMNS: &str = "r.id, r.channel, r.attempts, r.created_at, r.unverified, t.run_id, t.worker_id, \
-     t.task_id, t.first_seen_at, t.labels, e.body";
+     t.task_id, t.first_seen_at, t.labels, e.body, r.fallback_for, r.miss_reason";
 
 /// Joins a receipt `r` to its task and terminal event.
 const CLAIMED_JOINS: &str = "JOIN tasks t ON t.id = r.task JOIN events e ON e.run_id = t.run_id \
@@ -32,6 +32,9 @@ fn claimed_from_row(row: &PgRow) -> Result<ClaimedReceipt, StoreError> {
         event: crate::store::decode_event(&body)?,
         first_seen_at: row.try_get("first_seen_at")?,
         labels: serde_json::from_str(&labels)?,
+        fallback_for: row
+            .try_get::<Option<String>, _>("fallback_for")?
+            .zip(row.try_get::<Option<String>, _>("miss_reason")?),
     })
 }
 
@@ -90,7 +93,7 @@ impl ReceiptStore for PgStore {
              AND next_attempt_at <= $4 AND (NOT $5 OR unverified = FALSE) \
              ORDER BY next_attempt_at, created_at LIMIT $6 FOR UPDATE SKIP LOCKED) \
              AND EXISTS (SELECT 1 FROM channel_leases WHERE channel = $3 AND epoch = $7 AND holder IS NOT NULL) \
-             RETURNING id, channel, attempts, created_at, unverified, task, event_seq) \
+             RETURNING id, channel, attempts, created_at, unverified, task, event_seq, fallback_for, miss_reason) \
              SELECT {CLAIMED_COLUMNS} FROM r {CLAIMED_JOINS} ORDER BY r.created_at"
         )))
         .bind(now + lease_ms)

@@ -22,6 +22,8 @@ struct ReceiptDoc {
     first_seen_at: i64,
     labels: BTreeMap<String, String>,
     event: Value,
+    fallback_for: Option<String>,
+    miss_reason: Option<String>,
 }
 
 impl ReceiptDoc {
@@ -38,6 +40,7 @@ impl ReceiptDoc {
             event: crate::protocol::parse_stored_event(self.event)?,
             first_seen_at: self.first_seen_at,
             labels: self.labels,
+            fallback_for: self.fallback_for.zip(self.miss_reason),
         })
     }
 }
@@ -125,7 +128,8 @@ impl ReceiptStore for SqliteStore {
             "SELECT json_group_array(json_object('id', r.id, 'channel', r.channel, 'attempts', r.attempts, \
              'created_at', r.created_at, 'unverified', r.unverified, 'run_id', t.run_id, \
              'worker_id', t.worker_id, 'task_id', t.task_id, 'first_seen_at', t.first_seen_at, \
-             'labels', json(t.labels), 'event', json(e.body))) AS rows \
+             'labels', json(t.labels), 'event', json(e.body), 'fallback_for', r.fallback_for, \
+             'miss_reason', r.miss_reason)) AS rows \
              FROM receipts r JOIN tasks t ON t.id = r.task \
              JOIN events e ON e.run_id = t.run_id AND e.worker_id = t.worker_id AND e.task_id = t.task_id \
              AND e.seq = r.event_seq WHERE r.id IN ",
