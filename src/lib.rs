@@ -2,6 +2,7 @@
 //! their work. See README.md for the tour and docs/architecture.md for the
 //! shape of the code.
 
+pub mod alert_policy;
 pub mod app;
 pub mod client;
 pub mod config;

@@ -32,6 +32,8 @@ pub const PULLED_FORWARD: &str = "herald_receipts_pulled_forward_total";
 pub const LATE_OUTCOMES: &str = "herald_late_outcomes_total";
 /// Channel leases held, by replica.
 pub const CHANNEL_LEASES: &str = "herald_channel_leases";
+/// Events whose own alert policy was ignored.
+pub const EVENT_POLICIES_IGNORED: &str = "herald_event_policies_ignored_total";
 /// Notifications that missed their delivery contract, by channel.
 pub const SLA_MISSED: &str = "herald_delivery_sla_missed_total";
 
@@ -83,6 +85,10 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         "Outcomes not recorded because the receipt's lease had passed to a newer attempt."
     );
     describe_counter!(
+        EVENT_POLICIES_IGNORED,
+        "Events whose own extra.alert_policy herald ignored (escalation is what [[escalations]] configures)."
+    );
+    describe_counter!(
         SLA_MISSED,
         "Notifications not surfaced within [contracts] surface_within, or failed for good, on a channel with a fallback (each sent there once), by channel."
     );
@@ -92,6 +98,11 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
     );
     gauge!(CONFIG_RELOAD_OK).set(1.0);
     Ok(handle)
+}
+
+/// Count events whose own alert policy was ignored.
+pub fn event_policies_ignored(count: usize) {
+    counter!(EVENT_POLICIES_IGNORED).increment(count as u64);
 }
 
 /// Count a notification that missed its delivery contract on `channel`.

@@ -216,6 +216,14 @@ impl FleetWorkerEvent {
         self.extra.as_ref()?.get("why")?.as_str()
     }
 
+    /// Whether the event carries its own alert policy (`extra.alert_policy`).
+    pub fn has_alert_policy(&self) -> bool {
+        self.extra
+            .as_ref()
+            .and_then(|e| e.get("alert_policy"))
+            .is_some_and(|p| !p.is_null())
+    }
+
     /// `extra.timeout_seconds`: the task's own deadline, counted from its
     /// first event (validated at parse time).
     pub fn timeout(&self) -> Option<std::time::Duration> {
@@ -312,9 +320,10 @@ fn parse(value: Value, herald_seqs: bool) -> Result<FleetWorkerEvent, FieldError
     let state = parse_state(&obj)?;
     let extra = match obj.remove("extra") {
         None | Some(Value::Null) => None,
-        Some(Value::Object(extra)) => {
+        Some(Value::Object(mut extra)) => {
             validate_labels(&extra)?;
             validate_timeout(&extra)?;
+            keep_policy_without_secrets(&mut extra)?;
             Some(extra)
         }
         Some(_) => return Err(FieldError::new("extra", "must be an object")),
@@ -328,6 +337,17 @@ fn parse(value: Value, herald_seqs: bool) -> Result<FleetWorkerEvent, FieldError
         state,
         extra,
     })
+}
+
+/// `extra.alert_policy` is parsed strictly and kept without its secrets
+/// (`alert_policy.rs`).
+fn keep_policy_without_secrets(extra: &mut Map<String, Value>) -> Result<(), FieldError> {
+    let Some(value) = extra.get("alert_policy").filter(|v| !v.is_null()) else {
+        return Ok(());
+    };
+    let policy = crate::alert_policy::parse(value).map_err(|e| FieldError::new(e.field, e.message))?;
+    extra.insert("alert_policy".to_owned(), policy.redacted());
+    Ok(())
 }
 
 fn validate_timeout(extra: &Map<String, Value>) -> Result<(), FieldError> {

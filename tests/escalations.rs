@@ -499,3 +499,78 @@ async fn an_escalation_due_while_herald_was_down_is_sent_once_after_the_restart(
     assert_eq!(hook_messages(&slack, "t").len(), 1);
     assert_eq!(herald_states(&h, "t").await, ["stale", "escalated", "escalated"]);
 }
+
+#[tokio::test]
+async fn an_events_own_alert_policy_is_ignored_counted_and_kept_without_its_secrets() {
+    let pd = PagerDutyEmulator::start().await;
+    let slack = SlackWebhookEmulator::start().await;
+    let hook = slack.hook("team", Hook::Working);
+    // A webhook the event names: herald must never post to it.
+    let named = slack.hook("s3cr3tw0rkerh00k", Hook::Working);
+    let h = Herald::start(&config(&pd, &hook, "heartbeat = \"1s\"", "on_failed = true"));
+    let policy = json!({
+        "channels": [
+            {"kind": "slack", "webhook_url": named},
+            {"kind": "pager_duty", "routing_key": "W0RKERR0UTINGKEY", "severity": "critical"},
+        ],
+        "after_minutes_stale": 0.01,
+        "after_attempts": 1,
+    });
+    let (status, body) = h
+        .post_events(&json!([event(
+            "r",
+            "w",
+            "own",
+            1,
+            "running",
+            json!({"extra": {"alert_policy": policy}})
+        )]))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    // Stale after 1 s, past its own 0.6 s: nothing goes where it says.
+    h.wait_for("the stale mark", Duration::from_secs(8), || async {
+        (herald_states(&h, "own").await == ["stale"]).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(slack.messages("s3cr3tw0rkerh00k").is_empty());
+    assert!(pd.events().is_empty(), "{:#?}", pd.events());
+    // Counted; its secrets are nowhere in what herald answers.
+    let metrics = h
+        .client
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("herald_event_policies_ignored_total 1"),
+        "{metrics}"
+    );
+    for path in ["/v1/workers/r/w/own/events?limit=10", "/v1/workers?run_id=r"] {
+        let (_, answer) = h.get(path).await;
+        let text = answer.to_string();
+        assert!(text.contains("alert_policy"), "{text}");
+        assert!(
+            !text.contains("s3cr3tw0rkerh00k") && !text.contains("W0RKERR0UTINGKEY"),
+            "{path}: {text}"
+        );
+    }
+    // A malformed policy is refused by name, and nothing is stored.
+    let (status, body) = h
+        .post_events(&json!([event(
+            "r",
+            "w",
+            "bad",
+            1,
+            "running",
+            json!({"extra": {"alert_policy": {"channels": [{"kind": "sms"}]}}})
+        )]))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "extra.alert_policy.channels[0].kind", "{body}");
+    let (status, _) = h.get("/v1/workers/r/w/bad/events").await;
+    assert_eq!(status, 404);
+}

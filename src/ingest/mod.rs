@@ -102,6 +102,24 @@ async fn post_events(State(state): State<AppState>, request: Request<axum::body:
     }
 }
 
+/// Events may carry their own `extra.alert_policy`; herald does not act on
+/// it (an event must not make herald POST wherever it says): each is
+/// counted, and the first is logged.
+fn ignore_event_policies(events: &[crate::protocol::FleetWorkerEvent]) {
+    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let count = events.iter().filter(|e| e.has_alert_policy()).count();
+    if count == 0 {
+        return;
+    }
+    crate::metrics::event_policies_ignored(count);
+    if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            "events carry their own extra.alert_policy: herald ignores it (escalation is what [[escalations]] \
+             configures) and counts each in herald_event_policies_ignored_total; logged once"
+        );
+    }
+}
+
 async fn ingest(state: AppState, request: Request<axum::body::Body>) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     check_auth(&state, &parts.headers)?;
@@ -119,6 +137,7 @@ async fn ingest(state: AppState, request: Request<axum::body::Body>) -> Result<R
         body::parse_events(&bytes, body::Framing::from_content_type(content_type)).inspect_err(|_| {
             crate::metrics::rejected("invalid");
         })?;
+    ignore_event_policies(&events);
     let report = state.writer.commit(events).await.map_err(|e| match e {
         writer::CommitError::Stopped => {
             ApiError::unavailable("herald is shutting down; nothing was stored, send the batch again")
