@@ -8,143 +8,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use herald_discord::DiscordAdapter;
-use herald_messaging::{Messaging, Platform};
-use herald_slack::SlackAdapter;
-use herald_telegram::TelegramAdapter;
-use herald_webhook::WebhookChannel;
 use tokio::net::TcpListener;
-use tokio::sync::{Mutex, oneshot, watch};
-use tracing::{error, info, warn};
+use tokio::sync::{oneshot, watch};
+use tracing::{info, warn};
 
-use crate::config::{ChannelTarget, Config};
-use crate::delivery::{Adapters, Delivery, Replica, Wakers};
+use crate::config::Config;
+use crate::delivery::{Delivery, Replica, Wakers};
 use crate::ingest::writer::IngestWriter;
 use crate::ingest::{AppState, Reload};
+use crate::reloader::{Reloader, adapters};
 use crate::web::WebChannel;
 
 /// How long in-flight platform calls may take to finish on shutdown.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
-
-/// The adapters for `config`'s channels. The web platform is one instance
-/// for the process (its pages subscribe to it); webhook channels each get
-/// their own signed endpoint; Discord, Slack and Telegram are one adapter
-/// per bot account.
-fn adapters(web: &WebChannel, config: &Config) -> Result<Adapters> {
-    let mut adapters = Adapters::default();
-    adapters.insert_platform(Platform::Web, Arc::new(web.clone()) as Arc<dyn Messaging>);
-    if let Some(account) = &config.adapters.discord {
-        let discord = DiscordAdapter::new(
-            account.api_url.as_deref(),
-            account.token.expose(),
-            account.timeout,
-        )
-        .context("could not set up the Discord adapter")?;
-        adapters.insert_platform(Platform::Discord, Arc::new(discord));
-    }
-    if let Some(account) = &config.adapters.slack {
-        let slack = SlackAdapter::new(
-            account.api_url.as_deref(),
-            account.token.expose(),
-            account.timeout,
-            account.history_tier,
-        )
-        .context("could not set up the Slack adapter")?;
-        adapters.insert_platform(Platform::Slack, Arc::new(slack));
-    }
-    if let Some(account) = &config.adapters.telegram {
-        let telegram = TelegramAdapter::new(
-            account.api_url.as_deref(),
-            account.token.expose(),
-            account.timeout,
-        )
-        .context("could not set up the Telegram adapter")?;
-        adapters.insert_platform(Platform::Telegram, Arc::new(telegram));
-    }
-    for ch in config.channels.values() {
-        let own: Arc<dyn Messaging> = match &ch.target {
-            ChannelTarget::Webhook(hook) => {
-                let headers: Vec<(String, String)> =
-                    hook.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                Arc::new(
-                    WebhookChannel::new(&hook.url, hook.secret.expose(), &headers, hook.timeout)
-                        .with_context(|| format!("webhook channel {:?}", ch.name))?,
-                )
-            }
-            ChannelTarget::PagerDuty(pd) => Arc::new(
-                herald_pagerduty::PagerDutyChannel::new(
-                    &pd.api_url,
-                    pd.routing_key.expose(),
-                    pd.severity,
-                    pd.timeout,
-                )
-                .with_context(|| format!("pagerduty channel {:?}", ch.name))?,
-            ),
-            ChannelTarget::SlackWebhook(hook) => Arc::new(
-                herald_slack_webhook::SlackWebhookChannel::new(hook.url.expose(), hook.timeout)
-                    .with_context(|| format!("slack_webhook channel {:?}", ch.name))?,
-            ),
-            ChannelTarget::Chat { .. } => continue,
-        };
-        adapters.insert_channel(&ch.name, own);
-    }
-    Ok(adapters)
-}
-
-/// Re-reads the config and restarts the channel actors on the new one.
-struct Reloader {
-    path: Option<PathBuf>,
-    config: watch::Sender<Arc<Config>>,
-    delivery: Mutex<Option<Delivery>>,
-    web: WebChannel,
-}
-
-#[async_trait::async_trait]
-impl Reload for Reloader {
-    async fn reload(&self) -> Result<String, String> {
-        let loaded = match &self.path {
-            Some(path) => Config::load_file(path).map_err(|e| e.to_string()),
-            None => Config::built_in().map_err(|e| e.to_string()),
-        };
-        let new = match loaded {
-            Ok(c) => c,
-            Err(errors) => {
-                crate::metrics::config_reloaded(false);
-                error!(%errors, "config reload rejected; keeping the running config");
-                return Err(errors);
-            }
-        };
-        let old = self.config.borrow().clone();
-        if new.store.url != old.store.url || new.server.listen != old.server.listen {
-            warn!("store.url and server.listen changes take effect only after a restart");
-        }
-        let new_adapters = match adapters(&self.web, &new) {
-            Ok(a) => a,
-            Err(e) => {
-                crate::metrics::config_reloaded(false);
-                error!(error = %format!("{e:#}"), "config reload rejected; keeping the running config");
-                return Err(format!("{e:#}"));
-            }
-        };
-        let mut delivery = self.delivery.lock().await;
-        if let Some(running) = delivery.as_mut()
-            && let Err(e) = running.reload(&new, &new_adapters, DRAIN_DEADLINE).await
-        {
-            // Checked before anything changed (a channel without an
-            // adapter), or the store failed midway: the actors that run
-            // keep running.
-            crate::metrics::config_reloaded(false);
-            error!(error = %e, "config reload rejected; keeping the running config");
-            return Err(e.to_string());
-        }
-        let summary = new.summary();
-        crate::redact::install(&new);
-        self.config.send_replace(Arc::new(new));
-        crate::metrics::config_reloaded(true);
-        info!(%summary, "config reloaded");
-        Ok(summary)
-    }
-}
 
 /// Run the gateway until SIGTERM/SIGINT (or until `stop` fires, for the
 /// demo and tests). `bound` receives the listening address once bound.
@@ -174,6 +50,13 @@ pub async fn serve(
     // channel, as their leases are taken (`delivery/leases.rs`).
     let bus = crate::hints::Bus::default();
     let web = WebChannel::new(store.clone(), bus.clone());
+    // The channels of events' alert policies are served like configured ones.
+    let base = Arc::new(config);
+    let runtime = store
+        .runtime_channels()
+        .await
+        .context("could not read the channels of events' alert policies")?;
+    let config = base.with_runtime_channels(&runtime);
     let adapters = adapters(&web, &config)?;
     let wakers = Wakers::with_bus(bus.clone());
     if let Err(e) = crate::hints::connect(&store, &bus, wakers.clone(), web.clone()).await {
@@ -207,12 +90,16 @@ pub async fn serve(
         config_rx.clone(),
         wakers.clone(),
     ));
-    let reloader = Arc::new(Reloader {
+    let reloader = Arc::new(Reloader::new(
         path,
-        config: config_tx,
-        delivery: Mutex::new(Some(delivery)),
-        web: web.clone(),
-    });
+        store.clone(),
+        base,
+        runtime,
+        config_tx,
+        delivery,
+        web.clone(),
+    ));
+    let refreshing = tokio::spawn(reloader.clone().keep_refreshing());
     let state = AppState {
         store: store.clone(),
         writer,
@@ -249,6 +136,7 @@ pub async fn serve(
 
     info!("stopped accepting; draining in-flight deliveries");
     contracts.abort();
+    refreshing.abort();
     if let Some(delivery) = reloader.delivery.lock().await.take() {
         delivery.shutdown(DRAIN_DEADLINE).await;
     }

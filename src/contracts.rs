@@ -102,6 +102,7 @@ pub fn deadline_failure(
             recoverable: false,
         },
         extra: Some(herald_extra()),
+        policy: None,
     })
 }
 
@@ -123,6 +124,7 @@ pub fn stale_mark(task: &SilentTask, now: DateTime<Utc>) -> FleetWorkerEvent {
             last_heartbeat_at: last,
         },
         extra: Some(extra),
+        policy: None,
     }
 }
 
@@ -146,6 +148,7 @@ pub fn escalation_event(
             alert_id: Some(incident_key(&task.run_id, &task.worker_id, &task.task_id)),
         },
         extra: Some(extra),
+        policy: None,
     }
 }
 

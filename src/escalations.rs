@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::alert_policy::PolicyRule;
 use crate::routing::{MatchField, Matcher, RoutingInput};
 
 /// One `[[escalations]]` entry, compiled.
@@ -36,6 +37,21 @@ pub struct EscalationRule {
 impl EscalationRule {
     fn matches(&self, input: &RoutingInput<'_>) -> bool {
         crate::routing::all_match(&self.matchers, input)
+    }
+
+    /// The rule of a task's own alert policy: its timings (`after_attempts`
+    /// counts restarts: the n-th restart ends the n-th attempt), and a
+    /// failure for good pages at once — a policy exists to page.
+    pub fn of_policy(policy: &PolicyRule) -> EscalationRule {
+        EscalationRule {
+            matchers: Vec::new(),
+            after_stale: policy
+                .after_stale_ms
+                .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+            after_restarts: policy.after_restarts,
+            on_failed: true,
+            channels: policy.channels.clone(),
+        }
     }
 }
 
@@ -103,6 +119,10 @@ pub struct EscalationLog {
     /// Who acknowledged the task (SPEC §3.5): it is not escalated further.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acknowledged_by: Option<String>,
+    /// The task's own alert policy, where herald uses it (the newest the
+    /// worker sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyRule>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -205,8 +225,9 @@ pub fn weigh(task: &DueTask<'_>, rules: &[EscalationRule], now: i64) -> Weighed 
     if task.log.acknowledged_by.is_some() {
         return out;
     }
-    let mut seen: BTreeSet<(Condition, &str)> = BTreeSet::new();
-    for rule in rules.iter().filter(|r| r.matches(&task.input)) {
+    let mut seen: BTreeSet<(Condition, String)> = BTreeSet::new();
+    let own = task.log.policy.as_ref().map(EscalationRule::of_policy);
+    for rule in rules.iter().filter(|r| r.matches(&task.input)).chain(own.iter()) {
         let mut conditions: Vec<(Condition, String)> = Vec::new();
         if rule.on_failed
             && task.terminal
@@ -240,7 +261,7 @@ pub fn weigh(task: &DueTask<'_>, rules: &[EscalationRule], now: i64) -> Weighed 
         }
         for (condition, why) in conditions {
             for channel in &rule.channels {
-                if task.log.was_sent(condition, channel) || !seen.insert((condition, channel.as_str())) {
+                if task.log.was_sent(condition, channel) || !seen.insert((condition, channel.clone())) {
                     continue;
                 }
                 out.send.push(Escalation {

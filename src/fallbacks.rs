@@ -82,6 +82,7 @@ pub fn miss_event(receipt: &MayMiss, fallback: &str, reason: &str, now: DateTime
             alert_id: Some(receipt.id.clone()),
         },
         extra: Some(extra),
+        policy: None,
     }
 }
 

@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod protocol;
 pub mod redact;
+pub mod reloader;
 pub mod render;
 pub mod routing;
 pub mod store;

@@ -187,6 +187,11 @@ pub struct FleetWorkerEvent {
     /// Free-form extra data; `extra.labels` feeds routing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub extra: Option<Map<String, Value>>,
+    /// `extra.alert_policy` as the worker sent it, secrets included: only
+    /// on an event just parsed from a worker (the journal keeps the
+    /// redacted form in `extra`, never this).
+    #[serde(skip)]
+    pub policy: Option<std::sync::Arc<crate::alert_policy::FleetAlertPolicy>>,
 }
 
 fn serialize_timestamp<S: serde::Serializer>(ts: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -216,12 +221,18 @@ impl FleetWorkerEvent {
         self.extra.as_ref()?.get("why")?.as_str()
     }
 
-    /// Whether the event carries its own alert policy (`extra.alert_policy`).
-    pub fn has_alert_policy(&self) -> bool {
-        self.extra
-            .as_ref()
-            .and_then(|e| e.get("alert_policy"))
-            .is_some_and(|p| !p.is_null())
+    /// Mark the event's own alert policy as used (the journal says so, and
+    /// its task escalates by it).
+    pub fn use_policy(&mut self) {
+        if let (Some(policy), Some(extra)) = (&self.policy, self.extra.as_mut()) {
+            extra.insert("alert_policy".to_owned(), policy.redacted(true));
+        }
+    }
+
+    /// The escalation rule of the event's own alert policy, when herald
+    /// uses it.
+    pub fn policy_rule(&self) -> Option<crate::alert_policy::PolicyRule> {
+        crate::alert_policy::PolicyRule::of(self.extra.as_ref()?.get("alert_policy")?)
     }
 
     /// `extra.timeout_seconds`: the task's own deadline, counted from its
@@ -318,12 +329,16 @@ fn parse(value: Value, herald_seqs: bool) -> Result<FleetWorkerEvent, FieldError
         None => return Err(FieldError::new("timestamp", "is required")),
     };
     let state = parse_state(&obj)?;
+    let mut policy = None;
     let extra = match obj.remove("extra") {
         None | Some(Value::Null) => None,
         Some(Value::Object(mut extra)) => {
             validate_labels(&extra)?;
             validate_timeout(&extra)?;
-            keep_policy_without_secrets(&mut extra)?;
+            // The journal holds policies redacted already.
+            if !herald_seqs {
+                policy = keep_policy_without_secrets(&mut extra)?;
+            }
             Some(extra)
         }
         Some(_) => return Err(FieldError::new("extra", "must be an object")),
@@ -336,18 +351,21 @@ fn parse(value: Value, herald_seqs: bool) -> Result<FleetWorkerEvent, FieldError
         timestamp,
         state,
         extra,
+        policy,
     })
 }
 
 /// `extra.alert_policy` is parsed strictly and kept without its secrets
-/// (`alert_policy.rs`).
-fn keep_policy_without_secrets(extra: &mut Map<String, Value>) -> Result<(), FieldError> {
+/// (`alert_policy.rs`), as not used until ingest says otherwise.
+fn keep_policy_without_secrets(
+    extra: &mut Map<String, Value>,
+) -> Result<Option<std::sync::Arc<crate::alert_policy::FleetAlertPolicy>>, FieldError> {
     let Some(value) = extra.get("alert_policy").filter(|v| !v.is_null()) else {
-        return Ok(());
+        return Ok(None);
     };
     let policy = crate::alert_policy::parse(value).map_err(|e| FieldError::new(e.field, e.message))?;
-    extra.insert("alert_policy".to_owned(), policy.redacted());
-    Ok(())
+    extra.insert("alert_policy".to_owned(), policy.redacted(false));
+    Ok(Some(std::sync::Arc::new(policy)))
 }
 
 fn validate_timeout(extra: &Map<String, Value>) -> Result<(), FieldError> {

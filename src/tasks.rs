@@ -128,6 +128,7 @@ impl TaskState {
             stale_marks: 0,
             escalation: EscalationLog {
                 restarts: restart_count(event),
+                policy: event.policy_rule(),
                 ..EscalationLog::default()
             },
             // A task can fail (or report restarts) with its first event.
@@ -242,6 +243,9 @@ impl TaskState {
 
     fn apply_worker(&mut self, event: &FleetWorkerEvent, now_ms: i64) -> Applied {
         self.escalation.restarts = self.escalation.restarts.max(restart_count(event));
+        if let Some(policy) = event.policy_rule() {
+            self.escalation.policy = Some(policy);
+        }
         self.max_seq = self.max_seq.max(event.seq);
         self.updated_at = self.updated_at.max(now_ms);
         for (k, v) in event.labels() {

@@ -574,3 +574,130 @@ async fn an_events_own_alert_policy_is_ignored_counted_and_kept_without_its_secr
     let (status, _) = h.get("/v1/workers/r/w/bad/events").await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn an_allowed_event_policy_pages_where_it_says_and_only_there() {
+    let pd = PagerDutyEmulator::start().await;
+    let slack = SlackWebhookEmulator::start().await;
+    let hook = slack.hook("team", Hook::Working);
+    let own = slack.hook("w0rkerh00k", Hook::Working);
+    let elsewhere = slack.hook("elsewhere", Hook::Working);
+    let allowed = format!("http://{}/services/T0001/B0001/w0rker*", slack.addr);
+    let text = format!(
+        "{}\n[event_policies]\nallow = true\nallowed_urls = [\"{allowed}\"]\npagerduty_api_url = \"{}\"\n",
+        config(&pd, &hook, "heartbeat = \"1s\"", "on_failed = true"),
+        pd.api_url()
+    );
+    let h = Herald::start(&text);
+    let policy = json!({
+        "channels": [
+            {"kind": "slack", "webhook_url": own},
+            {"kind": "pager_duty", "routing_key": "W0RKERR0UTINGKEY0123456789abcdef", "severity": "warning"},
+        ],
+        "after_minutes_stale": 0.02,
+    });
+    let (status, body) = h
+        .post_events(&json!([
+            event("r", "w", "own", 1, "running", json!({"extra": {"alert_policy": policy}})),
+            event("r", "w", "crash", 1, "running", json!({"extra": {"alert_policy": policy}})),
+            event(
+                "r",
+                "w",
+                "outside",
+                1,
+                "failed",
+                json!({"reason": "x", "extra": {"alert_policy": {"channels": [{"kind": "slack", "webhook_url": elsewhere}]}}})
+            ),
+        ]))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    // A failure pages at once where its policy says.
+    h.post_events(&json!([event(
+        "r",
+        "w",
+        "crash",
+        2,
+        "failed",
+        json!({"reason": "segfault"})
+    )]))
+    .await;
+    let crash = h
+        .wait_for("the crash's trigger", Duration::from_secs(10), || async {
+            pd_events(&pd, "crash")
+                .into_iter()
+                .find(|e| e["event_action"] == "trigger")
+        })
+        .await;
+    assert_eq!(crash["routing_key"], "W0RKERR0UTINGKEY0123456789abcdef");
+    assert_eq!(crash["payload"]["severity"], "warning");
+    // Stale at 1 s, stale 1.2 s more: paged on its own hook and key.
+    let trigger = h
+        .wait_for("the stale task's trigger", Duration::from_secs(10), || async {
+            pd_events(&pd, "own")
+                .into_iter()
+                .find(|e| e["event_action"] == "trigger")
+        })
+        .await;
+    assert_eq!(trigger["routing_key"], "W0RKERR0UTINGKEY0123456789abcdef");
+    h.wait_for("the worker's own hook", Duration::from_secs(8), || async {
+        let own: Vec<Value> = slack.messages("w0rkerh00k");
+        own.iter()
+            .any(|m| m["text"].as_str().is_some_and(|t| t.contains("w · own")))
+            .then_some(())
+    })
+    .await;
+    // It completes: resolved on the worker's key.
+    h.post_events(&json!([event("r", "w", "own", 2, "completed", json!({}))]))
+        .await;
+    h.wait_for("the resolve", Duration::from_secs(8), || async {
+        pd_events(&pd, "own")
+            .into_iter()
+            .find(|e| e["event_action"] == "resolve")
+    })
+    .await;
+    // The policy outside allowed_urls was ignored and counted; nothing
+    // went to the team's escalation (it matches labels.team = infra only).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(slack.messages("elsewhere").is_empty());
+    assert!(pd_events(&pd, "outside").is_empty());
+    assert!(hook_messages(&slack, "own").is_empty() && hook_messages(&slack, "crash").is_empty());
+    let metrics = h
+        .client
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("herald_event_policies_ignored_total 1"),
+        "{metrics}"
+    );
+    // Deliveries name the run-time channels; no answer shows a secret.
+    let deliveries = h.deliveries(None).await;
+    assert!(
+        deliveries.iter().any(|d| d["channel"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("event:slack:"))),
+        "{deliveries:#?}"
+    );
+    for path in [
+        "/v1/workers/r/w/own/events?limit=20",
+        "/v1/workers?run_id=r",
+        "/v1/deliveries?limit=100",
+        "/v1/replicas",
+    ] {
+        let (_, answer) = h.get(path).await;
+        let text = answer.to_string();
+        assert!(
+            !text.contains("w0rkerh00k") && !text.contains("W0RKERR0UTINGKEY"),
+            "{path}: {text}"
+        );
+    }
+    let log = h.log.lock().expect("the log").join("\n");
+    assert!(
+        !log.contains("w0rkerh00k") && !log.contains("W0RKERR0UTINGKEY"),
+        "{log}"
+    );
+}

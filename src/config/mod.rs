@@ -9,6 +9,7 @@
 mod diagnostics;
 mod env;
 mod raw;
+mod runtime;
 mod unknown_keys;
 mod validate;
 
@@ -32,6 +33,9 @@ pub const BUILT_IN: &str = include_str!("../../config/herald.toml");
 
 /// Where `herald serve` looks when `--config` is not given.
 pub const DEFAULT_PATH: &str = "config/herald.toml";
+
+/// PagerDuty's Events API (US; EU accounts set `api_url`).
+pub const DEFAULT_PAGERDUTY_URL: &str = "https://events.pagerduty.com";
 
 /// A secret from the config (token, signing key). Its `Debug` and `Display`
 /// never show the value, so it cannot leak into logs.
@@ -80,6 +84,8 @@ pub struct Config {
     pub contracts: ContractsConfig,
     /// `[[escalations]]`, compiled, in file order.
     pub escalations: Vec<crate::escalations::EscalationRule>,
+    /// `[event_policies]`: whether events' own alert policies are used.
+    pub event_policies: crate::alert_policy::EventPoliciesConfig,
 }
 
 /// `[contracts]`: what herald notices about a task without being told.

@@ -31,6 +31,16 @@ pub struct RawConfig {
     pub contracts: RawContracts,
     #[serde(default)]
     pub escalations: Vec<Spanned<RawEscalation>>,
+    #[serde(default)]
+    pub event_policies: RawEventPolicies,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawEventPolicies {
+    pub allow: Option<bool>,
+    #[serde(default)]
+    pub allowed_urls: Vec<SpannedStr>,
+    pub pagerduty_api_url: Option<SpannedStr>,
 }
 
 #[derive(Debug, Deserialize)]

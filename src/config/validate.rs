@@ -14,10 +14,11 @@ use super::env::interpolate;
 use super::raw::{RawAccount, RawChannel, RawConfig, RawEscalation, RawMatcher, RawRoute, SpannedStr};
 use super::unknown_keys;
 use super::{
-    AccountConfig, AdaptersConfig, ChannelConfig, ChannelTarget, Config, ContractsConfig, DeliveryConfig,
-    InFlight, PagerDutyTarget, Secret, ServerConfig, SlackWebhookTarget, SourceConfig, StoreConfig,
-    WebhookTarget,
+    AccountConfig, AdaptersConfig, ChannelConfig, ChannelTarget, Config, ContractsConfig,
+    DEFAULT_PAGERDUTY_URL, DeliveryConfig, InFlight, PagerDutyTarget, Secret, ServerConfig,
+    SlackWebhookTarget, SourceConfig, StoreConfig, WebhookTarget,
 };
+use crate::alert_policy::EventPoliciesConfig;
 use crate::escalations::EscalationRule;
 use crate::protocol::KNOWN_STATES;
 use crate::routing::{MatchField, Matcher, Route, Router};
@@ -35,13 +36,11 @@ const DEFAULT_RETRY: [Duration; 5] = [
 ];
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
-const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 /// A channel key, where it is in the file, the adapters it applies to,
 /// and how to name them.
 type KeyRule<'a> = (&'static str, Option<Range<usize>>, &'a [Platform], &'static str);
 
-/// The Events API's endpoint (US; EU accounts set `api_url`).
-const DEFAULT_PAGERDUTY_URL: &str = "https://events.pagerduty.com";
 /// The highest `max_in_flight`: beyond this a receiver is better served
 /// by several herald channels (or a queue) than by more sockets.
 const MAX_IN_FLIGHT: usize = 1000;
@@ -169,6 +168,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         };
         let delivery = self.delivery(&raw);
         let contracts = self.contracts(&raw);
+        let event_policies = self.event_policies(&raw);
         let escalations: Vec<EscalationRule> = raw
             .escalations
             .iter()
@@ -210,7 +210,34 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             delivery: delivery?,
             contracts: contracts?,
             escalations,
+            event_policies: event_policies?,
         })
+    }
+
+    fn event_policies(&mut self, raw: &RawConfig) -> Option<EventPoliciesConfig> {
+        let p = &raw.event_policies;
+        let mut out = EventPoliciesConfig {
+            allow: p.allow.unwrap_or(false),
+            ..EventPoliciesConfig::default()
+        };
+        let mut ok = true;
+        for glob in &p.allowed_urls {
+            let text = self.non_empty(glob, "event_policies.allowed_urls")?;
+            if let Err(e) = globset::Glob::new(&text) {
+                self.err(glob.span(), format!("bad glob in allowed_urls: {e}"));
+                ok = false;
+            }
+            out.allowed_urls.push(text);
+        }
+        if let Some(url) = &p.pagerduty_api_url {
+            let text = self.non_empty(url, "event_policies.pagerduty_api_url")?;
+            if !(text.starts_with("http://") || text.starts_with("https://")) {
+                self.err(url.span(), "pagerduty_api_url is not an http:// or https:// URL");
+                ok = false;
+            }
+            out.pagerduty_api_url = text.trim_end_matches('/').to_owned();
+        }
+        ok.then_some(out)
     }
 
     fn escalation(&mut self, raw: &Spanned<RawEscalation>, cfg: &RawConfig) -> Option<EscalationRule> {
@@ -435,6 +462,16 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
 
     fn channel(&mut self, name: &str, raw: &Spanned<RawChannel>, cfg: &RawConfig) -> Option<ChannelConfig> {
         let ch = raw.get_ref();
+        if name.starts_with(crate::alert_policy::RUNTIME_PREFIX) {
+            self.err(
+                raw.span(),
+                format!(
+                    "channel names beginning with {:?} are herald's own (the channels of events' alert policies)",
+                    crate::alert_policy::RUNTIME_PREFIX
+                ),
+            );
+            return None;
+        }
         let adapter_text = ch.adapter.get_ref().as_str();
         let platform = match adapter_text {
             "discord" => Platform::Discord,
@@ -982,6 +1019,35 @@ mod tests {
             "{base}[[routes]]\nchannels = [\"oncall\"]\ncontinu = true\n"
         ));
         assert!(e[0].ends_with("unknown key `routes[0].continu`"), "{e:?}");
+    }
+
+    #[test]
+    fn event_policies_are_off_unless_allowed_and_their_globs_checked() {
+        let off = load("h.toml", "", env).unwrap();
+        assert!(!off.event_policies.allow);
+        assert_eq!(off.event_policies.pagerduty_api_url, DEFAULT_PAGERDUTY_URL);
+        let on = load(
+            "h.toml",
+            "[event_policies]\nallow = true\nallowed_urls = [\"https://hooks.slack.com/services/T0/*\"]\n\
+             pagerduty_api_url = \"https://events.eu.pagerduty.com/\"\n",
+            env,
+        )
+        .unwrap();
+        assert!(on.event_policies.allow);
+        assert_eq!(
+            on.event_policies.allowed_urls,
+            ["https://hooks.slack.com/services/T0/*"]
+        );
+        assert_eq!(
+            on.event_policies.pagerduty_api_url,
+            "https://events.eu.pagerduty.com"
+        );
+        let e = errors("[event_policies]\nallow = true\nallowed_urls = [\"https://x/[a\"]\n");
+        assert!(e[0].contains("h.toml:3:17") && e[0].contains("bad glob"), "{e:?}");
+        let e = errors("[event_policies]\npagerduty_api_url = \"events.pagerduty.com\"\n");
+        assert!(e[0].contains("not an http:// or https:// URL"), "{e:?}");
+        let e = errors("[channels.\"event:x\"]\nadapter = \"web\"\n");
+        assert!(e[0].contains("are herald's own"), "{e:?}");
     }
 
     #[test]

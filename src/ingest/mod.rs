@@ -21,6 +21,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::alert_policy::{EventPoliciesConfig, RuntimeChannel};
 use crate::config::Config;
 use crate::store::Store;
 pub use auth::{Auth, authenticate};
@@ -102,22 +103,50 @@ async fn post_events(State(state): State<AppState>, request: Request<axum::body:
     }
 }
 
-/// Events may carry their own `extra.alert_policy`; herald does not act on
-/// it (an event must not make herald POST wherever it says): each is
-/// counted, and the first is logged.
-fn ignore_event_policies(events: &[crate::protocol::FleetWorkerEvent]) {
+/// Events may carry their own `extra.alert_policy`. One that `config`
+/// allows is marked used (its task escalates by it) and its targets are
+/// returned, to be kept as run-time channels before the events are
+/// committed; the rest are ignored — counted, and the first logged (an
+/// event must not make herald POST wherever it says).
+fn event_policies(
+    config: &EventPoliciesConfig,
+    events: &mut [crate::protocol::FleetWorkerEvent],
+) -> Vec<RuntimeChannel> {
     static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    let count = events.iter().filter(|e| e.has_alert_policy()).count();
-    if count == 0 {
-        return;
+    let mut channels: Vec<RuntimeChannel> = Vec::new();
+    let mut ignored = 0;
+    let mut why = None;
+    for event in events.iter_mut() {
+        let Some(policy) = event.policy.clone() else {
+            continue;
+        };
+        match policy.allowed(config) {
+            Ok(()) => {
+                event.use_policy();
+                for target in &policy.channels {
+                    let channel = target.runtime(config);
+                    if !channels.contains(&channel) {
+                        channels.push(channel);
+                    }
+                }
+            }
+            Err(reason) => {
+                ignored += 1;
+                why.get_or_insert(reason);
+            }
+        }
     }
-    crate::metrics::event_policies_ignored(count);
-    if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        tracing::warn!(
-            "events carry their own extra.alert_policy: herald ignores it (escalation is what [[escalations]] \
-             configures) and counts each in herald_event_policies_ignored_total; logged once"
-        );
+    if ignored > 0 {
+        crate::metrics::event_policies_ignored(ignored);
+        if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(
+                reason = why.unwrap_or_default(),
+                "events carry their own extra.alert_policy that herald may not use: ignored, and each counted in \
+                 herald_event_policies_ignored_total (logged once)"
+            );
+        }
     }
+    channels
 }
 
 async fn ingest(state: AppState, request: Request<axum::body::Body>) -> Result<Response, ApiError> {
@@ -137,7 +166,15 @@ async fn ingest(state: AppState, request: Request<axum::body::Body>) -> Result<R
         body::parse_events(&bytes, body::Framing::from_content_type(content_type)).inspect_err(|_| {
             crate::metrics::rejected("invalid");
         })?;
-    ignore_event_policies(&events);
+    let mut events = events;
+    let policies = state.config.borrow().event_policies.clone();
+    let runtime = event_policies(&policies, &mut events);
+    if !runtime.is_empty() {
+        state.store.register_runtime_channels(&runtime).await.map_err(|e| {
+            tracing::warn!(error = %e, "events were not stored: their alert policies' channels could not be kept");
+            ApiError::unavailable("the store is unreachable; nothing was stored, send the batch again")
+        })?;
+    }
     let report = state.writer.commit(events).await.map_err(|e| match e {
         writer::CommitError::Stopped => {
             ApiError::unavailable("herald is shutting down; nothing was stored, send the batch again")

@@ -21,6 +21,7 @@ mod postgres;
 mod progress;
 mod queries;
 mod receipts;
+mod runtime_channels;
 mod sqlite;
 mod web;
 
@@ -39,6 +40,7 @@ pub use postgres::PgStore;
 pub use progress::{ProgressJob, ProgressStore, ProgressWrite, StartedPost};
 pub use queries::{JournalEntry, QueryStore, ReceiptRow, WorkerRow};
 pub use receipts::{ClaimedReceipt, ReceiptOutcome, ReceiptStore, ReceiptUpdate, UnverifiedReceipt};
+pub use runtime_channels::RuntimeChannelStore;
 pub use sqlite::{SqliteStore, held_by_another};
 pub use web::{WebMessageRow, WebStore};
 
@@ -138,6 +140,7 @@ pub trait Backend:
     + HintStore
     + ContractStore
     + FallbackStore
+    + RuntimeChannelStore
     + Lifecycle
     + std::fmt::Debug
 {
@@ -155,6 +158,7 @@ impl<T> Backend for T where
         + HintStore
         + ContractStore
         + FallbackStore
+        + RuntimeChannelStore
         + Lifecycle
         + std::fmt::Debug
 {

@@ -17,6 +17,7 @@ mod leases;
 mod progress;
 mod queries;
 mod receipts;
+mod runtime_channels;
 mod web;
 
 use std::str::FromStr;

@@ -410,7 +410,8 @@ impl ReceiptStore for PgStore {
     async fn fail_receipts_outside(&self, known: &[String]) -> Result<u64, StoreError> {
         let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
             "UPDATE receipts SET status = 'failed', lease_until = NULL, backoff = FALSE, \
-             last_error = 'channel removed from config' WHERE status IN ('pending', 'sending')",
+             last_error = 'channel removed from config' WHERE status IN ('pending', 'sending') \
+             AND channel NOT IN (SELECT name FROM runtime_channels)",
         );
         if !known.is_empty() {
             qb.push(" AND channel NOT IN ");

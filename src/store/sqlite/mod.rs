@@ -10,6 +10,7 @@ mod leases;
 mod progress;
 mod queries;
 mod receipts;
+mod runtime_channels;
 mod web;
 
 use std::str::FromStr;

@@ -412,7 +412,8 @@ impl ReceiptStore for SqliteStore {
     async fn fail_receipts_outside(&self, known: &[String]) -> Result<u64, StoreError> {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
             "UPDATE receipts SET status = 'failed', lease_until = NULL, backoff = 0, \
-             last_error = 'channel removed from config' WHERE status IN ('pending', 'sending')",
+             last_error = 'channel removed from config' WHERE status IN ('pending', 'sending') \
+             AND channel NOT IN (SELECT name FROM runtime_channels)",
         );
         if !known.is_empty() {
             qb.push(" AND channel NOT IN ");
