@@ -46,17 +46,25 @@ pub const DEADLINE_SEQ: i64 = -1;
 /// stale marks, counting down from `-2`, never reach it).
 pub const ESCALATION_SEQ_BASE: i64 = -(1 << 40);
 
-/// The seq of one escalation of a task: the same for the same condition
-/// and channel (two escalations of one task share one with odds of about
-/// one in 10^11 per pair; the second would be taken for the first).
-pub fn escalation_seq(escalation: &Escalation) -> i64 {
+/// A herald seq below `base` by a 39-bit hash of `key`: the same for the
+/// same key, whoever makes it (two keys of one task share one with odds of
+/// about one in 10^11 per pair; the second would be taken for the first).
+pub fn hashed_seq(base: i64, key: &str) -> i64 {
     use sha2::{Digest, Sha256};
-    let digest =
-        Sha256::digest(crate::escalations::sent_key(escalation.condition, &escalation.channel).as_bytes());
+    let digest = Sha256::digest(key.as_bytes());
     let mut bytes = [0u8; 8];
     bytes[..5].copy_from_slice(&digest[..5]);
     let hash = u64::from_le_bytes(bytes) & ((1 << 39) - 1);
-    ESCALATION_SEQ_BASE - i64::try_from(hash).unwrap_or(0)
+    base - i64::try_from(hash).unwrap_or(0)
+}
+
+/// The seq of one escalation of a task: the same for the same condition
+/// and channel.
+pub fn escalation_seq(escalation: &Escalation) -> i64 {
+    hashed_seq(
+        ESCALATION_SEQ_BASE,
+        &crate::escalations::sent_key(escalation.condition, &escalation.channel),
+    )
 }
 
 /// How often the watcher looks (a deadline is noticed within this).

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -51,11 +50,7 @@ pub fn miss_reason(receipt: &MayMiss, surface_within: Option<Duration>, now: i64
 
 /// The seq of the journaled miss of one receipt (the same whoever records it).
 fn miss_seq(receipt_id: &str) -> i64 {
-    let digest = Sha256::digest(receipt_id.as_bytes());
-    let mut bytes = [0u8; 8];
-    bytes[..5].copy_from_slice(&digest[..5]);
-    let hash = u64::from_le_bytes(bytes) & ((1 << 39) - 1);
-    MISS_SEQ_BASE - i64::try_from(hash).unwrap_or(0)
+    crate::contracts::hashed_seq(MISS_SEQ_BASE, receipt_id)
 }
 
 /// Herald's journal entry for a miss: an `escalated` event naming the

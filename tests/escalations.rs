@@ -37,6 +37,14 @@ fn config(pd: &PagerDutyEmulator, hook: &str, contracts: &str, escalation: &str)
     )
 }
 
+/// A PagerDuty emulator, a Slack-webhook emulator and the team's hook on it.
+async fn emulators() -> (PagerDutyEmulator, SlackWebhookEmulator, String) {
+    let pd = PagerDutyEmulator::start().await;
+    let slack = SlackWebhookEmulator::start().await;
+    let hook = slack.hook("team", Hook::Working);
+    (pd, slack, hook)
+}
+
 fn infra(run: &str, task: &str, seq: i64, state: &str, mut payload: Value) -> Value {
     let extra = payload
         .as_object_mut()
@@ -123,9 +131,7 @@ fn keep_posting(
 
 #[tokio::test]
 async fn the_acceptance_run_stale_deadline_failure_and_a_healthy_task() {
-    let pd = PagerDutyEmulator::start().await;
-    let slack = SlackWebhookEmulator::start().await;
-    let hook = slack.hook("team", Hook::Working);
+    let (pd, slack, hook) = emulators().await;
     let h = Herald::start(&config(
         &pd,
         &hook,
@@ -322,9 +328,7 @@ async fn the_acceptance_run_stale_deadline_failure_and_a_healthy_task() {
 
 #[tokio::test]
 async fn a_worker_failure_pages_at_once_and_a_recovered_task_resolves_then_pages_again_when_silent_again() {
-    let pd = PagerDutyEmulator::start().await;
-    let slack = SlackWebhookEmulator::start().await;
-    let hook = slack.hook("team", Hook::Working);
+    let (pd, slack, hook) = emulators().await;
     let h = Herald::start(&config(
         &pd,
         &hook,
@@ -412,9 +416,7 @@ async fn a_worker_failure_pages_at_once_and_a_recovered_task_resolves_then_pages
 
 #[tokio::test]
 async fn restarts_escalate_once_past_the_threshold() {
-    let pd = PagerDutyEmulator::start().await;
-    let slack = SlackWebhookEmulator::start().await;
-    let hook = slack.hook("team", Hook::Working);
+    let (pd, slack, hook) = emulators().await;
     let h = Herald::start(&config(&pd, &hook, "", "after_restarts = 2"));
     h.post_events(&json!([
         infra("r", "looping", 1, "running", json!({})),
@@ -455,9 +457,7 @@ async fn restarts_escalate_once_past_the_threshold() {
 
 #[tokio::test]
 async fn an_escalation_due_while_herald_was_down_is_sent_once_after_the_restart() {
-    let pd = PagerDutyEmulator::start().await;
-    let slack = SlackWebhookEmulator::start().await;
-    let hook = slack.hook("team", Hook::Working);
+    let (pd, slack, hook) = emulators().await;
     let mut h = Herald::start(&config(&pd, &hook, "heartbeat = \"1s\"", "after_stale = \"3s\""));
     h.post_events(&json!([infra("r", "t", 1, "running", json!({}))]))
         .await;
@@ -502,9 +502,7 @@ async fn an_escalation_due_while_herald_was_down_is_sent_once_after_the_restart(
 
 #[tokio::test]
 async fn an_events_own_alert_policy_is_ignored_counted_and_kept_without_its_secrets() {
-    let pd = PagerDutyEmulator::start().await;
-    let slack = SlackWebhookEmulator::start().await;
-    let hook = slack.hook("team", Hook::Working);
+    let (pd, slack, hook) = emulators().await;
     // A webhook the event names: herald must never post to it.
     let named = slack.hook("s3cr3tw0rkerh00k", Hook::Working);
     let h = Herald::start(&config(&pd, &hook, "heartbeat = \"1s\"", "on_failed = true"));
@@ -536,19 +534,7 @@ async fn an_events_own_alert_policy_is_ignored_counted_and_kept_without_its_secr
     assert!(slack.messages("s3cr3tw0rkerh00k").is_empty());
     assert!(pd.events().is_empty(), "{:#?}", pd.events());
     // Counted; its secrets are nowhere in what herald answers.
-    let metrics = h
-        .client
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    assert!(
-        metrics.contains("herald_event_policies_ignored_total 1"),
-        "{metrics}"
-    );
+    assert_eq!(h.metric("herald_event_policies_ignored_total").await, Some(1));
     for path in ["/v1/workers/r/w/own/events?limit=10", "/v1/workers?run_id=r"] {
         let (_, answer) = h.get(path).await;
         let text = answer.to_string();
@@ -577,9 +563,7 @@ async fn an_events_own_alert_policy_is_ignored_counted_and_kept_without_its_secr
 
 #[tokio::test]
 async fn an_allowed_event_policy_pages_where_it_says_and_only_there() {
-    let pd = PagerDutyEmulator::start().await;
-    let slack = SlackWebhookEmulator::start().await;
-    let hook = slack.hook("team", Hook::Working);
+    let (pd, slack, hook) = emulators().await;
     let own = slack.hook("w0rkerh00k", Hook::Working);
     let elsewhere = slack.hook("elsewhere", Hook::Working);
     let allowed = format!("http://{}/services/T0001/B0001/w0rker*", slack.addr);
@@ -661,19 +645,7 @@ async fn an_allowed_event_policy_pages_where_it_says_and_only_there() {
     assert!(slack.messages("elsewhere").is_empty());
     assert!(pd_events(&pd, "outside").is_empty());
     assert!(hook_messages(&slack, "own").is_empty() && hook_messages(&slack, "crash").is_empty());
-    let metrics = h
-        .client
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    assert!(
-        metrics.contains("herald_event_policies_ignored_total 1"),
-        "{metrics}"
-    );
+    assert_eq!(h.metric("herald_event_policies_ignored_total").await, Some(1));
     // Deliveries name the run-time channels; no answer shows a secret.
     let deliveries = h.deliveries(None).await;
     assert!(

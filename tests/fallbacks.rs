@@ -25,20 +25,11 @@ fn config(channels: &str, contracts: &str) -> String {
 }
 
 async fn missed_total(h: &Herald, channel: &str) -> i64 {
-    let text = h
-        .client
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .expect("get /metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    let prefix = format!("herald_delivery_sla_missed_total{{channel=\"{channel}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
+    h.metric(&format!(
+        "herald_delivery_sla_missed_total{{channel=\"{channel}\"}}"
+    ))
+    .await
+    .unwrap_or(0)
 }
 
 fn of_channel(deliveries: &[Value], channel: &str) -> Vec<Value> {

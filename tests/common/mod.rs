@@ -192,21 +192,33 @@ impl Herald {
         }
     }
 
-    /// `herald_receipts{status}` from /metrics (-1 when absent).
-    pub async fn receipt_gauge(&self, status: &str) -> i64 {
-        let text = self
-            .client
+    /// The text of /metrics.
+    pub async fn metrics_text(&self) -> String {
+        self.client
             .get(self.url("/metrics"))
             .send()
             .await
             .expect("get /metrics")
             .text()
             .await
-            .expect("metrics text");
-        let prefix = format!("herald_receipts{{status=\"{status}\"}} ");
-        text.lines()
+            .expect("metrics text")
+    }
+
+    /// The value of one series of /metrics (`name{labels}` as exposed),
+    /// if it is there.
+    pub async fn metric(&self, series: &str) -> Option<i64> {
+        let prefix = format!("{series} ");
+        self.metrics_text()
+            .await
+            .lines()
             .find_map(|l| l.strip_prefix(prefix.as_str()))
             .and_then(|n| n.trim().parse().ok())
+    }
+
+    /// `herald_receipts{status}` from /metrics (-1 when absent).
+    pub async fn receipt_gauge(&self, status: &str) -> i64 {
+        self.metric(&format!("herald_receipts{{status=\"{status}\"}}"))
+            .await
             .unwrap_or(-1)
     }
 
