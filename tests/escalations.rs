@@ -397,7 +397,22 @@ async fn a_worker_failure_pages_at_once_and_a_recovered_task_resolves_then_pages
         )
         .await;
     assert_eq!(live["severity"], "progress");
-    // Silent again: a new spell, a new trigger.
+    // Silent again: a new spell, and a new trigger once it has lasted
+    // `after_stale` (not at the mark: the page is the rule's, not the
+    // earlier escalation's).
+    h.wait_for("flaky's second stale mark", Duration::from_secs(10), || async {
+        let marks = herald_states(&h, "flaky").await;
+        (marks.iter().filter(|s| *s == "stale").count() == 2).then_some(())
+    })
+    .await;
+    let marked = Instant::now();
+    assert_eq!(
+        pd_events(&pd, "flaky")
+            .iter()
+            .filter(|e| e["event_action"] == "trigger")
+            .count(),
+        1
+    );
     h.wait_for("a second trigger for flaky", Duration::from_secs(10), || async {
         let triggers = pd_events(&pd, "flaky")
             .into_iter()
@@ -406,6 +421,11 @@ async fn a_worker_failure_pages_at_once_and_a_recovered_task_resolves_then_pages
         (triggers == 2).then_some(())
     })
     .await;
+    assert!(
+        marked.elapsed() >= Duration::from_millis(700),
+        "{:?}",
+        marked.elapsed()
+    );
     assert!(pd_events(&pd, "other").is_empty());
     let actions: Vec<String> = pd_events(&pd, "broken")
         .iter()
