@@ -418,6 +418,52 @@ impl PolicyRule {
     }
 }
 
+/// Events may carry their own `extra.alert_policy`. One that `config`
+/// allows is marked used (its task escalates by it) and its targets are
+/// returned, to be kept as run-time channels before the events are
+/// committed; the rest are ignored — counted, and the first logged (an
+/// event must not make herald POST wherever it says).
+pub fn use_allowed(
+    config: &EventPoliciesConfig,
+    events: &mut [crate::protocol::FleetWorkerEvent],
+) -> Vec<RuntimeChannel> {
+    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let mut channels: Vec<RuntimeChannel> = Vec::new();
+    let mut ignored = 0;
+    let mut why = None;
+    for event in events.iter_mut() {
+        let Some(policy) = event.policy.clone() else {
+            continue;
+        };
+        match policy.allowed(config) {
+            Ok(()) => {
+                event.use_policy();
+                for target in &policy.channels {
+                    let channel = target.runtime(config);
+                    if !channels.contains(&channel) {
+                        channels.push(channel);
+                    }
+                }
+            }
+            Err(reason) => {
+                ignored += 1;
+                why.get_or_insert(reason);
+            }
+        }
+    }
+    if ignored > 0 {
+        crate::metrics::event_policies_ignored(ignored);
+        if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(
+                reason = why.unwrap_or_default(),
+                "events carry their own extra.alert_policy that herald may not use: ignored, and each counted in \
+                 herald_event_policies_ignored_total (logged once)"
+            );
+        }
+    }
+    channels
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

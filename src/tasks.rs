@@ -280,12 +280,6 @@ impl TaskState {
         Applied::default()
     }
 
-    /// The escalations still open, for the live message
-    /// (`escalated to oncall`).
-    pub fn escalated_to(&self) -> Vec<String> {
-        self.escalation.open_channels()
-    }
-
     fn show(&mut self, event: &FleetWorkerEvent) {
         self.state = event.state.name().to_owned();
         self.state_seq = event.seq;
@@ -410,11 +404,11 @@ mod tests {
         assert_eq!(applied.escalated_to.as_deref(), Some("oncall"));
         assert!(applied.display_changed && !applied.moot);
         assert!(s.apply(&escalation("stale#1", "oncall"), 111).moot, "sent once");
-        assert_eq!(s.escalated_to(), ["oncall"]);
+        assert_eq!(s.escalation.open_channels(), ["oncall"]);
         // The worker speaks: the stale escalation is resolved.
         let applied = s.apply(&event(2, "running"), 120);
         assert_eq!(applied.resolves, ["oncall"]);
-        assert!(s.escalated_to().is_empty());
+        assert!(s.escalation.open_channels().is_empty());
         // Restarts: weighed at once, escalated once, resolved by the end.
         let mut restarted = event(4, "running");
         restarted.state = WorkerState::Restarted { restart_count: 3 };

@@ -21,7 +21,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::alert_policy::{EventPoliciesConfig, RuntimeChannel};
 use crate::config::Config;
 use crate::store::Store;
 pub use auth::{Auth, authenticate};
@@ -103,52 +102,6 @@ async fn post_events(State(state): State<AppState>, request: Request<axum::body:
     }
 }
 
-/// Events may carry their own `extra.alert_policy`. One that `config`
-/// allows is marked used (its task escalates by it) and its targets are
-/// returned, to be kept as run-time channels before the events are
-/// committed; the rest are ignored — counted, and the first logged (an
-/// event must not make herald POST wherever it says).
-fn event_policies(
-    config: &EventPoliciesConfig,
-    events: &mut [crate::protocol::FleetWorkerEvent],
-) -> Vec<RuntimeChannel> {
-    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    let mut channels: Vec<RuntimeChannel> = Vec::new();
-    let mut ignored = 0;
-    let mut why = None;
-    for event in events.iter_mut() {
-        let Some(policy) = event.policy.clone() else {
-            continue;
-        };
-        match policy.allowed(config) {
-            Ok(()) => {
-                event.use_policy();
-                for target in &policy.channels {
-                    let channel = target.runtime(config);
-                    if !channels.contains(&channel) {
-                        channels.push(channel);
-                    }
-                }
-            }
-            Err(reason) => {
-                ignored += 1;
-                why.get_or_insert(reason);
-            }
-        }
-    }
-    if ignored > 0 {
-        crate::metrics::event_policies_ignored(ignored);
-        if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            tracing::warn!(
-                reason = why.unwrap_or_default(),
-                "events carry their own extra.alert_policy that herald may not use: ignored, and each counted in \
-                 herald_event_policies_ignored_total (logged once)"
-            );
-        }
-    }
-    channels
-}
-
 async fn ingest(state: AppState, request: Request<axum::body::Body>) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     check_auth(&state, &parts.headers)?;
@@ -168,7 +121,14 @@ async fn ingest(state: AppState, request: Request<axum::body::Body>) -> Result<R
         })?;
     let mut events = events;
     let policies = state.config.borrow().event_policies.clone();
-    let runtime = event_policies(&policies, &mut events);
+    let mut runtime = crate::alert_policy::use_allowed(&policies, &mut events);
+    if !runtime.is_empty() {
+        // Channels the running config has are kept already (a worker may
+        // send its policy with every event: one write per new target, not
+        // per event).
+        let config = state.config.borrow();
+        runtime.retain(|c| !config.channels.contains_key(&c.name));
+    }
     if !runtime.is_empty() {
         state.store.register_runtime_channels(&runtime).await.map_err(|e| {
             tracing::warn!(error = %e, "events were not stored: their alert policies' channels could not be kept");
