@@ -3,6 +3,7 @@
 //! shape of the code.
 
 pub mod alert_policy;
+pub mod alerts;
 pub mod app;
 pub mod client;
 pub mod config;

@@ -34,6 +34,10 @@ pub const KNOWN_STATES: &[&str] = &[
     "cancelled",
 ];
 
+/// The states of alerts taken in from Alertmanager and Grafana (SPEC §3.4):
+/// herald makes them from those payloads; a worker cannot send them.
+pub const ALERT_STATES: &[&str] = &["firing", "resolved"];
+
 /// How an event matters to the people watching.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -112,6 +116,32 @@ pub enum WorkerState {
         #[serde(skip_serializing_if = "Option::is_none")]
         cancelled_by: Option<String>,
     },
+    /// An alert is firing (attention: its live message is the page).
+    Firing {
+        #[serde(flatten)]
+        alert: AlertDetails,
+    },
+    /// An alert resolved (terminal).
+    Resolved {
+        #[serde(flatten)]
+        alert: AlertDetails,
+    },
+}
+
+/// What an on-call engineer reads of an alert, beside its labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AlertDetails {
+    /// The `summary` annotation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// The `description` annotation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Where it comes from (`generatorURL`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generator_url: Option<String>,
+    /// When it started firing (RFC 3339).
+    pub starts_at: String,
 }
 
 impl WorkerState {
@@ -133,6 +163,8 @@ impl WorkerState {
             WorkerState::Completed { .. } => "completed",
             WorkerState::Failed { .. } => "failed",
             WorkerState::Cancelled { .. } => "cancelled",
+            WorkerState::Firing { .. } => "firing",
+            WorkerState::Resolved { .. } => "resolved",
         }
     }
 
@@ -142,7 +174,8 @@ impl WorkerState {
             WorkerState::Interrupted { .. }
             | WorkerState::Stale { .. }
             | WorkerState::Restarted { .. }
-            | WorkerState::Escalated { .. } => StateClass::Attention,
+            | WorkerState::Escalated { .. }
+            | WorkerState::Firing { .. } => StateClass::Attention,
             WorkerState::Failed { recoverable, .. } => {
                 if *recoverable {
                     StateClass::Attention
@@ -150,7 +183,9 @@ impl WorkerState {
                     StateClass::Terminal
                 }
             }
-            WorkerState::Completed { .. } | WorkerState::Cancelled { .. } => StateClass::Terminal,
+            WorkerState::Completed { .. } | WorkerState::Cancelled { .. } | WorkerState::Resolved { .. } => {
+                StateClass::Terminal
+            }
             _ => StateClass::Progress,
         }
     }
@@ -264,6 +299,7 @@ impl FleetWorkerEvent {
         match &self.state {
             WorkerState::Completed { summary, .. } => summary.as_deref(),
             WorkerState::Failed { reason, .. } => Some(reason),
+            WorkerState::Firing { alert } | WorkerState::Resolved { alert } => alert.summary.as_deref(),
             _ => None,
         }
     }
@@ -328,7 +364,7 @@ fn parse(value: Value, herald_seqs: bool) -> Result<FleetWorkerEvent, FieldError
         Some(_) => return Err(FieldError::new("timestamp", "must be an RFC 3339 string")),
         None => return Err(FieldError::new("timestamp", "is required")),
     };
-    let state = parse_state(&obj)?;
+    let state = parse_state(&obj, herald_seqs)?;
     let mut policy = None;
     let extra = match obj.remove("extra") {
         None | Some(Value::Null) => None,
@@ -455,7 +491,8 @@ fn opt_i64(obj: &Map<String, Value>, field: &str) -> Result<Option<i64>, FieldEr
     }
 }
 
-fn parse_state(obj: &Map<String, Value>) -> Result<WorkerState, FieldError> {
+/// `stored`: the journal also holds alert states (which workers cannot send).
+fn parse_state(obj: &Map<String, Value>, stored: bool) -> Result<WorkerState, FieldError> {
     let name = match obj.get("state") {
         Some(Value::String(s)) => s.as_str(),
         Some(_) => return Err(FieldError::new("state", "must be a string")),
@@ -515,6 +552,12 @@ fn parse_state(obj: &Map<String, Value>) -> Result<WorkerState, FieldError> {
         "cancelled" => WorkerState::Cancelled {
             cancelled_by: opt_string(obj, "cancelled_by")?,
         },
+        "firing" if stored => WorkerState::Firing {
+            alert: alert_details(obj)?,
+        },
+        "resolved" if stored => WorkerState::Resolved {
+            alert: alert_details(obj)?,
+        },
         other => {
             return Err(FieldError {
                 field: "state".into(),
@@ -524,6 +567,15 @@ fn parse_state(obj: &Map<String, Value>) -> Result<WorkerState, FieldError> {
         }
     };
     Ok(state)
+}
+
+fn alert_details(obj: &Map<String, Value>) -> Result<AlertDetails, FieldError> {
+    Ok(AlertDetails {
+        summary: opt_string(obj, "summary")?,
+        description: opt_string(obj, "description")?,
+        generator_url: opt_string(obj, "generator_url")?,
+        starts_at: req_string(obj, "starts_at")?,
+    })
 }
 
 #[cfg(test)]

@@ -72,6 +72,9 @@ fn message(
     time_label: &str,
     key: Option<IdempotencyKey>,
 ) -> Outbound {
+    if let WorkerState::Firing { alert } | WorkerState::Resolved { alert } = &view.event.state {
+        return alert_message(view, alert, kind, key);
+    }
     let state = view.event.state.name();
     let mut fields = identity_fields(view);
     fields.push(field(time_label, format_elapsed(view.as_of - view.first_seen_at)));
@@ -106,6 +109,94 @@ fn message(
             worker_id: view.worker_id.to_owned(),
             task_id: view.task_id.to_owned(),
             state: state.to_owned(),
+            labels: view.labels.clone(),
+            occurred_at: Some(view.event.timestamp.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+        }),
+    }
+}
+
+/// Labels that say where an alert is, when it has no `instance`.
+const PLACE_LABELS: &[&str] = &[
+    "instance",
+    "pod",
+    "service",
+    "job",
+    "host",
+    "node",
+    "namespace",
+    "cluster",
+];
+
+/// An alert as an on-call engineer reads it: what (`HighLatency`), where
+/// (`on api-1:9090`), how bad (severity), since when, what it says
+/// (summary, description) and where to look (its source link).
+fn alert_message(
+    view: &TaskView<'_>,
+    alert: &crate::protocol::AlertDetails,
+    kind: MessageKind,
+    key: Option<IdempotencyKey>,
+) -> Outbound {
+    let firing = matches!(view.event.state, WorkerState::Firing { .. });
+    let place = PLACE_LABELS
+        .iter()
+        .find_map(|l| view.labels.get(*l).map(|v| (*l, v)));
+    let title = match place {
+        Some((_, where_)) => format!("{} on {where_}", view.worker_id),
+        None => view.worker_id.to_owned(),
+    };
+    let mut fields = Vec::new();
+    if let Some(severity) = view.labels.get("severity") {
+        fields.push(field("severity", severity.clone()));
+    }
+    if let Some((label, value)) = place {
+        fields.push(field(label, value.clone()));
+    }
+    let since = chrono::DateTime::parse_from_rfc3339(&alert.starts_at)
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .format("%Y-%m-%d %H:%M:%S UTC")
+                .to_string()
+        })
+        .unwrap_or_else(|_| alert.starts_at.clone());
+    fields.push(field("since", since));
+    if !firing {
+        fields.push(field(
+            "resolved",
+            view.event.timestamp.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        ));
+        if kind == MessageKind::Terminal
+            && let Ok(started) = chrono::DateTime::parse_from_rfc3339(&alert.starts_at)
+        {
+            let lasted = view.event.timestamp.timestamp_millis() - started.timestamp_millis();
+            fields.push(field("duration", format_elapsed(lasted)));
+        }
+    }
+    if let Some(url) = &alert.generator_url {
+        fields.push(field("source", url.clone()));
+    }
+    fields.push(field("from", view.run_id.to_owned()));
+    let body = match (&alert.summary, &alert.description) {
+        (Some(s), Some(d)) if s != d => Some(format!("{s}\n{d}")),
+        (Some(s), _) => Some(s.clone()),
+        (None, d) => d.clone(),
+    };
+    Outbound {
+        kind,
+        title,
+        state: if firing { "firing" } else { "resolved" }.to_owned(),
+        severity: match (firing, view.labels.get("severity").map(String::as_str)) {
+            (false, _) => Severity::Success,
+            (true, Some("critical" | "page" | "error")) => Severity::Failure,
+            (true, _) => Severity::Attention,
+        },
+        fields,
+        body,
+        idempotency_key: key,
+        subject: Some(Subject {
+            run_id: view.run_id.to_owned(),
+            worker_id: view.worker_id.to_owned(),
+            task_id: view.task_id.to_owned(),
+            state: view.event.state.name().to_owned(),
             labels: view.labels.clone(),
             occurred_at: Some(view.event.timestamp.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
         }),
@@ -320,6 +411,82 @@ mod tests {
             live.fields
                 .iter()
                 .any(|f| f.name == "escalated to" && f.value == "oncall, hook")
+        );
+    }
+
+    #[test]
+    fn an_alert_reads_what_where_how_bad_since_when_and_where_to_look() {
+        let firing = crate::alerts::parse(
+            crate::alerts::AlertSource::Alertmanager,
+            &json!({"version": "4", "alerts": [{
+                "status": "firing",
+                "labels": {"alertname": "HighLatency", "instance": "api-1:9090", "severity": "critical"},
+                "annotations": {"summary": "p99 above 2 s", "description": "for 10 minutes"},
+                "startsAt": "2026-12-01T10:00:00Z",
+                "generatorURL": "http://prometheus/graph?g0.expr=x",
+                "fingerprint": "abc123"
+            }]}),
+        )
+        .expect("a payload")
+        .remove(0);
+        let labels = firing.labels();
+        let view = TaskView {
+            run_id: &firing.run_id,
+            worker_id: &firing.worker_id,
+            task_id: &firing.task_id,
+            event: &firing,
+            first_seen_at: 0,
+            as_of: 0,
+            labels: &labels,
+            stale: false,
+            escalated_to: &[],
+        };
+        let live = progress(&view);
+        assert_eq!(live.title, "HighLatency on api-1:9090");
+        assert_eq!(live.state, "firing");
+        assert_eq!(live.severity, Severity::Failure, "critical is red");
+        assert_eq!(live.body.as_deref(), Some("p99 above 2 s\nfor 10 minutes"));
+        let text = live.plain_text();
+        for part in [
+            "severity: critical",
+            "instance: api-1:9090",
+            "since: 2026-12-01 10:00:00 UTC",
+            "source: http://prometheus/graph",
+        ] {
+            assert!(text.contains(part), "{part} in {text}");
+        }
+        let mut resolved = firing.clone();
+        resolved.seq = 2;
+        resolved.timestamp = chrono::DateTime::parse_from_rfc3339("2026-12-01T10:12:30Z")
+            .expect("a time")
+            .with_timezone(&chrono::Utc);
+        resolved.state = match &firing.state {
+            WorkerState::Firing { alert } => WorkerState::Resolved { alert: alert.clone() },
+            other => other.clone(),
+        };
+        let note = terminal(
+            &TaskView {
+                event: &resolved,
+                ..view
+            },
+            "hr1",
+        );
+        assert_eq!(
+            (note.state.as_str(), note.severity),
+            ("resolved", Severity::Success)
+        );
+        assert!(
+            note.plain_text().contains("duration: 12m 30s"),
+            "{}",
+            note.plain_text()
+        );
+        assert!(
+            !progress(&TaskView {
+                event: &resolved,
+                ..view
+            })
+            .plain_text()
+            .contains("duration")
         );
     }
 }

@@ -201,6 +201,9 @@ pub struct ChannelConfig {
     /// Where a notification goes when this channel fails it permanently or
     /// has not surfaced it within `[contracts] surface_within`.
     pub fallback: Option<String>,
+    /// Whether a resolved alert is also notified (else only its live
+    /// message says `resolved`).
+    pub notify_resolved: bool,
 }
 
 /// How a concurrent channel limits its posts in flight (`max_in_flight`,

@@ -114,6 +114,7 @@ pub struct RawChannel {
     pub max_in_flight: Option<Spanned<i64>>,
     pub adaptive_in_flight: Option<Spanned<bool>>,
     pub fallback: Option<SpannedStr>,
+    pub notify_resolved: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -65,6 +65,7 @@ impl Config {
                     progress: false,
                     in_flight: InFlight::default(),
                     fallback: None,
+                    notify_resolved: true,
                 },
             );
         }

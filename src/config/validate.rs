@@ -20,7 +20,7 @@ use super::{
 };
 use crate::alert_policy::EventPoliciesConfig;
 use crate::escalations::EscalationRule;
-use crate::protocol::KNOWN_STATES;
+use crate::protocol::{ALERT_STATES, KNOWN_STATES};
 use crate::routing::{MatchField, Matcher, Route, Router};
 use herald_slack::HistoryTier;
 
@@ -561,6 +561,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             progress,
             in_flight,
             fallback,
+            notify_resolved: ch.notify_resolved.unwrap_or(true),
         })
     }
 
@@ -898,10 +899,14 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
                 Ok(m) => {
                     if field == MatchField::State {
                         for s in m.exact_values() {
-                            if !KNOWN_STATES.contains(&s) {
+                            if !KNOWN_STATES.contains(&s) && !ALERT_STATES.contains(&s) {
                                 self.err(
                                     value.span(),
-                                    format!("unknown state {s:?} (known: {})", KNOWN_STATES.join(", ")),
+                                    format!(
+                                        "unknown state {s:?} (known: {}, {})",
+                                        KNOWN_STATES.join(", "),
+                                        ALERT_STATES.join(", ")
+                                    ),
                                 );
                                 ok = false;
                             }

@@ -62,6 +62,8 @@ pub struct AppState {
 pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/v1/events", post(post_events))
+        .route("/v1/alerts/alertmanager", post(post_alertmanager))
+        .route("/v1/alerts/grafana", post(post_grafana))
         .route("/v1/workers", get(queries::workers))
         .route(
             "/v1/workers/{run_id}/{worker_id}/{task_id}/events",
@@ -105,15 +107,7 @@ async fn post_events(State(state): State<AppState>, request: Request<axum::body:
 async fn ingest(state: AppState, request: Request<axum::body::Body>) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     check_auth(&state, &parts.headers)?;
-    let limit = state.config.borrow().server.max_body_bytes;
-    let declared = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let bytes = body::read_limited(body, declared, limit).await.inspect_err(|_| {
-        crate::metrics::rejected("too_large");
-    })?;
+    let bytes = read_body(&state, &parts, body).await?;
     let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let events =
         body::parse_events(&bytes, body::Framing::from_content_type(content_type)).inspect_err(|_| {
@@ -135,7 +129,19 @@ async fn ingest(state: AppState, request: Request<axum::body::Body>) -> Result<R
             ApiError::unavailable("the store is unreachable; nothing was stored, send the batch again")
         })?;
     }
-    let report = state.writer.commit(events).await.map_err(|e| match e {
+    let report = commit(&state, events).await?;
+    Ok(error::ok(
+        StatusCode::ACCEPTED,
+        json!({"accepted": report.accepted, "duplicates": report.duplicates}),
+    ))
+}
+
+/// Commit events through the group-commit writer: durable when it returns.
+async fn commit(
+    state: &AppState,
+    events: Vec<crate::protocol::FleetWorkerEvent>,
+) -> Result<plan::RequestReport, ApiError> {
+    state.writer.commit(events).await.map_err(|e| match e {
         writer::CommitError::Stopped => {
             ApiError::unavailable("herald is shutting down; nothing was stored, send the batch again")
         }
@@ -144,9 +150,75 @@ async fn ingest(state: AppState, request: Request<axum::body::Body>) -> Result<R
             ApiError::unavailable("the store is unreachable; nothing was stored, send the batch again")
         }
         writer::CommitError::Store(e) => ApiError::internal("events were not stored", e),
+    })
+}
+
+/// Read a request's body within `server.max_body_bytes` (a JSON 413 past it).
+async fn read_body(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+    body: axum::body::Body,
+) -> Result<Vec<u8>, ApiError> {
+    let limit = state.config.borrow().server.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    body::read_limited(body, declared, limit).await.inspect_err(|_| {
+        crate::metrics::rejected("too_large");
+    })
+}
+
+async fn post_alertmanager(State(state): State<AppState>, request: Request<axum::body::Body>) -> Response {
+    take_alerts(state, request, crate::alerts::AlertSource::Alertmanager)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn post_grafana(State(state): State<AppState>, request: Request<axum::body::Body>) -> Response {
+    take_alerts(state, request, crate::alerts::AlertSource::Grafana)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /v1/alerts/{alertmanager,grafana}`: every alert of the payload is
+/// committed, or none (SPEC §3.4).
+async fn take_alerts(
+    state: AppState,
+    request: Request<axum::body::Body>,
+    source: crate::alerts::AlertSource,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    check_auth(&state, &parts.headers)?;
+    let bytes = read_body(&state, &parts, body).await?;
+    let payload: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        crate::metrics::rejected("invalid");
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the payload is not valid JSON: {e}"),
+        )
     })?;
+    let events = crate::alerts::parse(source, &payload).map_err(|e| {
+        crate::metrics::rejected("invalid");
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the {} payload is invalid: {} {}",
+                source.run_id(),
+                e.field,
+                e.message
+            ),
+        )
+        .with("field", e.field)
+    })?;
+    let report = if events.is_empty() {
+        plan::RequestReport::default()
+    } else {
+        commit(&state, events).await?
+    };
     Ok(error::ok(
-        StatusCode::ACCEPTED,
+        StatusCode::OK,
         json!({"accepted": report.accepted, "duplicates": report.duplicates}),
     ))
 }

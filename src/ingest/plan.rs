@@ -54,8 +54,30 @@ pub struct IngestResult {
     pub unrouted_tasks: usize,
 }
 
-/// Decides the channels of an event (a new task's, and a terminal event's).
-pub type Route<'r> = &'r (dyn Fn(&RoutingInput<'_>) -> Vec<RoutedChannel> + Sync);
+/// What the config says about where events go, as the planner asks it.
+pub trait Routing: Sync {
+    /// The channels of an event (a new task's, and a notifying event's).
+    fn route(&self, input: &RoutingInput<'_>) -> Vec<RoutedChannel>;
+
+    /// Whether `channel` gets a notification of an event in `state` (a
+    /// channel may skip `resolved` alerts: `notify_resolved = false`).
+    fn notifies(&self, _channel: &str, _state: &str) -> bool {
+        true
+    }
+}
+
+/// Any route function routes, and notifies every channel.
+impl<F> Routing for F
+where
+    F: Fn(&RoutingInput<'_>) -> Vec<RoutedChannel> + Sync,
+{
+    fn route(&self, input: &RoutingInput<'_>) -> Vec<RoutedChannel> {
+        self(input)
+    }
+}
+
+/// How a group commit routes.
+pub type Route<'r> = &'r dyn Routing;
 
 /// One event not repeated within its group, with the journal body it gets.
 #[derive(Debug)]
@@ -317,7 +339,7 @@ impl<'e> Batch<'e> {
                         }),
                         None => {
                             let state = TaskState::new(p.event, now);
-                            let channels = route(&routing_input(p.event, &state));
+                            let channels = route.route(&routing_input(p.event, &state));
                             if channels.is_empty() {
                                 plan.unrouted_tasks += 1;
                             }
@@ -356,11 +378,11 @@ impl<'e> Batch<'e> {
             task.display_changed |= applied.display_changed;
             if applied.became_terminal {
                 task.terminal_seq = Some(p.event.seq);
-                task.terminal_routes = route(&routing_input(p.event, &task.state));
+                task.terminal_routes = route.route(&routing_input(p.event, &task.state));
             }
             if applied.became_stale {
                 task.attention
-                    .push((p.event.seq, route(&routing_input(p.event, &task.state))));
+                    .push((p.event.seq, route.route(&routing_input(p.event, &task.state))));
             }
             let seq = p.event.seq;
             task.direct.extend(applied.escalated_to.map(|c| (seq, c)));
@@ -393,12 +415,17 @@ impl<'e> Batch<'e> {
             // A notification per event that notifies: to the task's
             // channels, plus wherever the event itself routes (so `state =
             // "failed"` or `state = "stale"` routes work).
-            let mut notifying = task.attention.clone();
+            // (seq, state notified, where the event itself routes)
+            let mut notifying: Vec<(i64, &str, Vec<RoutedChannel>)> = task
+                .attention
+                .iter()
+                .map(|(seq, routes)| (*seq, "stale", routes.clone()))
+                .collect();
             if let Some(seq) = task.terminal_seq {
-                notifying.push((seq, task.terminal_routes.clone()));
+                notifying.push((seq, task.state.state.as_str(), task.terminal_routes.clone()));
             }
             let mut names: Vec<String> = task.channels.iter().map(|c| c.name.clone()).collect();
-            for (seq, routes) in notifying {
+            for (seq, state, routes) in notifying {
                 for extra in &routes {
                     if !names.contains(&extra.name) {
                         names.push(extra.name.clone());
@@ -414,7 +441,7 @@ impl<'e> Batch<'e> {
                 for name in &names {
                     let routed_here = task.channels.iter().any(|c| &c.name == name)
                         || routes.iter().any(|r| &r.name == name);
-                    if !routed_here {
+                    if !routed_here || !route.notifies(name, state) {
                         continue;
                     }
                     plan.receipt_channels.insert(name.clone());

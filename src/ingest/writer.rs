@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::error;
 
 use crate::config::Config;
-use crate::ingest::plan::{Batch, IngestResult, RequestReport, RoutedChannel};
+use crate::ingest::plan::{Batch, IngestResult, RequestReport, RoutedChannel, Routing};
 use crate::protocol::FleetWorkerEvent;
 use crate::store::{Store, StoreError};
 
@@ -63,6 +63,21 @@ impl IngestWriter {
     }
 }
 
+/// The running config as the planner asks it.
+pub struct ConfigRouting<'c>(pub &'c Config);
+
+impl Routing for ConfigRouting<'_> {
+    fn route(&self, input: &crate::routing::RoutingInput<'_>) -> Vec<RoutedChannel> {
+        route_channels(self.0, input)
+    }
+
+    /// A channel with `notify_resolved = false` gets no notification of a
+    /// resolved alert (its live message still says so).
+    fn notifies(&self, channel: &str, state: &str) -> bool {
+        state != "resolved" || self.0.channels.get(channel).is_none_or(|c| c.notify_resolved)
+    }
+}
+
 /// The channels an event routes to, with their progress setting.
 pub fn route_channels(config: &Config, input: &crate::routing::RoutingInput<'_>) -> Vec<RoutedChannel> {
     config
@@ -97,7 +112,7 @@ async fn run(
         let requests: Vec<Vec<FleetWorkerEvent>> =
             jobs.iter_mut().map(|j| std::mem::take(&mut j.events)).collect();
         let cfg = config.borrow().clone();
-        let route = |input: &crate::routing::RoutingInput<'_>| route_channels(&cfg, input);
+        let route = ConfigRouting(&cfg);
         let started = std::time::Instant::now();
         let committed = match Batch::new(&requests) {
             Ok(batch) => store.ingest(&batch, &route).await,
