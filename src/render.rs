@@ -112,6 +112,7 @@ fn message(
             labels: view.labels.clone(),
             occurred_at: Some(view.event.timestamp.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
         }),
+        link: None,
     }
 }
 
@@ -171,9 +172,6 @@ fn alert_message(
             fields.push(field("duration", format_elapsed(lasted)));
         }
     }
-    if let Some(url) = &alert.generator_url {
-        fields.push(field("source", url.clone()));
-    }
     fields.push(field("from", view.run_id.to_owned()));
     let body = match (&alert.summary, &alert.description) {
         (Some(s), Some(d)) if s != d => Some(format!("{s}\n{d}")),
@@ -200,6 +198,10 @@ fn alert_message(
             labels: view.labels.clone(),
             occurred_at: Some(view.event.timestamp.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
         }),
+        link: alert
+            .generator_url
+            .clone()
+            .filter(|u| u.starts_with("http://") || u.starts_with("https://")),
     }
 }
 
@@ -451,10 +453,10 @@ mod tests {
             "severity: critical",
             "instance: api-1:9090",
             "since: 2026-12-01 10:00:00 UTC",
-            "source: http://prometheus/graph",
         ] {
             assert!(text.contains(part), "{part} in {text}");
         }
+        assert_eq!(live.link.as_deref(), Some("http://prometheus/graph?g0.expr=x"));
         let mut resolved = firing.clone();
         resolved.seq = 2;
         resolved.timestamp = chrono::DateTime::parse_from_rfc3339("2026-12-01T10:12:30Z")

@@ -260,8 +260,12 @@ async fn alertmanager_alerts_are_one_live_message_each_edited_when_they_resolve(
             shown.terminal
         );
     }
-    let d = &platforms.discord.messages("9001")[0].to_string();
-    assert!(d.contains("inst") && d.contains("prometheus.example"), "{d}");
+    // The headline links to the alert's source.
+    let source = "http://prometheus.example:9090/graph?g0.expr=latency";
+    let d = &platforms.discord.messages("9001")[0];
+    assert_eq!(d["embeds"][0]["url"], source, "{d}");
+    let s = platforms.slack.messages("C1")[0].to_string();
+    assert!(s.contains(&format!("<{source}|source>")), "{s}");
     platforms.no_early_requests();
 }
 

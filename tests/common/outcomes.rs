@@ -18,6 +18,7 @@ pub fn outbound(kind: MessageKind, body: &str, key: Option<&str>) -> Outbound {
         body: Some(body.into()),
         idempotency_key: key.map(|k| IdempotencyKey(k.into())),
         subject: None,
+        link: None,
     }
 }
 

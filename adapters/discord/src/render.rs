@@ -117,6 +117,10 @@ pub fn embed(msg: &Outbound) -> CreateEmbed {
     if let Some(body) = &msg.body {
         embed = embed.description(escaped(body, MAX_EMBED_DESCRIPTION.min(budget)));
     }
+    // The title links to where to look (Discord takes any http(s) URL).
+    if let Some(link) = &msg.link {
+        embed = embed.url(link);
+    }
     embed
 }
 
@@ -166,6 +170,7 @@ mod tests {
             body: Some(body.into()),
             idempotency_key: Some(herald_messaging::IdempotencyKey("hr0123456789abcdef0123".into())),
             subject: None,
+            link: None,
         }
     }
 

@@ -119,6 +119,10 @@ pub struct Outbound {
     pub idempotency_key: Option<IdempotencyKey>,
     /// The worker task behind the message, as data.
     pub subject: Option<Subject>,
+    /// Where to look (an alert's source, `http(s)://` only): adapters make
+    /// it a link in their own way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
 }
 
 impl Outbound {
@@ -132,6 +136,10 @@ impl Outbound {
         if let Some(body) = &self.body {
             text.push_str("\n\n");
             text.push_str(body);
+        }
+        if let Some(link) = &self.link {
+            text.push('\n');
+            text.push_str(link);
         }
         text
     }

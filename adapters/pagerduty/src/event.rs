@@ -88,6 +88,13 @@ pub struct Payload {
     custom_details: BTreeMap<String, String>,
 }
 
+/// One of a trigger's `links`.
+#[derive(Debug, Serialize)]
+pub struct EventLink {
+    href: String,
+    text: &'static str,
+}
+
 /// The body of `POST /v2/enqueue`.
 #[derive(Debug, Serialize)]
 pub struct EnqueueEvent {
@@ -97,6 +104,8 @@ pub struct EnqueueEvent {
     pub dedup_key: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     payload: Option<Payload>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    links: Vec<EventLink>,
     #[serde(skip_serializing_if = "Option::is_none")]
     client: Option<&'static str>,
 }
@@ -140,6 +149,13 @@ pub fn event_for(msg: &Outbound, routing_key: &str, severity: PagerDutySeverity)
         event_action: action,
         dedup_key: dedup_key(msg),
         payload,
+        links: match (&msg.link, action) {
+            (Some(href), Action::Trigger) => vec![EventLink {
+                href: href.clone(),
+                text: "source",
+            }],
+            _ => Vec::new(),
+        },
         client: (action == Action::Trigger).then_some("herald"),
     }
 }
@@ -166,6 +182,7 @@ mod tests {
                 labels: Default::default(),
                 occurred_at: None,
             }),
+            link: None,
         }
     }
 

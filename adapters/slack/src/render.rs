@@ -94,7 +94,21 @@ pub fn blocks(msg: &Outbound) -> Vec<SlackBlock> {
             SlackSectionBlock::new().with_text(SlackBlockText::Plain(SlackBlockPlainText::new(text))),
         ));
     }
+    if let Some(link) = msg.link.as_deref().and_then(link_markup) {
+        blocks.push(SlackBlock::Context(SlackContextBlock::new(vec![
+            SlackContextBlockElement::MarkDown(SlackBlockMarkDownText::new(link)),
+        ])));
+    }
     blocks
+}
+
+/// `<url|source>` for a link, or `None` for what Slack could misread (its
+/// link syntax has no escape for `|` and `>`; `<` and `&` are escaped).
+fn link_markup(url: &str) -> Option<String> {
+    let plausible = (url.starts_with("http://") || url.starts_with("https://"))
+        && !url.contains(['|', '>', ' ', '\n'])
+        && url.chars().count() <= MAX_CONTEXT_TEXT - 10;
+    plausible.then(|| format!("<{}|source>", url.replace('&', "&amp;").replace('<', "&lt;")))
 }
 
 #[cfg(test)]
@@ -111,6 +125,7 @@ mod tests {
             body: Some(body.into()),
             idempotency_key: None,
             subject: None,
+            link: None,
         }
     }
 
@@ -130,5 +145,20 @@ mod tests {
         assert!(before.ends_with("&lt;"), "{}", &before[before.len() - 10..]);
         let section = escaped(&"x".repeat(10_000), MAX_SECTION);
         assert_eq!(section.chars().count(), MAX_SECTION);
+    }
+
+    #[test]
+    fn a_link_is_slack_link_markup_or_nothing() {
+        assert_eq!(
+            link_markup("https://prom.example/graph?a=1&b=<2>").as_deref(),
+            None,
+            "`>` cannot be written inside Slack's link syntax"
+        );
+        assert_eq!(
+            link_markup("https://prom.example/graph?a=1&b=2").as_deref(),
+            Some("<https://prom.example/graph?a=1&amp;b=2|source>")
+        );
+        assert_eq!(link_markup("javascript:alert(1)"), None);
+        assert_eq!(link_markup("https://x/a|b"), None);
     }
 }

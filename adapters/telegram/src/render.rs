@@ -44,9 +44,18 @@ pub fn html(msg: &Outbound) -> String {
         let room = MAX_TEXT.saturating_sub(visible + 2);
         if room > 1 {
             let body = truncate_chars(body, room);
+            visible += 2 + body.chars().count();
             out.push_str("\n\n");
             out.push_str(&escape(&body));
         }
+    }
+    // Where to look, as a link (only herald's own `<a>`; the URL escaped
+    // as an attribute).
+    if let Some(link) = &msg.link
+        && visible + 8 <= MAX_TEXT
+        && link.chars().count() <= 2048
+    {
+        out.push_str(&format!("\n<a href=\"{}\">source</a>", escape(link)));
     }
     out
 }
@@ -93,6 +102,7 @@ mod tests {
             body: Some(body.into()),
             idempotency_key: None,
             subject: None,
+            link: None,
         }
     }
 
@@ -114,5 +124,17 @@ mod tests {
         let n = visible_len(&h);
         assert!(n <= MAX_TEXT && n > MAX_TEXT - 20, "{n}");
         assert!(h.ends_with('…'), "{}", &h[h.len() - 20..]);
+    }
+
+    #[test]
+    fn a_link_is_herald_s_own_anchor_with_its_url_escaped() {
+        let mut m = msg("body");
+        m.link = Some("https://grafana.example/d/x?a=1&b=\"2\"".into());
+        let h = html(&m);
+        assert!(
+            h.ends_with("\n<a href=\"https://grafana.example/d/x?a=1&amp;b=&quot;2&quot;\">source</a>"),
+            "{h}"
+        );
+        assert_eq!(h.matches("<a ").count(), 1);
     }
 }

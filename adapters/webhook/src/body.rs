@@ -47,6 +47,7 @@ pub fn document(id: &str, msg: &Outbound) -> Result<Vec<u8>, serde_json::Error> 
         "summary": msg.body,
         "occurred_at": msg.subject.as_ref().and_then(|s| s.occurred_at.clone()),
         "fields": fields,
+        "link": msg.link,
     });
     serde_json::to_vec(&doc)
 }
@@ -78,6 +79,7 @@ mod tests {
                 labels: BTreeMap::from([("team".to_string(), "infra".to_string())]),
                 occurred_at: Some("2026-06-12T17:02:00Z".into()),
             }),
+            link: None,
         };
         let bytes = document("hr1", &msg).unwrap();
         assert_eq!(bytes, document("hr1", &msg).unwrap(), "same input, same bytes");
