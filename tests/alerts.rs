@@ -321,6 +321,11 @@ async fn a_grafana_alert_posted_directly_fires_once_per_platform_and_bad_posts_s
         (400, Some("alerts[0].startsAt")),
         "{body}"
     );
+    let mut huge = grafana.clone();
+    huge["message"] = json!("x".repeat(5 * 1024 * 1024));
+    assert_eq!(post("/v1/alerts/grafana", huge, Some("test-token")).await.0, 413);
+    let (status, body) = post("/v1/alerts/grafana", json!({"version": "1"}), Some("test-token")).await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("alerts")), "{body}");
     let (_, workers) = h.get("/v1/workers?run_id=grafana").await;
     assert_eq!(workers["workers"].as_array().map(Vec::len), Some(0), "{workers}");
 
