@@ -230,6 +230,9 @@ async fn alertmanager_alerts_are_one_live_message_each_edited_when_they_resolve(
     }
     let (_, workers) = h.get("/v1/workers?run_id=alertmanager&limit=100").await;
     assert_eq!(workers["workers"].as_array().map(Vec::len), Some(5), "{workers}");
+    // Alertmanager did repeat them (herald counted the repeats as duplicates).
+    let repeats = h.metric("herald_events_duplicate_total").await.unwrap_or(0);
+    assert!(repeats >= 5, "no repeats seen: {repeats}");
 
     // They resolve: each live message says resolved; one notification each.
     let ends = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
