@@ -14,6 +14,7 @@ pub mod demo;
 pub mod escalations;
 pub mod fallbacks;
 pub mod hints;
+pub mod inbound;
 pub mod ingest;
 pub mod metrics;
 pub mod protocol;

@@ -32,6 +32,8 @@ pub const PULLED_FORWARD: &str = "herald_receipts_pulled_forward_total";
 pub const LATE_OUTCOMES: &str = "herald_late_outcomes_total";
 /// Channel leases held, by replica.
 pub const CHANNEL_LEASES: &str = "herald_channel_leases";
+/// Inbound requests refused, by platform and reason.
+pub const INBOUND_REJECTED: &str = "herald_inbound_rejected_total";
 /// Events whose own alert policy was ignored.
 pub const EVENT_POLICIES_IGNORED: &str = "herald_event_policies_ignored_total";
 /// Notifications that missed their delivery contract, by channel.
@@ -85,6 +87,10 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         "Outcomes not recorded because the receipt's lease had passed to a newer attempt."
     );
     describe_counter!(
+        INBOUND_REJECTED,
+        "Inbound bot requests refused (unverified, stale, malformed, not configured), by platform and reason."
+    );
+    describe_counter!(
         EVENT_POLICIES_IGNORED,
         "Events whose own extra.alert_policy herald ignored (escalation is what [[escalations]] configures)."
     );
@@ -98,6 +104,11 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
     );
     gauge!(CONFIG_RELOAD_OK).set(1.0);
     Ok(handle)
+}
+
+/// Count an inbound request refused.
+pub fn inbound_rejected(platform: &'static str, reason: &'static str) {
+    counter!(INBOUND_REJECTED, "platform" => platform, "reason" => reason).increment(1);
 }
 
 /// Count events whose own alert policy was ignored.

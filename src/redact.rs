@@ -39,6 +39,7 @@ impl Redactor {
         .flatten()
         {
             secrets.push(account.token.expose().to_owned());
+            secrets.extend(account.inbound_secret.as_ref().map(|s| s.expose().to_owned()));
         }
         for channel in config.channels.values() {
             match &channel.target {

@@ -182,6 +182,10 @@ pub struct AccountConfig {
     pub timeout: Duration,
     /// Slack: which `conversations.history` limits the app has.
     pub history_tier: herald_slack::HistoryTier,
+    /// The secret inbound requests are verified with: Slack's signing
+    /// secret, Discord's application public key (hex), Telegram's webhook
+    /// secret token. `None`: the platform's inbound endpoint refuses all.
+    pub inbound_secret: Option<Secret>,
 }
 
 /// One `[channels.NAME]` entry.

@@ -94,6 +94,12 @@ pub struct RawAccount {
     pub timeout: Option<SpannedStr>,
     /// Slack only: `tier3` or `limited`.
     pub history_tier: Option<SpannedStr>,
+    /// Slack only: verifies inbound requests.
+    pub signing_secret: Option<SpannedStr>,
+    /// Discord only: the application's public key (hex).
+    pub public_key: Option<SpannedStr>,
+    /// Telegram only: the `secret_token` given to `setWebhook`.
+    pub webhook_secret: Option<SpannedStr>,
 }
 
 #[derive(Debug, Deserialize)]

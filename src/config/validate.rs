@@ -443,12 +443,45 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             Some(t) => self.duration(t)?,
             None => DEFAULT_PLATFORM_TIMEOUT,
         };
+        let inbound_secret = self.inbound_secret(acc, platform)?;
         Some(AccountConfig {
             token: Secret::new(token),
             api_url,
             timeout,
             history_tier,
+            inbound_secret,
         })
+    }
+
+    /// `signing_secret` (Slack), `public_key` (Discord, 64 hex digits) or
+    /// `webhook_secret` (Telegram): each only on its own platform.
+    fn inbound_secret(&mut self, acc: &RawAccount, platform: Platform) -> Option<Option<Secret>> {
+        let keys = [
+            ("signing_secret", &acc.signing_secret, Platform::Slack),
+            ("public_key", &acc.public_key, Platform::Discord),
+            ("webhook_secret", &acc.webhook_secret, Platform::Telegram),
+        ];
+        let mut found = None;
+        for (key, value, owner) in keys {
+            let Some(value) = value else { continue };
+            if owner != platform {
+                self.err(
+                    value.span(),
+                    format!("{key} applies to [adapters.{owner}] only, not [adapters.{platform}]"),
+                );
+                return None;
+            }
+            let text = self.non_empty(value, key)?;
+            if key == "public_key" && (text.len() != 64 || !text.chars().all(|c| c.is_ascii_hexdigit())) {
+                self.err(
+                    value.span(),
+                    "public_key must be the application's public key: 64 hex digits",
+                );
+                return None;
+            }
+            found = Some(Secret::new(text));
+        }
+        Some(found)
     }
 
     fn url(&mut self, value: &SpannedStr) -> Option<String> {
@@ -1024,6 +1057,39 @@ mod tests {
             "{base}[[routes]]\nchannels = [\"oncall\"]\ncontinu = true\n"
         ));
         assert!(e[0].ends_with("unknown key `routes[0].continu`"), "{e:?}");
+    }
+
+    #[test]
+    fn each_platform_takes_its_own_inbound_secret() {
+        let key = "a".repeat(64);
+        let ok = load(
+            "h.toml",
+            &format!(
+                "[adapters.slack]\ntoken = \"x\"\nsigning_secret = \"s\"\n\n\
+                 [adapters.discord]\ntoken = \"d\"\npublic_key = \"{key}\"\n\n\
+                 [adapters.telegram]\ntoken = \"1:t\"\nwebhook_secret = \"w\"\n"
+            ),
+            env,
+        )
+        .unwrap();
+        let secret = |a: &Option<AccountConfig>| {
+            a.as_ref()
+                .and_then(|a| a.inbound_secret.as_ref())
+                .map(|s| s.expose().to_owned())
+        };
+        assert_eq!(secret(&ok.adapters.slack).as_deref(), Some("s"));
+        assert_eq!(secret(&ok.adapters.discord), Some(key));
+        assert_eq!(secret(&ok.adapters.telegram).as_deref(), Some("w"));
+        let e = errors("[adapters.slack]\ntoken = \"x\"\npublic_key = \"ab\"\n");
+        assert!(
+            e[0].contains("public_key applies to [adapters.discord] only"),
+            "{e:?}"
+        );
+        let e = errors("[adapters.discord]\ntoken = \"x\"\npublic_key = \"xyz\"\n");
+        assert!(
+            e[0].contains("h.toml:3:14") && e[0].contains("64 hex digits"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub fn routes(state: AppState) -> Router {
         .route("/v1/events", post(post_events))
         .route("/v1/alerts/alertmanager", post(post_alertmanager))
         .route("/v1/alerts/grafana", post(post_grafana))
+        .route("/v1/inbound/slack", post(crate::inbound::slack))
+        .route("/v1/inbound/discord", post(crate::inbound::discord))
+        .route("/v1/inbound/telegram", post(crate::inbound::telegram))
         .route("/v1/workers", get(queries::workers))
         .route(
             "/v1/workers/{run_id}/{worker_id}/{task_id}/events",

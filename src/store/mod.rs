@@ -38,7 +38,7 @@ pub use ingest::IngestStore;
 pub use leases::{Lease, LeaseRow, LeaseStore, ReplicaRow};
 pub use postgres::PgStore;
 pub use progress::{ProgressJob, ProgressStore, ProgressWrite, StartedPost};
-pub use queries::{JournalEntry, QueryStore, ReceiptRow, WorkerRow};
+pub use queries::{JournalEntry, QueryStore, ReceiptRow, StateCount, WorkerRow};
 pub use receipts::{ClaimedReceipt, ReceiptOutcome, ReceiptStore, ReceiptUpdate, UnverifiedReceipt};
 pub use runtime_channels::RuntimeChannelStore;
 pub use sqlite::{SqliteStore, held_by_another};

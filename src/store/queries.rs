@@ -142,6 +142,18 @@ pub(crate) fn receipt_row_from(r: &impl Columns) -> Result<ReceiptRow, StoreErro
     })
 }
 
+/// How many tasks show one state: `stale` tells herald's stale overlay
+/// apart from the state shown under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateCount {
+    /// The state shown.
+    pub state: String,
+    /// Open and marked stale by herald.
+    pub stale: bool,
+    /// How many tasks.
+    pub tasks: i64,
+}
+
 /// Read-only views for the HTTP API.
 #[async_trait::async_trait]
 pub trait QueryStore: Send + Sync {
@@ -171,4 +183,10 @@ pub trait QueryStore: Send + Sync {
 
     /// Delivery receipts, newest first, optionally of one status.
     async fn receipts(&self, status: Option<&str>, limit: i64) -> Result<Vec<ReceiptRow>, StoreError>;
+
+    /// Tasks per state shown (of one run, or all).
+    async fn state_counts(&self, run_id: Option<&str>) -> Result<Vec<StateCount>, StoreError>;
+
+    /// Open tasks herald marked stale, most recently updated first.
+    async fn stale_tasks(&self, run_id: Option<&str>, limit: i64) -> Result<Vec<WorkerRow>, StoreError>;
 }

@@ -4,6 +4,7 @@ use sqlx::{QueryBuilder, Sqlite};
 
 use super::SqliteStore;
 use crate::store::StoreError;
+use crate::store::columns::Columns;
 use crate::store::queries::*;
 
 #[async_trait::async_trait]
@@ -14,22 +15,31 @@ impl QueryStore for SqliteStore {
         state: Option<&str>,
         limit: i64,
     ) -> Result<Vec<WorkerRow>, StoreError> {
+        self.select_workers(run_id, state, false, limit).await
+    }
+
+    async fn state_counts(&self, run_id: Option<&str>) -> Result<Vec<StateCount>, StoreError> {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT t.id, t.run_id, t.worker_id, t.task_id, t.state, t.state_seq, t.max_seq, t.terminal, \
-             t.labels, t.display, t.first_seen_at, t.updated_at, t.last_heartbeat_at, \
-             (SELECT group_concat(channel, char(31)) FROM task_channels WHERE task = t.id) AS channels \
-             FROM tasks t WHERE 1 = 1",
+            "SELECT t.state, (t.stale_since IS NOT NULL AND t.terminal = 0) AS stale, COUNT(*) AS tasks FROM tasks t",
         );
         if let Some(run) = run_id {
-            qb.push(" AND t.run_id = ").push_bind(run.to_owned());
+            qb.push(" WHERE t.run_id = ").push_bind(run.to_owned());
         }
-        if let Some(state) = state {
-            qb.push(" AND t.state = ").push_bind(state.to_owned());
-        }
-        qb.push(" ORDER BY t.updated_at DESC, t.id DESC LIMIT ")
-            .push_bind(limit);
+        qb.push(" GROUP BY 1, 2");
         let rows = qb.build().fetch_all(&self.pool).await?;
-        rows.iter().map(worker_row_from).collect()
+        rows.iter()
+            .map(|r| {
+                Ok(StateCount {
+                    state: r.text("state")?,
+                    stale: r.flag("stale")?,
+                    tasks: r.int("tasks")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn stale_tasks(&self, run_id: Option<&str>, limit: i64) -> Result<Vec<WorkerRow>, StoreError> {
+        self.select_workers(run_id, None, true, limit).await
     }
 
     async fn journal(
@@ -84,5 +94,35 @@ impl QueryStore for SqliteStore {
             .push_bind(limit);
         let rows = qb.build().fetch_all(&self.pool).await?;
         rows.iter().map(receipt_row_from).collect()
+    }
+}
+
+impl SqliteStore {
+    async fn select_workers(
+        &self,
+        run_id: Option<&str>,
+        state: Option<&str>,
+        stale_only: bool,
+        limit: i64,
+    ) -> Result<Vec<WorkerRow>, StoreError> {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT t.id, t.run_id, t.worker_id, t.task_id, t.state, t.state_seq, t.max_seq, t.terminal, \
+             t.labels, t.display, t.first_seen_at, t.updated_at, t.last_heartbeat_at, \
+             (SELECT group_concat(channel, char(31)) FROM task_channels WHERE task = t.id) AS channels \
+             FROM tasks t WHERE 1 = 1",
+        );
+        if let Some(run) = run_id {
+            qb.push(" AND t.run_id = ").push_bind(run.to_owned());
+        }
+        if let Some(state) = state {
+            qb.push(" AND t.state = ").push_bind(state.to_owned());
+        }
+        if stale_only {
+            qb.push(" AND t.stale_since IS NOT NULL AND t.terminal = 0");
+        }
+        qb.push(" ORDER BY t.updated_at DESC, t.id DESC LIMIT ")
+            .push_bind(limit);
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter().map(worker_row_from).collect()
     }
 }
