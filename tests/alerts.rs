@@ -374,3 +374,75 @@ async fn a_grafana_alert_posted_directly_fires_once_per_platform_and_bad_posts_s
     assert_eq!(t.progress.len(), 1);
     platforms.no_early_requests();
 }
+
+#[tokio::test]
+async fn a_firing_alert_pages_channels_without_live_messages_and_its_resolution_resolves() {
+    let pd = emulators::pagerduty::PagerDutyEmulator::start().await;
+    let h = Herald::start(&format!(
+        "[[sources]]\nname = \"alerting\"\ntoken = \"test-token\"\n\n\
+         [channels.pager]\nadapter = \"pagerduty\"\nrouting_key = \"R0UTINGKEY0123456789abcdef012345\"\napi_url = \"{}\"\n\n\
+         [channels.main]\nadapter = \"web\"\n\n\
+         [[routes]]\nmatch = {{ run_id = \"alertmanager\", state = \"firing\", \"labels.severity\" = \"critical\" }}\n\
+         channels = [\"pager\"]\ncontinue = true\n\n\
+         [defaults]\nchannels = [\"main\"]\n\n\
+         [[routes]]\nmatch = {{ run_id = \"alertmanager\" }}\nchannels = [\"main\"]\n",
+        pd.api_url()
+    ));
+    let alert = |status: &str| {
+        json!({"version": "4", "status": status, "alerts": [{
+            "status": status,
+            "labels": {"alertname": "NodeDown", "instance": "n1", "severity": "critical"},
+            "annotations": {"summary": "node n1 is down"},
+            "startsAt": "2026-12-01T10:00:00Z", "endsAt": "2026-12-01T10:20:00Z",
+            "generatorURL": "http://prometheus.example/graph", "fingerprint": "cafe"
+        }]})
+    };
+    for status in ["firing", "firing"] {
+        let r = h
+            .client
+            .post(h.url("/v1/alerts/alertmanager"))
+            .bearer_auth("test-token")
+            .json(&alert(status))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 200);
+    }
+    let trigger = h
+        .wait_for("the page", Duration::from_secs(10), || async {
+            pd.events().into_iter().find(|e| e["event_action"] == "trigger")
+        })
+        .await;
+    assert_eq!(
+        trigger["dedup_key"],
+        "herald/alertmanager/NodeDown/cafe@2026-12-01T10:00:00Z"
+    );
+    assert!(
+        trigger["payload"]["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("NodeDown on n1"),
+        "{trigger}"
+    );
+    assert_eq!(trigger["links"][0]["href"], "http://prometheus.example/graph");
+    let r = h
+        .client
+        .post(h.url("/v1/alerts/alertmanager"))
+        .bearer_auth("test-token")
+        .json(&alert("resolved"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    h.wait_for("the resolve", Duration::from_secs(10), || async {
+        pd.events().into_iter().find(|e| e["event_action"] == "resolve")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        pd.events().len(),
+        2,
+        "one trigger (the repeat is a duplicate), one resolve: {:#?}",
+        pd.events()
+    );
+}

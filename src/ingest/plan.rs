@@ -198,6 +198,10 @@ impl IngestPlan<'_, '_> {
     }
 }
 
+fn is_firing(event: &FleetWorkerEvent) -> bool {
+    matches!(event.state, crate::protocol::WorkerState::Firing { .. })
+}
+
 fn task_key(event: &FleetWorkerEvent) -> TaskKey {
     (
         event.run_id.clone(),
@@ -232,6 +236,9 @@ struct Working {
     /// Events that notify one channel whatever the routes say: herald's
     /// escalation to it, and what resolves an escalation open there.
     direct: Vec<(i64, String)>,
+    /// An alert began firing (its seq): channels with a live message show
+    /// it there; those without one (PagerDuty, a Slack webhook) are notified.
+    firing: Option<i64>,
 }
 
 impl<'e> Batch<'e> {
@@ -336,6 +343,7 @@ impl<'e> Batch<'e> {
                             terminal_routes: Vec::new(),
                             attention: Vec::new(),
                             direct: Vec::new(),
+                            firing: None,
                         }),
                         None => {
                             let state = TaskState::new(p.event, now);
@@ -354,6 +362,7 @@ impl<'e> Batch<'e> {
                                 terminal_seq: terminal.then_some(p.event.seq),
                                 attention: Vec::new(),
                                 direct: Vec::new(),
+                                firing: is_firing(p.event).then_some(p.event.seq),
                             });
                         }
                     }
@@ -383,6 +392,9 @@ impl<'e> Batch<'e> {
             if applied.became_stale {
                 task.attention
                     .push((p.event.seq, route.route(&routing_input(p.event, &task.state))));
+            }
+            if is_firing(p.event) && applied.display_changed {
+                task.firing = Some(p.event.seq);
             }
             let seq = p.event.seq;
             task.direct.extend(applied.escalated_to.map(|c| (seq, c)));
@@ -450,6 +462,19 @@ impl<'e> Batch<'e> {
                         channel: name.clone(),
                         event_seq: seq,
                     });
+                }
+            }
+            if let Some(seq) = task.firing {
+                for channel in task.channels.iter().filter(|c| !c.progress) {
+                    let receipt = PlannedReceipt {
+                        task: i,
+                        channel: channel.name.clone(),
+                        event_seq: seq,
+                    };
+                    if route.notifies(&channel.name, "firing") && !plan.receipts.contains(&receipt) {
+                        plan.receipt_channels.insert(receipt.channel.clone());
+                        plan.receipts.push(receipt);
+                    }
                 }
             }
             // Not a routed channel of the task: it hears only what its
@@ -735,5 +760,25 @@ mod tests {
         let notified: Vec<&str> = plan.receipts.iter().map(|r| r.channel.as_str()).collect();
         assert_eq!(notified, ["main", "oncall"]);
         assert!(plan.channels.is_empty());
+    }
+
+    #[test]
+    fn a_firing_alert_notifies_only_channels_without_a_live_message() {
+        let firing = crate::alerts::parse(
+            crate::alerts::AlertSource::Alertmanager,
+            &serde_json::json!({"version": "4", "alerts": [{"status": "firing",
+                "labels": {"alertname": "A"}, "startsAt": "2026-12-01T10:00:00Z"}]}),
+        )
+        .expect("a payload");
+        let both = |_: &RoutingInput<'_>| to(&[("chat", true), ("pager", false)]);
+        let requests = vec![firing];
+        let batch = Batch::new(&requests).unwrap();
+        let plan = batch.plan(Snapshot::default(), &both, 10);
+        let notified: Vec<&str> = plan.receipts.iter().map(|r| r.channel.as_str()).collect();
+        assert_eq!(
+            notified,
+            ["pager"],
+            "the chat channel shows it as its live message"
+        );
     }
 }
