@@ -70,6 +70,11 @@ pub fn escalation_seq(escalation: &Escalation) -> i64 {
 /// How often the watcher looks (a deadline is noticed within this).
 pub const TICK: Duration = Duration::from_secs(1);
 
+/// A firing alert is watched by the alerting system that sent it (it
+/// repeats, and resolves): herald's heartbeat and default deadline leave it
+/// alone.
+const UNWATCHED: &str = "firing";
+
 /// Most overdue tasks failed per look (the rest at the next).
 const BATCH: i64 = 500;
 
@@ -230,7 +235,7 @@ pub async fn watch(store: Store, writer: IngestWriter, config: watch::Receiver<A
         let contracts = config.borrow().contracts.clone();
         let now = Utc::now();
         match store
-            .overdue_tasks(now_ms(), contracts.deadline.map(millis), BATCH)
+            .overdue_tasks(now_ms(), contracts.deadline.map(millis), UNWATCHED, BATCH)
             .await
         {
             Ok(overdue) => {
@@ -243,7 +248,10 @@ pub async fn watch(store: Store, writer: IngestWriter, config: watch::Receiver<A
             Err(e) => warn!(error = %e, "could not look for tasks past their deadline; trying again"),
         }
         if let Some(heartbeat) = contracts.heartbeat {
-            match store.silent_tasks(now_ms() - millis(heartbeat), BATCH).await {
+            match store
+                .silent_tasks(now_ms() - millis(heartbeat), UNWATCHED, BATCH)
+                .await
+            {
                 Ok(silent) => {
                     let events: Vec<FleetWorkerEvent> =
                         silent.iter().map(|task| stale_mark(task, now)).collect();

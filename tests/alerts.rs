@@ -446,3 +446,34 @@ async fn a_firing_alert_pages_channels_without_live_messages_and_its_resolution_
         pd.events()
     );
 }
+
+#[tokio::test]
+async fn a_firing_alert_is_not_held_to_worker_contracts() {
+    let h = Herald::start(
+        "[[sources]]\nname = \"alerting\"\ntoken = \"test-token\"\n\n[channels.main]\nadapter = \"web\"\n\n\
+         [defaults]\nchannels = [\"main\"]\n\n[contracts]\nheartbeat = \"1s\"\ndeadline = \"2s\"\n",
+    );
+    let payload = json!({"version": "4", "alerts": [{"status": "firing",
+        "labels": {"alertname": "Quiet", "instance": "q1"}, "startsAt": "2026-12-01T10:00:00Z"}]});
+    let r = h
+        .client
+        .post(h.url("/v1/alerts/alertmanager"))
+        .bearer_auth("test-token")
+        .json(&payload)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    // Silent past the heartbeat and open past the deadline: still firing.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (_, body) = h.get("/v1/workers?run_id=alertmanager").await;
+    assert_eq!(body["workers"][0]["state"], "firing", "{body}");
+    let task = body["workers"][0]["task_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (_, journal) = h
+        .get(&format!("/v1/workers/alertmanager/Quiet/{task}/events"))
+        .await;
+    assert_eq!(journal["events"].as_array().map(Vec::len), Some(1), "{journal}");
+}

@@ -118,16 +118,25 @@ pub trait ContractStore: Send + Sync {
     /// Open tasks whose own deadline is at or before `now`, and — with
     /// `default_deadline_ms` — open tasks without one whose first event is
     /// that long ago; at most `limit` of each, the most overdue first.
+    /// Tasks showing `unwatched` (a firing alert: its source watches it)
+    /// are left out of the default deadline.
     async fn overdue_tasks(
         &self,
         now: i64,
         default_deadline_ms: Option<i64>,
+        unwatched: &str,
         limit: i64,
     ) -> Result<Vec<OverdueTask>, StoreError>;
 
     /// Open tasks not marked stale whose last event is at or before
     /// `silent_since`, the longest silent first, at most `limit`.
-    async fn silent_tasks(&self, silent_since: i64, limit: i64) -> Result<Vec<SilentTask>, StoreError>;
+    /// Tasks showing `unwatched` are left out.
+    async fn silent_tasks(
+        &self,
+        silent_since: i64,
+        unwatched: &str,
+        limit: i64,
+    ) -> Result<Vec<SilentTask>, StoreError>;
 
     /// Tasks whose escalations are due to be weighed at `now`, the longest
     /// due first, at most `limit`.

@@ -11,6 +11,7 @@ impl ContractStore for SqliteStore {
         &self,
         now: i64,
         default_deadline_ms: Option<i64>,
+        unwatched: &str,
         limit: i64,
     ) -> Result<Vec<OverdueTask>, StoreError> {
         let own = sqlx::query(
@@ -25,9 +26,11 @@ impl ContractStore for SqliteStore {
         if let Some(deadline) = default_deadline_ms {
             let by_default = sqlx::query(
                 "SELECT run_id, worker_id, task_id, first_seen_at, deadline_at FROM tasks \
-                 WHERE terminal = 0 AND deadline_at IS NULL AND first_seen_at <= ? ORDER BY first_seen_at LIMIT ?",
+                 WHERE terminal = 0 AND deadline_at IS NULL AND first_seen_at <= ? AND state <> ? \
+                 ORDER BY first_seen_at LIMIT ?",
             )
             .bind(now.saturating_sub(deadline))
+            .bind(unwatched)
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
@@ -38,12 +41,19 @@ impl ContractStore for SqliteStore {
         Ok(out)
     }
 
-    async fn silent_tasks(&self, silent_since: i64, limit: i64) -> Result<Vec<SilentTask>, StoreError> {
+    async fn silent_tasks(
+        &self,
+        silent_since: i64,
+        unwatched: &str,
+        limit: i64,
+    ) -> Result<Vec<SilentTask>, StoreError> {
         let rows = sqlx::query(
             "SELECT run_id, worker_id, task_id, updated_at, stale_marks FROM tasks \
-             WHERE terminal = 0 AND stale_since IS NULL AND updated_at <= ? ORDER BY updated_at LIMIT ?",
+             WHERE terminal = 0 AND stale_since IS NULL AND updated_at <= ? AND state <> ? \
+             ORDER BY updated_at LIMIT ?",
         )
         .bind(silent_since)
+        .bind(unwatched)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
