@@ -16,7 +16,7 @@ impl FallbackStore for SqliteStore {
         let rows = sqlx::query(
             "SELECT r.id, r.channel, r.status, r.created_at, r.last_error, t.run_id, t.worker_id, t.task_id \
              FROM receipts r JOIN tasks t ON t.id = r.task \
-             WHERE r.channel = ? AND r.missed_at IS NULL AND r.fallback_for IS NULL AND r.status <> 'surfaced' \
+             WHERE r.channel = ? AND r.status IN ('pending', 'sending', 'failed') AND r.missed_at IS NULL AND r.fallback_for IS NULL \
              AND (r.status = 'failed' OR r.created_at <= ?) ORDER BY r.created_at LIMIT ?",
         )
         .bind(channel)
