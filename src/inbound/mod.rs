@@ -39,6 +39,16 @@ fn rejected(platform: &'static str, why: Rejected) -> Response {
         .into_response()
 }
 
+/// The configured secret of a platform's account, if it takes requests.
+fn inbound_secret(
+    state: &AppState,
+    account: impl Fn(&crate::config::AdaptersConfig) -> &Option<crate::config::AccountConfig>,
+) -> Option<crate::config::Secret> {
+    account(&state.config.borrow().adapters)
+        .as_ref()
+        .and_then(|a| a.inbound_secret.clone())
+}
+
 async fn body(request: axum::body::Body) -> Option<Vec<u8>> {
     axum::body::to_bytes(request, MAX_INBOUND_BYTES)
         .await
@@ -68,14 +78,7 @@ async fn answer(state: &AppState, words: &str) -> Answer {
 /// `POST /v1/inbound/slack`: a slash command (`/herald status [run]`).
 pub async fn slack(State(state): State<AppState>, request: axum::extract::Request) -> Response {
     let (parts, raw) = request.into_parts();
-    let secret = state
-        .config
-        .borrow()
-        .adapters
-        .slack
-        .as_ref()
-        .and_then(|a| a.inbound_secret.clone());
-    let Some(secret) = secret else {
+    let Some(secret) = inbound_secret(&state, |a| &a.slack) else {
         return rejected("slack", Rejected::NotConfigured);
     };
     let Some(bytes) = body(raw).await else {
@@ -103,14 +106,7 @@ pub async fn slack(State(state): State<AppState>, request: axum::extract::Reques
 /// `POST /v1/inbound/discord`: an interaction (PING, the `/herald` command).
 pub async fn discord(State(state): State<AppState>, request: axum::extract::Request) -> Response {
     let (parts, raw) = request.into_parts();
-    let key = state
-        .config
-        .borrow()
-        .adapters
-        .discord
-        .as_ref()
-        .and_then(|a| a.inbound_secret.clone());
-    let Some(key) = key else {
+    let Some(key) = inbound_secret(&state, |a| &a.discord) else {
         return rejected("discord", Rejected::NotConfigured);
     };
     let Some(bytes) = body(raw).await else {
@@ -157,14 +153,7 @@ pub async fn discord(State(state): State<AppState>, request: axum::extract::Requ
 /// answered with a `sendMessage` in the response.
 pub async fn telegram(State(state): State<AppState>, request: axum::extract::Request) -> Response {
     let (parts, raw) = request.into_parts();
-    let secret = state
-        .config
-        .borrow()
-        .adapters
-        .telegram
-        .as_ref()
-        .and_then(|a| a.inbound_secret.clone());
-    let Some(secret) = secret else {
+    let Some(secret) = inbound_secret(&state, |a| &a.telegram) else {
         return rejected("telegram", Rejected::NotConfigured);
     };
     if let Err(why) = verify::telegram(
