@@ -275,7 +275,15 @@ async fn alertmanager_alerts_are_one_live_message_each_edited_when_they_resolve(
 #[tokio::test]
 async fn a_grafana_alert_posted_directly_fires_once_per_platform_and_bad_posts_store_nothing() {
     let platforms = Platforms::start().await;
-    let h = Herald::start(&platforms.config(true));
+    // A small body limit, so an oversized payload is sent whole before
+    // herald answers 413 (a multi-MiB one races the early answer).
+    let text = platforms.config(true);
+    let h = Herald::start_full(|dir| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 65536\n\n[store]\nurl = \"{}\"\n\n{text}",
+            common::store::url(dir)
+        )
+    });
     let grafana = json!({
         "receiver": "herald", "status": "firing", "orgId": 1, "version": "1",
         "groupKey": "{}:{alertname=\"DiskFull\"}", "truncatedAlerts": 0,
@@ -325,7 +333,9 @@ async fn a_grafana_alert_posted_directly_fires_once_per_platform_and_bad_posts_s
         "{body}"
     );
     let mut huge = grafana.clone();
-    huge["message"] = json!("x".repeat(5 * 1024 * 1024));
+    // Just past max_body_bytes (64 KiB here): the whole body is sent
+    // before herald answers, so the answer is read, not a broken pipe.
+    huge["message"] = json!("x".repeat(70 * 1024));
     assert_eq!(post("/v1/alerts/grafana", huge, Some("test-token")).await.0, 413);
     let (status, body) = post("/v1/alerts/grafana", json!({"version": "1"}), Some("test-token")).await;
     assert_eq!((status, body["field"].as_str()), (400, Some("alerts")), "{body}");
