@@ -212,8 +212,7 @@ impl PolicyChannel {
             ),
         };
         let digest = Sha256::digest(secret.as_bytes());
-        let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-        format!("{RUNTIME_PREFIX}{kind}:{hex}")
+        format!("{RUNTIME_PREFIX}{kind}:{}", herald_messaging::hex(&digest[..6]))
     }
 
     /// The URL it would POST to, if the event names one.

@@ -113,12 +113,7 @@ fn labels_key(labels: &BTreeMap<String, String>) -> String {
         hasher.update(v.as_bytes());
         hasher.update([0]);
     }
-    hasher
-        .finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    herald_messaging::hex(&hasher.finalize()[..8])
 }
 
 /// The events of one payload, in its order.

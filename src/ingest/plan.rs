@@ -405,6 +405,9 @@ impl<'e> Batch<'e> {
         // an accepted event changed (max_seq, updated_at at least).
         working.sort_by_key(|t| t.id.is_some());
         for (i, task) in working.into_iter().enumerate() {
+            // This task's receipts start here: a repeat is looked for among
+            // them only, not among every receipt of the group.
+            let first_receipt = plan.receipts.len();
             match task.id {
                 None => {
                     for channel in &task.channels {
@@ -471,7 +474,9 @@ impl<'e> Batch<'e> {
                         channel: channel.name.clone(),
                         event_seq: seq,
                     };
-                    if route.notifies(&channel.name, "firing") && !plan.receipts.contains(&receipt) {
+                    if route.notifies(&channel.name, "firing")
+                        && !plan.receipts[first_receipt..].contains(&receipt)
+                    {
                         plan.receipt_channels.insert(receipt.channel.clone());
                         plan.receipts.push(receipt);
                     }
@@ -486,7 +491,7 @@ impl<'e> Batch<'e> {
                     channel,
                     event_seq: seq,
                 };
-                if !plan.receipts.contains(&receipt) {
+                if !plan.receipts[first_receipt..].contains(&receipt) {
                     plan.receipt_channels.insert(receipt.channel.clone());
                     plan.receipts.push(receipt);
                 }

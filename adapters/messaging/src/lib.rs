@@ -26,7 +26,7 @@ pub use limits::{ALL_CALLS, Budget, Call, EDITS, LOOKUPS, Limits, POSTS, Rate, S
 pub use lookup::{LookupPage, LookupQuery, Probe, Reconciliation};
 pub use outbound::{Field, INCIDENT_KEY_CHARS, MessageKind, Outbound, Severity, Subject, incident_key};
 pub use outcome::{DeliveryOutcome, NotSurfaced};
-pub use text::{error_chain, truncate_chars};
+pub use text::{error_chain, hex, truncate_chars};
 
 /// The platform family an adapter speaks to; used for metrics labels and for
 /// budgets the platform shares across channels (e.g. Slack's per-workspace

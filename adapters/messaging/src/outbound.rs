@@ -89,8 +89,7 @@ pub fn incident_key(run_id: &str, worker_id: &str, task_id: &str) -> String {
         return key;
     }
     let digest = Sha256::digest(key.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("herald/sha256/{hex}")
+    format!("herald/sha256/{}", crate::hex(&digest))
 }
 
 impl Subject {

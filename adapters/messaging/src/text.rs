@@ -3,6 +3,11 @@
 /// The visible mark left where text was cut.
 const ELLIPSIS: char = '…';
 
+/// Lower-case hex of `bytes` (digests in keys and names).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Cut `text` to at most `max_chars` characters on a character boundary,
 /// ending with an ellipsis when anything was removed, so a reader can see
 /// that the message is incomplete.
