@@ -10,9 +10,23 @@ use serde_json::Value;
 use super::error::ApiError;
 use crate::protocol::{FleetWorkerEvent, parse_event};
 
+/// How much of an oversized body herald reads and throws away before it
+/// answers 413, and for how long at most. A server that closes a socket
+/// with unread data makes the kernel reset it, and the client (Alertmanager,
+/// curl) then reports "connection reset" instead of the 413 that says why.
+const DRAIN_BYTES: usize = 16 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Read the body, refusing more than `limit` bytes with `413` as soon as the
-/// limit is crossed (without buffering the rest).
-pub async fn read_limited(body: Body, declared_len: Option<u64>, limit: usize) -> Result<Vec<u8>, ApiError> {
+/// limit is crossed (without buffering the rest). `wants_continue` is true
+/// when the client sent `Expect: 100-continue`: it has not sent the body
+/// yet, so a body declared too large is refused without reading any of it.
+pub async fn read_limited(
+    body: Body,
+    declared_len: Option<u64>,
+    limit: usize,
+    wants_continue: bool,
+) -> Result<Vec<u8>, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -20,20 +34,41 @@ pub async fn read_limited(body: Body, declared_len: Option<u64>, limit: usize) -
         )
         .with("max_body_bytes", limit)
     };
+    let mut stream = body.into_data_stream();
     if declared_len.is_some_and(|n| n > limit as u64) {
+        if !wants_continue && declared_len.is_some_and(|n| n <= DRAIN_BYTES as u64) {
+            drain(&mut stream).await;
+        }
         return Err(too_large());
     }
     let mut out = Vec::with_capacity(declared_len.map_or(8 * 1024, |n| n as usize));
-    let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk =
             chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("could not read body: {e}")))?;
         if out.len() + chunk.len() > limit {
+            drain(&mut stream).await;
             return Err(too_large());
         }
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+/// Read and discard what is left of a refused body, within [`DRAIN_BYTES`]
+/// and [`DRAIN_TIME`], so the client reads the answer instead of a reset.
+async fn drain(stream: &mut axum::body::BodyDataStream) {
+    let mut left = DRAIN_BYTES;
+    let discard = async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            left = left.saturating_sub(chunk.len());
+            if left == 0 {
+                break;
+            }
+        }
+    };
+    if tokio::time::timeout(DRAIN_TIME, discard).await.is_err() {
+        tracing::debug!("an oversized body was still arriving after {DRAIN_TIME:?}; closing");
+    }
 }
 
 /// How the events are framed.

@@ -168,9 +168,15 @@ async fn read_body(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    body::read_limited(body, declared, limit).await.inspect_err(|_| {
-        crate::metrics::rejected("too_large");
-    })
+    let wants_continue = parts
+        .headers
+        .get(axum::http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    body::read_limited(body, declared, limit, wants_continue)
+        .await
+        .inspect_err(|_| {
+            crate::metrics::rejected("too_large");
+        })
 }
 
 async fn post_alertmanager(State(state): State<AppState>, request: Request<axum::body::Body>) -> Response {
