@@ -119,10 +119,22 @@ pub struct EscalationLog {
     /// Who acknowledged the task (SPEC §3.5): it is not escalated further.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acknowledged_by: Option<String>,
+    /// When (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_at: Option<i64>,
     /// The task's own alert policy, where herald uses it (the newest the
     /// worker sent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyRule>,
+}
+
+/// Who acknowledged a task, and when: named on its messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acknowledgement {
+    /// The person, as the platform names them.
+    pub by: String,
+    /// Unix ms.
+    pub at: i64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -135,6 +147,14 @@ pub fn sent_key(condition: Condition, channel: &str) -> String {
 }
 
 impl EscalationLog {
+    /// Who acknowledged the task and when, if someone did.
+    pub fn acknowledgement(&self) -> Option<Acknowledgement> {
+        Some(Acknowledgement {
+            by: self.acknowledged_by.clone()?,
+            at: self.acknowledged_at.unwrap_or(0),
+        })
+    }
+
     /// Whether `condition` was already sent to `channel`.
     pub fn was_sent(&self, condition: Condition, channel: &str) -> bool {
         self.sent.contains(&sent_key(condition, channel))

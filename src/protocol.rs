@@ -38,6 +38,11 @@ pub const KNOWN_STATES: &[&str] = &[
 /// herald makes them from those payloads; a worker cannot send them.
 pub const ALERT_STATES: &[&str] = &["firing", "resolved"];
 
+/// The seq of herald's `acknowledged` event: one per task, so a second
+/// press of Acknowledge (on any platform, on any replica) is a repeat the
+/// journal drops, and the first person stays the one named.
+pub const ACKNOWLEDGED_SEQ: i64 = -(1 << 41);
+
 /// How an event matters to the people watching.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -116,6 +121,12 @@ pub enum WorkerState {
         #[serde(skip_serializing_if = "Option::is_none")]
         cancelled_by: Option<String>,
     },
+    /// Someone pressed Acknowledge in chat (SPEC §3.5): herald's own
+    /// event; the task is not escalated further.
+    Acknowledged {
+        /// Who, as the platform names them (`ana (slack)`).
+        by: String,
+    },
     /// An alert is firing (attention: its live message is the page).
     Firing {
         #[serde(flatten)]
@@ -165,6 +176,7 @@ impl WorkerState {
             WorkerState::Cancelled { .. } => "cancelled",
             WorkerState::Firing { .. } => "firing",
             WorkerState::Resolved { .. } => "resolved",
+            WorkerState::Acknowledged { .. } => "acknowledged",
         }
     }
 
@@ -175,6 +187,7 @@ impl WorkerState {
             | WorkerState::Stale { .. }
             | WorkerState::Restarted { .. }
             | WorkerState::Escalated { .. }
+            | WorkerState::Acknowledged { .. }
             | WorkerState::Firing { .. } => StateClass::Attention,
             WorkerState::Failed { recoverable, .. } => {
                 if *recoverable {
@@ -551,6 +564,9 @@ fn parse_state(obj: &Map<String, Value>, stored: bool) -> Result<WorkerState, Fi
         },
         "cancelled" => WorkerState::Cancelled {
             cancelled_by: opt_string(obj, "cancelled_by")?,
+        },
+        "acknowledged" if stored => WorkerState::Acknowledged {
+            by: req_string(obj, "by")?,
         },
         "firing" if stored => WorkerState::Firing {
             alert: alert_details(obj)?,

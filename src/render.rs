@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use chrono::SecondsFormat;
 use herald_messaging::{Field, IdempotencyKey, MessageKind, Outbound, Severity, Subject};
 
+use crate::escalations::Acknowledgement;
 use crate::protocol::{FleetWorkerEvent, WorkerState};
 
 /// What a message is about: the task's identity and displayed event.
@@ -31,6 +32,8 @@ pub struct TaskView<'a> {
     pub stale: bool,
     /// Channels the task is escalated to: a live message names them.
     pub escalated_to: &'a [String],
+    /// Who acknowledged the task: its messages name them.
+    pub acknowledged: Option<&'a Acknowledgement>,
 }
 
 /// The live progress message of a task.
@@ -49,12 +52,47 @@ pub fn terminal(view: &TaskView<'_>, receipt_id: &str) -> Outbound {
         "duration",
         Some(IdempotencyKey(receipt_id.to_owned())),
     );
+    if wants_acknowledgement(view.event) {
+        out.acknowledge = Some(acknowledge_token(receipt_id));
+    }
     if view.event.state.class() == crate::protocol::StateClass::Progress {
         out.state = format!("recovered ({})", state_words(view.event.state.name()));
         out.severity = Severity::Success;
         out.body = Some("the worker is heard from again".to_owned());
     }
     out
+}
+
+/// Whether a notification asks for someone (SPEC §3.5): a failure for good
+/// or an attention state (stale, escalated, firing, a recoverable failure)
+/// carries an Acknowledge button; endings that need no one do not.
+pub fn wants_acknowledgement(event: &FleetWorkerEvent) -> bool {
+    matches!(severity(&event.state), Severity::Failure | Severity::Attention)
+        && !matches!(event.state, WorkerState::Acknowledged { .. })
+}
+
+/// The token of a receipt's Acknowledge button (Slack value, Discord
+/// `custom_id`, Telegram `callback_data`, at most 64 bytes): `ack:` and the
+/// receipt id. A press is believed only for the message that receipt
+/// posted, in its channel (`inbound/acknowledge.rs`).
+pub fn acknowledge_token(receipt_id: &str) -> String {
+    format!("ack:{receipt_id}")
+}
+
+/// A notification once someone acknowledged it: who and when, no button.
+pub fn as_acknowledged(mut out: Outbound, ack: &Acknowledgement) -> Outbound {
+    out.acknowledge = None;
+    out.fields.push(acknowledged_field(ack));
+    out
+}
+
+fn acknowledged_field(ack: &Acknowledgement) -> Field {
+    field("acknowledged by", acknowledgement_words(ack))
+}
+
+/// `Ana (discord) at 10:04:05 UTC`.
+pub fn acknowledgement_words(ack: &Acknowledgement) -> String {
+    format!("{} at {}", ack.by, utc_time(ack.at))
 }
 
 /// A notification sent in place of one `missed` missed (`why`): marked as a
@@ -88,6 +126,9 @@ fn message(
     if !view.escalated_to.is_empty() && !matches!(view.event.state, WorkerState::Escalated { .. }) {
         fields.push(field("escalated to", view.escalated_to.join(", ")));
     }
+    if let Some(ack) = view.acknowledged {
+        fields.push(acknowledged_field(ack));
+    }
     let (words, severity) = if view.stale {
         (
             format!("stale (no event since {})", utc_time(view.as_of)),
@@ -113,6 +154,7 @@ fn message(
             occurred_at: Some(view.event.timestamp.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
         }),
         link: None,
+        acknowledge: None,
     }
 }
 
@@ -173,6 +215,9 @@ fn alert_message(
         }
     }
     fields.push(field("from", view.run_id.to_owned()));
+    if let Some(ack) = view.acknowledged {
+        fields.push(acknowledged_field(ack));
+    }
     let body = match (&alert.summary, &alert.description) {
         (Some(s), Some(d)) if s != d => Some(format!("{s}\n{d}")),
         (Some(s), _) => Some(s.clone()),
@@ -202,6 +247,7 @@ fn alert_message(
             .generator_url
             .clone()
             .filter(|u| u.starts_with("http://") || u.starts_with("https://")),
+        acknowledge: None,
     }
 }
 
@@ -327,6 +373,7 @@ mod tests {
             labels: &BTreeMap::new(),
             stale: false,
             escalated_to: &[],
+            acknowledged: None,
         };
         let msg = terminal(&view, "hr1");
         assert_eq!(msg.title, "worker-a · build");
@@ -353,6 +400,7 @@ mod tests {
             labels: &BTreeMap::new(),
             stale: false,
             escalated_to: &[],
+            acknowledged: None,
         };
         let msg = progress(&view);
         assert_eq!(msg.state, "running tool");
@@ -389,6 +437,7 @@ mod tests {
                 labels,
                 stale: false,
                 escalated_to,
+                acknowledged: None,
             }
         }
         let page = terminal(&view(&escalated, &labels, &[]), "hr1");
@@ -442,6 +491,7 @@ mod tests {
             labels: &labels,
             stale: false,
             escalated_to: &[],
+            acknowledged: None,
         };
         let live = progress(&view);
         assert_eq!(live.title, "HighLatency on api-1:9090");
@@ -490,5 +540,46 @@ mod tests {
             .plain_text()
             .contains("duration")
         );
+    }
+
+    #[test]
+    fn failures_and_attention_ask_for_someone_and_endings_that_need_no_one_do_not() {
+        let labels = BTreeMap::new();
+        let view = |event| TaskView {
+            run_id: "r",
+            worker_id: "w",
+            task_id: "t",
+            event,
+            first_seen_at: 0,
+            as_of: 1_000,
+            labels: &labels,
+            stale: false,
+            escalated_to: &[],
+            acknowledged: None,
+        };
+        let failed = crate::protocol::parse_event(serde_json::json!({
+            "seq": 1, "run_id": "r", "worker_id": "w", "task_id": "t",
+            "timestamp": "2026-01-01T00:00:00Z", "state": "failed", "reason": "boom",
+        }))
+        .expect("an event");
+        let out = terminal(&view(&failed), "hr1");
+        assert_eq!(out.acknowledge.as_deref(), Some("ack:hr1"));
+        let ack = Acknowledgement {
+            by: "ana (slack)".into(),
+            at: 3_723_000,
+        };
+        let done = as_acknowledged(out, &ack);
+        assert_eq!(done.acknowledge, None);
+        let last = done.fields.last().expect("a field");
+        assert_eq!(
+            (last.name.as_str(), last.value.as_str()),
+            ("acknowledged by", "ana (slack) at 01:02:03 UTC")
+        );
+        let mut completed = failed.clone();
+        completed.state = WorkerState::Completed {
+            exit_code: None,
+            summary: None,
+        };
+        assert_eq!(terminal(&view(&completed), "hr2").acknowledge, None);
     }
 }

@@ -178,9 +178,12 @@ impl TaskState {
     /// nothing since herald looked (`extra.silent_since`); an escalation
     /// only while its condition does.
     fn apply_herald(&mut self, event: &FleetWorkerEvent, now_ms: i64) -> Applied {
-        // A failure is escalated after the task ended.
+        // A failure is escalated after the task ended, and acknowledged.
         if let WorkerState::Escalated { channel, .. } = &event.state {
             return self.apply_escalation(event, channel);
+        }
+        if let WorkerState::Acknowledged { by } = &event.state {
+            return self.apply_acknowledged(by, now_ms);
         }
         if self.terminal {
             return Applied::moot();
@@ -212,6 +215,23 @@ impl TaskState {
             };
         }
         Applied::moot()
+    }
+
+    /// Someone acknowledged the task: named on its live message, and not
+    /// escalated further (what is open stays open, to be resolved as
+    /// usual). The first acknowledgement stands.
+    fn apply_acknowledged(&mut self, by: &str, now_ms: i64) -> Applied {
+        if self.escalation.acknowledged_by.is_some() {
+            return Applied::moot();
+        }
+        self.escalation.acknowledged_by = Some(by.to_owned());
+        self.escalation.acknowledged_at = Some(now_ms);
+        self.escalate_at = None;
+        self.version += 1;
+        Applied {
+            display_changed: true,
+            ..Applied::default()
+        }
     }
 
     /// Herald's escalation of the task to `channel`: it holds while its
@@ -430,6 +450,42 @@ mod tests {
         // A completed task is never escalated for failing.
         let mut done = TaskState::new(&event(1, "completed"), 10);
         assert!(done.apply(&escalation("failed", "oncall"), 20).moot);
+    }
+
+    #[test]
+    fn the_first_acknowledgement_stands_and_stops_escalation() {
+        let ack = |by: &str| {
+            let mut e = event(1, "running");
+            e.seq = crate::protocol::ACKNOWLEDGED_SEQ;
+            e.state = WorkerState::Acknowledged { by: by.into() };
+            e
+        };
+        // A failed task, acknowledged after it ended: named, not escalated.
+        let mut s = TaskState::new(&event(1, "failed"), 10);
+        let applied = s.apply(&ack("ana"), 20);
+        assert!(applied.display_changed && !applied.moot);
+        assert_eq!(
+            s.escalation.acknowledgement(),
+            Some(crate::escalations::Acknowledgement {
+                by: "ana".into(),
+                at: 20
+            })
+        );
+        assert_eq!((s.escalate_at, s.state.as_str()), (None, "failed"));
+        assert!(s.apply(&escalation("failed", "oncall"), 30).moot);
+        // A second press, by anyone, changes nothing.
+        let version = s.version;
+        assert!(s.apply(&ack("bob"), 40).moot);
+        assert_eq!(
+            (s.escalation.acknowledged_by.as_deref(), s.version),
+            (Some("ana"), version)
+        );
+        // A stale task acknowledged stays stale, and its mark is not escalated.
+        let mut stale = TaskState::new(&event(1, "running"), 10);
+        stale.apply(&stale_mark(10), 100);
+        stale.apply(&ack("ana"), 110);
+        assert_eq!(stale.stale_since, Some(100));
+        assert!(stale.apply(&escalation("stale#1", "oncall"), 120).moot);
     }
 
     #[test]

@@ -9,22 +9,12 @@
 
 mod common;
 
+use common::signing::{
+    SLACK_SECRET, TELEGRAM_SECRET, discord_headers, discord_public_key, hex, slack_signature,
+};
 use common::{Herald, event};
 use ed25519_dalek::{Signer, SigningKey};
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
-
-const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
-const TELEGRAM_SECRET: &str = "t3l3gram-secret_TOKEN";
-
-fn discord_key() -> SigningKey {
-    SigningKey::from_bytes(&[42u8; 32])
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn config() -> String {
     format!(
@@ -33,7 +23,7 @@ fn config() -> String {
          [adapters.discord]\ntoken = \"dtoken\"\npublic_key = \"{}\"\n\n\
          [adapters.telegram]\ntoken = \"1:tg\"\nwebhook_secret = \"{TELEGRAM_SECRET}\"\n\n\
          [channels.main]\nadapter = \"web\"\n\n[defaults]\nchannels = [\"main\"]\n",
-        hex(&discord_key().verifying_key().to_bytes())
+        discord_public_key()
     )
 }
 
@@ -65,28 +55,8 @@ async fn seed(h: &Herald) {
     assert_eq!(status, 202, "{body}");
 }
 
-fn slack_signature(ts: &str, body: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SLACK_SECRET.as_bytes()).expect("a key");
-    mac.update(format!("v0:{ts}:{body}").as_bytes());
-    format!("v0={}", hex(&mac.finalize().into_bytes()))
-}
-
 async fn post(h: &Herald, path: &str, headers: &[(&str, String)], body: String, form: bool) -> (u16, Value) {
-    let mut req = h.client.post(h.url(path)).body(body);
-    req = req.header(
-        "content-type",
-        if form {
-            "application/x-www-form-urlencoded"
-        } else {
-            "application/json"
-        },
-    );
-    for (k, v) in headers {
-        req = req.header(*k, v);
-    }
-    let r = req.send().await.expect("post");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    h.post_inbound(path, headers, body, form).await
 }
 
 async fn rejected(h: &Herald, platform: &str, reason: &str) -> i64 {
@@ -168,15 +138,6 @@ async fn slack_status_is_answered_when_signed_and_fresh_only() {
         "{answer}"
     );
     assert_eq!(h.metric("herald_events_ingested_total").await, events);
-}
-
-fn discord_headers(body: &str) -> Vec<(&'static str, String)> {
-    let ts = chrono::Utc::now().timestamp().to_string();
-    let signature = discord_key().sign(format!("{ts}{body}").as_bytes());
-    vec![
-        ("x-signature-timestamp", ts),
-        ("x-signature-ed25519", hex(&signature.to_bytes())),
-    ]
 }
 
 #[tokio::test]

@@ -33,6 +33,7 @@ pub fn receipt_message(receipt: &ClaimedReceipt) -> Outbound {
             labels: &receipt.labels,
             stale: false,
             escalated_to: &[],
+            acknowledged: None,
         },
         &receipt.id,
     );

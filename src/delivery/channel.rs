@@ -1156,6 +1156,7 @@ impl ChannelActor {
             labels: &job.labels,
             stale: job.stale_since.is_some() && !job.terminal,
             escalated_to: &job.escalated_to,
+            acknowledged: job.acknowledged.as_ref(),
         });
         let text_hash = rendering_hash(&message);
         if let (Some(id), Some(shown)) = (&job.message_id, job.shown_hash)

@@ -14,6 +14,8 @@ pub mod leases;
 mod outcomes;
 pub mod receipts;
 
+pub use attempt::receipt_message;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};

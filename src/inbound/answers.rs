@@ -78,3 +78,52 @@ pub fn telegram(answer: &Answer, chat_id: i64) -> Value {
         "link_preview_options": {"is_disabled": true},
     })
 }
+
+/// Why an acknowledged Slack message could not be replaced.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplaceError {
+    /// The payload's `response_url` is not Slack's (nor the configured API
+    /// host's): herald does not POST to it.
+    #[error("the response_url is not Slack's")]
+    NotSlack,
+    /// The request failed or Slack refused it.
+    #[error("Slack did not take the replacement: {0}")]
+    Http(String),
+}
+
+/// Where Slack's `response_url`s point.
+const SLACK_HOOKS: &str = "https://hooks.slack.com/";
+
+/// Replace the pressed Slack message through the payload's `response_url`
+/// (`replace_original`): Slack's way to edit the message an action came
+/// from, outside the Web API's rate tiers. Only Slack's own hooks host is
+/// called — or the configured `api_url`'s origin (a proxy, an emulator).
+pub async fn slack_replace(
+    response_url: &str,
+    api_url: Option<&str>,
+    msg: &herald_messaging::Outbound,
+) -> Result<(), ReplaceError> {
+    let origin = |u: &str| reqwest::Url::parse(u).ok().map(|u| u.origin());
+    let ours = response_url.starts_with(SLACK_HOOKS)
+        || api_url.is_some_and(|api| origin(api).is_some_and(|o| Some(o) == origin(response_url)));
+    if !ours {
+        return Err(ReplaceError::NotSlack);
+    }
+    let body = json!({
+        "replace_original": true,
+        "text": herald_slack::render::fallback(msg),
+        "blocks": herald_slack::render::blocks(msg),
+    });
+    let answer = reqwest::Client::new()
+        .post(response_url)
+        .timeout(std::time::Duration::from_secs(2))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| ReplaceError::Http(e.without_url().to_string()))?;
+    if answer.status().is_success() {
+        Ok(())
+    } else {
+        Err(ReplaceError::Http(format!("HTTP {}", answer.status().as_u16())))
+    }
+}

@@ -5,8 +5,11 @@
 //! unverified, stale or malformed one is a `401`, changes nothing and is
 //! counted in `herald_inbound_rejected_total{platform,reason}`. Commands
 //! are read from the store (`status.rs`) and answered in the platform's
-//! format (`answers.rs`); no command stores anything.
+//! format (`answers.rs`); no command stores anything. A press of
+//! Acknowledge (`acknowledge.rs`) journals who pressed it and edits the
+//! pressed message to say so.
 
+mod acknowledge;
 mod answers;
 mod status;
 pub mod verify;
@@ -17,7 +20,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::ingest::AppState;
+use acknowledge::{Press, PressError};
 use answers::Answer;
+use herald_messaging::Platform;
 use status::{HELP, StatusReport};
 use verify::Rejected;
 
@@ -96,6 +101,13 @@ pub async fn slack(State(state): State<AppState>, request: axum::extract::Reques
     }
     let form: Vec<(String, String)> = form_urlencoded::parse(&bytes).into_owned().collect();
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    // Interactivity (a button) comes as one `payload` field of JSON.
+    if let Some(payload) = field("payload") {
+        let Ok(payload) = serde_json::from_str::<Value>(payload) else {
+            return rejected("slack", Rejected::Malformed);
+        };
+        return slack_action(&state, &payload).await;
+    }
     if field("command").is_none() {
         return rejected("slack", Rejected::Malformed);
     }
@@ -141,6 +153,8 @@ pub async fn discord(State(state): State<AppState>, request: axum::extract::Requ
             let answer = answer(&state, &words).await;
             (StatusCode::OK, axum::Json(answers::discord(&answer))).into_response()
         }
+        // MESSAGE_COMPONENT: a button herald put on a message.
+        Some(3) => discord_component(&state, &interaction).await,
         Some(_) => {
             let answer = Answer::Text("herald does not handle this interaction yet".to_owned());
             (StatusCode::OK, axum::Json(answers::discord(&answer))).into_response()
@@ -168,6 +182,9 @@ pub async fn telegram(State(state): State<AppState>, request: axum::extract::Req
     else {
         return rejected("telegram", Rejected::Malformed);
     };
+    if update["callback_query"].is_object() {
+        return telegram_callback(&state, &update["callback_query"]).await;
+    }
     let message = &update["message"];
     let (Some(chat), Some(text)) = (message["chat"]["id"].as_i64(), message["text"].as_str()) else {
         // Not a message herald reads (an edit, a join…): taken, so
@@ -186,4 +203,182 @@ pub async fn telegram(State(state): State<AppState>, request: axum::extract::Req
         _ => return (StatusCode::OK, axum::Json(json!({}))).into_response(),
     };
     (StatusCode::OK, axum::Json(answers::telegram(&answer, chat))).into_response()
+}
+
+/// A verified press that changed nothing: counted, logged, and answered
+/// in the platform's way by the caller.
+fn press_refused(platform: &'static str, why: &PressError) {
+    crate::metrics::inbound_rejected(platform, why.label());
+    match why {
+        PressError::Store(_) | PressError::Commit(_) => {
+            tracing::warn!(platform, error = %why, "a press of Acknowledge was not recorded");
+        }
+        _ => tracing::info!(
+            platform,
+            reason = why.label(),
+            "a press of Acknowledge was refused"
+        ),
+    }
+}
+
+fn ok_json(value: Value) -> Response {
+    (StatusCode::OK, axum::Json(value)).into_response()
+}
+
+/// Slack `block_actions`: herald's Acknowledge button. The pressed message
+/// is replaced through the payload's `response_url`; the request itself is
+/// answered with an empty 200.
+async fn slack_action(state: &AppState, payload: &Value) -> Response {
+    let action = payload["actions"].as_array().and_then(|a| {
+        a.iter()
+            .find(|a| a["action_id"] == herald_slack::render::ACKNOWLEDGE_ACTION)
+    });
+    let (Some(action), Some(chat), Some(message)) = (
+        action,
+        payload["channel"]["id"].as_str(),
+        payload["container"]["message_ts"]
+            .as_str()
+            .or(payload["message"]["ts"].as_str()),
+    ) else {
+        // Another app's action, or a payload herald does not read.
+        return (StatusCode::OK, "").into_response();
+    };
+    let user = &payload["user"];
+    let press = Press {
+        platform: Platform::Slack,
+        token: action["value"].as_str().unwrap_or_default().to_owned(),
+        chat: chat.to_owned(),
+        message: message.to_owned(),
+        person: person_name(&[&user["name"], &user["username"], &user["id"]], "slack"),
+        person_id: user["id"].as_str().unwrap_or_default().to_owned(),
+    };
+    match acknowledge::acknowledge(state, &press).await {
+        Ok(done) => {
+            let url = payload["response_url"].as_str().unwrap_or_default();
+            let api_url = state
+                .config
+                .borrow()
+                .adapters
+                .slack
+                .as_ref()
+                .and_then(|a| a.api_url.clone());
+            if let Err(e) = answers::slack_replace(url, api_url.as_deref(), &done.message).await {
+                tracing::warn!(error = %e, "the acknowledged Slack message could not be replaced");
+            }
+        }
+        Err(why) => press_refused("slack", &why),
+    }
+    (StatusCode::OK, "").into_response()
+}
+
+/// Discord `MESSAGE_COMPONENT`: answered with `UPDATE_MESSAGE`, the pressed
+/// message edited in place.
+async fn discord_component(state: &AppState, interaction: &Value) -> Response {
+    let user = if interaction["member"]["user"].is_object() {
+        &interaction["member"]["user"]
+    } else {
+        &interaction["user"]
+    };
+    let (Some(token), Some(chat), Some(message)) = (
+        interaction["data"]["custom_id"].as_str(),
+        interaction["channel_id"]
+            .as_str()
+            .or(interaction["message"]["channel_id"].as_str()),
+        interaction["message"]["id"].as_str(),
+    ) else {
+        return rejected("discord", Rejected::Malformed);
+    };
+    let press = Press {
+        platform: Platform::Discord,
+        token: token.to_owned(),
+        chat: chat.to_owned(),
+        message: message.to_owned(),
+        person: person_name(&[&user["global_name"], &user["username"], &user["id"]], "discord"),
+        person_id: user["id"].as_str().unwrap_or_default().to_owned(),
+    };
+    match acknowledge::acknowledge(state, &press).await {
+        Ok(done) => match herald_discord::render::update_interaction(&done.message) {
+            Ok(update) => ok_json(update),
+            Err(e) => {
+                tracing::warn!(error = %e, "the acknowledged Discord message could not be rendered");
+                ok_json(answers::discord(&Answer::Text(format!(
+                    "acknowledged by {}",
+                    done.by.by
+                ))))
+            }
+        },
+        Err(why) => {
+            press_refused("discord", &why);
+            ok_json(answers::discord(&Answer::Text(why.to_string())))
+        }
+    }
+}
+
+/// Telegram `callback_query`: answered in the webhook response with
+/// `answerCallbackQuery`, a notice to the person who pressed saying who
+/// acknowledged and when (or why nothing changed). The pressed message is
+/// not edited here: an edit counts against the chat's one-per-second and
+/// twenty-per-minute limits, which only the channel's actor spends (an
+/// edit answered in a webhook response that Telegram refuses for a limit
+/// is lost unseen). The task's live message says who acknowledged, sent
+/// through that actor like every edit.
+async fn telegram_callback(state: &AppState, query: &Value) -> Response {
+    let message = &query["message"];
+    let (Some(token), Some(chat), Some(message_id), Some(query_id)) = (
+        query["data"].as_str(),
+        message["chat"]["id"].as_i64(),
+        message["message_id"].as_i64(),
+        query["id"].as_str(),
+    ) else {
+        return ok_json(json!({}));
+    };
+    let from = &query["from"];
+    let username = from["username"].as_str().map(|u| Value::String(format!("@{u}")));
+    let press = Press {
+        platform: Platform::Telegram,
+        token: token.to_owned(),
+        chat: chat.to_string(),
+        message: message_id.to_string(),
+        person: person_name(
+            &[
+                username.as_ref().unwrap_or(&Value::Null),
+                &from["first_name"],
+                &from["id"],
+            ],
+            "telegram",
+        ),
+        person_id: from["id"].as_i64().map(|i| i.to_string()).unwrap_or_default(),
+    };
+    match acknowledge::acknowledge(state, &press).await {
+        Ok(done) => ok_json(json!({
+            "method": "answerCallbackQuery",
+            "callback_query_id": query_id,
+            "text": herald_messaging::truncate_chars(
+                &format!("acknowledged by {}", crate::render::acknowledgement_words(&done.by)),
+                200,
+            ),
+        })),
+        Err(why) => {
+            press_refused("telegram", &why);
+            ok_json(json!({
+                "method": "answerCallbackQuery",
+                "callback_query_id": query_id,
+                "text": why.to_string(),
+            }))
+        }
+    }
+}
+
+/// The first of the platform's names for a person that is set, with the
+/// platform: `ana (slack)`.
+fn person_name(candidates: &[&Value], platform: &str) -> String {
+    let name = candidates
+        .iter()
+        .find_map(|v| match v {
+            Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "someone".to_owned());
+    format!("{} ({platform})", herald_messaging::truncate_chars(&name, 64))
 }

@@ -49,6 +49,8 @@ pub struct ProgressJob {
     pub stale_since: Option<i64>,
     /// Channels it is escalated to (open escalations).
     pub escalated_to: Vec<String>,
+    /// Who acknowledged it, if someone did.
+    pub acknowledged: Option<crate::escalations::Acknowledgement>,
     /// Failed sends in a row (for the retry schedule).
     pub failures: i64,
 }
@@ -100,6 +102,7 @@ pub enum ProgressWrite {
 
 /// A [`ProgressJob`] from a row with the task and handle columns.
 pub(crate) fn progress_job_from(r: &impl Columns, channel: &str) -> Result<ProgressJob, StoreError> {
+    let escalation = r.json::<EscalationLog>("escalation")?;
     Ok(ProgressJob {
         labels: r.json("labels")?,
         task: r.int("task")?,
@@ -118,7 +121,8 @@ pub(crate) fn progress_job_from(r: &impl Columns, channel: &str) -> Result<Progr
         updated_at: r.int("updated_at")?,
         terminal: r.flag("terminal")?,
         stale_since: r.maybe_int("stale_since")?,
-        escalated_to: r.json::<EscalationLog>("escalation")?.open_channels(),
+        escalated_to: escalation.open_channels(),
+        acknowledged: escalation.acknowledgement(),
         failures: r.int("failures")?,
     })
 }

@@ -175,6 +175,15 @@ pub trait QueryStore: Send + Sync {
         limit: i64,
     ) -> Result<Vec<JournalEntry>, StoreError>;
 
+    /// Who acknowledged a worker task and when, if someone did (`None` too
+    /// when there is no such task).
+    async fn acknowledgement(
+        &self,
+        run_id: &str,
+        worker_id: &str,
+        task_id: &str,
+    ) -> Result<Option<crate::escalations::Acknowledgement>, StoreError>;
+
     /// Whether a worker task exists (to tell an empty journal from a 404).
     async fn task_exists(&self, run_id: &str, worker_id: &str, task_id: &str) -> Result<bool, StoreError>;
 

@@ -220,6 +220,11 @@ pub trait ReceiptStore: Send + Sync {
     /// The status of one receipt, if it exists.
     async fn receipt_status(&self, id: &str) -> Result<Option<String>, StoreError>;
 
+    /// Where one receipt was posted: its channel and the platform's message
+    /// id (`None` until it surfaced), if the receipt exists. A pressed
+    /// button is believed only for that message.
+    async fn receipt_placement(&self, id: &str) -> Result<Option<(String, Option<String>)>, StoreError>;
+
     /// When the next pending receipt of `channel` is due (Unix ms); with
     /// `verified_only`, of those not waiting for a look-up.
     async fn next_receipt_due(&self, channel: &str, verified_only: bool) -> Result<Option<i64>, StoreError>;

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod outcomes;
+pub mod signing;
 pub mod store;
 
 use std::io::{BufRead, BufReader};
@@ -161,6 +162,33 @@ impl Herald {
             .send()
             .await
             .expect("post");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POST a platform's inbound request: `body` as it is, form-encoded
+    /// or JSON, with the given (signature) headers.
+    pub async fn post_inbound(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+        body: String,
+        form: bool,
+    ) -> (u16, Value) {
+        let content_type = if form {
+            "application/x-www-form-urlencoded"
+        } else {
+            "application/json"
+        };
+        let mut req = self
+            .client
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let res = req.send().await.expect("post");
         let status = res.status().as_u16();
         (status, res.json().await.unwrap_or(Value::Null))
     }

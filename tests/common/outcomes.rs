@@ -19,6 +19,7 @@ pub fn outbound(kind: MessageKind, body: &str, key: Option<&str>) -> Outbound {
         idempotency_key: key.map(|k| IdempotencyKey(k.into())),
         subject: None,
         link: None,
+        acknowledge: None,
     }
 }
 

@@ -301,8 +301,51 @@ fn validate(body: &Value) -> Result<(), Response> {
             return Err(invalid_form(&format!("embeds.{i}"), 6000));
         }
     }
+    validate_components(&body["components"])?;
     if chars(&body["content"]) == 0 && embeds.is_empty() {
         return Err(error(400, 50006, "Cannot send an empty message"));
+    }
+    Ok(())
+}
+
+/// Discord's rules for message components (action rows of buttons): at
+/// most 5 rows of 1–5 buttons; a button has a style 1–5 and a label of at
+/// most 80 characters; a link button (style 5) has a `url` and no
+/// `custom_id`, the others a `custom_id` of 1–100 characters.
+fn validate_components(components: &Value) -> Result<(), Response> {
+    let Some(rows) = components.as_array() else {
+        return if components.is_null() {
+            Ok(())
+        } else {
+            Err(invalid_form("components", 5))
+        };
+    };
+    if rows.len() > 5 {
+        return Err(invalid_form("components", 5));
+    }
+    for (i, row) in rows.iter().enumerate() {
+        let buttons = row["components"].as_array().cloned().unwrap_or_default();
+        if row["type"] != 1 || buttons.is_empty() || buttons.len() > 5 {
+            return Err(invalid_form(&format!("components.{i}.components"), 5));
+        }
+        for (j, b) in buttons.iter().enumerate() {
+            let at = format!("components.{i}.components.{j}");
+            let style = b["style"].as_u64().unwrap_or(0);
+            if b["type"] != 2 || !(1..=5).contains(&style) {
+                return Err(invalid_form(&format!("{at}.style"), 5));
+            }
+            if chars(&b["label"]) > 80 {
+                return Err(invalid_form(&format!("{at}.label"), 80));
+            }
+            let id = chars(&b["custom_id"]);
+            if style == 5 {
+                if b["url"].as_str().is_none() || id > 0 {
+                    return Err(invalid_form(&format!("{at}.url"), 512));
+                }
+            } else if !(1..=100).contains(&id) {
+                return Err(invalid_form(&format!("{at}.custom_id"), 100));
+            }
+        }
     }
     Ok(())
 }
@@ -355,6 +398,7 @@ fn message(id: u64, channel: &str, body: &Value, edited: Option<String>) -> Valu
         "mention_roles": [],
         "attachments": [],
         "embeds": embeds,
+        "components": body["components"].as_array().cloned().unwrap_or_default(),
         "pinned": false,
         "type": 0,
         "flags": 0
@@ -578,6 +622,10 @@ fn edit_message(inner: &Arc<Mutex<Inner>>, channel: &str, message_id: &str, body
     let old = ch.messages[&id].clone();
     let mut updated = message(id, channel, body, Some(now_iso()));
     updated["timestamp"] = old["timestamp"].clone();
+    // An edit without `components` keeps the message's.
+    if body.get("components").is_none() {
+        updated["components"] = old["components"].clone();
+    }
     if let Some(n) = old.get("nonce") {
         updated["nonce"] = n.clone();
     }
@@ -591,6 +639,44 @@ fn edit_message(inner: &Arc<Mutex<Inner>>, channel: &str, message_id: &str, body
 }
 
 impl DiscordEmulator {
+    /// Apply an interaction response to the message whose component was
+    /// pressed, as Discord does: `UPDATE_MESSAGE` (7) edits it in place
+    /// (validated like an edit, `components` replaced when given);
+    /// `CHANNEL_MESSAGE_WITH_SOURCE` (4) and `DEFERRED_UPDATE_MESSAGE` (6)
+    /// leave it. Anything else is an error Discord would show the user
+    /// ("This interaction failed").
+    pub fn apply_interaction_response(
+        &self,
+        channel: &str,
+        message_id: &str,
+        response: &Value,
+    ) -> Result<(), String> {
+        match response["type"].as_u64() {
+            Some(4 | 6) => Ok(()),
+            Some(7) => {
+                let data = &response["data"];
+                validate(data).map_err(|r| format!("invalid UPDATE_MESSAGE data: HTTP {}", r.status()))?;
+                let mut state = self.inner.lock().unwrap();
+                let id: u64 = message_id.parse().map_err(|_| "bad message id".to_owned())?;
+                let ch = state.channels.get_mut(channel).ok_or("unknown channel")?;
+                let old = ch.messages.get(&id).cloned().ok_or("unknown message")?;
+                let mut updated = message(id, channel, data, Some(now_iso()));
+                updated["timestamp"] = old["timestamp"].clone();
+                if data.get("components").is_none() {
+                    updated["components"] = old["components"].clone();
+                }
+                if let Some(n) = old.get("nonce") {
+                    updated["nonce"] = n.clone();
+                }
+                ch.messages.insert(id, updated);
+                Ok(())
+            }
+            other => Err(format!(
+                "interaction response type {other:?} does not answer a component"
+            )),
+        }
+    }
+
     /// Delete a message, as a person in the channel might.
     pub fn delete(&self, channel: &str, id: &str) {
         let id: u64 = id.parse().unwrap();

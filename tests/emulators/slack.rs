@@ -116,6 +116,8 @@ struct Inner {
     seen: Vec<Seen>,
     clock: u64,
     rate_limited: usize,
+    /// Uses of each `response_url` (Slack allows 5 within 30 minutes).
+    responses: HashMap<String, usize>,
 }
 
 /// A running emulator.
@@ -152,11 +154,19 @@ impl SlackEmulator {
         }));
         let app = Router::new()
             .route("/api/{method}", post(call).get(call))
+            .route("/actions/{channel}/{ts}", post(respond))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         SlackEmulator { addr, inner }
+    }
+
+    /// The `response_url` Slack puts in an interaction payload about the
+    /// message `ts` of `channel` (on the emulator's host, as Slack's are on
+    /// hooks.slack.com).
+    pub fn response_url(&self, channel: &str, ts: &str) -> String {
+        format!("http://{}/actions/{channel}/{ts}", self.addr)
     }
 
     /// The `api_url` to configure.
@@ -457,6 +467,9 @@ fn handle(inner: &Arc<Mutex<Inner>>, method: &str, headers: &HeaderMap, args: &V
             if args["text"].as_str().is_none_or(str::is_empty) && args["blocks"].is_null() {
                 return api_error("no_text");
             }
+            if let Err(why) = validate_blocks(&args["blocks"]) {
+                return invalid_blocks(&why);
+            }
             // Slack's ts is the server's clock (unique per channel).
             let wall = u64::try_from(
                 std::time::SystemTime::now()
@@ -485,6 +498,9 @@ fn handle(inner: &Arc<Mutex<Inner>>, method: &str, headers: &HeaderMap, args: &V
         "chat.update" => {
             if let Some(wait) = window_full(&mut state.updates, UPDATES_PER_WORKSPACE, now) {
                 return ratelimited(&mut state, "chat.update", wait);
+            }
+            if let Err(why) = validate_blocks(&args["blocks"]) {
+                return invalid_blocks(&why);
             }
             let ts = args["ts"].as_str().unwrap_or("").to_owned();
             let Some(message) = state
@@ -561,4 +577,120 @@ fn handle(inner: &Arc<Mutex<Inner>>, method: &str, headers: &HeaderMap, args: &V
         }
         other => api_error(&format!("unknown_method:{other}")),
     }
+}
+
+/// Block Kit's rules for the blocks herald sends (Slack's block and
+/// element references): at most 50 blocks of a known type; a header's
+/// plain text at most 150 characters; a section's text at most 3,000; a
+/// context at most 10 elements; an actions block 1–25 elements, a button's
+/// plain-text label at most 75 characters, `action_id` at most 255,
+/// `value` at most 2,000, `style` primary or danger.
+fn validate_blocks(blocks: &Value) -> Result<(), String> {
+    let Some(blocks) = blocks.as_array() else {
+        return if blocks.is_null() {
+            Ok(())
+        } else {
+            Err("blocks must be an array".to_owned())
+        };
+    };
+    if blocks.len() > 50 {
+        return Err("no more than 50 items allowed [json-pointer:/blocks]".to_owned());
+    }
+    let len = |v: &Value| v.as_str().map_or(0, |s| s.chars().count());
+    for (i, b) in blocks.iter().enumerate() {
+        let at = format!("[json-pointer:/blocks/{i}]");
+        match b["type"].as_str() {
+            Some("header") => {
+                if b["text"]["type"] != "plain_text" || len(&b["text"]["text"]) > 150 {
+                    return Err(format!("must be plain_text of at most 150 characters {at}/text"));
+                }
+            }
+            Some("section") => {
+                if len(&b["text"]["text"]) > 3000 {
+                    return Err(format!("must be less than 3001 characters {at}/text"));
+                }
+            }
+            Some("context") => {
+                if b["elements"]
+                    .as_array()
+                    .is_none_or(|e| e.is_empty() || e.len() > 10)
+                {
+                    return Err(format!("must have 1-10 elements {at}/elements"));
+                }
+            }
+            Some("divider") => {}
+            Some("actions") => {
+                let elements = b["elements"].as_array().cloned().unwrap_or_default();
+                if elements.is_empty() || elements.len() > 25 {
+                    return Err(format!("must have 1-25 elements {at}/elements"));
+                }
+                for (j, e) in elements.iter().enumerate() {
+                    let at = format!("{at}/elements/{j}");
+                    if e["type"] != "button" {
+                        return Err(format!("unsupported element type {at}"));
+                    }
+                    if e["text"]["type"] != "plain_text" || len(&e["text"]["text"]) > 75 {
+                        return Err(format!("must be plain_text of at most 75 characters {at}/text"));
+                    }
+                    if len(&e["action_id"]) > 255 || len(&e["value"]) > 2000 {
+                        return Err(format!("action_id or value too long {at}"));
+                    }
+                    if !(e["style"].is_null() || e["style"] == "primary" || e["style"] == "danger") {
+                        return Err(format!("must be primary or danger {at}/style"));
+                    }
+                }
+            }
+            _ => return Err(format!("unsupported block type {at}")),
+        }
+    }
+    Ok(())
+}
+
+fn invalid_blocks(why: &str) -> Response {
+    json_response(
+        StatusCode::OK,
+        json!({"ok": false, "error": "invalid_blocks", "errors": [why]}),
+    )
+}
+
+/// A `response_url` POST: `replace_original` replaces the message's text
+/// and blocks (validated as `chat.update` does); each URL takes 5 uses.
+async fn respond(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Path((channel, ts)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let args: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut state = inner.lock().unwrap();
+    state.seen.push(Seen {
+        method: "response_url".to_owned(),
+        args: args.clone(),
+        status: 200,
+        at: Instant::now(),
+    });
+    let uses = state.responses.entry(format!("{channel}/{ts}")).or_default();
+    *uses += 1;
+    if *uses > 5 {
+        return (StatusCode::NOT_FOUND, "used_url").into_response();
+    }
+    if args["text"].as_str().is_none_or(str::is_empty) && args["blocks"].is_null() {
+        return (StatusCode::BAD_REQUEST, "no_text").into_response();
+    }
+    if let Err(why) = validate_blocks(&args["blocks"]) {
+        return (StatusCode::BAD_REQUEST, format!("invalid_blocks: {why}")).into_response();
+    }
+    if args["replace_original"] != true {
+        return json_response(StatusCode::OK, json!({"ok": true}));
+    }
+    let Some(message) = state
+        .messages
+        .get_mut(&channel)
+        .and_then(|list| list.iter_mut().find(|m| m["ts"] == ts))
+    else {
+        return (StatusCode::NOT_FOUND, "message_not_found").into_response();
+    };
+    message["text"] = args["text"].clone();
+    message["blocks"] = args["blocks"].clone();
+    message["edited"] = json!({"user": "U0HERALD", "ts": ts});
+    json_response(StatusCode::OK, json!({"ok": true}))
 }

@@ -132,6 +132,32 @@ impl TelegramEmulator {
         format!("http://{}", self.addr)
     }
 
+    /// Carry out the method a bot answered a webhook update with, as
+    /// Telegram does (the same checks and limits as a call):
+    /// `answerCallbackQuery` is taken as it is, others go through the API.
+    /// Returns the status and the answer the bot never sees.
+    pub async fn webhook_response(&self, response: &Value) -> (u16, Value) {
+        let method = response["method"].as_str().unwrap_or_default().to_lowercase();
+        let res = if method == "answercallbackquery" {
+            if response["callback_query_id"].as_str().is_none_or(str::is_empty) {
+                fail(400, "Bad Request: QUERY_ID_INVALID")
+            } else {
+                reply(200, json!({"ok": true, "result": true}))
+            }
+        } else {
+            let bot = format!("bot{}", self.inner.lock().unwrap().token);
+            handle(&self.inner, &bot, &method, response)
+        };
+        let status = res.status().as_u16();
+        self.inner.lock().unwrap().seen.push(Seen {
+            method: format!("webhook:{method}"),
+            args: response.clone(),
+            status,
+        });
+        let body = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
     /// Add a chat.
     pub fn chat(&self, id: i64, kind: ChatKind) {
         self.inner.lock().unwrap().chats.insert(
@@ -477,6 +503,10 @@ fn handle(inner: &Arc<Mutex<Inner>>, bot: &str, method: &str, args: &Value) -> R
     if visible.chars().count() > 4096 {
         return fail(400, "Bad Request: message is too long");
     }
+    let markup = args["reply_markup"].clone();
+    if let Err(why) = validate_markup(&markup) {
+        return fail(400, &why);
+    }
     let message_id = args["message_id"]
         .as_i64()
         .or_else(|| args["message_id"].as_str().and_then(|s| s.parse().ok()));
@@ -489,7 +519,9 @@ fn handle(inner: &Arc<Mutex<Inner>>, bot: &str, method: &str, args: &Value) -> R
         if existing["from"]["id"] != 999 && chat.kind != ChatKind::Channel {
             return fail(400, "Bad Request: message can't be edited");
         }
-        if existing["html"] == text {
+        // Content *and* reply markup: an edit without `reply_markup`
+        // removes the keyboard, so it is a change when there was one.
+        if existing["html"] == text && existing["reply_markup"] == markup {
             return fail(400, NOT_MODIFIED);
         }
     }
@@ -507,6 +539,9 @@ fn handle(inner: &Arc<Mutex<Inner>>, bot: &str, method: &str, args: &Value) -> R
         "from": {"id": 999, "is_bot": true, "first_name": "herald", "username": "herald_bot"},
         "text": visible, "html": text,
     });
+    if !markup.is_null() {
+        message["reply_markup"] = markup;
+    }
     if method == "editmessagetext" {
         message["edit_date"] = json!(date);
     }
@@ -519,4 +554,43 @@ fn handle(inner: &Arc<Mutex<Inner>>, bot: &str, method: &str, args: &Value) -> R
     let mut result = message;
     result.as_object_mut().unwrap().remove("html");
     reply(200, json!({"ok": true, "result": result}))
+}
+
+/// The Bot API's rules for an inline keyboard: rows of buttons, each with
+/// a non-empty `text` and exactly one action; `callback_data` 1–64 bytes.
+fn validate_markup(markup: &Value) -> Result<(), String> {
+    if markup.is_null() {
+        return Ok(());
+    }
+    let Some(rows) = markup["inline_keyboard"].as_array() else {
+        return Err("Bad Request: can't parse reply keyboard markup JSON object".to_owned());
+    };
+    for row in rows {
+        let Some(buttons) = row.as_array() else {
+            return Err("Bad Request: can't parse inline keyboard button: row is not an array".to_owned());
+        };
+        for b in buttons {
+            if b["text"].as_str().is_none_or(str::is_empty) {
+                return Err(
+                    "Bad Request: can't parse inline keyboard button: Text must be non-empty".to_owned(),
+                );
+            }
+            let actions = ["callback_data", "url", "switch_inline_query", "pay"]
+                .iter()
+                .filter(|k| !b[**k].is_null())
+                .count();
+            if actions != 1 {
+                return Err(
+                    "Bad Request: can't parse inline keyboard button: Text buttons are unallowed in the inline keyboard"
+                        .to_owned(),
+                );
+            }
+            if let Some(data) = b["callback_data"].as_str()
+                && !(1..=64).contains(&data.len())
+            {
+                return Err("Bad Request: BUTTON_DATA_INVALID".to_owned());
+            }
+        }
+    }
+    Ok(())
 }

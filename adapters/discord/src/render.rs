@@ -3,7 +3,11 @@
 //! escaped and cut to Discord's limits.
 
 use herald_messaging::{MessageKind, Outbound, Severity, truncate_chars};
-use serenity::builder::{CreateAllowedMentions, CreateEmbed, CreateEmbedFooter, CreateMessage, EditMessage};
+use serenity::builder::{
+    CreateActionRow, CreateAllowedMentions, CreateButton, CreateEmbed, CreateEmbedFooter,
+    CreateInteractionResponse, CreateInteractionResponseMessage, CreateMessage, EditMessage,
+};
+use serenity::model::application::ButtonStyle;
 use serenity::model::channel::Nonce;
 
 /// `content` limit.
@@ -129,6 +133,22 @@ fn no_pings() -> CreateAllowedMentions {
     CreateAllowedMentions::new()
 }
 
+/// The message's buttons: Acknowledge, where the notification asks for
+/// someone (its token is the button's `custom_id`, at most 100 characters).
+fn buttons(msg: &Outbound) -> Vec<CreateActionRow> {
+    msg.acknowledge
+        .iter()
+        .filter(|token| token.chars().count() <= 100)
+        .map(|token| {
+            CreateActionRow::Buttons(vec![
+                CreateButton::new(token.clone())
+                    .label("Acknowledge")
+                    .style(ButtonStyle::Primary),
+            ])
+        })
+        .collect()
+}
+
 /// The create request; a terminal notification carries its idempotency key
 /// as `nonce` with `enforce_nonce`, so a resend returns the first message.
 pub fn create(msg: &Outbound) -> CreateMessage {
@@ -136,6 +156,10 @@ pub fn create(msg: &Outbound) -> CreateMessage {
         .content(content(msg))
         .embed(embed(msg))
         .allowed_mentions(no_pings());
+    let buttons = buttons(msg);
+    if !buttons.is_empty() {
+        create = create.components(buttons);
+    }
     if let Some(key) = &msg.idempotency_key {
         let nonce: String = key.0.chars().take(25).collect();
         create = create.nonce(Nonce::String(nonce)).enforce_nonce(true);
@@ -149,6 +173,18 @@ pub fn edit(msg: &Outbound) -> EditMessage {
         .content(content(msg))
         .embed(embed(msg))
         .allowed_mentions(no_pings())
+}
+
+/// The answer to a button press that edits the pressed message in place
+/// (`UPDATE_MESSAGE`, type 7): its new rendering, with exactly the buttons
+/// `msg` carries (none once acknowledged), and no mention parsed.
+pub fn update_interaction(msg: &Outbound) -> Result<serde_json::Value, serde_json::Error> {
+    let data = CreateInteractionResponseMessage::new()
+        .content(content(msg))
+        .embed(embed(msg))
+        .components(buttons(msg))
+        .allowed_mentions(no_pings());
+    serde_json::to_value(CreateInteractionResponse::UpdateMessage(data))
 }
 
 #[cfg(test)]
@@ -171,6 +207,7 @@ mod tests {
             idempotency_key: Some(herald_messaging::IdempotencyKey("hr0123456789abcdef0123".into())),
             subject: None,
             link: None,
+            acknowledge: None,
         }
     }
 

@@ -122,6 +122,12 @@ pub struct Outbound {
     /// it a link in their own way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
+    /// The token of an Acknowledge button, on notifications that ask for
+    /// someone: chat adapters show the button (Slack block button, Discord
+    /// component, Telegram inline keyboard) and the platform sends the
+    /// token back when it is pressed. Others ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledge: Option<String>,
 }
 
 impl Outbound {

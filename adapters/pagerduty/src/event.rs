@@ -183,6 +183,7 @@ mod tests {
                 occurred_at: None,
             }),
             link: None,
+            acknowledge: None,
         }
     }
 

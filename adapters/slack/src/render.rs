@@ -99,8 +99,22 @@ pub fn blocks(msg: &Outbound) -> Vec<SlackBlock> {
             SlackContextBlockElement::MarkDown(SlackBlockMarkDownText::new(link)),
         ])));
     }
+    // Acknowledge: its token is the button's value (at most 2,000
+    // characters); Slack sends it back in a `block_actions` payload.
+    if let Some(token) = msg.acknowledge.as_ref().filter(|t| t.chars().count() <= 2000) {
+        let button = SlackBlockButtonElement::new(SlackBlockPlainText::new("Acknowledge".into()).into())
+            .with_action_id(ACKNOWLEDGE_ACTION.into())
+            .with_value(token.clone())
+            .with_style(SlackBlockButtonStyle::Primary);
+        blocks.push(SlackBlock::Actions(SlackActionsBlock::new(vec![
+            SlackActionBlockElement::Button(button),
+        ])));
+    }
     blocks
 }
+
+/// The `action_id` of herald's Acknowledge button.
+pub const ACKNOWLEDGE_ACTION: &str = "herald_acknowledge";
 
 /// `<url|source>` for a link, or `None` for what Slack could misread (its
 /// link syntax has no escape for `|` and `>`; `<` and `&` are escaped).
@@ -126,6 +140,7 @@ mod tests {
             idempotency_key: None,
             subject: None,
             link: None,
+            acknowledge: None,
         }
     }
 

@@ -29,7 +29,8 @@ use serde::Deserialize;
 use teloxide::ApiError;
 use teloxide::payloads::{EditMessageText, SendMessage};
 use teloxide::types::{
-    ChatId, LinkPreviewOptions, Message, MessageId, ParseMode, Recipient, ResponseParameters, ThreadId,
+    ChatId, LinkPreviewOptions, Message, MessageId, ParseMode, Recipient, ReplyMarkup, ResponseParameters,
+    ThreadId,
 };
 
 /// Telegram's public Bot API, used when no `api_url` is configured.
@@ -307,6 +308,7 @@ impl Messaging for TelegramAdapter {
         payload.parse_mode = Some(ParseMode::Html);
         payload.link_preview_options = Some(no_preview());
         payload.message_thread_id = thread(to);
+        payload.reply_markup = render::keyboard(msg).map(ReplyMarkup::InlineKeyboard);
         self.call("sendMessage", &payload, None).await
     }
 
@@ -321,6 +323,7 @@ impl Messaging for TelegramAdapter {
         let mut payload = EditMessageText::new(chat, MessageId(id), render::html(msg));
         payload.parse_mode = Some(ParseMode::Html);
         payload.link_preview_options = Some(no_preview());
+        payload.reply_markup = render::keyboard(msg);
         self.call("editMessageText", &payload, Some(at)).await
     }
 
@@ -347,6 +350,7 @@ impl Messaging for TelegramAdapter {
         let mut payload = EditMessageText::new(chat, MessageId(message_id), render::html(msg));
         payload.parse_mode = Some(ParseMode::Html);
         payload.link_preview_options = Some(no_preview());
+        payload.reply_markup = render::keyboard(msg);
         let (status, body) = self
             .send("editMessageText", &payload)
             .await

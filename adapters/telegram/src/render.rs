@@ -5,6 +5,7 @@
 //! a cut can never break a tag or an entity.
 
 use herald_messaging::{Outbound, truncate_chars};
+use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup};
 
 /// Telegram's limit on message text after entity parsing.
 pub const MAX_TEXT: usize = 4096;
@@ -22,6 +23,17 @@ pub fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+/// The message's inline keyboard: Acknowledge, where the notification asks
+/// for someone (its token is the `callback_data`, 1–64 bytes). A send, an
+/// edit and a probe of one message carry the same keyboard: an edit without
+/// it would remove the button, and a probe would never read "not modified".
+pub fn keyboard(msg: &Outbound) -> Option<InlineKeyboardMarkup> {
+    let token = msg.acknowledge.as_ref().filter(|t| (1..=64).contains(&t.len()))?;
+    Some(InlineKeyboardMarkup::new(vec![vec![
+        InlineKeyboardButton::callback("Acknowledge", token.clone()),
+    ]]))
 }
 
 /// The message in HTML parse mode.
@@ -103,6 +115,7 @@ mod tests {
             idempotency_key: None,
             subject: None,
             link: None,
+            acknowledge: None,
         }
     }
 
@@ -136,5 +149,22 @@ mod tests {
             "{h}"
         );
         assert_eq!(h.matches("<a ").count(), 1);
+    }
+
+    #[test]
+    fn an_acknowledge_token_is_a_callback_button_within_64_bytes() {
+        let mut m = msg("x");
+        assert!(keyboard(&m).is_none());
+        m.acknowledge = Some("ack:hr0123456789abcdef0123".into());
+        let markup = serde_json::to_value(keyboard(&m).expect("a keyboard")).expect("json");
+        assert_eq!(
+            markup["inline_keyboard"][0][0]["callback_data"],
+            "ack:hr0123456789abcdef0123"
+        );
+        m.acknowledge = Some("a".repeat(65));
+        assert!(
+            keyboard(&m).is_none(),
+            "Telegram refuses callback_data past 64 bytes"
+        );
     }
 }

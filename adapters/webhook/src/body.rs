@@ -80,6 +80,7 @@ mod tests {
                 occurred_at: Some("2026-06-12T17:02:00Z".into()),
             }),
             link: None,
+            acknowledge: None,
         };
         let bytes = document("hr1", &msg).unwrap();
         assert_eq!(bytes, document("hr1", &msg).unwrap(), "same input, same bytes");

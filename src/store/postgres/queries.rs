@@ -74,6 +74,27 @@ impl QueryStore for PgStore {
         Ok(row.is_some())
     }
 
+    async fn acknowledgement(
+        &self,
+        run_id: &str,
+        worker_id: &str,
+        task_id: &str,
+    ) -> Result<Option<crate::escalations::Acknowledgement>, StoreError> {
+        let row =
+            sqlx::query("SELECT escalation FROM tasks WHERE run_id = $1 AND worker_id = $2 AND task_id = $3")
+                .bind(run_id)
+                .bind(worker_id)
+                .bind(task_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(match row {
+            Some(r) => r
+                .json::<crate::escalations::EscalationLog>("escalation")?
+                .acknowledgement(),
+            None => None,
+        })
+    }
+
     async fn event_count(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM events")
             .fetch_one(&self.pool)

@@ -442,6 +442,15 @@ impl ReceiptStore for SqliteStore {
             .await?)
     }
 
+    async fn receipt_placement(&self, id: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT channel, message_id FROM receipts WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.delivery)
+                .await?,
+        )
+    }
+
     async fn next_receipt_due(&self, channel: &str, verified_only: bool) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT MIN(next_attempt_at) FROM receipts WHERE channel = ? AND status = 'pending' \
