@@ -185,11 +185,8 @@ fn telegram_press(message_id: i64, token: &str, user: &str) -> String {
 }
 
 async fn acknowledged_events(h: &Herald, task: &str) -> Vec<Value> {
-    let (_, body) = h.get(&format!("/v1/workers/r/w/{task}/events?limit=100")).await;
-    body["events"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    h.journal("r", "w", task)
+        .await
         .into_iter()
         .map(|e| e["event"].clone())
         .filter(|e| e["state"] == "acknowledged")
@@ -197,11 +194,7 @@ async fn acknowledged_events(h: &Herald, task: &str) -> Vec<Value> {
 }
 
 async fn refused(h: &Herald, platform: &str, reason: &str) -> i64 {
-    h.metric(&format!(
-        "herald_inbound_rejected_total{{platform=\"{platform}\",reason=\"{reason}\"}}"
-    ))
-    .await
-    .unwrap_or(0)
+    h.inbound_rejected(platform, reason).await
 }
 
 #[tokio::test]
@@ -463,10 +456,8 @@ async fn an_acknowledged_task_is_not_escalated() {
         .filter(|e| e["dedup_key"] == key("seen").as_str())
         .collect();
     assert!(paged.is_empty(), "an acknowledged task was paged: {paged:?}");
-    let (_, journal) = h.get("/v1/workers/r/w/seen/events?limit=100").await;
-    let states: Vec<&str> = journal["events"]
-        .as_array()
-        .expect("events")
+    let journal = h.journal("r", "w", "seen").await;
+    let states: Vec<&str> = journal
         .iter()
         .filter_map(|e| e["event"]["state"].as_str())
         .collect();

@@ -60,11 +60,7 @@ async fn post(h: &Herald, path: &str, headers: &[(&str, String)], body: String, 
 }
 
 async fn rejected(h: &Herald, platform: &str, reason: &str) -> i64 {
-    h.metric(&format!(
-        "herald_inbound_rejected_total{{platform=\"{platform}\",reason=\"{reason}\"}}"
-    ))
-    .await
-    .unwrap_or(0)
+    h.inbound_rejected(platform, reason).await
 }
 
 #[tokio::test]

@@ -56,8 +56,7 @@ fn infra(run: &str, task: &str, seq: i64, state: &str, mut payload: Value) -> Va
 }
 
 async fn journal(h: &Herald, task: &str) -> Vec<Value> {
-    let (_, body) = h.get(&format!("/v1/workers/r/w/{task}/events?limit=100")).await;
-    body["events"].as_array().cloned().unwrap_or_default()
+    h.journal("r", "w", task).await
 }
 
 /// The states of herald's own events in a task's journal, oldest first.

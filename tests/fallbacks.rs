@@ -42,11 +42,8 @@ fn of_channel(deliveries: &[Value], channel: &str) -> Vec<Value> {
 
 /// Herald's journaled misses of a task.
 async fn journaled_misses(h: &Herald, task: &str) -> Vec<Value> {
-    let (_, body) = h.get(&format!("/v1/workers/r/w/{task}/events?limit=100")).await;
-    body["events"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    h.journal("r", "w", task)
+        .await
         .into_iter()
         .filter(|e| e["event"]["extra"]["condition"] == "missed")
         .collect()

@@ -166,6 +166,23 @@ impl Herald {
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
+    /// A task's journal entries (`{id, received_at, event}`), oldest first.
+    pub async fn journal(&self, run: &str, worker: &str, task: &str) -> Vec<Value> {
+        let (_, body) = self
+            .get(&format!("/v1/workers/{run}/{worker}/{task}/events?limit=100"))
+            .await;
+        body["events"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// `herald_inbound_rejected_total` for one platform and reason.
+    pub async fn inbound_rejected(&self, platform: &str, reason: &str) -> i64 {
+        self.metric(&format!(
+            "herald_inbound_rejected_total{{platform=\"{platform}\",reason=\"{reason}\"}}"
+        ))
+        .await
+        .unwrap_or(0)
+    }
+
     /// POST a platform's inbound request: `body` as it is, form-encoded
     /// or JSON, with the given (signature) headers.
     pub async fn post_inbound(
