@@ -6,8 +6,9 @@
 //! counted in `herald_inbound_rejected_total{platform,reason}`. Commands
 //! are read from the store (`status.rs`) and answered in the platform's
 //! format (`answers.rs`); no command stores anything. A press of
-//! Acknowledge (`acknowledge.rs`) journals who pressed it and edits the
-//! pressed message to say so.
+//! Acknowledge (`acknowledge.rs`) journals who pressed it and, where the
+//! platform lets herald do so without spending a channel's budget (Discord,
+//! Slack), edits the pressed message to say so; Telegram gets a notice.
 
 mod acknowledge;
 mod answers;
