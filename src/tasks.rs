@@ -95,6 +95,8 @@ pub struct Applied {
     /// Channels whose escalation this event resolves (the task recovered
     /// or ended well): they are notified of it (PagerDuty resolves).
     pub resolves: Vec<String>,
+    /// Someone acknowledged the task: its notifications are rendered again.
+    pub acknowledged: bool,
 }
 
 impl Applied {
@@ -230,6 +232,7 @@ impl TaskState {
         self.version += 1;
         Applied {
             display_changed: true,
+            acknowledged: true,
             ..Applied::default()
         }
     }

@@ -305,7 +305,7 @@ async fn acknowledge_is_journaled_once_and_edits_the_pressed_message_on_every_pl
 
     // Telegram: answered with a notice to the presser naming the first
     // person (an edit there would spend the chat's budget outside its
-    // actor); the live message says it, through the actor.
+    // actor); the channel's actor then edits the notification.
     let message_id = telegram["message_id"].as_i64().expect("an id");
     let press = telegram_press(
         message_id,
@@ -328,6 +328,19 @@ async fn acknowledge_is_journaled_once_and_edits_the_pressed_message_on_every_pl
     );
     let (applied, result) = p.telegram.webhook_response(&answer).await;
     assert_eq!(applied, 200, "{result}");
+    let edited = h
+        .wait_for(
+            "the Telegram notification edited",
+            Duration::from_secs(15),
+            || async {
+                p.telegram
+                    .messages(CHAT)
+                    .into_iter()
+                    .find(|m| m["message_id"] == message_id && m["reply_markup"].is_null())
+            },
+        )
+        .await;
+    assert!(names_ana(&edited), "{edited}");
 
     // A second press changes nothing: the same answer, one event.
     let press = discord_press(&pressed, &token, "Dan");

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herald_messaging::{
     Call, ChannelRef, DeliveryOutcome, IdempotencyKey, LookupPage, LookupQuery, MessageHandle, NotSurfaced,
-    Outbound, Probe, Reconciliation,
+    Outbound, Platform, Probe, Reconciliation,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -44,6 +44,8 @@ const CLAIM_MAX: usize = 400;
 const IDLE_POLL: Duration = Duration::from_secs(5);
 /// How often the actor looks for claims whose lease expired.
 const RECLAIM_EVERY: Duration = Duration::from_secs(5);
+/// How often an actor looks for notifications to render anew.
+const EDIT_LOOK_EVERY: Duration = Duration::from_secs(1);
 /// Pause after the store failed a whole round.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 /// A look-up reads back to the oldest unverified message's acceptance time
@@ -189,6 +191,8 @@ struct State {
     /// A look-up failed for good once already (warned once per channel).
     warned_fallback: bool,
     next_reclaim: Instant,
+    /// When to look again for notifications to render anew (acknowledged).
+    next_edit_look: Instant,
     /// A round failed on the store: a claim may have committed without
     /// herald seeing its receipts. The next round reclaims them.
     orphans: bool,
@@ -378,6 +382,7 @@ impl ChannelActor {
             pass: None,
             warned_fallback: false,
             next_reclaim: Instant::now(),
+            next_edit_look: Instant::now(),
             orphans: false,
         })
     }
@@ -511,6 +516,9 @@ impl ChannelActor {
                     self.report(state, landed).await;
                 }
             }
+        }
+        if !round.sent && Instant::now() >= state.next_edit_look {
+            self.edit_notifications(state, &mut round).await?;
         }
         if round.sent || !self.progress || *self.shutdown.borrow() {
             return Ok(round);
@@ -1145,6 +1153,72 @@ impl ChannelActor {
 
     /// Send one progress rendering. Returns false when the channel should
     /// stop sending progress for this round (rate limited, failing).
+    /// Render anew the notifications whose task was acknowledged (who and
+    /// when, no button), one budgeted edit each; looked for once a second.
+    /// Those that carried no button, or sit where nothing can be edited,
+    /// are settled without a call.
+    async fn edit_notifications(&mut self, state: &mut State, round: &mut Round) -> Result<(), StoreError> {
+        state.next_edit_look = Instant::now() + EDIT_LOOK_EVERY;
+        let marked = self
+            .store
+            .notifications_to_edit(&self.name, i64::try_from(BATCH).unwrap_or(16))
+            .await?;
+        if marked.is_empty() {
+            return Ok(());
+        }
+        let handles: HashMap<String, String> = marked.into_iter().collect();
+        let ids: Vec<String> = handles.keys().cloned().collect();
+        let receipts = self.store.receipts_by_id(&ids).await?;
+        let mut settled: Vec<String> = ids
+            .iter()
+            .filter(|id| !receipts.iter().any(|r| &r.id == *id))
+            .cloned()
+            .collect();
+        for receipt in receipts {
+            let acknowledgement = self
+                .store
+                .acknowledgement(&receipt.run_id, &receipt.worker_id, &receipt.task_id)
+                .await?;
+            let (Some(ack), Some(message_id)) = (acknowledgement, handles.get(&receipt.id)) else {
+                settled.push(receipt.id);
+                continue;
+            };
+            let has_buttons = matches!(
+                self.account.adapter.platform(),
+                Platform::Discord | Platform::Slack | Platform::Telegram
+            );
+            if !has_buttons || !render::wants_acknowledgement(&receipt.event) {
+                settled.push(receipt.id);
+                continue;
+            }
+            let Ok(slot) = state.door.try_acquire(Call::Edit).await else {
+                round.edits_blocked = Some(state.door.ready_in(Call::Edit).await);
+                state.next_edit_look = Instant::now();
+                break;
+            };
+            let message = render::as_acknowledged(super::attempt::receipt_message(&receipt), &ack);
+            let handle = MessageHandle(message_id.clone());
+            let outcome = self.account.adapter.edit(&self.target, &handle, &message).await;
+            self.observe(state, Call::Edit, slot, failure(&outcome)).await;
+            crate::metrics::delivery(
+                self.account.adapter.platform().as_str(),
+                "acknowledged",
+                outcome.label(),
+            );
+            round.sent = true;
+            if super::receipts::notification_edit_settled(&outcome) {
+                settled.push(receipt.id);
+            } else {
+                info!(channel = %self.name, receipt = %receipt.id, outcome = %outcome.label(), "an acknowledged notification was not edited; will retry");
+                break;
+            }
+        }
+        if !settled.is_empty() {
+            self.store.notifications_edited(&self.lease, &settled).await?;
+        }
+        Ok(())
+    }
+
     async fn send_progress(&mut self, job: ProgressJob, state: &mut State) -> Result<bool, StoreError> {
         let mut message = render::progress(&TaskView {
             run_id: &job.run_id,

@@ -110,6 +110,25 @@ pub fn decide(
     }
 }
 
+/// Whether an edit of a surfaced notification (its task was acknowledged)
+/// is settled: it showed, or nothing more can be shown there (the message
+/// is gone or moved, the platform refuses it for good or cannot edit);
+/// else (rate limited, failing, unknown) it is tried again later.
+pub fn notification_edit_settled(outcome: &DeliveryOutcome) -> bool {
+    match outcome {
+        DeliveryOutcome::Surfaced(_) => true,
+        DeliveryOutcome::NotSurfaced(reason) => match reason {
+            NotSurfaced::Gone
+            | NotSurfaced::Moved { .. }
+            | NotSurfaced::Permanent { .. }
+            | NotSurfaced::Unsupported => true,
+            NotSurfaced::RateLimited { .. }
+            | NotSurfaced::Transient { .. }
+            | NotSurfaced::Unverified { .. } => false,
+        },
+    }
+}
+
 /// Decide what to record after sending a progress rendering of `version`
 /// that had failed `failures` times in a row before. Coalescing makes a
 /// progress message's retries cheap: whatever is newest then is sent.
@@ -159,6 +178,25 @@ mod tests {
             max_age: Duration::from_secs(60),
             progress_min_interval: Duration::from_secs(2),
         }
+    }
+
+    #[test]
+    fn an_acknowledged_notification_edit_is_retried_only_while_it_may_still_show() {
+        let not = DeliveryOutcome::NotSurfaced;
+        assert!(notification_edit_settled(&DeliveryOutcome::Surfaced(
+            MessageHandle("m".into())
+        )));
+        assert!(notification_edit_settled(&not(NotSurfaced::Gone)));
+        assert!(notification_edit_settled(&not(NotSurfaced::Permanent {
+            reason: "missing access".into()
+        })));
+        assert!(!notification_edit_settled(&not(NotSurfaced::RateLimited {
+            retry_after: Duration::from_secs(1),
+            global: false,
+        })));
+        assert!(!notification_edit_settled(&not(NotSurfaced::Transient {
+            reason: "502".into()
+        })));
     }
 
     #[test]

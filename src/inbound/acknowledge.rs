@@ -5,7 +5,9 @@
 //! any `callback_data`) can acknowledge nothing else. The press becomes
 //! herald's `acknowledged` event, committed through the ingest writer like
 //! herald's other events: journaled naming the person, the task's
-//! escalations stop (`tasks.rs`), its live messages name who acknowledged.
+//! escalations stop (`tasks.rs`), its live messages name who acknowledged,
+//! and its surfaced notifications are marked to be edited by their
+//! channels' actors (who and when, no button).
 //! One such event per task (`ACKNOWLEDGED_SEQ`): a second press, anywhere,
 //! is a repeat and the first person stays named.
 

@@ -6,9 +6,10 @@
 //! counted in `herald_inbound_rejected_total{platform,reason}`. Commands
 //! are read from the store (`status.rs`) and answered in the platform's
 //! format (`answers.rs`); no command stores anything. A press of
-//! Acknowledge (`acknowledge.rs`) journals who pressed it and, where the
-//! platform lets herald do so without spending a channel's budget (Discord,
-//! Slack), edits the pressed message to say so; Telegram gets a notice.
+//! Acknowledge (`acknowledge.rs`) journals who pressed it; the pressed
+//! message is edited at once where that spends no channel budget (Discord's
+//! interaction answer, Slack's `response_url`), and every notification of
+//! the task by its channel's actor; Telegram's presser gets a notice.
 
 mod acknowledge;
 mod answers;
@@ -321,8 +322,8 @@ async fn discord_component(state: &AppState, interaction: &Value) -> Response {
 /// not edited here: an edit counts against the chat's one-per-second and
 /// twenty-per-minute limits, which only the channel's actor spends (an
 /// edit answered in a webhook response that Telegram refuses for a limit
-/// is lost unseen). The task's live message says who acknowledged, sent
-/// through that actor like every edit.
+/// is lost unseen). The actor edits it, as it edits the task's other
+/// notifications and its live message.
 async fn telegram_callback(state: &AppState, query: &Value) -> Response {
     let message = &query["message"];
     let (Some(token), Some(chat), Some(message_id), Some(query_id)) = (

@@ -169,6 +169,9 @@ pub struct IngestPlan<'b, 'e> {
     pub channels: Vec<PlannedChannel>,
     /// Existing tasks whose display changed: their progress messages are due.
     pub dirty: Vec<i64>,
+    /// Existing tasks whose surfaced notifications are to be rendered
+    /// again (acknowledged).
+    pub reedit: Vec<i64>,
     /// Terminal receipts to create.
     pub receipts: Vec<PlannedReceipt>,
     /// Channels with new work, woken after the commit.
@@ -227,6 +230,8 @@ struct Working {
     state: TaskState,
     channels: Vec<RoutedChannel>,
     display_changed: bool,
+    /// Someone acknowledged the task: its notifications are edited.
+    acknowledged: bool,
     terminal_seq: Option<i64>,
     /// Where the terminal event routes (checked against `channels`).
     terminal_routes: Vec<RoutedChannel>,
@@ -293,6 +298,7 @@ impl<'e> Batch<'e> {
             tasks: Vec::new(),
             channels: Vec::new(),
             dirty: Vec::new(),
+            reedit: Vec::new(),
             receipts: Vec::new(),
             touched_channels: BTreeSet::new(),
             receipt_channels: BTreeSet::new(),
@@ -339,6 +345,7 @@ impl<'e> Batch<'e> {
                             state: stored.state,
                             channels: stored.channels,
                             display_changed: false,
+                            acknowledged: false,
                             terminal_seq: None,
                             terminal_routes: Vec::new(),
                             attention: Vec::new(),
@@ -359,6 +366,7 @@ impl<'e> Batch<'e> {
                                 terminal_routes: if terminal { channels.clone() } else { Vec::new() },
                                 channels,
                                 display_changed: true,
+                                acknowledged: false,
                                 terminal_seq: terminal.then_some(p.event.seq),
                                 attention: Vec::new(),
                                 direct: Vec::new(),
@@ -385,6 +393,7 @@ impl<'e> Batch<'e> {
                 plan.journal.push(p);
             }
             task.display_changed |= applied.display_changed;
+            task.acknowledged |= applied.acknowledged;
             if applied.became_terminal {
                 task.terminal_seq = Some(p.event.seq);
                 task.terminal_routes = route.route(&routing_input(p.event, &task.state));
@@ -424,6 +433,11 @@ impl<'e> Batch<'e> {
                     let progress = task.channels.iter().filter(|c| c.progress);
                     plan.touched_channels.extend(progress.map(|c| c.name.clone()));
                     plan.dirty.push(id);
+                    if task.acknowledged {
+                        plan.touched_channels
+                            .extend(task.channels.iter().map(|c| c.name.clone()));
+                        plan.reedit.push(id);
+                    }
                 }
                 Some(_) => {}
             }
@@ -683,6 +697,46 @@ mod tests {
             "extra": {"source": "herald", "silent_since": silent_since},
         }))
         .expect("a stale mark")
+    }
+
+    #[test]
+    fn an_acknowledgement_edits_the_tasks_messages_and_notifies_nobody() {
+        let end = ev("t", 2, "failed");
+        let ack = crate::protocol::parse_stored_event(json!({
+            "seq": crate::protocol::ACKNOWLEDGED_SEQ, "run_id": "r", "worker_id": "w", "task_id": "t",
+            "timestamp": "2026-12-01T00:00:00Z", "state": "acknowledged", "by": "ana (slack)",
+            "extra": {"source": "herald"},
+        }))
+        .expect("an acknowledgement");
+        let snapshot = || Snapshot {
+            known: HashSet::new(),
+            tasks: HashMap::from([(
+                task_key(&end),
+                stored(4, &end, to(&[("audit", false), ("main", true)])),
+            )]),
+        };
+        let requests = vec![vec![ack.clone()]];
+        let batch = Batch::new(&requests).unwrap();
+        let plan = batch.plan(snapshot(), &route, 10);
+        assert_eq!(plan.journal.len(), 1);
+        assert_eq!((plan.dirty.clone(), plan.reedit.clone()), (vec![4], vec![4]));
+        assert!(plan.receipts.is_empty(), "an acknowledgement notifies no one");
+        assert_eq!(
+            plan.touched_channels
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            vec!["audit", "main"],
+            "every channel of the task may hold a notification to edit"
+        );
+        // Acknowledged already (the stored task says so): moot, not kept.
+        let mut acked = snapshot();
+        for task in acked.tasks.values_mut() {
+            task.state.escalation.acknowledged_by = Some("bob (discord)".into());
+        }
+        let batch = Batch::new(&requests).unwrap();
+        let plan = batch.plan(acked, &route, 10);
+        assert!(plan.journal.is_empty() && plan.reedit.is_empty() && plan.dirty.is_empty());
     }
 
     #[test]

@@ -220,6 +220,19 @@ pub trait ReceiptStore: Send + Sync {
     /// The status of one receipt, if it exists.
     async fn receipt_status(&self, id: &str) -> Result<Option<String>, StoreError>;
 
+    /// Up to `limit` surfaced notifications of `channel` marked to be
+    /// rendered again (their task was acknowledged): receipt id and the
+    /// platform's message id.
+    async fn notifications_to_edit(
+        &self,
+        channel: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Clear the marks of `ids` (edited, or nothing to edit), under the
+    /// channel's lease.
+    async fn notifications_edited(&self, lease: &Lease, ids: &[String]) -> Result<(), StoreError>;
+
     /// Where one receipt was posted: its channel and the platform's message
     /// id (`None` until it surfaced), if the receipt exists. A pressed
     /// button is believed only for that message.

@@ -139,6 +139,15 @@ async fn apply(
         .execute(&mut **tx)
         .await?;
     }
+    if !plan.reedit.is_empty() {
+        sqlx::query(
+            "UPDATE receipts SET needs_edit = TRUE WHERE task = ANY($1) AND status = 'surfaced' \
+             AND message_id IS NOT NULL",
+        )
+        .bind(&plan.reedit)
+        .execute(&mut **tx)
+        .await?;
+    }
     insert_receipts(tx, plan, &ids, now).await
 }
 

@@ -440,6 +440,33 @@ impl ReceiptStore for PgStore {
             .await?)
     }
 
+    async fn notifications_to_edit(
+        &self,
+        channel: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, message_id FROM receipts WHERE channel = $1 AND needs_edit \
+             AND message_id IS NOT NULL LIMIT $2",
+        )
+        .bind(channel)
+        .bind(limit)
+        .fetch_all(&self.delivery)
+        .await?)
+    }
+
+    async fn notifications_edited(&self, lease: &Lease, ids: &[String]) -> Result<(), StoreError> {
+        let mut tx = self.delivery.begin().await?;
+        super::leases::lock_lease(&mut tx, lease).await?;
+        sqlx::query("UPDATE receipts SET needs_edit = FALSE WHERE id = ANY($1) AND channel = $2")
+            .bind(ids)
+            .bind(&lease.channel)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn receipt_placement(&self, id: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
         Ok(
             sqlx::query_as("SELECT channel, message_id FROM receipts WHERE id = $1")

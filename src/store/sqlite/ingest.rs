@@ -67,6 +67,7 @@ async fn apply(
     upsert_tasks(tx, plan, &ids).await?;
     insert_task_channels(tx, plan, &ids, now).await?;
     mark_progress_dirty(tx, &plan.dirty, now).await?;
+    mark_notifications_to_edit(tx, &plan.reedit).await?;
     insert_receipts(tx, plan, &ids, now).await
 }
 
@@ -231,6 +232,22 @@ async fn insert_task_channels(
         });
         qb.push(" ON CONFLICT (task, channel) DO NOTHING");
         qb.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// The surfaced notifications of `tasks` are to be rendered again.
+async fn mark_notifications_to_edit(
+    tx: &mut Transaction<'_, Sqlite>,
+    tasks: &[i64],
+) -> Result<(), StoreError> {
+    for task in tasks {
+        sqlx::query(
+            "UPDATE receipts SET needs_edit = 1 WHERE task = ? AND status = 'surfaced' AND message_id IS NOT NULL",
+        )
+        .bind(task)
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
 }

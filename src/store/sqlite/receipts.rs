@@ -442,6 +442,33 @@ impl ReceiptStore for SqliteStore {
             .await?)
     }
 
+    async fn notifications_to_edit(
+        &self,
+        channel: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, message_id FROM receipts WHERE channel = ? AND needs_edit = 1 \
+             AND message_id IS NOT NULL LIMIT ?",
+        )
+        .bind(channel)
+        .bind(limit)
+        .fetch_all(&self.delivery)
+        .await?)
+    }
+
+    async fn notifications_edited(&self, lease: &Lease, ids: &[String]) -> Result<(), StoreError> {
+        self.fence(lease).await?;
+        for id in ids {
+            sqlx::query("UPDATE receipts SET needs_edit = 0 WHERE id = ? AND channel = ?")
+                .bind(id)
+                .bind(&lease.channel)
+                .execute(&self.delivery)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn receipt_placement(&self, id: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
         Ok(
             sqlx::query_as("SELECT channel, message_id FROM receipts WHERE id = ?")
