@@ -108,6 +108,12 @@ pub async fn serve(
         waker: Arc::new(wakers),
         metrics,
     };
+    let telegram_poll = match adapters.for_platform(herald_messaging::Platform::Telegram) {
+        Some(bot) if crate::inbound::telegram_poll::wanted(&state.config.borrow()) => Some(tokio::spawn(
+            crate::inbound::telegram_poll::run(state.clone(), bot),
+        )),
+        _ => None,
+    };
     let app = crate::ingest::routes(state)
         .merge(crate::web::routes(web.clone(), config_rx.clone()))
         .fallback(crate::ingest::not_found)
@@ -137,6 +143,9 @@ pub async fn serve(
     info!("stopped accepting; draining in-flight deliveries");
     contracts.abort();
     refreshing.abort();
+    if let Some(polling) = telegram_poll {
+        polling.abort();
+    }
     if let Some(delivery) = reloader.delivery.lock().await.take() {
         delivery.shutdown(DRAIN_DEADLINE).await;
     }

@@ -480,3 +480,45 @@ async fn an_acknowledged_task_is_not_escalated() {
     );
     assert!(!states.contains(&"escalated"), "{states:?}");
 }
+
+#[tokio::test]
+async fn a_command_in_a_chat_herald_delivers_to_is_answered_by_that_channels_actor() {
+    let p = Platforms::start().await;
+    let h = Herald::start(&p.config(""));
+    let (status, body) = h
+        .post_events(&json!([event(
+            "r",
+            "w",
+            "broken",
+            1,
+            "failed",
+            json!({"reason": "exit 2"})
+        )]))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    h.wait_for("the notification", Duration::from_secs(15), || async {
+        (p.telegram_messages("broken").len() == 2).then_some(())
+    })
+    .await;
+    // At once, while the chat's one-message-a-second window is spent: the
+    // answer waits for the actor instead of going in the webhook response.
+    let update = json!({"update_id": 7, "message": {
+        "message_id": 1, "date": 0, "text": "/status",
+        "chat": {"id": CHAT, "type": "private"}, "from": {"id": 321, "is_bot": false, "first_name": "Ada"},
+    }})
+    .to_string();
+    let (status, answer) = h
+        .post_inbound("/v1/inbound/telegram", &telegram_headers(), update, false)
+        .await;
+    assert_eq!((status, answer), (200, json!({})));
+    h.wait_for("the answer in the chat", Duration::from_secs(15), || async {
+        p.telegram
+            .messages(CHAT)
+            .into_iter()
+            .any(|m| m["text"].as_str().is_some_and(|t| t.contains("Needs attention")))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(p.telegram.rate_limited(), 0);
+    assert!(p.telegram.early().is_empty(), "{:?}", p.telegram.early());
+}

@@ -44,8 +44,9 @@ const CLAIM_MAX: usize = 400;
 const IDLE_POLL: Duration = Duration::from_secs(5);
 /// How often the actor looks for claims whose lease expired.
 const RECLAIM_EVERY: Duration = Duration::from_secs(5);
-/// How often an actor looks for notifications to render anew.
-const EDIT_LOOK_EVERY: Duration = Duration::from_secs(1);
+/// How often an actor looks for notifications to render anew and for the
+/// bot's answers to send.
+const CHAT_LOOK_EVERY: Duration = Duration::from_secs(1);
 /// Pause after the store failed a whole round.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 /// A look-up reads back to the oldest unverified message's acceptance time
@@ -191,8 +192,9 @@ struct State {
     /// A look-up failed for good once already (warned once per channel).
     warned_fallback: bool,
     next_reclaim: Instant,
-    /// When to look again for notifications to render anew (acknowledged).
-    next_edit_look: Instant,
+    /// When to look again for notifications to render anew (acknowledged)
+    /// and for the bot's answers to send.
+    next_chat_look: Instant,
     /// A round failed on the store: a claim may have committed without
     /// herald seeing its receipts. The next round reclaims them.
     orphans: bool,
@@ -382,7 +384,7 @@ impl ChannelActor {
             pass: None,
             warned_fallback: false,
             next_reclaim: Instant::now(),
-            next_edit_look: Instant::now(),
+            next_chat_look: Instant::now(),
             orphans: false,
         })
     }
@@ -517,8 +519,9 @@ impl ChannelActor {
                 }
             }
         }
-        if !round.sent && Instant::now() >= state.next_edit_look {
+        if !round.sent && Instant::now() >= state.next_chat_look {
             self.edit_notifications(state, &mut round).await?;
+            self.send_answers(state, &mut round).await?;
         }
         if round.sent || !self.progress || *self.shutdown.borrow() {
             return Ok(round);
@@ -1158,7 +1161,7 @@ impl ChannelActor {
     /// Those that carried no button, or sit where nothing can be edited,
     /// are settled without a call.
     async fn edit_notifications(&mut self, state: &mut State, round: &mut Round) -> Result<(), StoreError> {
-        state.next_edit_look = Instant::now() + EDIT_LOOK_EVERY;
+        state.next_chat_look = Instant::now() + CHAT_LOOK_EVERY;
         let marked = self
             .store
             .notifications_to_edit(&self.name, i64::try_from(BATCH).unwrap_or(16))
@@ -1193,7 +1196,7 @@ impl ChannelActor {
             }
             let Ok(slot) = state.door.try_acquire(Call::Edit).await else {
                 round.edits_blocked = Some(state.door.ready_in(Call::Edit).await);
-                state.next_edit_look = Instant::now();
+                state.next_chat_look = Instant::now();
                 break;
             };
             let message = render::as_acknowledged(super::attempt::receipt_message(&receipt), &ack);
@@ -1215,6 +1218,42 @@ impl ChannelActor {
         }
         if !settled.is_empty() {
             self.store.notifications_edited(&self.lease, &settled).await?;
+        }
+        Ok(())
+    }
+
+    /// Send the bot's answers to commands in this chat (`/status`), each
+    /// a budgeted post; one the platform refuses for good is dropped (and
+    /// logged), one it could not take now waits for the next look.
+    async fn send_answers(&mut self, state: &mut State, round: &mut Round) -> Result<(), StoreError> {
+        let queued = self
+            .store
+            .queued_answers(&self.name, i64::try_from(BATCH).unwrap_or(16))
+            .await?;
+        let mut done = Vec::new();
+        for (id, answer) in queued {
+            let Ok(slot) = state.door.try_acquire(Call::Post).await else {
+                round.posts_blocked = Some(state.door.ready_in(Call::Post).await);
+                state.next_chat_look = Instant::now();
+                break;
+            };
+            let result = self.account.adapter.answer(&answer).await;
+            self.observe(state, Call::Post, slot, result.as_ref().err()).await;
+            round.sent = true;
+            match result {
+                Ok(()) => done.push(id),
+                Err(reason) if super::receipts::answer_settled(&reason) => {
+                    warn!(channel = %self.name, error = %reason, "the bot's answer was refused for good; dropped");
+                    done.push(id);
+                }
+                Err(reason) => {
+                    info!(channel = %self.name, error = %reason, "the bot's answer was not taken; will retry");
+                    break;
+                }
+            }
+        }
+        if !done.is_empty() {
+            self.store.answers_sent(&self.lease, &done).await?;
         }
         Ok(())
     }

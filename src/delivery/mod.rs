@@ -51,6 +51,11 @@ impl Adapters {
         self.channels.insert(name.to_owned(), adapter);
     }
 
+    /// The bot account's adapter of a chat platform, if configured.
+    pub fn for_platform(&self, platform: Platform) -> Option<Arc<dyn Messaging>> {
+        self.platforms.get(&platform).cloned()
+    }
+
     /// The adapter for a channel: its own, else its platform's.
     pub fn for_channel(&self, channel: &ChannelConfig) -> Option<Arc<dyn Messaging>> {
         self.channels

@@ -129,6 +129,13 @@ pub fn notification_edit_settled(outcome: &DeliveryOutcome) -> bool {
     }
 }
 
+/// Whether a bot answer the platform did not take is settled anyway (it
+/// can never be: the chat or the method refuses it for good); else it is
+/// sent again later.
+pub fn answer_settled(reason: &NotSurfaced) -> bool {
+    notification_edit_settled(&DeliveryOutcome::NotSurfaced(reason.clone()))
+}
+
 /// Decide what to record after sending a progress rendering of `version`
 /// that had failed `failures` times in a row before. Coalescing makes a
 /// progress message's retries cheap: whatever is newest then is sent.

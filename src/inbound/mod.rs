@@ -14,6 +14,7 @@
 mod acknowledge;
 mod answers;
 mod status;
+pub mod telegram_poll;
 pub mod verify;
 
 use axum::extract::State;
@@ -165,8 +166,8 @@ pub async fn discord(State(state): State<AppState>, request: axum::extract::Requ
     }
 }
 
-/// `POST /v1/inbound/telegram`: a webhook update (`/status [run]`),
-/// answered with a `sendMessage` in the response.
+/// `POST /v1/inbound/telegram`: a webhook update (`/status [run]`, a
+/// press of Acknowledge), answered in the response with a Bot API method.
 pub async fn telegram(State(state): State<AppState>, request: axum::extract::Request) -> Response {
     let (parts, raw) = request.into_parts();
     let Some(secret) = inbound_secret(&state, |a| &a.telegram) else {
@@ -184,14 +185,19 @@ pub async fn telegram(State(state): State<AppState>, request: axum::extract::Req
     else {
         return rejected("telegram", Rejected::Malformed);
     };
+    ok_json(telegram_update(&state, &update).await)
+}
+
+/// The bot's answer to one Telegram update, pushed (webhook) or pulled
+/// (`telegram_poll.rs`): a Bot API method as JSON, or `{}` when the update
+/// asks for nothing (an edit, a join, another bot's command…).
+pub async fn telegram_update(state: &AppState, update: &Value) -> Value {
     if update["callback_query"].is_object() {
-        return telegram_callback(&state, &update["callback_query"]).await;
+        return telegram_callback(state, &update["callback_query"]).await;
     }
     let message = &update["message"];
     let (Some(chat), Some(text)) = (message["chat"]["id"].as_i64(), message["text"].as_str()) else {
-        // Not a message herald reads (an edit, a join…): taken, so
-        // Telegram does not send it again.
-        return (StatusCode::OK, axum::Json(json!({}))).into_response();
+        return json!({});
     };
     let mut words = text.split_whitespace();
     // `/status@herald_bot run-1` in groups.
@@ -200,11 +206,43 @@ pub async fn telegram(State(state): State<AppState>, request: axum::extract::Req
         .and_then(|c| c.strip_prefix('/'))
         .map(|c| c.split('@').next().unwrap_or(c));
     let answer = match command {
-        Some("status") => answer(&state, &format!("status {}", words.collect::<Vec<_>>().join(" "))).await,
-        Some("help" | "start") => answer(&state, "help").await,
-        _ => return (StatusCode::OK, axum::Json(json!({}))).into_response(),
+        Some("status") => answer(state, &format!("status {}", words.collect::<Vec<_>>().join(" "))).await,
+        Some("help" | "start") => answer(state, "help").await,
+        _ => return json!({}),
     };
-    (StatusCode::OK, axum::Json(answers::telegram(&answer, chat))).into_response()
+    let reply = answers::telegram(&answer, chat);
+    // In a chat herald delivers to, the answer is that channel's actor's
+    // to send, within the chat's limits (a reply beside it could take the
+    // slot it counted on); elsewhere (a private chat with the bot) it goes
+    // at once.
+    let Some(channel) = telegram_channel(state, chat) else {
+        return reply;
+    };
+    match state.store.queue_answer(&channel, &reply).await {
+        Ok(()) => {
+            state.waker.wake(&channel);
+            json!({})
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, channel, "could not queue the bot's answer; answering at once");
+            reply
+        }
+    }
+}
+
+/// The configured Telegram channel of chat `chat`, if any.
+fn telegram_channel(state: &AppState, chat: i64) -> Option<String> {
+    let id = chat.to_string();
+    state
+        .config
+        .borrow()
+        .channels
+        .values()
+        .find(|c| {
+            c.platform == Platform::Telegram
+                && matches!(&c.target, crate::config::ChannelTarget::Chat { id: i, .. } if *i == id)
+        })
+        .map(|c| c.name.clone())
 }
 
 /// A verified press that changed nothing: counted, logged, and answered
@@ -324,7 +362,7 @@ async fn discord_component(state: &AppState, interaction: &Value) -> Response {
 /// edit answered in a webhook response that Telegram refuses for a limit
 /// is lost unseen). The actor edits it, as it edits the task's other
 /// notifications and its live message.
-async fn telegram_callback(state: &AppState, query: &Value) -> Response {
+async fn telegram_callback(state: &AppState, query: &Value) -> Value {
     let message = &query["message"];
     let (Some(token), Some(chat), Some(message_id), Some(query_id)) = (
         query["data"].as_str(),
@@ -332,7 +370,7 @@ async fn telegram_callback(state: &AppState, query: &Value) -> Response {
         message["message_id"].as_i64(),
         query["id"].as_str(),
     ) else {
-        return ok_json(json!({}));
+        return json!({});
     };
     let from = &query["from"];
     let username = from["username"].as_str().map(|u| Value::String(format!("@{u}")));
@@ -352,21 +390,21 @@ async fn telegram_callback(state: &AppState, query: &Value) -> Response {
         person_id: from["id"].as_i64().map(|i| i.to_string()).unwrap_or_default(),
     };
     match acknowledge::acknowledge(state, &press).await {
-        Ok(done) => ok_json(json!({
+        Ok(done) => json!({
             "method": "answerCallbackQuery",
             "callback_query_id": query_id,
             "text": herald_messaging::truncate_chars(
                 &format!("acknowledged by {}", crate::render::acknowledgement_words(&done.by)),
                 200,
             ),
-        })),
+        }),
         Err(why) => {
             press_refused("telegram", &why);
-            ok_json(json!({
+            json!({
                 "method": "answerCallbackQuery",
                 "callback_query_id": query_id,
                 "text": why.to_string(),
-            }))
+            })
         }
     }
 }

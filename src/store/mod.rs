@@ -8,6 +8,7 @@
 //! lives in its folder; what to write is decided outside it (the ingest
 //! plan in `ingest/plan.rs`, outcomes in `delivery/receipts.rs`).
 
+mod bot_offsets;
 mod budgets;
 mod channels;
 mod columns;
@@ -28,6 +29,7 @@ mod web;
 use std::ops::Deref;
 use std::sync::Arc;
 
+pub use bot_offsets::BotOffsetStore;
 pub use budgets::{BudgetStore, KeptWindow};
 pub use channels::ChannelStore;
 pub use contracts::{ContractStore, EscalationDue, OverdueTask, SilentTask};
@@ -141,6 +143,7 @@ pub trait Backend:
     + ContractStore
     + FallbackStore
     + RuntimeChannelStore
+    + BotOffsetStore
     + Lifecycle
     + std::fmt::Debug
 {
@@ -159,6 +162,7 @@ impl<T> Backend for T where
         + ContractStore
         + FallbackStore
         + RuntimeChannelStore
+        + BotOffsetStore
         + Lifecycle
         + std::fmt::Debug
 {

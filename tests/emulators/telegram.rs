@@ -102,6 +102,18 @@ struct Inner {
     chaos: Option<Chaos>,
     next_id: i64,
     rate_limited: usize,
+    /// Updates for the bot not yet confirmed by a poll past them.
+    updates: VecDeque<Value>,
+    next_update: i64,
+    /// A webhook is set: `getUpdates` answers 409.
+    webhook_set: bool,
+    /// The newest `getUpdates`: a newer one ends a waiting older one.
+    poll_generation: u64,
+    /// `getUpdates` answered 409 (two pollers, or a webhook set).
+    conflicts: usize,
+    /// Keep updates a poll confirmed (as if Telegram had not seen the
+    /// confirmation: herald crashed before its next poll).
+    keep_confirmed: bool,
 }
 
 /// A running emulator.
@@ -130,6 +142,31 @@ impl TelegramEmulator {
     /// The `api_url` to configure.
     pub fn api_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Queue an update for the bot (its `update_id` is set); returns the id.
+    pub fn push_update(&self, mut update: Value) -> i64 {
+        let mut inner = self.inner.lock().unwrap();
+        inner.next_update += 1;
+        let id = 10_000 + inner.next_update;
+        update["update_id"] = json!(id);
+        inner.updates.push_back(update);
+        id
+    }
+
+    /// Set or delete the bot's webhook (`getUpdates` then answers 409).
+    pub fn set_webhook(&self, set: bool) {
+        self.inner.lock().unwrap().webhook_set = set;
+    }
+
+    /// Keep confirmed updates and send them again to the next poll.
+    pub fn keep_confirmed(&self, keep: bool) {
+        self.inner.lock().unwrap().keep_confirmed = keep;
+    }
+
+    /// How many `getUpdates` were refused with 409.
+    pub fn conflicts(&self) -> usize {
+        self.inner.lock().unwrap().conflicts
     }
 
     /// Carry out the method a bot answered a webhook update with, as
@@ -371,6 +408,25 @@ async fn call(
 ) -> Response {
     let method = method.to_lowercase();
     let args = arguments(&headers, &body);
+    if method == "getupdates" {
+        return get_updates(&inner, &bot, &args).await;
+    }
+    if method == "answercallbackquery" {
+        let ok = bot == format!("bot{}", inner.lock().unwrap().token);
+        let res = if !ok {
+            fail(401, "Unauthorized")
+        } else if args["callback_query_id"].as_str().is_none_or(str::is_empty) {
+            fail(400, "Bad Request: QUERY_ID_INVALID")
+        } else {
+            reply(200, json!({"ok": true, "result": true}))
+        };
+        inner.lock().unwrap().seen.push(Seen {
+            method,
+            args,
+            status: res.status().as_u16(),
+        });
+        return res;
+    }
     let bucket = format!("chat:{}", chat_of(&args));
     let (fault, inside) = {
         let mut state = inner.lock().unwrap();
@@ -593,4 +649,63 @@ fn validate_markup(markup: &Value) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `getUpdates`: confirms the updates before `offset`, answers those from
+/// it on at once, or waits up to `timeout` seconds for one. One poll at a
+/// time, and none while a webhook is set (409, as Telegram answers).
+async fn get_updates(inner: &Arc<Mutex<Inner>>, bot: &str, args: &Value) -> Response {
+    let number = |v: &Value| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok()));
+    let offset = number(&args["offset"]).unwrap_or(0);
+    let timeout = Duration::from_secs(number(&args["timeout"]).unwrap_or(0).clamp(0, 50) as u64);
+    {
+        let mut state = inner.lock().unwrap();
+        if bot != format!("bot{}", state.token) {
+            return fail(401, "Unauthorized");
+        }
+        if state.webhook_set {
+            state.conflicts += 1;
+            return fail(
+                409,
+                "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first",
+            );
+        }
+        state.poll_generation += 1;
+        if !state.keep_confirmed {
+            state
+                .updates
+                .retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
+        }
+    }
+    let generation = inner.lock().unwrap().poll_generation;
+    let deadline = Instant::now() + timeout;
+    loop {
+        {
+            let mut state = inner.lock().unwrap();
+            // Telegram ends the older of two polls (two herald processes
+            // polling one bot, or a poll the client gave up on).
+            if state.poll_generation != generation {
+                state.conflicts += 1;
+                return fail(
+                    409,
+                    "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running",
+                );
+            }
+            let ready: Vec<Value> = state
+                .updates
+                .iter()
+                .filter(|u| state.keep_confirmed || u["update_id"].as_i64().unwrap_or(0) >= offset)
+                .cloned()
+                .collect();
+            if !ready.is_empty() || Instant::now() >= deadline {
+                state.seen.push(Seen {
+                    method: "getupdates".to_owned(),
+                    args: args.clone(),
+                    status: 200,
+                });
+                return reply(200, json!({"ok": true, "result": ready}));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

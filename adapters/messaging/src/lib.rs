@@ -196,4 +196,24 @@ pub trait Messaging: Send + Sync {
     ) -> Result<Probe, NotSurfaced> {
         Err(NotSurfaced::Unsupported)
     }
+
+    /// Updates people sent the bot, pulled from the platform, for a bot
+    /// without a public URL (Telegram `getUpdates`): those after update
+    /// `after` (which the platform may then forget), waiting up to `wait`
+    /// for one. `Err(Unsupported)` where the platform only pushes.
+    async fn pull_updates(
+        &self,
+        _after: Option<i64>,
+        _wait: std::time::Duration,
+    ) -> Result<Vec<serde_json::Value>, NotSurfaced> {
+        Err(NotSurfaced::Unsupported)
+    }
+
+    /// Carry out the bot's answer to a pulled update: a platform method
+    /// and its arguments, as a webhook response would carry it (Telegram
+    /// `{"method": "sendMessage", …}`). `Err(Unsupported)` where answers
+    /// only go back in webhook responses.
+    async fn answer(&self, _answer: &serde_json::Value) -> Result<(), NotSurfaced> {
+        Err(NotSurfaced::Unsupported)
+    }
 }

@@ -48,6 +48,8 @@ pub enum SetupError {
 pub struct TelegramAdapter {
     http: reqwest::Client,
     base: String,
+    /// Per-request timeout (a long poll gets its wait on top).
+    timeout: Duration,
     /// Per chat id: whether it may be probed (false: a broadcast channel).
     probeable: Mutex<HashMap<String, bool>>,
 }
@@ -74,6 +76,7 @@ impl TelegramAdapter {
         Ok(TelegramAdapter {
             http,
             base: format!("{api}/bot{token}"),
+            timeout,
             probeable: Mutex::default(),
         })
     }
@@ -333,6 +336,67 @@ impl Messaging for TelegramAdapter {
     fn reconciliation(&self, to: &ChannelRef) -> Reconciliation {
         Reconciliation::Probe {
             shared_ids: !(to.id.starts_with("-100") || to.id.starts_with('@')),
+        }
+    }
+
+    /// `getUpdates` (long polling): waits up to `wait` on Telegram's side,
+    /// so this one request may take that long plus the usual timeout. A
+    /// `409` (a webhook is set, or another poller holds the bot) is
+    /// `Transient`: the caller waits and tries again.
+    async fn pull_updates(
+        &self,
+        after: Option<i64>,
+        wait: Duration,
+    ) -> Result<Vec<serde_json::Value>, NotSurfaced> {
+        let payload = serde_json::json!({
+            "offset": after.map(|a| a + 1),
+            "timeout": wait.as_secs(),
+            "allowed_updates": ["message", "callback_query"],
+        });
+        let response = self
+            .http
+            .post(format!("{}/getUpdates", self.base))
+            .timeout(wait + self.timeout)
+            .json(&payload)
+            .send()
+            .await
+            .map_err(|e| not_surfaced(herald_messaging::http::no_answer(e)))?;
+        let status = response.status().as_u16();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| not_surfaced(herald_messaging::http::no_answer(e)))?;
+        match serde_json::from_slice::<Envelope>(&body) {
+            Ok(Envelope {
+                ok: true,
+                result: Some(serde_json::Value::Array(updates)),
+                ..
+            }) => Ok(updates),
+            _ if status == 409 => Err(NotSurfaced::Transient {
+                reason: "Telegram 409: another getUpdates poller or a webhook holds this bot".to_owned(),
+            }),
+            _ => Err(not_surfaced(classify(status, &body, None))),
+        }
+    }
+
+    /// Call the answer's `method` with the rest of it as arguments.
+    async fn answer(&self, answer: &serde_json::Value) -> Result<(), NotSurfaced> {
+        let Some(method) = answer["method"]
+            .as_str()
+            .filter(|m| m.chars().all(char::is_alphanumeric))
+        else {
+            return Err(NotSurfaced::Permanent {
+                reason: "an answer without a Bot API method".to_owned(),
+            });
+        };
+        let mut arguments = answer.clone();
+        if let Some(map) = arguments.as_object_mut() {
+            map.remove("method");
+        }
+        let (status, body) = self.send(method, &arguments).await.map_err(not_surfaced)?;
+        match serde_json::from_slice::<Envelope>(&body) {
+            Ok(Envelope { ok: true, .. }) => Ok(()),
+            _ => Err(not_surfaced(classify(status, &body, None))),
         }
     }
 

@@ -7,6 +7,7 @@
 //! receipts `FOR UPDATE SKIP LOCKED`, so concurrent claimers never take
 //! the same receipt and never wait on each other.
 
+mod bot_offsets;
 mod budgets;
 mod channels;
 mod contracts;

@@ -1,5 +1,6 @@
 //! The embedded default backend: one SQLite file in WAL mode.
 
+mod bot_offsets;
 mod budgets;
 mod channels;
 mod contracts;
