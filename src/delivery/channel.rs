@@ -1242,7 +1242,7 @@ impl ChannelActor {
             round.sent = true;
             match result {
                 Ok(()) => done.push(id),
-                Err(reason) if super::receipts::answer_settled(&reason) => {
+                Err(reason) if super::receipts::refused_for_good(&reason) => {
                     warn!(channel = %self.name, error = %reason, "the bot's answer was refused for good; dropped");
                     done.push(id);
                 }

@@ -111,29 +111,28 @@ pub fn decide(
 }
 
 /// Whether an edit of a surfaced notification (its task was acknowledged)
-/// is settled: it showed, or nothing more can be shown there (the message
-/// is gone or moved, the platform refuses it for good or cannot edit);
-/// else (rate limited, failing, unknown) it is tried again later.
+/// is settled: it showed, or nothing more can be shown there.
 pub fn notification_edit_settled(outcome: &DeliveryOutcome) -> bool {
     match outcome {
         DeliveryOutcome::Surfaced(_) => true,
-        DeliveryOutcome::NotSurfaced(reason) => match reason {
-            NotSurfaced::Gone
-            | NotSurfaced::Moved { .. }
-            | NotSurfaced::Permanent { .. }
-            | NotSurfaced::Unsupported => true,
-            NotSurfaced::RateLimited { .. }
-            | NotSurfaced::Transient { .. }
-            | NotSurfaced::Unverified { .. } => false,
-        },
+        DeliveryOutcome::NotSurfaced(reason) => refused_for_good(reason),
     }
 }
 
-/// Whether a bot answer the platform did not take is settled anyway (it
-/// can never be: the chat or the method refuses it for good); else it is
-/// sent again later.
-pub fn answer_settled(reason: &NotSurfaced) -> bool {
-    notification_edit_settled(&DeliveryOutcome::NotSurfaced(reason.clone()))
+/// Whether a call the platform did not take can never be (the message is
+/// gone or moved, the platform refuses it for good or cannot do it), so
+/// trying it again is pointless; else (rate limited, failing, unknown) it
+/// is tried again later. Decides for notification edits and bot answers.
+pub fn refused_for_good(reason: &NotSurfaced) -> bool {
+    match reason {
+        NotSurfaced::Gone
+        | NotSurfaced::Moved { .. }
+        | NotSurfaced::Permanent { .. }
+        | NotSurfaced::Unsupported => true,
+        NotSurfaced::RateLimited { .. } | NotSurfaced::Transient { .. } | NotSurfaced::Unverified { .. } => {
+            false
+        }
+    }
 }
 
 /// Decide what to record after sending a progress rendering of `version`
