@@ -114,6 +114,12 @@ pub async fn serve(
         )),
         _ => None,
     };
+    let slack_socket = match adapters.for_platform(herald_messaging::Platform::Slack) {
+        Some(slack) if crate::inbound::slack_socket::wanted(&state.config.borrow()) => {
+            crate::inbound::slack_socket::start(state.clone(), slack).await
+        }
+        _ => None,
+    };
     let app = crate::ingest::routes(state)
         .merge(crate::web::routes(web.clone(), config_rx.clone()))
         .fallback(crate::ingest::not_found)
@@ -146,6 +152,7 @@ pub async fn serve(
     if let Some(polling) = telegram_poll {
         polling.abort();
     }
+    drop(slack_socket);
     if let Some(delivery) = reloader.delivery.lock().await.take() {
         delivery.shutdown(DRAIN_DEADLINE).await;
     }

@@ -40,6 +40,7 @@ impl Redactor {
         {
             secrets.push(account.token.expose().to_owned());
             secrets.extend(account.inbound_secret.as_ref().map(|s| s.expose().to_owned()));
+            secrets.extend(account.app_token.as_ref().map(|s| s.expose().to_owned()));
         }
         for channel in config.channels.values() {
             match &channel.target {

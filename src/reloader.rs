@@ -46,13 +46,16 @@ pub fn adapters(web: &WebChannel, config: &Config) -> Result<Adapters> {
         adapters.insert_platform(Platform::Discord, Arc::new(discord));
     }
     if let Some(account) = &config.adapters.slack {
-        let slack = SlackAdapter::new(
+        let mut slack = SlackAdapter::new(
             account.api_url.as_deref(),
             account.token.expose(),
             account.timeout,
             account.history_tier,
         )
         .context("could not set up the Slack adapter")?;
+        if let Some(app_token) = &account.app_token {
+            slack = slack.with_app_token(app_token.expose());
+        }
         adapters.insert_platform(Platform::Slack, Arc::new(slack));
     }
     if let Some(account) = &config.adapters.telegram {

@@ -186,6 +186,9 @@ pub struct AccountConfig {
     /// secret, Discord's application public key (hex), Telegram's webhook
     /// secret token. `None`: the platform's inbound endpoint refuses all.
     pub inbound_secret: Option<Secret>,
+    /// Slack: the app-level token (`xapp-…`) herald opens Socket Mode
+    /// connections with, to take commands without a public URL.
+    pub app_token: Option<Secret>,
 }
 
 /// One `[channels.NAME]` entry.

@@ -96,6 +96,8 @@ pub struct RawAccount {
     pub history_tier: Option<SpannedStr>,
     /// Slack only: verifies inbound requests.
     pub signing_secret: Option<SpannedStr>,
+    /// Slack only: the app-level token (`xapp-…`) for Socket Mode.
+    pub app_token: Option<SpannedStr>,
     /// Discord only: the application's public key (hex).
     pub public_key: Option<SpannedStr>,
     /// Telegram only: the `secret_token` given to `setWebhook`.

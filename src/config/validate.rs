@@ -444,12 +444,24 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             None => DEFAULT_PLATFORM_TIMEOUT,
         };
         let inbound_secret = self.inbound_secret(acc, platform)?;
+        let app_token = match (&acc.app_token, platform) {
+            (None, _) => None,
+            (Some(t), Platform::Slack) => Some(Secret::new(self.non_empty(t, "app_token")?)),
+            (Some(t), other) => {
+                self.err(
+                    t.span(),
+                    format!("app_token applies to [adapters.slack] only, not [adapters.{other}]"),
+                );
+                return None;
+            }
+        };
         Some(AccountConfig {
             token: Secret::new(token),
             api_url,
             timeout,
             history_tier,
             inbound_secret,
+            app_token,
         })
     }
 
@@ -1090,6 +1102,25 @@ mod tests {
             e[0].contains("h.toml:3:14") && e[0].contains("64 hex digits"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn an_app_token_is_slack_only() {
+        let ok = load(
+            "h.toml",
+            "[adapters.slack]\ntoken = \"x\"\napp_token = \"xapp-1\"\n",
+            env,
+        )
+        .unwrap();
+        let token = ok.adapters.slack.as_ref().and_then(|a| a.app_token.as_ref());
+        assert_eq!(token.map(|t| t.expose()), Some("xapp-1"));
+        let e = errors("[adapters.telegram]\ntoken = \"1:t\"\napp_token = \"xapp-1\"\n");
+        assert!(
+            e[0].contains("h.toml:3:13") && e[0].contains("app_token applies to [adapters.slack] only"),
+            "{e:?}"
+        );
+        let e = errors("[adapters.slack]\ntoken = \"x\"\napp_token = \"\"\n");
+        assert!(e[0].contains("app_token"), "{e:?}");
     }
 
     #[test]

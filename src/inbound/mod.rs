@@ -13,6 +13,7 @@
 
 mod acknowledge;
 mod answers;
+pub mod slack_socket;
 mod status;
 pub mod telegram_poll;
 pub mod verify;
@@ -109,13 +110,19 @@ pub async fn slack(State(state): State<AppState>, request: axum::extract::Reques
         let Ok(payload) = serde_json::from_str::<Value>(payload) else {
             return rejected("slack", Rejected::Malformed);
         };
-        return slack_action(&state, &payload).await;
+        slack_action(&state, &payload).await;
+        return (StatusCode::OK, "").into_response();
     }
     if field("command").is_none() {
         return rejected("slack", Rejected::Malformed);
     }
-    let answer = answer(&state, field("text").unwrap_or("")).await;
-    (StatusCode::OK, axum::Json(answers::slack(&answer))).into_response()
+    ok_json(slack_command(&state, field("text").unwrap_or("")).await)
+}
+
+/// The answer to a Slack slash command with these words, as Slack takes
+/// it (HTTP response or Socket Mode acknowledgement).
+async fn slack_command(state: &AppState, words: &str) -> Value {
+    answers::slack(&answer(state, words).await)
 }
 
 /// `POST /v1/inbound/discord`: an interaction (PING, the `/herald` command).
@@ -267,8 +274,8 @@ fn ok_json(value: Value) -> Response {
 
 /// Slack `block_actions`: herald's Acknowledge button. The pressed message
 /// is replaced through the payload's `response_url`; the request itself is
-/// answered with an empty 200.
-async fn slack_action(state: &AppState, payload: &Value) -> Response {
+/// answered with nothing (an empty 200, a bare acknowledgement).
+async fn slack_action(state: &AppState, payload: &Value) {
     let action = payload["actions"].as_array().and_then(|a| {
         a.iter()
             .find(|a| a["action_id"] == herald_slack::render::ACKNOWLEDGE_ACTION)
@@ -281,7 +288,7 @@ async fn slack_action(state: &AppState, payload: &Value) -> Response {
             .or(payload["message"]["ts"].as_str()),
     ) else {
         // Another app's action, or a payload herald does not read.
-        return (StatusCode::OK, "").into_response();
+        return;
     };
     let user = &payload["user"];
     let press = Press {
@@ -308,7 +315,6 @@ async fn slack_action(state: &AppState, payload: &Value) -> Response {
         }
         Err(why) => press_refused("slack", &why),
     }
-    (StatusCode::OK, "").into_response()
 }
 
 /// Discord `MESSAGE_COMPONENT`: answered with `UPDATE_MESSAGE`, the pressed

@@ -11,6 +11,7 @@ pub mod discord;
 pub mod lockout;
 pub mod pagerduty;
 pub mod slack;
+pub mod slack_socket;
 pub mod slack_webhook;
 pub mod tally;
 pub mod telegram;

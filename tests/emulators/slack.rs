@@ -29,9 +29,12 @@ use serde_json::{Map, Value, json};
 
 use super::chaos::{Chaos, Draw};
 use super::lockout::{Early, Lockouts};
+use super::slack_socket::SocketMode;
 
 const POSTS_PER_CHANNEL: (usize, Duration) = (1, Duration::from_secs(1));
 const UPDATES_PER_WORKSPACE: (usize, Duration) = (50, Duration::from_secs(60));
+/// `apps.connections.open` is Tier 3.
+const OPENS_PER_APP: (usize, Duration) = (50, Duration::from_secs(60));
 
 /// Which `conversations.history` limits the emulated app has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -118,6 +121,10 @@ struct Inner {
     rate_limited: usize,
     /// Uses of each `response_url` (Slack allows 5 within 30 minutes).
     responses: HashMap<String, usize>,
+    /// Socket Mode, when the app has it on.
+    socket: Option<SocketMode>,
+    /// `apps.connections.open` calls in the last minute (Tier 3).
+    opens: VecDeque<Instant>,
 }
 
 /// A running emulator.
@@ -172,6 +179,13 @@ impl SlackEmulator {
     /// The `api_url` to configure.
     pub fn api_url(&self) -> String {
         format!("http://{}/api", self.addr)
+    }
+
+    /// Turn Socket Mode on for the app, with its app-level token.
+    pub async fn enable_socket_mode(&self, app_token: &str) -> SocketMode {
+        let socket = SocketMode::start(app_token).await;
+        self.inner.lock().unwrap().socket = Some(socket.clone());
+        socket
     }
 
     /// Add a channel of a given kind.
@@ -445,6 +459,25 @@ fn handle(inner: &Arc<Mutex<Inner>>, method: &str, headers: &HeaderMap, args: &V
     let Some(token) = auth.strip_prefix("Bearer ") else {
         return api_error("not_authed");
     };
+    let app_token = state.socket.as_ref().map(SocketMode::app_token);
+    if method == "apps.connections.open" {
+        let socket = state.socket.clone();
+        return match (&app_token, &socket) {
+            (Some(app), Some(socket)) if app == token => {
+                let now = Instant::now();
+                if let Some(wait) = window_full(&mut state.opens, OPENS_PER_APP, now) {
+                    return ratelimited(&mut state, "apps.connections.open", wait);
+                }
+                let url = socket.open_url();
+                json_response(StatusCode::OK, json!({"ok": true, "url": url}))
+            }
+            _ if token == state.token => api_error("not_allowed_token_type"),
+            _ => api_error("invalid_auth"),
+        };
+    }
+    if app_token.as_deref() == Some(token) {
+        return api_error("not_allowed_token_type");
+    }
     if token != state.token {
         return api_error("invalid_auth");
     }
@@ -585,7 +618,7 @@ fn handle(inner: &Arc<Mutex<Inner>>, method: &str, headers: &HeaderMap, args: &V
 /// context at most 10 elements; an actions block 1–25 elements, a button's
 /// plain-text label at most 75 characters, `action_id` at most 255,
 /// `value` at most 2,000, `style` primary or danger.
-fn validate_blocks(blocks: &Value) -> Result<(), String> {
+pub(super) fn validate_blocks(blocks: &Value) -> Result<(), String> {
     let Some(blocks) = blocks.as_array() else {
         return if blocks.is_null() {
             Ok(())

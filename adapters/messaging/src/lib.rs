@@ -17,6 +17,7 @@ mod outcome;
 mod text;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -215,5 +216,65 @@ pub trait Messaging: Send + Sync {
     /// only go back in webhook responses.
     async fn answer(&self, _answer: &serde_json::Value) -> Result<(), NotSurfaced> {
         Err(NotSurfaced::Unsupported)
+    }
+
+    /// Keep a connection open to the platform over which it pushes what
+    /// people send the bot, for a bot without a public URL (Slack Socket
+    /// Mode), handing each to `handler` and sending its answer back on the
+    /// connection. Returns once listening has started; the connection is
+    /// kept (reconnected, refreshed) until the returned [`Listening`] is
+    /// dropped. `Err(Unsupported)` where the platform does not push this
+    /// way or no credential for it is configured.
+    async fn listen(&self, _handler: Arc<dyn PushHandler>) -> Result<Listening, NotSurfaced> {
+        Err(NotSurfaced::Unsupported)
+    }
+}
+
+/// One request a platform pushed over a connection herald opened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pushed {
+    /// A slash command: its fields as the platform sends them over HTTP
+    /// (Slack: `command`, `text`, `user_id`, `channel_id`, …).
+    Command(serde_json::Value),
+    /// An interaction (a button pressed): the platform's payload, as the
+    /// `payload` field of an HTTP interactivity request would carry it.
+    Interaction(serde_json::Value),
+}
+
+/// Where pushed requests go. The answer (a command's reply, in the
+/// platform's format) is sent back on the connection; `None` acknowledges
+/// without a reply.
+#[async_trait]
+pub trait PushHandler: Send + Sync {
+    /// Handle one pushed request; must answer within the platform's
+    /// acknowledgement deadline (Slack: 3 s).
+    async fn pushed(&self, push: Pushed) -> Option<serde_json::Value>;
+}
+
+/// A connection kept open by [`Messaging::listen`]; dropping it closes it.
+pub struct Listening {
+    stop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Listening {
+    /// A listening that runs `stop` when dropped.
+    pub fn new(stop: impl FnOnce() + Send + 'static) -> Listening {
+        Listening {
+            stop: Some(Box::new(stop)),
+        }
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop();
+        }
+    }
+}
+
+impl fmt::Debug for Listening {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Listening")
     }
 }

@@ -8,14 +8,17 @@
 
 mod classify;
 pub mod render;
+pub mod socket_mode;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use herald_messaging::{
-    Budget, Call, ChannelRef, DeliveryOutcome, EDITS, IdempotencyKey, LOOKUPS, Limits, LookupPage,
-    LookupQuery, MessageHandle, Messaging, NotSurfaced, Outbound, POSTS, Platform, Rate, Reconciliation,
+    Budget, Call, ChannelRef, DeliveryOutcome, EDITS, IdempotencyKey, LOOKUPS, Limits, Listening, LookupPage,
+    LookupQuery, MessageHandle, Messaging, NotSurfaced, Outbound, POSTS, Platform, PushHandler, Rate,
+    Reconciliation,
 };
 use slack_morphism::prelude::*;
 
@@ -67,8 +70,10 @@ pub enum SetupError {
 
 /// One Slack workspace (bot token).
 pub struct SlackAdapter {
-    client: SlackClient<SlackClientHyperHttpsConnector>,
+    client: Arc<SlackClient<SlackClientHyperHttpsConnector>>,
     token: SlackApiToken,
+    /// The app-level token (`xapp-…`) for Socket Mode, when configured.
+    app_token: Option<String>,
     timeout: Duration,
     history: HistoryTier,
 }
@@ -92,11 +97,19 @@ impl SlackAdapter {
             connector = connector.with_slack_api_url(url.trim_end_matches('/'));
         }
         Ok(SlackAdapter {
-            client: SlackClient::new(connector),
+            client: Arc::new(SlackClient::new(connector)),
             token: SlackApiToken::new(SlackApiTokenValue(token.to_owned())),
+            app_token: None,
             timeout,
             history,
         })
+    }
+
+    /// Take commands and button presses over Socket Mode with this
+    /// app-level token (`xapp-…`), for a herald without a public URL.
+    pub fn with_app_token(mut self, app_token: &str) -> SlackAdapter {
+        self.app_token = Some(app_token.to_owned());
+        self
     }
 
     fn metadata(key: &IdempotencyKey) -> SlackMessageMetadata {
@@ -221,6 +234,14 @@ impl Messaging for SlackAdapter {
             _ => None,
         };
         Ok(LookupPage { found, next })
+    }
+
+    /// Socket Mode, with the app-level token; `Unsupported` without one.
+    async fn listen(&self, handler: Arc<dyn PushHandler>) -> Result<Listening, NotSurfaced> {
+        let Some(app_token) = &self.app_token else {
+            return Err(NotSurfaced::Unsupported);
+        };
+        Ok(socket_mode::listen(self.client.clone(), app_token, handler).await)
     }
 }
 
