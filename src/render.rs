@@ -284,7 +284,8 @@ pub fn state_words(state: &str) -> String {
 fn severity(state: &WorkerState) -> Severity {
     match state {
         WorkerState::Completed { .. } => Severity::Success,
-        WorkerState::Cancelled { .. } => Severity::Neutral,
+        // Only notified to where an escalation is open: someone is on it.
+        WorkerState::Cancelled { .. } | WorkerState::Acknowledged { .. } => Severity::Neutral,
         WorkerState::Failed {
             recoverable: true, ..
         } => Severity::Attention,

@@ -97,6 +97,9 @@ pub struct Applied {
     pub resolves: Vec<String>,
     /// Someone acknowledged the task: its notifications are rendered again.
     pub acknowledged: bool,
+    /// Channels with an escalation open when the task was acknowledged:
+    /// they are told who is on it (PagerDuty acknowledges the incident).
+    pub acknowledged_open: Vec<String>,
 }
 
 impl Applied {
@@ -220,8 +223,9 @@ impl TaskState {
     }
 
     /// Someone acknowledged the task: named on its live message, and not
-    /// escalated further (what is open stays open, to be resolved as
-    /// usual). The first acknowledgement stands.
+    /// escalated further; what is open stays open, to be resolved as
+    /// usual, and is told (PagerDuty acknowledges its incident). The first
+    /// acknowledgement stands.
     fn apply_acknowledged(&mut self, by: &str, now_ms: i64) -> Applied {
         if self.escalation.acknowledged_by.is_some() {
             return Applied::moot();
@@ -233,6 +237,7 @@ impl TaskState {
         Applied {
             display_changed: true,
             acknowledged: true,
+            acknowledged_open: self.escalation.open_channels(),
             ..Applied::default()
         }
     }
@@ -489,6 +494,14 @@ mod tests {
         stale.apply(&ack("ana"), 110);
         assert_eq!(stale.stale_since, Some(100));
         assert!(stale.apply(&escalation("stale#1", "oncall"), 120).moot);
+        // Acknowledged while escalated: the channels with something open
+        // are told (PagerDuty acknowledges), and later resolved as usual.
+        let mut paged = TaskState::new(&event(1, "running"), 10);
+        paged.apply(&stale_mark(10), 100);
+        assert!(!paged.apply(&escalation("stale#1", "oncall"), 110).moot);
+        let applied = paged.apply(&ack("ana"), 120);
+        assert_eq!(applied.acknowledged_open, ["oncall"]);
+        assert_eq!(paged.apply(&event(2, "running"), 130).resolves, ["oncall"]);
     }
 
     #[test]

@@ -481,6 +481,70 @@ async fn an_acknowledged_task_is_not_escalated() {
 }
 
 #[tokio::test]
+async fn acknowledging_a_paged_task_acknowledges_its_incident_until_it_resolves() {
+    let p = Platforms::start().await;
+    let pd = PagerDutyEmulator::start().await;
+    let h = Herald::start(&p.config(&format!(
+        "[channels.oncall]\nadapter = \"pagerduty\"\nrouting_key = \"{ROUTING_KEY}\"\napi_url = \"{}\"\n\n\
+         [contracts]\nheartbeat = \"2s\"\n\n\
+         [[escalations]]\nchannels = [\"oncall\"]\nafter_stale = \"1s\"\n",
+        pd.api_url()
+    )));
+    let (status, body) = h
+        .post_events(&json!([event("r", "w", "paged", 1, "running", json!({}))]))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let key = "herald/r/w/paged";
+    let alert = |pd: &PagerDutyEmulator| pd.alerts().get(key).cloned();
+    h.wait_for("the silent task paged", Duration::from_secs(20), || async {
+        alert(&pd).filter(|a| a.status == "triggered")
+    })
+    .await;
+    // Someone presses Acknowledge on the stale notice in Discord: the
+    // incident is acknowledged (same dedup key), not resolved.
+    let notice = h
+        .wait_for("the stale notice", Duration::from_secs(15), || async {
+            p.discord_notifications("paged")
+                .into_iter()
+                .find(|m| discord_button(m).is_some())
+        })
+        .await;
+    let press = discord_press(&notice, &discord_button(&notice).expect("a button"), "Ana");
+    let (status, answer) = h
+        .post_inbound("/v1/inbound/discord", &discord_headers(&press), press, false)
+        .await;
+    assert_eq!((status, answer["type"].as_i64()), (200, Some(7)), "{answer}");
+    let acknowledged = h
+        .wait_for("the incident acknowledged", Duration::from_secs(15), || async {
+            alert(&pd).filter(|a| a.status == "acknowledged")
+        })
+        .await;
+    assert_eq!((acknowledged.triggers, acknowledged.acknowledges), (1, 1));
+    let sent: Vec<Value> = pd
+        .events()
+        .into_iter()
+        .filter(|e| e["event_action"] == "acknowledge")
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["dedup_key"], key);
+    // The worker finishes: the incident is resolved.
+    let (status, _) = h
+        .post_events(&json!([event("r", "w", "paged", 2, "completed", json!({}))]))
+        .await;
+    assert_eq!(status, 202);
+    let resolved = h
+        .wait_for("the incident resolved", Duration::from_secs(15), || async {
+            alert(&pd).filter(|a| a.status == "resolved")
+        })
+        .await;
+    assert_eq!(
+        (resolved.triggers, resolved.acknowledges, resolved.resolves),
+        (1, 1, 1)
+    );
+    assert_eq!(pd.over_limit(), 0);
+}
+
+#[tokio::test]
 async fn a_command_in_a_chat_herald_delivers_to_is_answered_by_that_channels_actor() {
     let p = Platforms::start().await;
     let h = Herald::start(&p.config(""));

@@ -239,7 +239,8 @@ struct Working {
     /// each routes.
     attention: Vec<(i64, Vec<RoutedChannel>)>,
     /// Events that notify one channel whatever the routes say: herald's
-    /// escalation to it, and what resolves an escalation open there.
+    /// escalation to it, and what acknowledges or resolves an escalation
+    /// open there.
     direct: Vec<(i64, String)>,
     /// An alert began firing (its seq): channels with a live message show
     /// it there; those without one (PagerDuty, a Slack webhook) are notified.
@@ -408,6 +409,8 @@ impl<'e> Batch<'e> {
             let seq = p.event.seq;
             task.direct.extend(applied.escalated_to.map(|c| (seq, c)));
             task.direct.extend(applied.resolves.into_iter().map(|c| (seq, c)));
+            task.direct
+                .extend(applied.acknowledged_open.into_iter().map(|c| (seq, c)));
         }
 
         // New tasks first (creation order), then updates: every task with

@@ -36,8 +36,10 @@ pub const PER_MINUTE: usize = 120;
 /// One alert, by dedup key.
 #[derive(Debug, Clone, Default)]
 pub struct Alert {
-    /// Open (`triggered`) or closed (`resolved`).
+    /// Open (`triggered`, `acknowledged`) or closed (`resolved`).
     pub status: String,
+    /// Acknowledges received for it.
+    pub acknowledges: usize,
     /// Triggers received for it (a repeat updates the same alert).
     pub triggers: usize,
     /// Resolves received for it.
@@ -238,9 +240,20 @@ async fn enqueue(State(inner): State<Arc<Mutex<Inner>>>, body: Bytes) -> Respons
         let alert = state.alerts.entry(dedup_key.clone()).or_default();
         match action.as_str() {
             "trigger" => {
-                alert.status = "triggered".to_owned();
+                // A trigger into an acknowledged alert is de-duplicated
+                // into it: it stays acknowledged.
+                if alert.status != "acknowledged" {
+                    alert.status = "triggered".to_owned();
+                }
                 alert.triggers += 1;
                 alert.payload = event["payload"].clone();
+            }
+            "acknowledge" => {
+                // Only an open alert can be acknowledged; otherwise ignored.
+                if alert.status == "triggered" {
+                    alert.status = "acknowledged".to_owned();
+                }
+                alert.acknowledges += 1;
             }
             "resolve" => {
                 // A resolve of a key with no open alert is accepted and ignored.

@@ -41,14 +41,24 @@ impl PagerDutySeverity {
 pub enum Action {
     /// Open (or update) the task's alert.
     Trigger,
+    /// Someone is on it: the incident stops notifying, stays open.
+    Acknowledge,
     /// Close it.
     Resolve,
 }
 
-/// What a notification does to the task's alert: a task that ended well,
-/// or was cancelled, resolves it; anything else (failed, stale, deadline,
+/// The protocol state of herald's event saying someone acknowledged the
+/// task in chat.
+const ACKNOWLEDGED: &str = "acknowledged";
+
+/// What a notification does to the task's alert: someone acknowledging
+/// the task in chat acknowledges it; a task that ended well, or was
+/// cancelled, resolves it; anything else (failed, stale, deadline,
 /// escalated) triggers it.
 pub fn action_for(msg: &Outbound) -> Action {
+    if msg.subject.as_ref().is_some_and(|s| s.state == ACKNOWLEDGED) {
+        return Action::Acknowledge;
+    }
     match msg.severity {
         Severity::Success | Severity::Neutral => Action::Resolve,
         Severity::Progress | Severity::Attention | Severity::Failure => Action::Trigger,
@@ -110,8 +120,8 @@ pub struct EnqueueEvent {
     client: Option<&'static str>,
 }
 
-/// The event for one notification. A resolve carries no payload (the
-/// Events API ignores one).
+/// The event for one notification. An acknowledge or a resolve carries no
+/// payload (the Events API ignores one).
 pub fn event_for(msg: &Outbound, routing_key: &str, severity: PagerDutySeverity) -> EnqueueEvent {
     let action = action_for(msg);
     let payload = (action == Action::Trigger).then(|| {
@@ -185,6 +195,24 @@ mod tests {
             link: None,
             acknowledge: None,
         }
+    }
+
+    #[test]
+    fn an_acknowledgement_in_chat_acknowledges_the_same_alert_without_a_payload() {
+        let failed = event_for(&msg(Severity::Failure, "t"), "k", PagerDutySeverity::Error);
+        let mut acknowledged = msg(Severity::Neutral, "t");
+        if let Some(s) = acknowledged.subject.as_mut() {
+            s.state = "acknowledged".into();
+        }
+        let ack = event_for(&acknowledged, "k", PagerDutySeverity::Error);
+        assert_eq!(ack.event_action, Action::Acknowledge);
+        assert_eq!(ack.dedup_key, failed.dedup_key);
+        let body = serde_json::to_value(&ack).unwrap();
+        assert_eq!(body["event_action"], "acknowledge");
+        assert!(
+            body.get("payload").is_none() && body.get("client").is_none(),
+            "{body}"
+        );
     }
 
     #[test]
