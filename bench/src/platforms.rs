@@ -20,6 +20,9 @@ pub mod lockout;
 #[path = "../../tests/emulators/slack.rs"]
 pub mod slack;
 #[allow(dead_code)]
+#[path = "../../tests/emulators/slack_socket.rs"]
+pub mod slack_socket;
+#[allow(dead_code)]
 #[path = "../../tests/emulators/tally.rs"]
 pub mod tally;
 #[allow(dead_code, clippy::result_large_err)]
