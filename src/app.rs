@@ -114,12 +114,18 @@ pub async fn serve(
         )),
         _ => None,
     };
-    let slack_socket = match adapters.for_platform(herald_messaging::Platform::Slack) {
-        Some(slack) if crate::inbound::slack_socket::wanted(&state.config.borrow()) => {
-            crate::inbound::slack_socket::start(state.clone(), slack).await
+    // Slack Socket Mode and the Discord Gateway, where configured; each
+    // connection stays open until `listening` is dropped.
+    let mut listening = Vec::new();
+    for platform in [
+        herald_messaging::Platform::Slack,
+        herald_messaging::Platform::Discord,
+    ] {
+        let wanted = crate::inbound::pushed::wanted(&state.config.borrow(), platform);
+        if let Some(adapter) = adapters.for_platform(platform).filter(|_| wanted) {
+            listening.extend(crate::inbound::pushed::start(state.clone(), platform, adapter).await);
         }
-        _ => None,
-    };
+    }
     let app = crate::ingest::routes(state)
         .merge(crate::web::routes(web.clone(), config_rx.clone()))
         .fallback(crate::ingest::not_found)
@@ -152,7 +158,7 @@ pub async fn serve(
     if let Some(polling) = telegram_poll {
         polling.abort();
     }
-    drop(slack_socket);
+    drop(listening);
     if let Some(delivery) = reloader.delivery.lock().await.take() {
         delivery.shutdown(DRAIN_DEADLINE).await;
     }

@@ -37,12 +37,16 @@ pub fn adapters(web: &WebChannel, config: &Config) -> Result<Adapters> {
     let mut adapters = Adapters::default();
     adapters.insert_platform(Platform::Web, Arc::new(web.clone()) as Arc<dyn Messaging>);
     if let Some(account) = &config.adapters.discord {
-        let discord = DiscordAdapter::new(
+        let mut discord = DiscordAdapter::new(
             account.api_url.as_deref(),
             account.token.expose(),
             account.timeout,
         )
         .context("could not set up the Discord adapter")?;
+        // No interactions endpoint: interactions come over the Gateway.
+        if account.inbound_secret.is_none() {
+            discord = discord.with_gateway();
+        }
         adapters.insert_platform(Platform::Discord, Arc::new(discord));
     }
     if let Some(account) = &config.adapters.slack {

@@ -14,12 +14,15 @@ pub mod chaos;
 #[path = "../../tests/emulators/discord.rs"]
 pub mod discord;
 #[allow(dead_code)]
+#[path = "../../tests/emulators/discord_gateway.rs"]
+pub mod discord_gateway;
+#[allow(dead_code)]
 #[path = "../../tests/emulators/lockout.rs"]
 pub mod lockout;
 #[allow(dead_code, clippy::result_large_err)]
 #[path = "../../tests/emulators/slack.rs"]
 pub mod slack;
-#[allow(dead_code)]
+#[allow(dead_code, clippy::result_large_err)]
 #[path = "../../tests/emulators/slack_socket.rs"]
 pub mod slack_socket;
 #[allow(dead_code)]

@@ -13,7 +13,7 @@
 
 mod acknowledge;
 mod answers;
-pub mod slack_socket;
+pub mod pushed;
 mod status;
 pub mod telegram_poll;
 pub mod verify;
@@ -145,11 +145,20 @@ pub async fn discord(State(state): State<AppState>, request: axum::extract::Requ
     let Ok(interaction) = serde_json::from_slice::<Value>(&bytes) else {
         return rejected("discord", Rejected::Malformed);
     };
-    match interaction["type"].as_i64() {
+    match discord_interaction(&state, &interaction).await {
+        Some(answer) => ok_json(answer),
+        None => rejected("discord", Rejected::Malformed),
+    }
+}
+
+/// The answer to a Discord interaction, from the interactions endpoint or
+/// the Gateway; `None` when it is not one herald can read.
+async fn discord_interaction(state: &AppState, interaction: &Value) -> Option<Value> {
+    match interaction["type"].as_i64()? {
         // PING
-        Some(1) => (StatusCode::OK, axum::Json(json!({"type": 1}))).into_response(),
+        1 => Some(json!({"type": 1})),
         // APPLICATION_COMMAND: `/herald <subcommand> [run]`
-        Some(2) => {
+        2 => {
             let sub = &interaction["data"]["options"][0];
             let mut words = sub["name"].as_str().unwrap_or("help").to_owned();
             if let Some(run) = sub["options"]
@@ -160,16 +169,13 @@ pub async fn discord(State(state): State<AppState>, request: axum::extract::Requ
                 words.push(' ');
                 words.push_str(run);
             }
-            let answer = answer(&state, &words).await;
-            (StatusCode::OK, axum::Json(answers::discord(&answer))).into_response()
+            Some(answers::discord(&answer(state, &words).await))
         }
         // MESSAGE_COMPONENT: a button herald put on a message.
-        Some(3) => discord_component(&state, &interaction).await,
-        Some(_) => {
-            let answer = Answer::Text("herald does not handle this interaction yet".to_owned());
-            (StatusCode::OK, axum::Json(answers::discord(&answer))).into_response()
-        }
-        None => rejected("discord", Rejected::Malformed),
+        3 => discord_component(state, interaction).await,
+        _ => Some(answers::discord(&Answer::Text(
+            "herald does not handle this interaction yet".to_owned(),
+        ))),
     }
 }
 
@@ -318,8 +324,8 @@ async fn slack_action(state: &AppState, payload: &Value) {
 }
 
 /// Discord `MESSAGE_COMPONENT`: answered with `UPDATE_MESSAGE`, the pressed
-/// message edited in place.
-async fn discord_component(state: &AppState, interaction: &Value) -> Response {
+/// message edited in place; `None` when the press names no message.
+async fn discord_component(state: &AppState, interaction: &Value) -> Option<Value> {
     let user = if interaction["member"]["user"].is_object() {
         &interaction["member"]["user"]
     } else {
@@ -332,7 +338,7 @@ async fn discord_component(state: &AppState, interaction: &Value) -> Response {
             .or(interaction["message"]["channel_id"].as_str()),
         interaction["message"]["id"].as_str(),
     ) else {
-        return rejected("discord", Rejected::Malformed);
+        return None;
     };
     let press = Press {
         platform: Platform::Discord,
@@ -342,22 +348,19 @@ async fn discord_component(state: &AppState, interaction: &Value) -> Response {
         person: person_name(&[&user["global_name"], &user["username"], &user["id"]], "discord"),
         person_id: user["id"].as_str().unwrap_or_default().to_owned(),
     };
-    match acknowledge::acknowledge(state, &press).await {
+    Some(match acknowledge::acknowledge(state, &press).await {
         Ok(done) => match herald_discord::render::update_interaction(&done.message) {
-            Ok(update) => ok_json(update),
+            Ok(update) => update,
             Err(e) => {
                 tracing::warn!(error = %e, "the acknowledged Discord message could not be rendered");
-                ok_json(answers::discord(&Answer::Text(format!(
-                    "acknowledged by {}",
-                    done.by.by
-                ))))
+                answers::discord(&Answer::Text(format!("acknowledged by {}", done.by.by)))
             }
         },
         Err(why) => {
             press_refused("discord", &why);
-            ok_json(answers::discord(&Answer::Text(why.to_string())))
+            answers::discord(&Answer::Text(why.to_string()))
         }
-    }
+    })
 }
 
 /// Telegram `callback_query`: answered in the webhook response with

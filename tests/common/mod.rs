@@ -86,7 +86,10 @@ impl Herald {
             .arg("--config")
             .arg(&self.config)
             .current_dir(self.dir.path())
-            .env("HERALD_LOG", "info")
+            .env(
+                "HERALD_LOG",
+                std::env::var("HERALD_TEST_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

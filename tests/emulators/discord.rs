@@ -19,10 +19,11 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{patch, post};
+use axum::routing::{get, patch, post};
 use serde_json::{Value, json};
 
 use super::chaos::{Chaos, Draw};
+use super::discord_gateway::DiscordGateway;
 use super::lockout::{Early, Lockouts};
 
 /// Discord's epoch for snowflakes (2015-01-01).
@@ -108,6 +109,7 @@ struct Inner {
     chaos: Option<Chaos>,
     next_seq: u64,
     rate_limited: usize,
+    gateway: Option<DiscordGateway>,
 }
 
 /// A running emulator.
@@ -115,27 +117,74 @@ struct Inner {
 pub struct DiscordEmulator {
     pub addr: SocketAddr,
     inner: Arc<Mutex<Inner>>,
+    /// Its Gateway (a bot without an interactions endpoint connects there).
+    pub gateway: DiscordGateway,
 }
 
 impl DiscordEmulator {
     /// Start with a bot token and the channels that exist.
     pub async fn start(token: &str, channels: &[&str]) -> DiscordEmulator {
+        let gateway = DiscordGateway::start(token).await;
         let inner = Arc::new(Mutex::new(Inner {
             token: token.to_owned(),
             channels: channels
                 .iter()
                 .map(|c| (c.to_string(), Channel::default()))
                 .collect(),
+            gateway: Some(gateway.clone()),
             ..Inner::default()
         }));
         let app = Router::new()
             .route("/api/v10/channels/{channel}/messages", post(create))
             .route("/api/v10/channels/{channel}/messages/{message}", patch(edit))
+            .route("/api/v10/gateway", get(gateway_url))
+            .route("/api/v10/gateway/bot", get(gateway_bot))
+            .route(
+                "/api/v10/interactions/{id}/{token}/callback",
+                post(interaction_callback),
+            )
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        DiscordEmulator { addr, inner }
+        DiscordEmulator { addr, inner, gateway }
+    }
+
+    /// A press of the button `custom_id` on message `message_id` of
+    /// `channel` by `user`, as the Gateway carries it (the message as
+    /// Discord stores it); for [`DiscordGateway::dispatch`].
+    pub fn press_interaction(&self, channel: &str, message_id: &str, custom_id: &str, user: &str) -> Value {
+        let id: u64 = message_id.parse().unwrap();
+        let message = self.inner.lock().unwrap().channels[channel].messages[&id].clone();
+        json!({
+            "type": 3, "guild_id": "200000000000000001", "channel_id": channel,
+            "channel": {"id": channel, "type": 0, "name": "ops", "guild_id": "200000000000000001"},
+            "member": member(user),
+            "message": message,
+            "data": {"custom_id": custom_id, "component_type": 2},
+        })
+    }
+
+    /// `/herald <subcommand> [run]` in `channel` by `user`, as the Gateway
+    /// carries it; for [`DiscordGateway::dispatch`].
+    pub fn command_interaction(
+        &self,
+        channel: &str,
+        subcommand: &str,
+        run: Option<&str>,
+        user: &str,
+    ) -> Value {
+        let options: Vec<Value> = run
+            .map(|r| json!({"name": "run", "type": 3, "value": r}))
+            .into_iter()
+            .collect();
+        json!({
+            "type": 2, "guild_id": "200000000000000001", "channel_id": channel,
+            "channel": {"id": channel, "type": 0, "name": "ops", "guild_id": "200000000000000001"},
+            "member": member(user),
+            "data": {"id": "300000000000000001", "name": "herald", "type": 1,
+                     "options": [{"name": subcommand, "type": 1, "options": options}]},
+        })
     }
 
     /// The `api_url` to configure.
@@ -651,30 +700,7 @@ impl DiscordEmulator {
         message_id: &str,
         response: &Value,
     ) -> Result<(), String> {
-        match response["type"].as_u64() {
-            Some(4 | 6) => Ok(()),
-            Some(7) => {
-                let data = &response["data"];
-                validate(data).map_err(|r| format!("invalid UPDATE_MESSAGE data: HTTP {}", r.status()))?;
-                let mut state = self.inner.lock().unwrap();
-                let id: u64 = message_id.parse().map_err(|_| "bad message id".to_owned())?;
-                let ch = state.channels.get_mut(channel).ok_or("unknown channel")?;
-                let old = ch.messages.get(&id).cloned().ok_or("unknown message")?;
-                let mut updated = message(id, channel, data, Some(now_iso()));
-                updated["timestamp"] = old["timestamp"].clone();
-                if data.get("components").is_none() {
-                    updated["components"] = old["components"].clone();
-                }
-                if let Some(n) = old.get("nonce") {
-                    updated["nonce"] = n.clone();
-                }
-                ch.messages.insert(id, updated);
-                Ok(())
-            }
-            other => Err(format!(
-                "interaction response type {other:?} does not answer a component"
-            )),
-        }
+        apply_response(&self.inner, channel, message_id, response)
     }
 
     /// Delete a message, as a person in the channel might.
@@ -688,5 +714,117 @@ impl DiscordEmulator {
             .unwrap()
             .messages
             .remove(&id);
+    }
+}
+
+/// Apply an interaction response to the pressed message, as Discord does
+/// (`UPDATE_MESSAGE` edits it; a reply or a deferral leaves it).
+fn apply_response(
+    inner: &Arc<Mutex<Inner>>,
+    channel: &str,
+    message_id: &str,
+    response: &Value,
+) -> Result<(), String> {
+    match response["type"].as_u64() {
+        Some(4 | 6) => Ok(()),
+        Some(7) => {
+            let data = &response["data"];
+            validate(data).map_err(|r| format!("invalid UPDATE_MESSAGE data: HTTP {}", r.status()))?;
+            let mut state = inner.lock().unwrap();
+            let id: u64 = message_id.parse().map_err(|_| "bad message id".to_owned())?;
+            let ch = state.channels.get_mut(channel).ok_or("unknown channel")?;
+            let old = ch.messages.get(&id).cloned().ok_or("unknown message")?;
+            let mut updated = message(id, channel, data, Some(now_iso()));
+            updated["timestamp"] = old["timestamp"].clone();
+            if data.get("components").is_none() {
+                updated["components"] = old["components"].clone();
+            }
+            if let Some(n) = old.get("nonce") {
+                updated["nonce"] = n.clone();
+            }
+            ch.messages.insert(id, updated);
+            Ok(())
+        }
+        other => Err(format!(
+            "interaction response type {other:?} does not answer a component"
+        )),
+    }
+}
+
+fn member(user: &str) -> Value {
+    json!({"user": {"id": "555", "username": user.to_lowercase(), "global_name": user,
+                    "discriminator": "0", "avatar": null},
+           "roles": [], "joined_at": "2026-01-01T00:00:00.000000+00:00", "deaf": false, "mute": false,
+           "flags": 0, "pending": false, "permissions": "2248473465835073"})
+}
+
+/// `GET /gateway`.
+async fn gateway_url(State(inner): State<Arc<Mutex<Inner>>>) -> Response {
+    let url = inner.lock().unwrap().gateway.as_ref().map(DiscordGateway::url);
+    axum::Json(json!({"url": url})).into_response()
+}
+
+/// `GET /gateway/bot` (bot token required).
+async fn gateway_bot(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Response {
+    let state = inner.lock().unwrap();
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if auth != format!("Bot {}", state.token) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"message": "401: Unauthorized", "code": 0})),
+        )
+            .into_response();
+    }
+    let url = state.gateway.as_ref().map(DiscordGateway::url);
+    axum::Json(json!({"url": url, "shards": 1, "session_start_limit":
+        {"total": 1000, "remaining": 999, "reset_after": 14_400_000, "max_concurrency": 1}}))
+    .into_response()
+}
+
+/// `POST /interactions/{id}/{token}/callback`: not under the global limit
+/// (Discord exempts interaction endpoints), checked by the Gateway, and an
+/// `UPDATE_MESSAGE` applied to the pressed message.
+async fn interaction_callback(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Path((id, token)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let Some(gateway) = inner.lock().unwrap().gateway.clone() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let Ok(answer) = serde_json::from_slice::<Value>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"message": "400: Bad Request", "code": 50109})),
+        )
+            .into_response();
+    };
+    if let Some(data) = answer.get("data")
+        && let Err(refused) = validate(data)
+    {
+        return refused;
+    }
+    let (status, reply, interaction) = gateway.callback(&id, &token, &answer);
+    if let Some(interaction) = interaction
+        && answer["type"] == 7
+    {
+        let channel = interaction["channel_id"].as_str().unwrap_or_default();
+        let message = interaction["message"]["id"].as_str().unwrap_or_default();
+        if let Err(why) = apply_response(&inner, channel, message, &answer) {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"message": why, "code": 50035})),
+            )
+                .into_response();
+        }
+    }
+    let status = StatusCode::from_u16(status).unwrap();
+    if reply.is_null() {
+        status.into_response()
+    } else {
+        (status, axum::Json(reply)).into_response()
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod chaos;
 pub mod discord;
+pub mod discord_gateway;
 pub mod lockout;
 pub mod pagerduty;
 pub mod slack;

@@ -8,16 +8,17 @@
 //! See `../shared/STACK-NOTES.md`.
 
 mod classify;
+pub mod gateway;
 pub mod render;
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_messaging::{
-    ALL_CALLS, Budget, Call, ChannelRef, DeliveryOutcome, EDITS, Limits, MessageHandle, Messaging,
-    NotSurfaced, Outbound, POSTS, Platform, Rate, Reconciliation,
+    ALL_CALLS, Budget, Call, ChannelRef, DeliveryOutcome, EDITS, Limits, Listening, MessageHandle, Messaging,
+    NotSurfaced, Outbound, POSTS, Platform, PushHandler, Rate, Reconciliation,
 };
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 
@@ -39,6 +40,10 @@ pub struct DiscordAdapter {
     http: reqwest::Client,
     api_url: String,
     authorization: String,
+    /// The bot token, for the Gateway.
+    token: String,
+    /// Whether interactions are taken over the Gateway.
+    gateway: bool,
     /// Per (channel, call): how long the platform's last answer said the
     /// bucket stays empty.
     exhausted: Mutex<HashMap<(String, Call), Duration>>,
@@ -65,8 +70,17 @@ impl DiscordAdapter {
                 .trim_end_matches('/')
                 .to_owned(),
             authorization: format!("Bot {token}"),
+            token: token.to_owned(),
+            gateway: false,
             exhausted: Mutex::default(),
         })
+    }
+
+    /// Take interactions over the Gateway (an application without an
+    /// Interactions Endpoint URL), for a herald without a public URL.
+    pub fn with_gateway(mut self) -> DiscordAdapter {
+        self.gateway = true;
+        self
     }
 
     async fn send(
@@ -165,5 +179,13 @@ impl Messaging for DiscordAdapter {
     /// minutes: resending *is* the reconciliation.
     fn reconciliation(&self, _to: &ChannelRef) -> Reconciliation {
         Reconciliation::Resend
+    }
+
+    /// Interactions over the Gateway; `Unsupported` unless asked for.
+    async fn listen(&self, handler: Arc<dyn PushHandler>) -> Result<Listening, NotSurfaced> {
+        if !self.gateway {
+            return Err(NotSurfaced::Unsupported);
+        }
+        gateway::listen(&self.api_url, &self.token, self.http.clone(), handler).await
     }
 }
