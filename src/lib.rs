@@ -16,6 +16,7 @@ pub mod fallbacks;
 pub mod hints;
 pub mod inbound;
 pub mod ingest;
+pub mod mentions;
 pub mod metrics;
 pub mod protocol;
 pub mod redact;

@@ -155,6 +155,7 @@ fn message(
         }),
         link: None,
         acknowledge: None,
+        mentions: Vec::new(),
     }
 }
 
@@ -248,6 +249,7 @@ fn alert_message(
             .clone()
             .filter(|u| u.starts_with("http://") || u.starts_with("https://")),
         acknowledge: None,
+        mentions: Vec::new(),
     }
 }
 

@@ -122,6 +122,9 @@ pub struct Route {
     pub channels: Vec<String>,
     /// Keep trying later routes after this one matched.
     pub continue_: bool,
+    /// `mention_on_failure`: who failures of the tasks it routes ping on
+    /// its channels (each applies to the channels of its platform).
+    pub mentions: Vec<String>,
 }
 
 /// The fields of an event that routing looks at.
@@ -182,6 +185,27 @@ impl Router {
         self.routes.is_empty()
     }
 
+    /// The mentions of the routes that send `input` to `channel`, in route
+    /// order (the walk of [`Router::route`]; defaults have none).
+    pub fn mentions_for(&self, input: &RoutingInput<'_>, channel: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for route in &self.routes {
+            if route.matches(input) {
+                if route.channels.iter().any(|c| c == channel) {
+                    for m in &route.mentions {
+                        if !out.contains(m) {
+                            out.push(m.clone());
+                        }
+                    }
+                }
+                if !route.continue_ {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
     /// The channels `input` goes to, each once, in route order. Empty means
     /// unrouted (journaled and counted, delivered nowhere).
     pub fn route(&self, input: &RoutingInput<'_>) -> Vec<String> {
@@ -227,7 +251,37 @@ mod tests {
             matchers,
             channels: channels.iter().map(|s| s.to_string()).collect(),
             continue_: cont,
+            mentions: Vec::new(),
         }
+    }
+
+    #[test]
+    fn mentions_come_from_the_matched_routes_that_list_the_channel() {
+        let mut first = route(
+            vec![(MatchField::RunId, Matcher::parse("r").unwrap())],
+            &["a"],
+            true,
+        );
+        first.mentions = vec!["<@1>".into()];
+        let mut second = route(vec![], &["a", "b"], false);
+        second.mentions = vec!["<@2>".into(), "<@1>".into()];
+        let mut never = route(vec![], &["a"], false);
+        never.mentions = vec!["<@3>".into()];
+        let router = Router::new(vec![first, second, never], vec![]);
+        let none = BTreeMap::new();
+        assert_eq!(
+            router.mentions_for(&input("r", "failed", &none), "a"),
+            ["<@1>", "<@2>"]
+        );
+        assert_eq!(
+            router.mentions_for(&input("r", "failed", &none), "b"),
+            ["<@2>", "<@1>"]
+        );
+        assert_eq!(
+            router.mentions_for(&input("x", "failed", &none), "a"),
+            ["<@2>", "<@1>"]
+        );
+        assert!(router.mentions_for(&input("x", "failed", &none), "c").is_empty());
     }
 
     #[test]
@@ -334,6 +388,7 @@ mod tests {
                 matchers: vec![(MatchField::State, Matcher::parse("running").unwrap())],
                 channels: c.clone(),
                 continue_: conts[i],
+                mentions: Vec::new(),
             }).collect();
             let router = Router::new(routes, vec!["fallback".into()]);
             let none = BTreeMap::new();

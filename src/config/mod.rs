@@ -211,6 +211,9 @@ pub struct ChannelConfig {
     /// Whether a resolved alert is also notified (else only its live
     /// message says `resolved`).
     pub notify_resolved: bool,
+    /// Who failure and attention notifications ping here, in the
+    /// platform's mention syntax (checked at load).
+    pub mention_on_failure: Vec<String>,
 }
 
 /// How a concurrent channel limits its posts in flight (`max_in_flight`,

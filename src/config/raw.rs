@@ -123,6 +123,8 @@ pub struct RawChannel {
     pub adaptive_in_flight: Option<Spanned<bool>>,
     pub fallback: Option<SpannedStr>,
     pub notify_resolved: Option<bool>,
+    /// Chat channels: who failure and attention notifications ping.
+    pub mention_on_failure: Option<Spanned<Vec<SpannedStr>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,6 +134,8 @@ pub struct RawRoute {
     pub channels: Spanned<Vec<SpannedStr>>,
     #[serde(rename = "continue", default)]
     pub continue_: bool,
+    /// Who failures of the tasks this route sends ping, on its channels.
+    pub mention_on_failure: Option<Spanned<Vec<SpannedStr>>>,
 }
 
 /// A matcher is one string or a list of strings (any of).

@@ -66,6 +66,7 @@ impl Config {
                     in_flight: InFlight::default(),
                     fallback: None,
                     notify_resolved: true,
+                    mention_on_failure: Vec::new(),
                 },
             );
         }

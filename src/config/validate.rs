@@ -607,7 +607,40 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             in_flight,
             fallback,
             notify_resolved: ch.notify_resolved.unwrap_or(true),
+            mention_on_failure: self.channel_mentions(ch, platform)?,
         })
+    }
+
+    /// A chat channel's `mention_on_failure`: each of its platform's form.
+    fn channel_mentions(&mut self, ch: &RawChannel, platform: Platform) -> Option<Vec<String>> {
+        let Some(list) = &ch.mention_on_failure else {
+            return Some(Vec::new());
+        };
+        if !matches!(platform, Platform::Slack | Platform::Discord | Platform::Telegram) {
+            self.err(
+                list.span(),
+                "`mention_on_failure` applies to slack, discord and telegram channels only",
+            );
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut ok = true;
+        for m in list.get_ref() {
+            let raw = m.get_ref().trim();
+            if crate::mentions::platform_of(raw) == Some(platform) {
+                out.push(raw.to_owned());
+            } else {
+                self.err(
+                    m.span(),
+                    format!(
+                        "{raw:?} is not a {platform} mention ({})",
+                        mention_forms(platform)
+                    ),
+                );
+                ok = false;
+            }
+        }
+        ok.then_some(out)
     }
 
     /// Every channel key that does not apply to `platform` is an error
@@ -912,10 +945,46 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             self.err(route.channels.span(), "a route needs at least one channel");
             ok = false;
         }
+        let mut mentions = Vec::new();
+        if let Some(list) = &route.mention_on_failure {
+            let platforms: Vec<Platform> = route
+                .channels
+                .get_ref()
+                .iter()
+                .filter_map(|c| cfg.channels.get(c.get_ref()))
+                .filter_map(|c| adapter_platform(c.get_ref().adapter.get_ref()))
+                .collect();
+            for m in list.get_ref() {
+                let raw = m.get_ref().trim();
+                match crate::mentions::platform_of(raw) {
+                    Some(p) if platforms.contains(&p) => mentions.push(raw.to_owned()),
+                    Some(p) => {
+                        self.err(
+                            m.span(),
+                            format!("{raw:?} is a {p} mention but the route sends to no {p} channel"),
+                        );
+                        ok = false;
+                    }
+                    None => {
+                        self.err(
+                            m.span(),
+                            format!(
+                                "{raw:?} is not a mention ({}; {}; {})",
+                                mention_forms(Platform::Slack),
+                                mention_forms(Platform::Discord),
+                                mention_forms(Platform::Telegram)
+                            ),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+        }
         ok.then_some(Route {
             matchers: matchers?,
             channels,
             continue_: route.continue_,
+            mentions,
         })
     }
 
@@ -993,6 +1062,26 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             max_age,
             progress_min_interval,
         })
+    }
+}
+
+/// The platform of an adapter name, for the chat platforms mentions apply to.
+fn adapter_platform(adapter: &str) -> Option<Platform> {
+    match adapter {
+        "discord" => Some(Platform::Discord),
+        "slack" => Some(Platform::Slack),
+        "telegram" => Some(Platform::Telegram),
+        _ => None,
+    }
+}
+
+/// How a platform's mentions are written, for error messages.
+fn mention_forms(platform: Platform) -> &'static str {
+    match platform {
+        Platform::Slack => "Slack: \"<@U…>\", \"<!subteam^S…>\", \"<!here>\" or \"<!channel>\"",
+        Platform::Discord => "Discord: \"<@user id>\" or \"<@&role id>\"",
+        Platform::Telegram => "Telegram: \"tg://user?id=<user id>\"",
+        _ => "none on this platform",
     }
 }
 
@@ -1102,6 +1191,58 @@ mod tests {
             e[0].contains("h.toml:3:14") && e[0].contains("64 hex digits"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn mentions_must_be_of_their_channels_platform() {
+        let chats = "[adapters.slack]\ntoken = \"x\"\n\n[adapters.discord]\ntoken = \"d\"\n\n\
+                     [channels.s]\nadapter = \"slack\"\nid = \"C1\"\n";
+        let ok = load(
+            "h.toml",
+            &format!("{chats}mention_on_failure = [\"<@U1>\", \"<!here>\"]\n"),
+            env,
+        )
+        .unwrap();
+        assert_eq!(ok.channels["s"].mention_on_failure, ["<@U1>", "<!here>"]);
+        // A Discord mention on a Slack channel, at its line and column.
+        let e = errors(&format!("{chats}mention_on_failure = [\"<@123>\"]\n"));
+        assert!(
+            e[0].contains("h.toml:10:23") && e[0].contains("\"<@123>\" is not a slack mention"),
+            "{e:?}"
+        );
+        let e = errors(&format!("{chats}mention_on_failure = [\"@ana\"]\n"));
+        assert!(e[0].contains("<!subteam^S…>"), "{e:?}");
+        let e = errors(
+            "[channels.h]\nadapter = \"webhook\"\nurl = \"http://x\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nmention_on_failure = [\"<@1>\"]\n",
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.contains("applies to slack, discord and telegram channels only")),
+            "{e:?}"
+        );
+        // A route's mention must be of one of its channels' platforms.
+        let e = errors(&format!(
+            "{chats}\n[[routes]]\nchannels = [\"s\"]\nmention_on_failure = [\"<@&5>\"]\n"
+        ));
+        assert!(
+            e[0].contains("is a discord mention but the route sends to no discord channel"),
+            "{e:?}"
+        );
+        let routed = load(
+            "h.toml",
+            &format!("{chats}\n[[routes]]\nchannels = [\"s\"]\nmention_on_failure = [\"<!subteam^S1>\"]\n"),
+            env,
+        )
+        .unwrap();
+        let none = std::collections::BTreeMap::new();
+        let input = crate::routing::RoutingInput {
+            run_id: "r",
+            worker_id: "w",
+            task_id: "t",
+            state: "failed",
+            labels: &none,
+        };
+        assert_eq!(routed.router.mentions_for(&input, "s"), ["<!subteam^S1>"]);
     }
 
     #[test]

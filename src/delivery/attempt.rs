@@ -20,9 +20,10 @@ use crate::render::{self, TaskView};
 use crate::store::{ClaimedReceipt, ReceiptOutcome, ReceiptUpdate, now_ms};
 
 /// The terminal notification of a receipt: the same text on every attempt
-/// (a probe asks for exactly what was sent).
-pub fn receipt_message(receipt: &ClaimedReceipt) -> Outbound {
-    let out = render::terminal(
+/// (a probe asks for exactly what was sent). `mentions` (the channel's and
+/// its routes') go on it where it asks for someone.
+pub fn receipt_message(receipt: &ClaimedReceipt, mentions: &[String]) -> Outbound {
+    let mut out = render::terminal(
         &TaskView {
             run_id: &receipt.run_id,
             worker_id: &receipt.worker_id,
@@ -37,6 +38,9 @@ pub fn receipt_message(receipt: &ClaimedReceipt) -> Outbound {
         },
         &receipt.id,
     );
+    if render::wants_acknowledgement(&receipt.event) {
+        out.mentions = mentions.to_vec();
+    }
     match &receipt.fallback_for {
         Some((missed, why)) => render::as_fallback(out, missed, why),
         None => out,
@@ -89,6 +93,8 @@ pub struct Attempts {
     pub shutdown: watch::Receiver<bool>,
     /// The epoch of the channel lease the attempts are made under.
     pub epoch: i64,
+    /// Who failure and attention notifications ping.
+    pub mentions: crate::mentions::ChannelMentions,
 }
 
 /// How an attempt ended.
@@ -126,7 +132,7 @@ impl Attempts {
 
     /// Deliver one claimed receipt and record the outcome.
     pub async fn deliver(&self, receipt: ClaimedReceipt) -> Landed {
-        let message = receipt_message(&receipt);
+        let message = receipt_message(&receipt, &self.mentions.for_receipt(&receipt));
         // An unverified receipt reaches here only where resending is the
         // reconciliation (the same key: nonce, webhook-id); look-up and
         // probe platforms settle theirs first.

@@ -81,6 +81,8 @@ pub struct ChannelActor {
     pub in_flight: InFlight,
     /// Where attempt outcomes are recorded (group commit).
     pub outcomes: OutcomeWriter,
+    /// Who its failure and attention notifications ping.
+    pub mentions: crate::mentions::ChannelMentions,
     /// Poked after an ingest commit touching this channel.
     pub wake: Arc<super::Signal>,
     /// Becomes true when this actor should stop.
@@ -361,6 +363,7 @@ impl ChannelActor {
             outcomes: self.outcomes.clone(),
             shutdown: self.shutdown.clone(),
             epoch: self.lease.epoch,
+            mentions: self.mentions.clone(),
         });
         let flight = self
             .account
@@ -955,7 +958,7 @@ impl ChannelActor {
             .receipts_by_id(&ids)
             .await?
             .iter()
-            .map(|r| (r.id.clone(), receipt_message(r)))
+            .map(|r| (r.id.clone(), receipt_message(r, &self.mentions.for_receipt(r))))
             .collect();
         let mut unknowns: Vec<(Unknown, i64, Option<Outbound>)> = receipts
             .iter()
@@ -1199,7 +1202,8 @@ impl ChannelActor {
                 state.next_chat_look = Instant::now();
                 break;
             };
-            let message = render::as_acknowledged(super::attempt::receipt_message(&receipt), &ack);
+            let mentions = self.mentions.for_receipt(&receipt);
+            let message = render::as_acknowledged(super::attempt::receipt_message(&receipt, &mentions), &ack);
             let handle = MessageHandle(message_id.clone());
             let outcome = self.account.adapter.edit(&self.target, &handle, &message).await;
             self.observe(state, Call::Edit, slot, failure(&outcome)).await;

@@ -281,6 +281,8 @@ struct Engine {
     wanted: BTreeMap<String, (ChannelConfig, AccountKey)>,
     /// The leases this replica holds, by channel.
     held: HashMap<String, Lease>,
+    /// The route table, for the routes' mentions; replaced on reload.
+    routes: crate::mentions::SharedRouter,
 }
 
 impl Delivery {
@@ -312,6 +314,7 @@ impl Delivery {
             replica,
             wanted: BTreeMap::new(),
             held: HashMap::new(),
+            routes: crate::mentions::SharedRouter::default(),
         };
         engine.apply(config, adapters, Duration::ZERO).await?;
         // The first share is taken before serving: a lone herald starts
@@ -390,6 +393,7 @@ impl Engine {
                 })?;
             wanted.push((ch, adapters.account_of(ch), adapter));
         }
+        self.routes.replace(config.router.clone());
         let known_names = self.known.clone();
         let mut known = known_names.write().await;
         let delivery_changed = self.delivery != config.delivery;
@@ -496,6 +500,12 @@ impl Engine {
             account,
             store: self.store.clone(),
             config: self.delivery.clone(),
+            mentions: crate::mentions::ChannelMentions {
+                channel: ch.name.clone(),
+                platform: ch.platform,
+                own: ch.mention_on_failure.clone(),
+                routes: self.routes.clone(),
+            },
             wake: wake.clone(),
             shutdown: stop_rx,
         };

@@ -122,7 +122,19 @@ pub async fn acknowledge(state: &AppState, press: &Press) -> Result<Acknowledged
         by = by.by,
         "a task was acknowledged"
     );
-    let message = crate::render::as_acknowledged(crate::delivery::receipt_message(&receipt), &by);
+    let mentions = {
+        let config = state.config.borrow();
+        config.channels.get(&channel).map_or_else(Vec::new, |ch| {
+            crate::mentions::merged(
+                &ch.mention_on_failure,
+                &config.router,
+                &crate::mentions::receipt_input(&receipt),
+                &channel,
+                ch.platform,
+            )
+        })
+    };
+    let message = crate::render::as_acknowledged(crate::delivery::receipt_message(&receipt, &mentions), &by);
     Ok(Acknowledged { message, by })
 }
 

@@ -20,6 +20,7 @@ pub fn outbound(kind: MessageKind, body: &str, key: Option<&str>) -> Outbound {
         subject: None,
         link: None,
         acknowledge: None,
+        mentions: Vec::new(),
     }
 }
 

@@ -110,6 +110,9 @@ struct Inner {
     next_seq: u64,
     rate_limited: usize,
     gateway: Option<DiscordGateway>,
+    /// (channel, who) each new message notified: `user:<id>`, `role:<id>`,
+    /// `everyone`.
+    pings: Vec<(String, String)>,
 }
 
 /// A running emulator.
@@ -422,7 +425,74 @@ fn now_iso() -> String {
     )
 }
 
+/// Whom a message's content mentions, as Discord parses it under the
+/// request's `allowed_mentions` (none given: everything is parsed).
+#[derive(Default)]
+struct Mentioned {
+    users: Vec<String>,
+    roles: Vec<String>,
+    everyone: bool,
+}
+
+fn mentioned(body: &Value) -> Mentioned {
+    let content = body["content"].as_str().unwrap_or("");
+    let allowed = &body["allowed_mentions"];
+    let parses = |kind: &str| {
+        allowed.is_null()
+            || allowed["parse"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|k| k == kind))
+    };
+    let listed = |key: &str, id: &str| {
+        allowed[key]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|v| v.as_str() == Some(id)))
+    };
+    let mut out = Mentioned::default();
+    let mut rest = content;
+    while let Some(at) = rest.find("<@") {
+        rest = &rest[at + 2..];
+        let (role, tail) = match rest.strip_prefix('&') {
+            Some(t) => (true, t),
+            None => (false, rest.strip_prefix('!').unwrap_or(rest)),
+        };
+        let digits: String = tail.chars().take_while(char::is_ascii_digit).collect();
+        if digits.is_empty() || !tail[digits.len()..].starts_with('>') {
+            continue;
+        }
+        if role && (parses("roles") || listed("roles", &digits)) && !out.roles.contains(&digits) {
+            out.roles.push(digits);
+        } else if !role && (parses("users") || listed("users", &digits)) && !out.users.contains(&digits) {
+            out.users.push(digits);
+        }
+    }
+    out.everyone = parses("everyone") && (content.contains("@everyone") || content.contains("@here"));
+    out
+}
+
+/// Who a stored message notified.
+fn pings_of(message: &Value) -> Vec<String> {
+    let mut out: Vec<String> = message["mentions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|u| u["id"].as_str().map(|id| format!("user:{id}")))
+        .collect();
+    out.extend(
+        message["mention_roles"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_str().map(|id| format!("role:{id}"))),
+    );
+    if message["mention_everyone"] == true {
+        out.push("everyone".to_owned());
+    }
+    out
+}
+
 fn message(id: u64, channel: &str, body: &Value, edited: Option<String>) -> Value {
+    let mentioned = mentioned(body);
     let embeds: Vec<Value> = body["embeds"]
         .as_array()
         .cloned()
@@ -442,9 +512,10 @@ fn message(id: u64, channel: &str, body: &Value, edited: Option<String>) -> Valu
         "timestamp": now_iso(),
         "edited_timestamp": edited,
         "tts": false,
-        "mention_everyone": false,
-        "mentions": [],
-        "mention_roles": [],
+        "mention_everyone": mentioned.everyone,
+        "mentions": mentioned.users.iter().map(|id| json!({"id": id, "username": format!("user{id}"),
+            "discriminator": "0", "global_name": null, "avatar": null})).collect::<Vec<_>>(),
+        "mention_roles": mentioned.roles,
         "attachments": [],
         "embeds": embeds,
         "components": body["components"].as_array().cloned().unwrap_or_default(),
@@ -613,6 +684,11 @@ fn create_message(inner: &Arc<Mutex<Inner>>, channel: &str, body: &Value) -> Res
     let ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
     let id = ((ms - DISCORD_EPOCH_MS) << 22) | (state.next_seq & 0x3F_FFFF);
     let msg = message(id, channel, body, None);
+    // A new message notifies whom it mentions (edits notify no one).
+    let pinged = pings_of(&msg);
+    state
+        .pings
+        .extend(pinged.into_iter().map(|p| (channel.to_owned(), p)));
     let ch = state.channels.get_mut(channel).unwrap();
     ch.messages.insert(id, msg.clone());
     if let Some(nonce) = body["nonce"].as_str() {
@@ -701,6 +777,12 @@ impl DiscordEmulator {
         response: &Value,
     ) -> Result<(), String> {
         apply_response(&self.inner, channel, message_id, response)
+    }
+
+    /// Who new messages notified, per channel: `user:<id>`, `role:<id>`,
+    /// `everyone`.
+    pub fn pings(&self) -> Vec<(String, String)> {
+        self.inner.lock().unwrap().pings.clone()
     }
 
     /// Delete a message, as a person in the channel might.

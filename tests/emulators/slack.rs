@@ -125,6 +125,9 @@ struct Inner {
     socket: Option<SocketMode>,
     /// `apps.connections.open` calls in the last minute (Tier 3).
     opens: VecDeque<Instant>,
+    /// (channel, who) each new message notified: `U…`, `subteam:S…`,
+    /// `here`, `channel`, `everyone`.
+    pings: Vec<(String, String)>,
 }
 
 /// A running emulator.
@@ -257,6 +260,11 @@ impl SlackEmulator {
     /// Requests that arrived inside a retry-after they had been told.
     pub fn early(&self) -> Vec<Early> {
         self.inner.lock().unwrap().lockouts.early.clone()
+    }
+
+    /// Who new messages notified, per channel.
+    pub fn pings(&self) -> Vec<(String, String)> {
+        self.inner.lock().unwrap().pings.clone()
     }
 
     /// Calls of one method so far.
@@ -518,6 +526,11 @@ fn handle(inner: &Arc<Mutex<Inner>>, method: &str, headers: &HeaderMap, args: &V
             if !args["metadata"].is_null() {
                 message["metadata"] = args["metadata"].clone();
             }
+            // A new message notifies whom its text and mrkdwn mention.
+            let pinged = slack_pings(args);
+            state
+                .pings
+                .extend(pinged.into_iter().map(|p| (channel.clone(), p)));
             state
                 .messages
                 .entry(channel.clone())
@@ -726,4 +739,54 @@ async fn respond(
     message["blocks"] = args["blocks"].clone();
     message["edited"] = json!({"user": "U0HERALD", "ts": ts});
     json_response(StatusCode::OK, json!({"ok": true}))
+}
+
+/// Whom a message mentions, as Slack parses it: `<@U…>`/`<@W…>`,
+/// `<!subteam^S…>`, `<!here>`, `<!channel>`, `<!everyone>` in `text` and in
+/// mrkdwn (never plain_text) block text. Escaped text (`&lt;@U1&gt;`) is no
+/// mention.
+fn slack_pings(args: &Value) -> Vec<String> {
+    fn mrkdwn(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(o) => {
+                if o.get("type").and_then(Value::as_str) == Some("mrkdwn")
+                    && let Some(t) = o.get("text").and_then(Value::as_str)
+                {
+                    out.push(t.to_owned());
+                }
+                o.values().for_each(|v| mrkdwn(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| mrkdwn(v, out)),
+            _ => {}
+        }
+    }
+    let mut texts = vec![args["text"].as_str().unwrap_or("").to_owned()];
+    mrkdwn(&args["blocks"], &mut texts);
+    let mut out = Vec::new();
+    for text in texts {
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find('<') {
+            rest = &rest[at + 1..];
+            let Some(end) = rest.find('>') else { break };
+            let inner = &rest[..end];
+            let who = if let Some(u) = inner.strip_prefix('@') {
+                Some(u.split('|').next().unwrap_or(u).to_owned())
+            } else if let Some(g) = inner.strip_prefix("!subteam^") {
+                Some(format!("subteam:{}", g.split('|').next().unwrap_or(g)))
+            } else {
+                match inner {
+                    "!here" => Some("here".to_owned()),
+                    "!channel" => Some("channel".to_owned()),
+                    "!everyone" => Some("everyone".to_owned()),
+                    _ => None,
+                }
+            };
+            if let Some(who) = who
+                && !out.contains(&who)
+            {
+                out.push(who);
+            }
+        }
+    }
+    out
 }

@@ -93,6 +93,9 @@ pub struct Seen {
 
 #[derive(Default)]
 struct Inner {
+    /// (chat, who) each new message notified: `user:<id>` for a text
+    /// mention, `@<username>` for a username mention.
+    pings: Vec<(i64, String)>,
     token: String,
     chats: HashMap<i64, Chat>,
     faults: VecDeque<Fault>,
@@ -249,6 +252,11 @@ impl TelegramEmulator {
     /// Queue faults.
     pub fn inject(&self, faults: Vec<Fault>) {
         self.inner.lock().unwrap().faults.extend(faults);
+    }
+
+    /// Every call so far.
+    pub fn pings(&self) -> Vec<(i64, String)> {
+        self.inner.lock().unwrap().pings.clone()
     }
 
     /// Every call so far.
@@ -607,6 +615,10 @@ fn handle(inner: &Arc<Mutex<Inner>>, bot: &str, method: &str, args: &Value) -> R
     }
     if method == "editmessagetext" {
         message["edit_date"] = json!(date);
+    } else {
+        // A new message notifies whom its text mentions.
+        let pinged = telegram_pings(text, &visible);
+        state.pings.extend(pinged.into_iter().map(|p| (chat_id, p)));
     }
     state
         .chats
@@ -713,4 +725,33 @@ async fn get_updates(inner: &Arc<Mutex<Inner>>, bot: &str, args: &Value) -> Resp
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Whom a message mentions, as Telegram finds mentions: `text_mention`
+/// links to `tg://user?id=` in the HTML, and `@username` (5–32 of
+/// `A-Za-z0-9_`, not inside a word) in the visible text.
+fn telegram_pings(html: &str, visible: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = html;
+    while let Some(at) = rest.find("href=\"tg://user?id=") {
+        rest = &rest[at + "href=\"tg://user?id=".len()..];
+        let id: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if !id.is_empty() {
+            out.push(format!("user:{id}"));
+        }
+    }
+    let chars: Vec<char> = visible.chars().collect();
+    for (i, c) in chars.iter().enumerate() {
+        if *c != '@' || (i > 0 && (chars[i - 1].is_alphanumeric() || chars[i - 1] == '_')) {
+            continue;
+        }
+        let name: String = chars[i + 1..]
+            .iter()
+            .take_while(|c| c.is_ascii_alphanumeric() || **c == '_')
+            .collect();
+        if (5..=32).contains(&name.len()) {
+            out.push(format!("@{name}"));
+        }
+    }
+    out
 }

@@ -9,6 +9,7 @@ use serenity::builder::{
 };
 use serenity::model::application::ButtonStyle;
 use serenity::model::channel::Nonce;
+use serenity::model::id::{RoleId, UserId};
 
 /// `content` limit.
 pub const MAX_CONTENT: usize = 2000;
@@ -62,9 +63,57 @@ fn colour(severity: Severity) -> u32 {
     }
 }
 
+/// A Discord mention as a config may name one: a user (`<@id>`,
+/// `<@!id>`) or a role (`<@&id>`), by snowflake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mention {
+    /// A user.
+    User(u64),
+    /// A role.
+    Role(u64),
+}
+
+impl Mention {
+    /// Read `<@id>`, `<@!id>` or `<@&id>`; `None` for anything else.
+    pub fn parse(raw: &str) -> Option<Mention> {
+        let inner = raw.strip_prefix("<@")?.strip_suffix('>')?;
+        let (role, id) = match inner.strip_prefix('&') {
+            Some(id) => (true, id),
+            None => (false, inner.strip_prefix('!').unwrap_or(inner)),
+        };
+        if id.is_empty() || id.len() > 20 || !id.chars().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let id: u64 = id.parse().ok()?;
+        Some(if role {
+            Mention::Role(id)
+        } else {
+            Mention::User(id)
+        })
+    }
+
+    fn markup(self) -> String {
+        match self {
+            Mention::User(id) => format!("<@{id}>"),
+            Mention::Role(id) => format!("<@&{id}>"),
+        }
+    }
+}
+
+fn mentions(msg: &Outbound) -> Vec<Mention> {
+    msg.mentions.iter().filter_map(|m| Mention::parse(m)).collect()
+}
+
 /// The one-line `content`: emoji, task, state (and the summary for a
-/// terminal notification, which is what a phone notification shows).
+/// terminal notification, which is what a phone notification shows), then
+/// the configured mentions.
 pub fn content(msg: &Outbound) -> String {
+    let tail: Vec<String> = mentions(msg).into_iter().map(Mention::markup).collect();
+    let tail = if tail.is_empty() {
+        String::new()
+    } else {
+        format!("\n{}", tail.join(" "))
+    };
     let mut line = format!(
         "{} **{}** — {}",
         msg.severity.emoji(),
@@ -77,7 +126,8 @@ pub fn content(msg: &Outbound) -> String {
     }
     // Cut the whole line; its escapes were applied before the cut, so only
     // a trailing lone backslash needs care.
-    escaped_line(&line, MAX_CONTENT)
+    let room = MAX_CONTENT - tail.chars().count();
+    format!("{}{tail}", escaped_line(&line, room))
 }
 
 /// Cut already-escaped text to `max` characters; a cut right after a lone
@@ -128,9 +178,23 @@ pub fn embed(msg: &Outbound) -> CreateEmbed {
     embed
 }
 
-/// No mention in the message may ping anyone, on create and on every edit.
+/// No mention in the message may ping anyone (edits, and anything not
+/// configured).
 fn no_pings() -> CreateAllowedMentions {
     CreateAllowedMentions::new()
+}
+
+/// On a new message, exactly the configured users and roles may be pinged;
+/// nothing is parsed from the text.
+fn configured_pings(msg: &Outbound) -> CreateAllowedMentions {
+    let (mut users, mut roles) = (Vec::new(), Vec::new());
+    for m in mentions(msg) {
+        match m {
+            Mention::User(id) => users.push(UserId::new(id)),
+            Mention::Role(id) => roles.push(RoleId::new(id)),
+        }
+    }
+    CreateAllowedMentions::new().users(users).roles(roles)
 }
 
 /// The message's buttons: Acknowledge, where the notification asks for
@@ -155,7 +219,7 @@ pub fn create(msg: &Outbound) -> CreateMessage {
     let mut create = CreateMessage::new()
         .content(content(msg))
         .embed(embed(msg))
-        .allowed_mentions(no_pings());
+        .allowed_mentions(configured_pings(msg));
     let buttons = buttons(msg);
     if !buttons.is_empty() {
         create = create.components(buttons);
@@ -193,6 +257,38 @@ mod tests {
     use herald_messaging::Field;
     use serde_json::Value;
 
+    #[test]
+    fn configured_mentions_ping_exactly_those_users_and_roles_on_create_only() {
+        assert_eq!(Mention::parse("<@123>"), Some(Mention::User(123)));
+        assert_eq!(Mention::parse("<@!123>"), Some(Mention::User(123)));
+        assert_eq!(Mention::parse("<@&456>"), Some(Mention::Role(456)));
+        for bad in ["@everyone", "<@x1>", "<@>", "<#123>", "<@123> ", "123"] {
+            assert_eq!(Mention::parse(bad), None, "{bad}");
+        }
+        let mut m = msg("boom <@999>");
+        m.mentions = vec!["<@123>".into(), "<@&456>".into()];
+        let v = serde_json::to_value(create(&m)).unwrap();
+        assert!(
+            v["content"].as_str().unwrap().ends_with("\n<@123> <@&456>"),
+            "{v}"
+        );
+        assert_eq!(v["allowed_mentions"]["users"], serde_json::json!(["123"]));
+        assert_eq!(v["allowed_mentions"]["roles"], serde_json::json!(["456"]));
+        assert!(
+            v["allowed_mentions"]["parse"]
+                .as_array()
+                .is_none_or(|p| p.is_empty()),
+            "{v}"
+        );
+        let e = serde_json::to_value(edit(&m)).unwrap();
+        assert!(
+            e["allowed_mentions"]["users"]
+                .as_array()
+                .is_none_or(|u| u.is_empty()),
+            "{e}"
+        );
+    }
+
     fn msg(body: &str) -> Outbound {
         Outbound {
             kind: MessageKind::Terminal,
@@ -208,6 +304,7 @@ mod tests {
             subject: None,
             link: None,
             acknowledge: None,
+            mentions: Vec::new(),
         }
     }
 

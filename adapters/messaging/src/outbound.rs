@@ -128,6 +128,13 @@ pub struct Outbound {
     /// token back when it is pressed. Others ignore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acknowledge: Option<String>,
+    /// Who to ping, in the platform's own mention syntax (Slack `<@U…>`,
+    /// `<!subteam^S…>`, `<!here>`; Discord `<@id>`, `<@&role>`; Telegram
+    /// `tg://user?id=…`), checked by the adapter's crate at config load.
+    /// Set only on failure and attention notifications of a channel that
+    /// asks for it (`mention_on_failure`); never taken from event text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<String>,
 }
 
 impl Outbound {

@@ -194,6 +194,7 @@ mod tests {
             }),
             link: None,
             acknowledge: None,
+            mentions: Vec::new(),
         }
     }
 

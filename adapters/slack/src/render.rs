@@ -54,7 +54,41 @@ fn emoji(severity: Severity) -> &'static str {
     }
 }
 
-/// The plain `text` fallback (notifications, screen readers).
+/// Whether `raw` is a Slack mention as a config may name one: a user
+/// (`<@U…>`, `<@W…>`), a user group (`<!subteam^S…>`), or `<!here>` /
+/// `<!channel>`. Only these, written exactly so, are ever sent unescaped.
+pub fn is_mention(raw: &str) -> bool {
+    let id = |s: &str, first: &[char]| {
+        s.len() >= 2
+            && s.len() <= 32
+            && s.starts_with(first)
+            && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+    };
+    if raw == "<!here>" || raw == "<!channel>" {
+        return true;
+    }
+    if let Some(user) = raw.strip_prefix("<@").and_then(|r| r.strip_suffix('>')) {
+        return id(user, &['U', 'W']);
+    }
+    if let Some(group) = raw.strip_prefix("<!subteam^").and_then(|r| r.strip_suffix('>')) {
+        return id(group, &['S']);
+    }
+    false
+}
+
+/// The configured mentions, as Slack markup (only well-formed ones).
+fn mention_line(msg: &Outbound) -> Option<String> {
+    let mentions: Vec<&str> = msg
+        .mentions
+        .iter()
+        .map(String::as_str)
+        .filter(|m| is_mention(m))
+        .collect();
+    (!mentions.is_empty()).then(|| mentions.join(" "))
+}
+
+/// The plain `text` fallback (notifications, screen readers). The
+/// configured mentions lead it, so the notification pings them.
 pub fn fallback(msg: &Outbound) -> String {
     let mut text = format!(
         "{} {} — {}",
@@ -66,7 +100,10 @@ pub fn fallback(msg: &Outbound) -> String {
         text.push_str(": ");
         text.push_str(&escape(body));
     }
-    cut_escaped(&text, MAX_TEXT)
+    match mention_line(msg) {
+        Some(mentions) => format!("{mentions} {}", cut_escaped(&text, MAX_TEXT - mentions.len() - 1)),
+        None => cut_escaped(&text, MAX_TEXT),
+    }
 }
 
 /// The blocks: header (plain text, so nothing in it is markup), context,
@@ -93,6 +130,11 @@ pub fn blocks(msg: &Outbound) -> Vec<SlackBlock> {
         blocks.push(SlackBlock::Section(
             SlackSectionBlock::new().with_text(SlackBlockText::Plain(SlackBlockPlainText::new(text))),
         ));
+    }
+    if let Some(mentions) = mention_line(msg) {
+        blocks.push(SlackBlock::Section(SlackSectionBlock::new().with_text(
+            SlackBlockText::MarkDown(SlackBlockMarkDownText::new(format!("cc {mentions}"))),
+        )));
     }
     if let Some(link) = msg.link.as_deref().and_then(link_markup) {
         blocks.push(SlackBlock::Context(SlackContextBlock::new(vec![
@@ -129,6 +171,40 @@ fn link_markup(url: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn only_well_formed_mentions_are_sent_and_they_lead_the_text() {
+        for ok in [
+            "<@U024BE7LH>",
+            "<@W1234>",
+            "<!subteam^SAZ94GDB8>",
+            "<!here>",
+            "<!channel>",
+        ] {
+            assert!(is_mention(ok), "{ok}");
+        }
+        for bad in [
+            "@ana",
+            "<@u12>",
+            "<@U12|ana>",
+            "<!everyone>",
+            "<!subteam^X1>",
+            "<@U12> x",
+            "U12",
+        ] {
+            assert!(!is_mention(bad), "{bad}");
+        }
+        let mut msg = msg("boom");
+        msg.mentions = vec!["<@U024BE7LH>".into(), "<!subteam^S1>".into(), "<@bad>".into()];
+        assert!(
+            fallback(&msg).starts_with("<@U024BE7LH> <!subteam^S1> "),
+            "{}",
+            fallback(&msg)
+        );
+        let blocks = serde_json::to_string(&blocks(&msg)).unwrap();
+        assert!(blocks.contains("cc <@U024BE7LH> <!subteam^S1>"), "{blocks}");
+        assert!(!blocks.contains("<@bad>"), "{blocks}");
+    }
+
     fn msg(body: &str) -> Outbound {
         Outbound {
             kind: MessageKind::Terminal,
@@ -141,6 +217,7 @@ mod tests {
             subject: None,
             link: None,
             acknowledge: None,
+            mentions: Vec::new(),
         }
     }
 

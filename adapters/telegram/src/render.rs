@@ -10,11 +10,14 @@ use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup};
 /// Telegram's limit on message text after entity parsing.
 pub const MAX_TEXT: usize = 4096;
 
-/// Escape for Telegram's HTML parse mode.
+/// Escape for Telegram's HTML parse mode. An `@` is followed by a word
+/// joiner (U+2060), so event text cannot form an `@username` mention that
+/// Telegram would notify.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
+            '@' => out.push_str("@\u{2060}"),
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
@@ -35,6 +38,19 @@ pub fn keyboard(msg: &Outbound) -> Option<InlineKeyboardMarkup> {
         InlineKeyboardButton::callback("Acknowledge", token.clone()),
     ]]))
 }
+
+/// The user id of a Telegram mention as a config may name one:
+/// `tg://user?id=<id>`.
+pub fn mention_user(raw: &str) -> Option<u64> {
+    let id = raw.strip_prefix("tg://user?id=")?;
+    if id.is_empty() || id.len() > 20 || !id.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    id.parse().ok()
+}
+
+/// What a mention shows in the chat (Telegram needs visible text).
+const MENTION_LABEL: &str = "on call";
 
 /// The message in HTML parse mode.
 pub fn html(msg: &Outbound) -> String {
@@ -68,6 +84,16 @@ pub fn html(msg: &Outbound) -> String {
         && link.chars().count() <= 2048
     {
         out.push_str(&format!("\n<a href=\"{}\">source</a>", escape(link)));
+        visible += 7;
+    }
+    // The configured mentions, as text mentions of the user id.
+    let users: Vec<u64> = msg.mentions.iter().filter_map(|m| mention_user(m)).collect();
+    if !users.is_empty() && visible + 4 + users.len() * (MENTION_LABEL.len() + 1) <= MAX_TEXT {
+        let links: Vec<String> = users
+            .iter()
+            .map(|id| format!("<a href=\"tg://user?id={id}\">{MENTION_LABEL}</a>"))
+            .collect();
+        out.push_str(&format!("\ncc {}", links.join(" ")));
     }
     out
 }
@@ -104,6 +130,28 @@ mod tests {
     use super::*;
     use herald_messaging::{MessageKind, Severity};
 
+    #[test]
+    fn configured_users_are_text_mentions_and_event_text_mentions_no_one() {
+        assert_eq!(mention_user("tg://user?id=4242"), Some(4242));
+        for bad in [
+            "@ana",
+            "tg://user?id=",
+            "tg://user?id=12a",
+            "tg://resolve?domain=ana",
+        ] {
+            assert_eq!(mention_user(bad), None, "{bad}");
+        }
+        let mut m = msg("ping @admin now");
+        m.mentions = vec!["tg://user?id=4242".into(), "@nope".into()];
+        let html = html(&m);
+        assert!(
+            html.ends_with("\ncc <a href=\"tg://user?id=4242\">on call</a>"),
+            "{html}"
+        );
+        assert!(html.contains("@\u{2060}admin"), "{html}");
+        assert!(!html.contains("@nope"), "{html}");
+    }
+
     fn msg(body: &str) -> Outbound {
         Outbound {
             kind: MessageKind::Terminal,
@@ -116,6 +164,7 @@ mod tests {
             subject: None,
             link: None,
             acknowledge: None,
+            mentions: Vec::new(),
         }
     }
 

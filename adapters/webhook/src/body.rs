@@ -81,6 +81,7 @@ mod tests {
             }),
             link: None,
             acknowledge: None,
+            mentions: Vec::new(),
         };
         let bytes = document("hr1", &msg).unwrap();
         assert_eq!(bytes, document("hr1", &msg).unwrap(), "same input, same bytes");
