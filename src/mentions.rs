@@ -71,8 +71,17 @@ impl ChannelMentions {
         )
     }
 
-    /// Who a receipt's notification pings.
+    /// Who a receipt's notification pings: no one on a platform without
+    /// mentions or for a notification that asks for no one (so webhook
+    /// deliveries never walk the route table).
     pub fn for_receipt(&self, receipt: &ClaimedReceipt) -> Vec<String> {
+        let chat = matches!(
+            self.platform,
+            Platform::Slack | Platform::Discord | Platform::Telegram
+        );
+        if !chat || !crate::render::wants_acknowledgement(&receipt.event) {
+            return Vec::new();
+        }
         self.for_task(&receipt_input(receipt))
     }
 }

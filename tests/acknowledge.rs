@@ -153,18 +153,7 @@ fn discord_press(message: &Value, token: &str, user: &str) -> String {
 
 /// Slack's `block_actions` payload for a press on message `ts`.
 fn slack_press(slack: &SlackEmulator, ts: &str, token: &str, user: &str) -> String {
-    let payload = json!({
-        "type": "block_actions",
-        "user": {"id": "U2", "username": user, "name": user, "team_id": "T1"},
-        "api_app_id": "A1", "token": "legacy", "trigger_id": "1.2.3",
-        "team": {"id": "T1", "domain": "ops"},
-        "container": {"type": "message", "message_ts": ts, "channel_id": "C1", "is_ephemeral": false},
-        "channel": {"id": "C1", "name": "ops"},
-        "response_url": slack.response_url("C1", ts),
-        "actions": [{"action_id": "herald_acknowledge", "block_id": "b1", "type": "button",
-                     "text": {"type": "plain_text", "text": "Acknowledge"}, "value": token,
-                     "action_ts": "1700000000.000001"}],
-    });
+    let payload = common::slack_press_payload(&slack.response_url("C1", ts), ts, token, user);
     form_urlencoded::Serializer::new(String::new())
         .append_pair("payload", &payload.to_string())
         .finish()

@@ -39,18 +39,7 @@ fn command(text: &str) -> Value {
 }
 
 fn press(slack: &SlackEmulator, ts: &str, token: &str) -> Value {
-    json!({
-        "type": "block_actions",
-        "user": {"id": "U1", "username": "ana", "name": "ana", "team_id": "T1"},
-        "api_app_id": "A1", "token": "legacy", "trigger_id": "1.2.3",
-        "team": {"id": "T1", "domain": "ops"},
-        "container": {"type": "message", "message_ts": ts, "channel_id": "C1", "is_ephemeral": false},
-        "channel": {"id": "C1", "name": "ops"},
-        "response_url": slack.response_url("C1", ts),
-        "actions": [{"action_id": "herald_acknowledge", "block_id": "b1", "type": "button",
-                     "text": {"type": "plain_text", "text": "Acknowledge"}, "value": token,
-                     "action_ts": "1700000000.000001"}],
-    })
+    common::slack_press_payload(&slack.response_url("C1", ts), ts, token, "ana")
 }
 
 /// The Acknowledge button's token on a Slack message.

@@ -325,3 +325,22 @@ pub fn event(run: &str, worker: &str, task: &str, seq: i64, state: &str, payload
     }
     ev
 }
+
+/// Slack's `block_actions` payload for a press of herald's Acknowledge
+/// button (token `token`) on message `ts` of channel `C1` by `user`, with
+/// the interaction's `response_url`: the same whether it arrives as an
+/// HTTP `payload` field or in a Socket Mode envelope.
+pub fn slack_press_payload(response_url: &str, ts: &str, token: &str, user: &str) -> Value {
+    serde_json::json!({
+        "type": "block_actions",
+        "user": {"id": "U2", "username": user, "name": user, "team_id": "T1"},
+        "api_app_id": "A1", "token": "legacy", "trigger_id": "1.2.3",
+        "team": {"id": "T1", "domain": "ops"},
+        "container": {"type": "message", "message_ts": ts, "channel_id": "C1", "is_ephemeral": false},
+        "channel": {"id": "C1", "name": "ops"},
+        "response_url": response_url,
+        "actions": [{"action_id": "herald_acknowledge", "block_id": "b1", "type": "button",
+                     "text": {"type": "plain_text", "text": "Acknowledge"}, "value": token,
+                     "action_ts": "1700000000.000001"}],
+    })
+}
