@@ -536,6 +536,46 @@ enum Next {
 
 /// Auth, retry-afters in force, faults, channel access and the global
 /// limit, common to both calls.
+/// One request of the bot's global 50 per second (every REST call but the
+/// interaction endpoints).
+fn spend_global(state: &mut Inner, now: Instant) -> Result<(), Response> {
+    while state
+        .global
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+    {
+        state.global.pop_front();
+    }
+    if state.global.len() >= GLOBAL_LIMIT {
+        let wait = Duration::from_secs(1) - now.duration_since(state.global[0]);
+        return Err(rate_limited(state, wait, true, "global"));
+    }
+    state.global.push_back(now);
+    Ok(())
+}
+
+/// `GET /gateway` and `/gateway/bot` spend from the global limit like any
+/// authenticated REST call, and a request inside a global retry-after is
+/// counted as early.
+fn gateway_gate(state: &mut Inner, headers: &HeaderMap, needs_auth: bool) -> Result<(), Response> {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let authorized = auth == format!("Bot {}", state.token);
+    if needs_auth && !authorized {
+        return Err(error(401, 0, "401: Unauthorized"));
+    }
+    if !authorized {
+        return Ok(());
+    }
+    let now = Instant::now();
+    if let Some(left) = state.lockouts.arrived("global", now) {
+        return Err(rate_limited(state, left, true, "global"));
+    }
+    spend_global(state, now)
+}
+
 async fn gate(
     inner: &Arc<Mutex<Inner>>,
     headers: &HeaderMap,
@@ -558,18 +598,7 @@ async fn gate(
         if let Some(left) = state.lockouts.arrived(bucket, now) {
             return Err(rate_limited(&mut state, left, false, bucket));
         }
-        while state
-            .global
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
-        {
-            state.global.pop_front();
-        }
-        if state.global.len() >= GLOBAL_LIMIT {
-            let wait = Duration::from_secs(1) - now.duration_since(state.global[0]);
-            return Err(rate_limited(&mut state, wait, true, "global"));
-        }
-        state.global.push_back(now);
+        spend_global(&mut state, now)?;
         state.faults.pop_front().or_else(|| {
             state.chaos.as_mut().and_then(|c| match c.draw() {
                 Draw::Normal => None,
@@ -841,24 +870,20 @@ fn member(user: &str) -> Value {
 }
 
 /// `GET /gateway`.
-async fn gateway_url(State(inner): State<Arc<Mutex<Inner>>>) -> Response {
-    let url = inner.lock().unwrap().gateway.as_ref().map(DiscordGateway::url);
+async fn gateway_url(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Response {
+    let mut state = inner.lock().unwrap();
+    if let Err(refused) = gateway_gate(&mut state, &headers, false) {
+        return refused;
+    }
+    let url = state.gateway.as_ref().map(DiscordGateway::url);
     axum::Json(json!({"url": url})).into_response()
 }
 
 /// `GET /gateway/bot` (bot token required).
 async fn gateway_bot(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Response {
-    let state = inner.lock().unwrap();
-    let auth = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if auth != format!("Bot {}", state.token) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            axum::Json(json!({"message": "401: Unauthorized", "code": 0})),
-        )
-            .into_response();
+    let mut state = inner.lock().unwrap();
+    if let Err(refused) = gateway_gate(&mut state, &headers, true) {
+        return refused;
     }
     let url = state.gateway.as_ref().map(DiscordGateway::url);
     axum::Json(json!({"url": url, "shards": 1, "session_start_limit":
