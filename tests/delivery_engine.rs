@@ -19,7 +19,7 @@ use herald::ingest::plan::Batch;
 use herald::ingest::writer::route_channels;
 use herald::protocol::{FleetWorkerEvent, parse_event};
 use herald::routing::RoutingInput;
-use herald::store::{ReceiptRow, Store};
+use herald::store::{Claimable, ReceiptRow, Store};
 use herald_messaging::{
     Budget, Call as PlatformCall, ChannelRef, DeliveryOutcome, EDITS, Limits, LookupPage, LookupQuery,
     MessageHandle, MessageKind, Messaging, NotSurfaced, Outbound, POSTS, Platform, Rate, Reconciliation,
@@ -403,7 +403,7 @@ async fn permanent_fails_at_once_and_replay_redrives_it() {
         "{r:?}"
     );
     // A failed receipt is never due again: nothing will retry it.
-    assert_eq!(e.store.next_receipt_due("main", false).await.unwrap(), None);
+    assert_eq!(e.store.next_receipt_due("main", Claimable::default()).await.unwrap(), None);
     assert_eq!(
         fake.posts(MessageKind::Terminal).len(),
         1,
@@ -577,7 +577,7 @@ async fn crash_with_unverified(e: &Engine, n: usize) {
     let lease = dead_replicas_lease(&e.store, "main").await;
     let claimed = e
         .store
-        .claim_receipts(&lease, now, 60_000, i64::try_from(n).unwrap(), false)
+        .claim_receipts(&lease, now, 60_000, i64::try_from(n).unwrap(), Claimable::default())
         .await
         .unwrap();
     assert_eq!(claimed.len(), n);
@@ -674,7 +674,7 @@ async fn an_expired_lease_is_reclaimed_by_the_running_process_and_checked_first(
     let lease = dead_replicas_lease(&e.store, "main").await;
     let claimed = e
         .store
-        .claim_receipts(&lease, herald::store::now_ms(), 200, 1, false)
+        .claim_receipts(&lease, herald::store::now_ms(), 200, 1, Claimable::default())
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
@@ -692,7 +692,7 @@ async fn a_late_outcome_never_overwrites_a_newer_attempt() {
     e.ingest(vec![ev("r", "t", 1, "completed")]).await;
     let now = herald::store::now_ms();
     let lease = dead_replicas_lease(&e.store, "main").await;
-    let first = e.store.claim_receipts(&lease, now, 10, 1, false).await.unwrap();
+    let first = e.store.claim_receipts(&lease, now, 10, 1, Claimable::default()).await.unwrap();
     // Attempt 1's lease expires; the receipt is reclaimed and tried again.
     assert_eq!(
         e.store.reclaim_expired_receipts(&lease, now + 20).await.unwrap(),
@@ -700,7 +700,7 @@ async fn a_late_outcome_never_overwrites_a_newer_attempt() {
     );
     let second = e
         .store
-        .claim_receipts(&lease, now + 30, 60_000, 1, false)
+        .claim_receipts(&lease, now + 30, 60_000, 1, Claimable::default())
         .await
         .unwrap();
     assert_eq!((first[0].attempts, second[0].attempts), (1, 2));

@@ -179,6 +179,7 @@ async fn applied_but_unanswered_is_unverified_and_reconciled_by_metadata() {
         keys: &keys,
         since: std::time::SystemTime::now() - Duration::from_secs(60),
         cursor: None,
+        thread: None,
     };
     assert_eq!(
         slack.lookup(&to, &query).await.unwrap(),
@@ -220,6 +221,7 @@ async fn limited_history_pages_fifteen_at_a_time_back_to_since() {
             keys: &wanted,
             since,
             cursor: cursor.clone(),
+            thread: None,
         };
         let page = match slack.lookup(&to, &query).await {
             Ok(page) => page,
@@ -262,6 +264,7 @@ async fn tier3_history_pages_follow_the_cursor_to_the_oldest_key() {
             keys: &wanted,
             since,
             cursor: cursor.clone(),
+            thread: None,
         };
         let page = slack.lookup(&to, &query).await.unwrap();
         pages += 1;
@@ -279,6 +282,7 @@ async fn tier3_history_pages_follow_the_cursor_to_the_oldest_key() {
         keys: &wanted,
         since: std::time::SystemTime::now() + Duration::from_secs(5),
         cursor: None,
+        thread: None,
     };
     assert_eq!(slack.lookup(&to, &query).await.unwrap(), LookupPage::default());
 }

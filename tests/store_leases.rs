@@ -11,7 +11,13 @@ use std::time::Duration;
 use herald::ingest::plan::{Batch, RoutedChannel};
 use herald::protocol::parse_event;
 use herald::routing::RoutingInput;
-use herald::store::{ProgressWrite, ReceiptOutcome, ReceiptUpdate, Store, StoreError, now_ms};
+use herald::store::{Claimable, ProgressWrite, ReceiptOutcome, ReceiptUpdate, Store, StoreError, now_ms};
+
+/// Claims that leave receipts waiting for a look-up alone.
+const VERIFIED_ONLY: Claimable = Claimable {
+    verified_only: true,
+    parent_posted: false,
+};
 use serde_json::json;
 
 fn route(_: &RoutingInput<'_>) -> Vec<RoutedChannel> {
@@ -115,7 +121,7 @@ async fn writes_under_a_lease_that_passed_on_change_nothing() {
         .await
         .unwrap()
         .unwrap();
-    let claimed = store.claim_receipts(&old, now, 60_000, 10, false).await.unwrap();
+    let claimed = store.claim_receipts(&old, now, 60_000, 10, Claimable::default()).await.unwrap();
     assert_eq!(claimed.len(), 1);
     // a stops being alive; b takes the channel and recovers a's claim.
     let new = store
@@ -139,7 +145,7 @@ async fn writes_under_a_lease_that_passed_on_change_nothing() {
     assert_eq!(store.finish_receipts(&[outcome]).await.unwrap(), vec![false]);
     // ... and a can neither claim nor write progress any more.
     assert!(matches!(
-        store.claim_receipts(&old, now + 4, 60_000, 10, false).await,
+        store.claim_receipts(&old, now + 4, 60_000, 10, Claimable::default()).await,
         Err(StoreError::LeaseLost { .. })
     ));
     let task = store
@@ -193,7 +199,7 @@ async fn writes_under_a_lease_that_passed_on_change_nothing() {
 
     // b's own attempt is recorded.
     let again = store
-        .claim_receipts(&new, now + 8, 60_000, 10, true)
+        .claim_receipts(&new, now + 8, 60_000, 10, VERIFIED_ONLY)
         .await
         .unwrap();
     let again = if again.is_empty() {
@@ -203,7 +209,7 @@ async fn writes_under_a_lease_that_passed_on_change_nothing() {
             .await
             .unwrap();
         store
-            .claim_receipts(&new, now + 9, 60_000, 10, true)
+            .claim_receipts(&new, now + 9, 60_000, 10, VERIFIED_ONLY)
             .await
             .unwrap()
     } else {

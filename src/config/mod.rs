@@ -214,6 +214,10 @@ pub struct ChannelConfig {
     /// Who failure and attention notifications ping here, in the
     /// platform's mention syntax (checked at load).
     pub mention_on_failure: Vec<String>,
+    /// A task's notifications are replies under its live message (Slack
+    /// `thread_ts`, a Discord thread, Telegram `reply_parameters`), so the
+    /// channel shows one line per task.
+    pub thread: bool,
 }
 
 /// How a concurrent channel limits its posts in flight (`max_in_flight`,

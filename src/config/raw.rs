@@ -125,6 +125,9 @@ pub struct RawChannel {
     pub notify_resolved: Option<bool>,
     /// Chat channels: who failure and attention notifications ping.
     pub mention_on_failure: Option<Spanned<Vec<SpannedStr>>>,
+    /// Chat channels: a task's notifications as replies under its live
+    /// message.
+    pub thread: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

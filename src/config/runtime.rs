@@ -67,6 +67,7 @@ impl Config {
                     fallback: None,
                     notify_resolved: true,
                     mention_on_failure: Vec::new(),
+                    thread: false,
                 },
             );
         }

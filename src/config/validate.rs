@@ -599,6 +599,17 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             Some(f) => Some(self.channel_ref(f, cfg)?),
             None => None,
         };
+        let thread = match &ch.thread {
+            Some(t) if *t.get_ref() && !progress => {
+                self.err(
+                    t.span(),
+                    format!("channel {name:?}: `thread = true` puts notifications under the task's live message, which `progress = false` turns off"),
+                );
+                return None;
+            }
+            Some(t) => *t.get_ref(),
+            None => false,
+        };
         Some(ChannelConfig {
             name: name.to_owned(),
             platform,
@@ -608,6 +619,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             fallback,
             notify_resolved: ch.notify_resolved.unwrap_or(true),
             mention_on_failure: self.channel_mentions(ch, platform)?,
+            thread,
         })
     }
 
@@ -647,12 +659,18 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
     /// naming the adapters it applies to.
     fn keys_for(&mut self, platform: Platform, ch: &RawChannel) {
         use Platform::*;
-        let keys: [KeyRule<'_>; 9] = [
+        let keys: [KeyRule<'_>; 10] = [
             (
                 "id",
                 ch.id.as_ref().map(Spanned::span),
                 &[Discord, Slack, Telegram, Web],
                 "chat and web channels",
+            ),
+            (
+                "thread",
+                ch.thread.as_ref().map(Spanned::span),
+                &[Discord, Slack, Telegram],
+                "slack, discord and telegram channels",
             ),
             (
                 "thread_id",
@@ -1189,6 +1207,27 @@ mod tests {
         let e = errors("[adapters.discord]\ntoken = \"x\"\npublic_key = \"xyz\"\n");
         assert!(
             e[0].contains("h.toml:3:14") && e[0].contains("64 hex digits"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn threads_are_for_chat_channels_with_a_live_message() {
+        let slack = "[adapters.slack]\ntoken = \"x\"\n\n[channels.s]\nadapter = \"slack\"\nid = \"C1\"\n";
+        let ok = load("h.toml", &format!("{slack}thread = true\n"), env).unwrap();
+        assert!(ok.channels["s"].thread);
+        let ok = load("h.toml", slack, env).unwrap();
+        assert!(!ok.channels["s"].thread, "threads are asked for");
+        // Without the live message there is nothing to reply under.
+        let e = errors(&format!("{slack}progress = false\nthread = true\n"));
+        assert!(
+            e[0].contains("h.toml:8:10") && e[0].contains("`progress = false` turns off"),
+            "{e:?}"
+        );
+        let e = errors("[channels.h]\nadapter = \"web\"\nthread = true\n");
+        assert!(
+            e[0].contains("h.toml:3:10")
+                && e[0].contains("`thread` applies to slack, discord and telegram channels only"),
             "{e:?}"
         );
     }

@@ -6,9 +6,10 @@
 
 use std::sync::Arc;
 
-use herald_messaging::{Call, ChannelRef, DeliveryOutcome, NotSurfaced, Outbound};
+use herald_messaging::{Call, ChannelRef, DeliveryOutcome, MessageHandle, NotSurfaced, Outbound, Reply};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tracing::warn;
 
 use super::account::Account;
 use super::concurrency::Answer;
@@ -17,7 +18,7 @@ use super::outcomes::{OutcomeError, OutcomeWriter};
 use super::receipts::decide;
 use crate::config::DeliveryConfig;
 use crate::render::{self, TaskView};
-use crate::store::{ClaimedReceipt, ReceiptOutcome, ReceiptUpdate, now_ms};
+use crate::store::{ClaimedReceipt, Lease, ProgressWrite, ReceiptOutcome, ReceiptUpdate, Store, now_ms};
 
 /// The terminal notification of a receipt: the same text on every attempt
 /// (a probe asks for exactly what was sent). `mentions` (the channel's and
@@ -95,6 +96,21 @@ pub struct Attempts {
     pub epoch: i64,
     /// Who failure and attention notifications ping.
     pub mentions: crate::mentions::ChannelMentions,
+    /// A task's notifications are replies under its live message.
+    pub thread: bool,
+    /// The store, for the threads replies open (and parents found gone).
+    pub store: Store,
+    /// The channel lease the attempts are made under.
+    pub lease: Lease,
+}
+
+/// Where one receipt's post goes, or why it cannot be made now.
+enum Place {
+    /// Post here.
+    At(ChannelRef),
+    /// Opening the thread it goes into failed (or herald stopped first:
+    /// `None`).
+    Blocked(Option<NotSurfaced>),
 }
 
 /// How an attempt ended.
@@ -130,38 +146,117 @@ impl Attempts {
         }
     }
 
+    /// Where a receipt's post goes: the channel, or in a threaded channel
+    /// a reply under its task's live message — first opening the thread
+    /// from it where the platform keeps replies in one (one call through
+    /// the door, its id kept for every later reply).
+    async fn place(&self, receipt: &ClaimedReceipt, message: &Outbound) -> Place {
+        let Some(parent) = receipt.parent.as_ref().filter(|_| self.thread) else {
+            return Place::At(self.target.clone());
+        };
+        let parent = MessageHandle(parent.clone());
+        let mut thread = receipt.thread.clone();
+        if thread.is_none() && self.account.adapter.opens_threads() {
+            let Some(slot) = self.through_door(Call::Post).await else {
+                return Place::Blocked(None);
+            };
+            let opened = self
+                .account
+                .adapter
+                .open_thread(&self.target, &parent, &message.title)
+                .await;
+            let exhausted = self.account.adapter.exhausted_for(&self.target, Call::Post);
+            self.door
+                .observe(Call::Post, slot, opened.as_ref().err(), exhausted)
+                .await;
+            self.account.note(opened.as_ref().err()).await;
+            match opened {
+                Ok(id) => {
+                    // Not kept: the next reply opens it again, and the
+                    // platform answers with the same thread.
+                    if let Err(e) = self
+                        .store
+                        .record_thread(receipt.task, &self.lease, parent.as_str(), Some(&id))
+                        .await
+                    {
+                        warn!(channel = %self.lease.channel, error = %e, "could not keep the thread of a task's replies");
+                    }
+                    thread = Some(id);
+                }
+                Err(reason) => {
+                    if reason == NotSurfaced::Gone {
+                        self.parent_gone(receipt).await;
+                    }
+                    return Place::Blocked(Some(reason));
+                }
+            }
+        }
+        Place::At(self.target.replying(Reply { parent, thread }))
+    }
+
+    /// A reply's parent (or its thread) no longer exists: forget the
+    /// thread, and where the parent itself is gone the live message too,
+    /// which is then posted anew; the reply goes under the new one.
+    async fn parent_gone(&self, receipt: &ClaimedReceipt) {
+        let Some(parent) = &receipt.parent else {
+            return;
+        };
+        let forgotten = if receipt.thread.is_some() {
+            self.store
+                .record_thread(receipt.task, &self.lease, parent, None)
+                .await
+        } else {
+            self.store
+                .record_progress(receipt.task, &self.lease, &ProgressWrite::Gone, now_ms())
+                .await
+        };
+        if let Err(e) = forgotten {
+            warn!(channel = %self.lease.channel, error = %e, "could not forget a reply's missing parent; the reply is retried under it");
+        }
+    }
+
     /// Deliver one claimed receipt and record the outcome.
     pub async fn deliver(&self, receipt: ClaimedReceipt) -> Landed {
         let message = receipt_message(&receipt, &self.mentions.for_receipt(&receipt));
         // An unverified receipt reaches here only where resending is the
         // reconciliation (the same key: nonce, webhook-id); look-up and
         // probe platforms settle theirs first.
-        let (outcome, answer, update) = if let Some(slot) = self.through_door(Call::Post).await {
-            let started = Instant::now();
-            let outcome = self.account.adapter.post(&self.target, &message).await;
-            let rtt = started.elapsed();
-            let exhausted = self.account.adapter.exhausted_for(&self.target, Call::Post);
-            self.door
-                .observe(Call::Post, slot, failure(&outcome), exhausted)
-                .await;
-            self.account.note(failure(&outcome)).await;
-            let update = redacted(decide(
-                &outcome,
-                receipt.attempts,
-                receipt.created_at,
-                now_ms(),
-                &self.config,
-            ));
-            let answer = Answer::of(&outcome, rtt);
-            (Some(outcome), answer, update)
-        } else {
-            let update = ReceiptUpdate::Retry {
-                at: now_ms(),
-                error: "herald stopped before this attempt was sent".to_owned(),
-                unverified: receipt.unverified,
-                backoff: false,
-            };
-            (None, Answer::Neutral, update)
+        let place = self.place(&receipt, &message).await;
+        let slot = match place {
+            Place::At(_) => self.through_door(Call::Post).await,
+            Place::Blocked(_) => None,
+        };
+        let (outcome, answer, update) = match (place, slot) {
+            (Place::At(target), Some(slot)) => {
+                let started = Instant::now();
+                let outcome = self.account.adapter.post(&target, &message).await;
+                let rtt = started.elapsed();
+                let exhausted = self.account.adapter.exhausted_for(&target, Call::Post);
+                self.door
+                    .observe(Call::Post, slot, failure(&outcome), exhausted)
+                    .await;
+                self.account.note(failure(&outcome)).await;
+                if outcome == DeliveryOutcome::NotSurfaced(NotSurfaced::Gone) {
+                    self.parent_gone(&receipt).await;
+                }
+                let update = self.decided(&outcome, &receipt);
+                let answer = Answer::of(&outcome, rtt);
+                (Some(outcome), answer, update)
+            }
+            (Place::Blocked(Some(reason)), _) => {
+                let outcome = DeliveryOutcome::NotSurfaced(reason);
+                let update = self.decided(&outcome, &receipt);
+                (Some(outcome), Answer::Neutral, update)
+            }
+            (Place::At(_) | Place::Blocked(None), _) => {
+                let update = ReceiptUpdate::Retry {
+                    at: now_ms(),
+                    error: "herald stopped before this attempt was sent".to_owned(),
+                    unverified: receipt.unverified,
+                    backoff: false,
+                };
+                (None, Answer::Neutral, update)
+            }
         };
         let recorded = self
             .outcomes
@@ -174,7 +269,7 @@ impl Attempts {
             })
             .await;
         Landed {
-            receipt: receipt.id,
+            receipt: receipt.id.clone(),
             attempt: receipt.attempts,
             created_at: receipt.created_at,
             outcome,
@@ -182,5 +277,16 @@ impl Attempts {
             update,
             recorded,
         }
+    }
+
+    /// What the retry policy makes of an attempt's outcome, safe to store.
+    fn decided(&self, outcome: &DeliveryOutcome, receipt: &ClaimedReceipt) -> ReceiptUpdate {
+        redacted(decide(
+            outcome,
+            receipt.attempts,
+            receipt.created_at,
+            now_ms(),
+            &self.config,
+        ))
     }
 }

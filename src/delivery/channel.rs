@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herald_messaging::{
     Call, ChannelRef, DeliveryOutcome, IdempotencyKey, LookupPage, LookupQuery, MessageHandle, NotSurfaced,
-    Outbound, Platform, Probe, Reconciliation,
+    Outbound, Platform, Probe, Reconciliation, Reply,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -27,7 +27,7 @@ use super::receipts::{backoff, decide_progress};
 use crate::config::{DeliveryConfig, InFlight};
 use crate::render::{self, TaskView};
 use crate::store::{
-    ClaimedReceipt, Lease, ProgressJob, ProgressWrite, ReceiptUpdate, Store, StoreError, now_ms,
+    Claimable, ClaimedReceipt, Lease, ProgressJob, ProgressWrite, ReceiptUpdate, Store, StoreError, now_ms,
 };
 
 /// How long a claimed receipt stays ours before the actor reclaims it as
@@ -83,6 +83,8 @@ pub struct ChannelActor {
     pub outcomes: OutcomeWriter,
     /// Who its failure and attention notifications ping.
     pub mentions: crate::mentions::ChannelMentions,
+    /// A task's notifications are replies under its live message.
+    pub thread: bool,
     /// Poked after an ingest commit touching this channel.
     pub wake: Arc<super::Signal>,
     /// Becomes true when this actor should stop.
@@ -119,6 +121,12 @@ struct Pass {
     retry_at: Option<Instant>,
     /// Failed pages in a row.
     failures: i64,
+    /// The thread being read (the parent of the replies in `receipts`),
+    /// where the platform lists replies apart; `None`: the channel.
+    thread: Option<MessageHandle>,
+    /// Threads still to read after this one, with their unverified
+    /// replies.
+    threads: Vec<(MessageHandle, Vec<String>)>,
 }
 
 impl Pass {
@@ -132,6 +140,26 @@ impl Pass {
 
     fn is_done(&self) -> bool {
         self.receipts.is_empty() && self.posts.is_empty()
+    }
+
+    /// Move on to the next thread; false when none is left.
+    fn next_thread(&mut self) -> bool {
+        let Some((parent, receipts)) = self.threads.pop() else {
+            return false;
+        };
+        self.thread = Some(parent);
+        self.receipts = receipts;
+        self.cursor = None;
+        true
+    }
+
+    /// Every receipt the pass still has to account for, in any thread.
+    fn take_all_receipts(&mut self) -> Vec<String> {
+        let mut all = std::mem::take(&mut self.receipts);
+        for (_, replies) in self.threads.drain(..) {
+            all.extend(replies);
+        }
+        all
     }
 }
 
@@ -223,6 +251,16 @@ impl State {
     /// instead of being resent.
     fn checks(&self) -> bool {
         self.lookup || self.probe
+    }
+
+    /// Which due receipts may be claimed now: not those waiting for a
+    /// check, and in a threaded channel not replies whose parent is still
+    /// to be posted.
+    fn claimable(&self) -> Claimable {
+        Claimable {
+            verified_only: self.checks(),
+            parent_posted: self.attempts.thread,
+        }
     }
 }
 
@@ -364,6 +402,9 @@ impl ChannelActor {
             shutdown: self.shutdown.clone(),
             epoch: self.lease.epoch,
             mentions: self.mentions.clone(),
+            thread: self.thread,
+            store: self.store.clone(),
+            lease: self.lease.clone(),
         });
         let flight = self
             .account
@@ -403,7 +444,7 @@ impl ChannelActor {
         let mut candidates = Vec::new();
         if !round.flight_full {
             candidates.push(after(
-                self.store.next_receipt_due(&self.name, state.checks()).await?,
+                self.store.next_receipt_due(&self.name, state.claimable()).await?,
                 round.posts_blocked,
             ));
         }
@@ -513,7 +554,7 @@ impl ChannelActor {
                 let limit = i64::try_from(free.min(BATCH)).unwrap_or(1);
                 let receipts = self
                     .store
-                    .claim_receipts(&self.lease, now_ms(), LEASE_MS, limit, state.checks())
+                    .claim_receipts(&self.lease, now_ms(), LEASE_MS, limit, state.claimable())
                     .await?;
                 round.sent |= !receipts.is_empty();
                 for receipt in receipts {
@@ -571,7 +612,7 @@ impl ChannelActor {
         while let Some(joined) = state.flight.as_mut().and_then(|f| f.tasks.try_join_next()) {
             self.land(state, joined).await;
         }
-        let checks = state.checks();
+        let which = state.claimable();
         let Some(flight) = state.flight.as_mut() else {
             return Ok(());
         };
@@ -595,7 +636,7 @@ impl ChannelActor {
                         now_ms(),
                         LEASE_MS,
                         i64::try_from(want).unwrap_or(1),
-                        checks,
+                        which,
                     )
                     .await?;
                 flight.ids.extend(receipts.iter().map(|r| r.id.clone()));
@@ -699,6 +740,7 @@ impl ChannelActor {
             keys: &keys,
             since: pass.since,
             cursor: pass.cursor.clone(),
+            thread: pass.thread.as_ref(),
         };
         let Some(slot) = self.through_door(state, Call::Lookup).await else {
             return Ok(());
@@ -741,14 +783,43 @@ impl ChannelActor {
             return Ok(None);
         };
         info!(channel = %self.name, receipts = receipts.len(), posts = posts.len(), "checking whether messages with an unknown outcome arrived");
-        Ok(Some(Pass {
-            receipts: receipts.into_iter().map(|r| r.id).collect(),
+        let ids: Vec<String> = receipts.into_iter().map(|r| r.id).collect();
+        let (top, threads) = self.by_thread(ids).await?;
+        let mut pass = Pass {
+            receipts: top,
             posts: posts.into_iter().map(|p| (p.post_key, p.task)).collect(),
             since: system_time(oldest - millis(LOOKUP_SKEW)),
             cursor: None,
             retry_at: None,
             failures: 0,
-        }))
+            thread: None,
+            threads,
+        };
+        if pass.is_done() {
+            pass.next_thread();
+        }
+        Ok(Some(pass))
+    }
+
+    /// Unverified receipts split by where they were posted: in the channel,
+    /// or (a threaded channel's replies) under each parent.
+    async fn by_thread(&self, ids: Vec<String>) -> Result<(Vec<String>, Vec<(MessageHandle, Vec<String>)>), StoreError> {
+        if !self.thread || ids.is_empty() {
+            return Ok((ids, Vec::new()));
+        }
+        let mut top = Vec::new();
+        let mut threads: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for receipt in self.store.receipts_by_id(&ids).await? {
+            match receipt.parent {
+                Some(parent) => threads.entry(parent).or_default().push(receipt.id),
+                None => top.push(receipt.id),
+            }
+        }
+        let threads = threads
+            .into_iter()
+            .map(|(parent, replies)| (MessageHandle(parent), replies))
+            .collect();
+        Ok((top, threads))
     }
 
     async fn apply_page(&mut self, state: &mut State, page: LookupPage) -> Result<(), StoreError> {
@@ -786,7 +857,9 @@ impl ChannelActor {
         // The page range is read: what was not found never arrived.
         let absent: Vec<String> = std::mem::take(&mut pass.receipts);
         let posts: Vec<i64> = pass.posts.drain().map(|(_, task)| task).collect();
-        state.pass = None;
+        if !pass.next_thread() {
+            state.pass = None;
+        }
         self.store
             .clear_unverified_receipts(&self.lease, &absent, None, now)
             .await?;
@@ -808,7 +881,7 @@ impl ChannelActor {
         match reason {
             NotSurfaced::RateLimited { .. } => Ok(()),
             NotSurfaced::Permanent { .. } | NotSurfaced::Unsupported => {
-                let receipts = std::mem::take(&mut pass.receipts);
+                let receipts = pass.take_all_receipts();
                 let posts: Vec<i64> = pass.posts.drain().map(|(_, task)| task).collect();
                 state.pass = None;
                 let note = self.fall_back(state, &reason, receipts.len() + posts.len());
@@ -1205,7 +1278,15 @@ impl ChannelActor {
             let mentions = self.mentions.for_receipt(&receipt);
             let message = render::as_acknowledged(super::attempt::receipt_message(&receipt, &mentions), &ack);
             let handle = MessageHandle(message_id.clone());
-            let outcome = self.account.adapter.edit(&self.target, &handle, &message).await;
+            // A reply in a thread of its own is addressed through it.
+            let target = match (&receipt.parent, &receipt.thread) {
+                (Some(parent), Some(thread)) if self.thread => self.target.replying(Reply {
+                    parent: MessageHandle(parent.clone()),
+                    thread: Some(thread.clone()),
+                }),
+                _ => self.target.clone(),
+            };
+            let outcome = self.account.adapter.edit(&target, &handle, &message).await;
             self.observe(state, Call::Edit, slot, failure(&outcome)).await;
             crate::metrics::delivery(
                 self.account.adapter.platform().as_str(),

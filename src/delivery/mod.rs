@@ -228,6 +228,7 @@ fn target_of(ch: &ChannelConfig) -> ChannelRef {
         ChannelTarget::Chat { id, thread_id } => ChannelRef {
             id: id.clone(),
             thread: thread_id.clone(),
+            reply: None,
         },
         ChannelTarget::Webhook(hook) => ChannelRef::new(hook.url.clone()),
         // Their adapter holds the key or URL (both secrets); the channel's
@@ -506,6 +507,7 @@ impl Engine {
                 own: ch.mention_on_failure.clone(),
                 routes: self.routes.clone(),
             },
+            thread: ch.thread,
             wake: wake.clone(),
             shutdown: stop_rx,
         };

@@ -63,8 +63,9 @@ fn at(now_ms: i64, wait: Duration) -> i64 {
 ///
 /// * `Surfaced` → surfaced.
 /// * `RateLimited` → retry after the platform's retry-after.
-/// * `Transient`, `Unverified`, `Gone`, `Moved` → next schedule step
-///   (`Unverified` marks the receipt so the next attempt reconciles first).
+/// * `Transient`, `Unverified` → next schedule step (`Unverified` marks
+///   the receipt so the next attempt reconciles first).
+/// * `Moved`, `Gone` (a reply's parent or thread was deleted) → again now.
 /// * `Permanent`, `Unsupported` → failed now.
 /// * Anything not surfaced once the receipt is older than `max_age` → failed.
 pub fn decide(
@@ -89,8 +90,9 @@ pub fn decide(
             };
         }
         Next::Wait { wait, backoff } => (wait, backoff),
-        // A receipt posts; "gone" cannot concern it. Retry on schedule.
-        Next::PostAnew => (backoff(&config.retry_schedule, attempts), true),
+        // A reply whose parent (or its thread) is gone: at once, under the
+        // live message posted anew (or into a new thread).
+        Next::PostAnew => (Duration::ZERO, false),
     };
     let at = at(now_ms, wait);
     let max_age_ms = i64::try_from(config.max_age.as_millis()).unwrap_or(i64::MAX / 2);

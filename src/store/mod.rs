@@ -41,7 +41,9 @@ pub use leases::{Lease, LeaseRow, LeaseStore, ReplicaRow};
 pub use postgres::PgStore;
 pub use progress::{ProgressJob, ProgressStore, ProgressWrite, StartedPost};
 pub use queries::{JournalEntry, QueryStore, ReceiptRow, StateCount, WorkerRow};
-pub use receipts::{ClaimedReceipt, ReceiptOutcome, ReceiptStore, ReceiptUpdate, UnverifiedReceipt};
+pub use receipts::{
+    Claimable, ClaimedReceipt, ReceiptOutcome, ReceiptStore, ReceiptUpdate, UnverifiedReceipt,
+};
 pub use runtime_channels::RuntimeChannelStore;
 pub use sqlite::{SqliteStore, held_by_another};
 pub use web::{WebMessageRow, WebStore};

@@ -192,6 +192,20 @@ pub trait ProgressStore: Send + Sync {
     /// (ms), or `None` when every message is current.
     async fn progress_staleness_ms(&self, now: i64) -> Result<Option<i64>, StoreError>;
 
+    /// Keep the thread opened from a task's live message `parent` (where
+    /// the platform keeps replies in a thread of their own), so every later
+    /// reply, after restarts and on other replicas, goes into it. Not kept
+    /// when the live message is no longer `parent`. Fenced by the lease.
+    /// `None` forgets it (the thread was deleted: the next reply opens
+    /// another).
+    async fn record_thread(
+        &self,
+        task: i64,
+        lease: &Lease,
+        parent: &str,
+        thread: Option<&str>,
+    ) -> Result<(), StoreError>;
+
     /// Record a progress send. Versioned: the dirty mark is cleared only if
     /// the task has not moved past the rendered version meanwhile, and the
     /// shown version never goes backwards. Fenced by the channel's lease

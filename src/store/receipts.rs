@@ -19,11 +19,30 @@ pub(crate) fn unverified_from(r: &impl Columns) -> Result<UnverifiedReceipt, Sto
     })
 }
 
+/// Which due receipts a claim takes (and its next-due time counts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Claimable {
+    /// Not those whose last outcome is unknown (they wait for a look-up).
+    pub verified_only: bool,
+    /// Not those whose task's live message in the channel is still to be
+    /// posted: in a threaded channel a notification is a reply under it,
+    /// so it waits for its parent (not for one whose post was given up).
+    pub parent_posted: bool,
+}
+
 /// A receipt claimed for one delivery attempt, with what to render.
 #[derive(Debug, Clone)]
 pub struct ClaimedReceipt {
     /// Receipt id (the idempotency key).
     pub id: String,
+    /// Its task's row id.
+    pub task: i64,
+    /// The task's live message in this channel, where it has one: what a
+    /// threaded channel's reply goes under.
+    pub parent: Option<String>,
+    /// The thread opened from that live message, where the platform keeps
+    /// replies in one (Discord).
+    pub thread: Option<String>,
     /// Channel name.
     pub channel: String,
     /// Attempts including this one.
@@ -107,8 +126,7 @@ pub struct ReceiptOutcome {
 #[async_trait::async_trait]
 pub trait ReceiptStore: Send + Sync {
     /// Claim up to `limit` due pending receipts of the lease's channel for
-    /// `lease_ms`, oldest due first; with `verified_only`, not those whose
-    /// last outcome is unknown (they wait for a look-up).
+    /// `lease_ms`, oldest due first, of those `which` allows.
     /// [`StoreError::LeaseLost`] once the channel's lease has passed on.
     async fn claim_receipts(
         &self,
@@ -116,7 +134,7 @@ pub trait ReceiptStore: Send + Sync {
         now: i64,
         lease_ms: i64,
         limit: i64,
-        verified_only: bool,
+        which: Claimable,
     ) -> Result<Vec<ClaimedReceipt>, StoreError>;
 
     /// Receipts with what to render, by id (claimed or not), oldest first.
@@ -238,9 +256,9 @@ pub trait ReceiptStore: Send + Sync {
     /// button is believed only for that message.
     async fn receipt_placement(&self, id: &str) -> Result<Option<(String, Option<String>)>, StoreError>;
 
-    /// When the next pending receipt of `channel` is due (Unix ms); with
-    /// `verified_only`, of those not waiting for a look-up.
-    async fn next_receipt_due(&self, channel: &str, verified_only: bool) -> Result<Option<i64>, StoreError>;
+    /// When the next pending receipt of `channel` that `which` allows is
+    /// due (Unix ms).
+    async fn next_receipt_due(&self, channel: &str, which: Claimable) -> Result<Option<i64>, StoreError>;
 
     /// When the earliest `sending` claim of `channel` expires (Unix ms).
     async fn next_lease_expiry(&self, channel: &str) -> Result<Option<i64>, StoreError>;

@@ -4,7 +4,12 @@
 //! 50001, 50013, 50035 with nested `errors`), per-channel fixed-window
 //! buckets for creates and edits (5 per 5 s) plus a global 50 per second,
 //! `X-RateLimit-*` headers and 429 bodies, `nonce` + `enforce_nonce`
-//! de-duplication, and a record of every request. A request for a bucket
+//! de-duplication, threads started from a message (`POST
+//! /channels/{id}/messages/{message}/threads`: the thread is a channel
+//! with the message's id, 160004 when the message has one already, 10008
+//! when it is gone, 50035 for a bad name or archive duration, no thread in
+//! a thread; its own 5 per 5 s bucket per channel; messages then go into
+//! the thread's own channel and buckets), and a record of every request. A request for a bucket
 //! inside a retry-after it was told is counted as a violation (see
 //! `lockout.rs`). Faults can be injected: error statuses, slow answers,
 //! and "apply then never answer".
@@ -51,7 +56,7 @@ pub enum Fault {
 /// One request as seen by the emulator.
 #[derive(Debug, Clone)]
 pub struct Seen {
-    /// `POST` or `PATCH`.
+    /// `POST`, `PATCH`, or `THREAD` (a thread started from a message).
     pub method: &'static str,
     /// Channel id.
     pub channel: String,
@@ -95,6 +100,10 @@ struct Channel {
     nonces: HashMap<String, (u64, Instant)>,
     creates: Bucket,
     edits: Bucket,
+    /// Threads started from this channel's messages.
+    threads: Bucket,
+    /// For a thread: the channel it was started in, and its name.
+    thread_of: Option<(String, String)>,
 }
 
 #[derive(Default)]
@@ -140,6 +149,7 @@ impl DiscordEmulator {
         let app = Router::new()
             .route("/api/v10/channels/{channel}/messages", post(create))
             .route("/api/v10/channels/{channel}/messages/{message}", patch(edit))
+            .route("/api/v10/channels/{channel}/messages/{message}/threads", post(start_thread))
             .route("/api/v10/gateway", get(gateway_url))
             .route("/api/v10/gateway/bot", get(gateway_bot))
             .route(
@@ -792,7 +802,119 @@ fn edit_message(inner: &Arc<Mutex<Inner>>, channel: &str, message_id: &str, body
     )
 }
 
+/// `POST /channels/{id}/messages/{message}/threads`: a public thread from
+/// a message, which takes the message's id.
+async fn start_thread(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Path((channel, message_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Response {
+    let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    let next = match gate(&inner, &headers, &channel, &format!("thread-{channel}")).await {
+        Err(res) => Next::Answer(res),
+        Ok(hang) => {
+            let answer = create_thread(&inner, &channel, &message_id, &body);
+            if hang && answer.status().is_success() {
+                Next::Hang
+            } else {
+                Next::Answer(answer)
+            }
+        }
+    };
+    finish(&inner, "THREAD", &channel, &body, next).await
+}
+
+fn create_thread(inner: &Arc<Mutex<Inner>>, channel: &str, message_id: &str, body: &Value) -> Response {
+    let name = body["name"].as_str().unwrap_or("");
+    if name.trim().is_empty() || name.chars().count() > 100 {
+        return invalid_form("name", 100);
+    }
+    if !(body["auto_archive_duration"].is_null()
+        || [60, 1440, 4320, 10080].contains(&body["auto_archive_duration"].as_i64().unwrap_or(0)))
+    {
+        return error(400, 50035, "Invalid Form Body");
+    }
+    let mut state = inner.lock().unwrap();
+    if state.channels[channel].thread_of.is_some() {
+        return error(400, 50024, "Cannot execute action on this channel type");
+    }
+    let id: u64 = message_id.parse().unwrap_or(0);
+    let Some(message) = state.channels[channel].messages.get(&id).cloned() else {
+        return error(404, 10008, "Unknown Message");
+    };
+    if state.channels.contains_key(&id.to_string()) || !message["thread"].is_null() {
+        return error(400, 160004, "A thread has already been created for this message");
+    }
+    let bucket = format!("thread-{channel}");
+    let taken = state
+        .channels
+        .get_mut(channel)
+        .unwrap()
+        .threads
+        .take(Instant::now());
+    let (remaining, reset_after) = match taken {
+        Ok(v) => v,
+        Err(retry_after) => return rate_limited(&mut state, retry_after, false, &bucket),
+    };
+    let thread = json!({
+        "id": id.to_string(), "type": 11, "guild_id": "200000000000000001", "parent_id": channel,
+        "owner_id": "100000000000000001", "name": name, "message_count": 0, "member_count": 1,
+        "thread_metadata": {"archived": false, "locked": false,
+                            "auto_archive_duration": body["auto_archive_duration"].as_i64().unwrap_or(4320)}
+    });
+    state.channels.insert(
+        id.to_string(),
+        Channel {
+            thread_of: Some((channel.to_owned(), name.to_owned())),
+            ..Channel::default()
+        },
+    );
+    let ch = state.channels.get_mut(channel).unwrap();
+    if let Some(m) = ch.messages.get_mut(&id) {
+        m["thread"] = thread.clone();
+        m["flags"] = json!(m["flags"].as_u64().unwrap_or(0) | 32);
+    }
+    with_bucket_headers(
+        (StatusCode::CREATED, axum::Json(thread)).into_response(),
+        &bucket,
+        remaining,
+        reset_after,
+    )
+}
+
 impl DiscordEmulator {
+    /// Threads started from a channel's messages: (thread id, name).
+    pub fn threads(&self, channel: &str) -> Vec<(String, String)> {
+        let inner = self.inner.lock().unwrap();
+        let mut out: Vec<(String, String)> = inner
+            .channels
+            .iter()
+            .filter_map(|(id, ch)| match &ch.thread_of {
+                Some((parent, name)) if parent == channel => Some((id.clone(), name.clone())),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Delete a thread, as a moderator might (its starter message stays).
+    pub fn delete_thread(&self, thread: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        let Some(ch) = inner.channels.remove(thread) else {
+            return;
+        };
+        if let Some((parent, _)) = ch.thread_of
+            && let Some(m) = inner
+                .channels
+                .get_mut(&parent)
+                .and_then(|p| p.messages.get_mut(&thread.parse::<u64>().unwrap_or(0)))
+        {
+            m.as_object_mut().unwrap().remove("thread");
+        }
+    }
+
     /// Apply an interaction response to the message whose component was
     /// pressed, as Discord does: `UPDATE_MESSAGE` (7) edits it in place
     /// (validated like an edit, `components` replaced when given);

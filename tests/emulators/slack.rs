@@ -1,14 +1,21 @@
 //! A Slack Web API emulator for the calls herald makes: `chat.postMessage`,
-//! `chat.update`, `conversations.history`. Faithful where herald depends on
-//! it: bearer auth, JSON and form bodies, `ts` ids, HTTP 200 `ok:false`
-//! errors, message metadata stored and returned by `conversations.history`
-//! only with `include_all_metadata`, history pages (`limit`, `oldest`,
-//! `cursor`, `has_more`, `response_metadata.next_cursor`), and every limit
-//! of every method herald calls, as Slack documents them: `chat.postMessage`
-//! 1 per second per channel, `chat.update` (Tier 3) 50 per minute per
-//! workspace, `conversations.history` Tier 3 (50 per minute per workspace)
-//! or, for commercially distributed non-Marketplace apps, 1 per minute with
-//! at most 15 messages. Over a limit: 429 + `Retry-After` +
+//! `chat.update`, `conversations.history`, `conversations.replies`.
+//! Faithful where herald depends on it: bearer auth, JSON and form bodies,
+//! `ts` ids, HTTP 200 `ok:false` errors, message metadata stored and
+//! returned only with `include_all_metadata`, history pages (`limit`,
+//! `oldest`, `cursor`, `has_more`, `response_metadata.next_cursor`),
+//! threads (a post with `thread_ts` of a channel message is a reply: the
+//! parent counts `reply_count`, the reply is left out of the channel's
+//! history unless `reply_broadcast`; a `thread_ts` naming no message posts
+//! to the channel, as Slack does; `conversations.replies` lists the parent
+//! and its replies, oldest first, `thread_not_found` for a `ts` that is no
+//! message), and every limit of every method herald calls, as Slack
+//! documents them: `chat.postMessage` 1 per second per channel,
+//! `chat.update` (Tier 3) 50 per minute per workspace,
+//! `conversations.history` and `conversations.replies` Tier 3 (50 per
+//! minute per workspace, each its own) or, for commercially distributed
+//! non-Marketplace apps, 1 per minute with at most 15 messages. Over a
+//! limit: 429 + `Retry-After` +
 //! `{"ok":false,"error":"ratelimited"}`; a request for a bucket inside a
 //! retry-after it was told is counted as a violation (see `lockout.rs`).
 //! A request log, and injected faults (5xx, API errors, slow,
@@ -110,6 +117,8 @@ struct Inner {
     posts: HashMap<String, VecDeque<Instant>>,
     updates: VecDeque<Instant>,
     histories: VecDeque<Instant>,
+    /// `conversations.replies` calls in the window (its own limit).
+    replies: VecDeque<Instant>,
     history: History,
     lockouts: Lockouts,
     chaos: Option<Chaos>,
@@ -252,6 +261,23 @@ impl SlackEmulator {
         }
     }
 
+    /// A channel's own messages (what its history lists), oldest first:
+    /// no thread replies but those broadcast to the channel.
+    pub fn top_level(&self, channel: &str) -> Vec<Value> {
+        self.messages(channel)
+            .into_iter()
+            .filter(is_listed)
+            .collect()
+    }
+
+    /// The replies under message `parent` of a channel, oldest first.
+    pub fn replies(&self, channel: &str, parent: &str) -> Vec<Value> {
+        self.messages(channel)
+            .into_iter()
+            .filter(|m| m["thread_ts"] == parent && m["ts"] != parent)
+            .collect()
+    }
+
     /// How many 429s / `ratelimited` answers were given.
     pub fn rate_limited(&self) -> usize {
         self.inner.lock().unwrap().rate_limited
@@ -277,6 +303,12 @@ impl SlackEmulator {
             .filter(|s| s.method == method)
             .count()
     }
+}
+
+/// Whether a message shows in its channel (and its history): all but
+/// thread replies that were not also sent to the channel.
+fn is_listed(m: &Value) -> bool {
+    m["thread_ts"].is_null() || m["thread_ts"] == m["ts"] || m["subtype"] == "thread_broadcast"
 }
 
 /// The limit bucket a call spends from (per channel for posts, per
@@ -492,10 +524,10 @@ fn handle(inner: &Arc<Mutex<Inner>>, method: &str, headers: &HeaderMap, args: &V
     let channel = args["channel"].as_str().unwrap_or("").to_owned();
     match state.channels.get(&channel) {
         None => return api_error("channel_not_found"),
-        Some(ChannelKind::NotMember) if method != "conversations.history" => {
+        Some(ChannelKind::NotMember) if !method.starts_with("conversations.") => {
             return api_error("not_in_channel");
         }
-        Some(ChannelKind::Archived) if method != "conversations.history" => return api_error("is_archived"),
+        Some(ChannelKind::Archived) if !method.starts_with("conversations.") => return api_error("is_archived"),
         _ => {}
     }
     let now = Instant::now();
@@ -525,6 +557,25 @@ fn handle(inner: &Arc<Mutex<Inner>>, method: &str, headers: &HeaderMap, args: &V
                                      "text": args["text"], "blocks": args["blocks"]});
             if !args["metadata"].is_null() {
                 message["metadata"] = args["metadata"].clone();
+            }
+            // A reply goes under a message of the channel; a `thread_ts`
+            // naming none posts to the channel itself.
+            if let Some(parent_ts) = args["thread_ts"].as_str().filter(|t| !t.is_empty())
+                && let Some(parent) = state
+                    .messages
+                    .get_mut(&channel)
+                    .and_then(|list| list.iter_mut().find(|m| m["ts"] == parent_ts && is_listed(m)))
+            {
+                let parent_ts = parent["thread_ts"].as_str().unwrap_or(parent_ts).to_owned();
+                parent["thread_ts"] = json!(parent_ts);
+                parent["reply_count"] = json!(parent["reply_count"].as_u64().unwrap_or(0) + 1);
+                parent["latest_reply"] = json!(ts);
+                message["thread_ts"] = json!(parent_ts);
+                message["parent_user_id"] = json!("U0HERALD");
+                let broadcast = args["reply_broadcast"] == true || args["reply_broadcast"] == "true";
+                if broadcast {
+                    message["subtype"] = json!("thread_broadcast");
+                }
             }
             // A new message notifies whom its text and mrkdwn mention.
             let pinged = slack_pings(args);
@@ -596,7 +647,7 @@ fn handle(inner: &Arc<Mutex<Inner>>, method: &str, headers: &HeaderMap, args: &V
                 .map(|list| {
                     list.iter()
                         .rev()
-                        .filter(|m| ts(m) > oldest && ts(m) <= latest && ts(m) <= before)
+                        .filter(|m| is_listed(m) && ts(m) > oldest && ts(m) <= latest && ts(m) <= before)
                         .cloned()
                         .collect()
                 })
@@ -605,6 +656,62 @@ fn handle(inner: &Arc<Mutex<Inner>>, method: &str, headers: &HeaderMap, args: &V
             let next_cursor = range
                 .get(page)
                 .map(|m| format!("next_ts:{}", m["ts"].as_str().unwrap_or("")));
+            let messages: Vec<Value> = range
+                .into_iter()
+                .take(page)
+                .map(|mut m| {
+                    if !with_metadata {
+                        m.as_object_mut().unwrap().remove("metadata");
+                    }
+                    m
+                })
+                .collect();
+            json_response(
+                StatusCode::OK,
+                json!({"ok": true, "messages": messages, "has_more": has_more,
+                       "response_metadata": {"next_cursor": next_cursor.unwrap_or_default()}}),
+            )
+        }
+        "conversations.replies" => {
+            let limit = state.history.limit();
+            if let Some(wait) = window_full(&mut state.replies, limit, now) {
+                return ratelimited(&mut state, "conversations.replies", wait);
+            }
+            let with_metadata = args["include_all_metadata"].as_str() == Some("true")
+                || args["include_all_metadata"].as_bool() == Some(true);
+            let number = |v: &Value| v.as_str().and_then(|l| l.parse::<f64>().ok()).or(v.as_f64());
+            let page = number(&args["limit"])
+                .map_or(15, |l| l as usize)
+                .clamp(1, state.history.max_page());
+            let oldest = number(&args["oldest"]).unwrap_or(0.0);
+            let parent_ts = args["ts"].as_str().unwrap_or("").to_owned();
+            let list = state.messages.get(&channel).cloned().unwrap_or_default();
+            let Some(parent) = list.iter().find(|m| m["ts"] == parent_ts.as_str()) else {
+                return api_error("thread_not_found");
+            };
+            let thread_ts = parent["thread_ts"].as_str().unwrap_or(&parent_ts).to_owned();
+            let ts = |m: &Value| {
+                m["ts"]
+                    .as_str()
+                    .and_then(|t| t.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            // Oldest first; the cursor is the ts the next page starts at.
+            let from = args["cursor"]
+                .as_str()
+                .and_then(|c| c.strip_prefix("from_ts:"))
+                .and_then(|t| t.parse::<f64>().ok())
+                .unwrap_or(f64::MIN);
+            let range: Vec<Value> = list
+                .iter()
+                .filter(|m| m["ts"] == thread_ts.as_str() || m["thread_ts"] == thread_ts.as_str())
+                .filter(|m| (m["ts"] == thread_ts.as_str() || ts(m) > oldest) && ts(m) >= from)
+                .cloned()
+                .collect();
+            let has_more = range.len() > page;
+            let next_cursor = range
+                .get(page)
+                .map(|m| format!("from_ts:{}", m["ts"].as_str().unwrap_or("")));
             let messages: Vec<Value> = range
                 .into_iter()
                 .take(page)

@@ -3,7 +3,10 @@
 //! bodies, HTML parse-mode validation (allowed tags, balance, entities) with
 //! Telegram's "can't parse entities" errors, the 4096-character limit after
 //! entity parsing, "message is not modified", chat not found, blocked and
-//! kicked bots, group → supergroup migration, and Telegram's limits as its
+//! kicked bots, group → supergroup migration, replies (`reply_parameters`
+//! naming a message of the chat, else "message to be replied not found"
+//! unless `allow_sending_without_reply`; kept through edits as
+//! `reply_to_message`), and Telegram's limits as its
 //! bot FAQ states them: one message per second in any chat *and* 20 per
 //! minute in a group or supergroup (both, sends and edits alike), 30 per
 //! second per bot; over a limit, 429 with `retry_after` in whole seconds,
@@ -596,6 +599,21 @@ fn handle(inner: &Arc<Mutex<Inner>>, bot: &str, method: &str, args: &Value) -> R
             return fail(400, NOT_MODIFIED);
         }
     }
+    // A reply names a message of this chat; one that is not there is an
+    // error unless the bot allowed sending without it.
+    let replied = match (method, &args["reply_parameters"]) {
+        ("sendmessage", Value::Object(reply)) => {
+            let parent = reply["message_id"].as_i64();
+            match parent.and_then(|id| chat.messages.get(&id)) {
+                Some(parent) => Some(json!({"message_id": parent["message_id"], "text": parent["text"]})),
+                None if reply["allow_sending_without_reply"] == true => None,
+                None => return fail(400, "Bad Request: message to be replied not found"),
+            }
+        }
+        ("sendmessage", Value::Null) => None,
+        ("sendmessage", _) => return fail(400, "Bad Request: can't parse reply parameters JSON object"),
+        _ => None,
+    };
     let date = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     let id = match method {
         "sendmessage" => {
@@ -615,7 +633,16 @@ fn handle(inner: &Arc<Mutex<Inner>>, bot: &str, method: &str, args: &Value) -> R
     }
     if method == "editmessagetext" {
         message["edit_date"] = json!(date);
+        // An edit keeps what the message replies to.
+        if let Some(parent) = message_id.and_then(|id| chat.messages.get(&id)).map(|m| m["reply_to_message"].clone())
+            && !parent.is_null()
+        {
+            message["reply_to_message"] = parent;
+        }
     } else {
+        if let Some(parent) = replied {
+            message["reply_to_message"] = parent;
+        }
         // A new message notifies whom its text mentions.
         let pinged = telegram_pings(text, &visible);
         state.pings.extend(pinged.into_iter().map(|p| (chat_id, p)));

@@ -90,32 +90,82 @@ impl DiscordAdapter {
         request: reqwest::RequestBuilder,
         body: Vec<u8>,
     ) -> DeliveryOutcome {
+        match self.exchange(call, to, request, body).await {
+            Ok((_, text, outcome)) => {
+                // A reply whose thread was deleted: open a new one.
+                match (&outcome, &to.reply) {
+                    (DeliveryOutcome::NotSurfaced(NotSurfaced::Permanent { .. }), Some(reply))
+                        if reply.thread.is_some() && error_code(&text) == Some(UNKNOWN_CHANNEL) =>
+                    {
+                        DeliveryOutcome::NotSurfaced(NotSurfaced::Gone)
+                    }
+                    _ => outcome,
+                }
+            }
+            Err(outcome) => outcome,
+        }
+    }
+
+    /// Send one request and read its answer (status, body, and what it
+    /// means for `call`), noting what the rate-limit headers say about the
+    /// channel's bucket.
+    async fn exchange(
+        &self,
+        call: Call,
+        to: &ChannelRef,
+        request: reqwest::RequestBuilder,
+        body: Vec<u8>,
+    ) -> Result<(u16, Vec<u8>, DeliveryOutcome), DeliveryOutcome> {
         let request = request
             .header(AUTHORIZATION, &self.authorization)
             .header(CONTENT_TYPE, "application/json")
             .body(body);
-        let response = match request.send().await {
-            Ok(r) => r,
-            Err(e) => return herald_messaging::http::no_answer(e),
-        };
+        let response = request.send().await.map_err(herald_messaging::http::no_answer)?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let text = match response.bytes().await {
-            Ok(b) => b,
-            Err(e) => return herald_messaging::http::no_answer(e),
-        };
+        let text = response
+            .bytes()
+            .await
+            .map_err(herald_messaging::http::no_answer)?;
         let answer = classify(status, &headers, &text, call);
         let mut exhausted = self.exhausted.lock().unwrap_or_else(PoisonError::into_inner);
         match answer.exhausted_for {
             Some(wait) => exhausted.insert((to.id.clone(), call), wait),
             None => exhausted.remove(&(to.id.clone(), call)),
         };
-        answer.outcome
+        Ok((status, text.to_vec(), answer.outcome))
     }
 
+    /// Where a message to `to` is created: the channel, or for a reply the
+    /// thread opened from its parent (a Discord thread is a channel).
     fn messages_url(&self, to: &ChannelRef) -> String {
-        format!("{}/channels/{}/messages", self.api_url, to.id)
+        let channel = to
+            .reply
+            .as_ref()
+            .and_then(|r| r.thread.as_deref())
+            .unwrap_or(&to.id);
+        format!("{}/channels/{channel}/messages", self.api_url)
     }
+}
+
+/// Longest thread name Discord takes.
+pub const MAX_THREAD_NAME: usize = 100;
+/// `A thread has already been created for this message`.
+const THREAD_ALREADY_CREATED: i64 = 160004;
+/// `Unknown Message`: the parent is gone.
+const UNKNOWN_MESSAGE: i64 = 10008;
+/// `Unknown Channel`: a reply's thread was deleted.
+const UNKNOWN_CHANNEL: i64 = 10003;
+
+/// The Discord error code of a failed answer, if it has one.
+fn error_code(body: &[u8]) -> Option<i64> {
+    serde_json::from_slice::<ApiError>(body).ok().map(|e| e.code)
+}
+
+/// The thread's id from a successful answer to a thread creation.
+#[derive(serde::Deserialize)]
+struct Created {
+    id: String,
 }
 
 fn encode<T: serde::Serialize>(body: &T) -> Result<Vec<u8>, DeliveryOutcome> {
@@ -164,6 +214,46 @@ impl Messaging for DiscordAdapter {
             .http
             .patch(format!("{}/{}", self.messages_url(to), at.as_str()));
         self.send(Call::Edit, to, request, body).await
+    }
+
+    fn opens_threads(&self) -> bool {
+        true
+    }
+
+    /// `POST /channels/{id}/messages/{parent}/threads`: a public thread
+    /// started from the live message (its id is the parent's). Discord's
+    /// "a thread has already been created for this message" means it is
+    /// open: the answer lost before, or another replica opened it.
+    async fn open_thread(&self, to: &ChannelRef, parent: &MessageHandle, name: &str) -> Result<String, NotSurfaced> {
+        let body = encode(&render::thread(name)).map_err(|outcome| match outcome {
+            DeliveryOutcome::NotSurfaced(reason) => reason,
+            DeliveryOutcome::Surfaced(_) => NotSurfaced::Unsupported,
+        })?;
+        let url = format!("{}/channels/{}/messages/{}/threads", self.api_url, to.id, parent.as_str());
+        let (status, text, outcome) = self
+            .exchange(Call::Post, to, self.http.post(url), body)
+            .await
+            .map_err(|outcome| match outcome {
+                DeliveryOutcome::NotSurfaced(reason) => reason,
+                DeliveryOutcome::Surfaced(_) => NotSurfaced::Unsupported,
+            })?;
+        if (200..300).contains(&status) {
+            return serde_json::from_slice::<Created>(&text)
+                .map(|c| c.id)
+                .map_err(|e| NotSurfaced::Unverified {
+                    reason: format!("unreadable answer to a thread creation: {e}"),
+                });
+        }
+        match error_code(&text) {
+            Some(THREAD_ALREADY_CREATED) => Ok(parent.as_str().to_owned()),
+            Some(UNKNOWN_MESSAGE) if status == 404 => Err(NotSurfaced::Gone),
+            _ => match outcome {
+                DeliveryOutcome::NotSurfaced(reason) => Err(reason),
+                DeliveryOutcome::Surfaced(_) => Err(NotSurfaced::Unverified {
+                    reason: "unexpected answer to a thread creation".to_owned(),
+                }),
+            },
+        }
     }
 
     fn exhausted_for(&self, to: &ChannelRef, call: Call) -> Option<Duration> {

@@ -5,9 +5,10 @@
 use herald_messaging::{MessageKind, Outbound, Severity, truncate_chars};
 use serenity::builder::{
     CreateActionRow, CreateAllowedMentions, CreateButton, CreateEmbed, CreateEmbedFooter,
-    CreateInteractionResponse, CreateInteractionResponseMessage, CreateMessage, EditMessage,
+    CreateInteractionResponse, CreateInteractionResponseMessage, CreateMessage, CreateThread, EditMessage,
 };
 use serenity::model::application::ButtonStyle;
+use serenity::model::channel::AutoArchiveDuration;
 use serenity::model::channel::Nonce;
 use serenity::model::id::{RoleId, UserId};
 
@@ -229,6 +230,16 @@ pub fn create(msg: &Outbound) -> CreateMessage {
         create = create.nonce(Nonce::String(nonce)).enforce_nonce(true);
     }
     create
+}
+
+/// The request that opens a task's thread from its live message: named
+/// after the task (cut to Discord's 100 characters; thread names are
+/// plain text), archived after a day without messages (a message in it
+/// brings it back).
+pub fn thread(name: &str) -> CreateThread<'static> {
+    let name = truncate_chars(name.trim(), crate::MAX_THREAD_NAME);
+    let name = if name.is_empty() { "herald".to_owned() } else { name };
+    CreateThread::new(name).auto_archive_duration(AutoArchiveDuration::OneDay)
 }
 
 /// The edit request (progress messages).

@@ -74,13 +74,18 @@ impl fmt::Display for Platform {
 }
 
 /// Where a message goes: the platform's own id for a channel or chat, plus an
-/// optional thread (a Telegram forum topic, a Slack thread).
+/// optional thread (a Telegram forum topic, a Slack thread) fixed by the
+/// config, and for a reply the message it answers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChannelRef {
     /// Platform channel id, chat id, web channel name or webhook URL.
     pub id: String,
     /// Optional thread or topic within the channel.
     pub thread: Option<String>,
+    /// A post here is a reply under an earlier message of the channel
+    /// (`thread = true`: a task's notifications under its live message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<Reply>,
 }
 
 impl ChannelRef {
@@ -89,8 +94,30 @@ impl ChannelRef {
         ChannelRef {
             id: id.into(),
             thread: None,
+            reply: None,
         }
     }
+
+    /// The same channel, posting as a reply under `reply.parent`.
+    pub fn replying(&self, reply: Reply) -> ChannelRef {
+        ChannelRef {
+            reply: Some(reply),
+            ..self.clone()
+        }
+    }
+}
+
+/// Where a reply goes: under which message, and in which thread where the
+/// platform keeps replies in a thread of their own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Reply {
+    /// The message replied to (a task's live message).
+    pub parent: MessageHandle,
+    /// The thread opened from the parent, where replies go into one
+    /// (Discord's thread channel, whose id the platform chose); `None`
+    /// where a reply names its parent (Slack `thread_ts`, Telegram
+    /// `reply_parameters`) or the thread is not open yet.
+    pub thread: Option<String>,
 }
 
 /// The platform's id for a message that exists: the proof that it surfaced,
@@ -166,6 +193,27 @@ pub trait Messaging: Send + Sync {
     /// budgets too tight for concurrency to help.
     fn accepts_concurrent_posts(&self, _to: &ChannelRef) -> bool {
         false
+    }
+
+    /// Whether a reply needs a thread opened from its parent first
+    /// ([`Messaging::open_thread`]: Discord), rather than naming the parent
+    /// in the post itself (Slack, Telegram).
+    fn opens_threads(&self) -> bool {
+        false
+    }
+
+    /// Open the thread of replies under message `parent`, titled `name`,
+    /// and return its id; a thread that is already open is no error (its
+    /// id is returned). One platform call, budgeted by the core as
+    /// [`Call::Post`]. [`NotSurfaced::Gone`] when the parent no longer
+    /// exists. Only called where [`Messaging::opens_threads`].
+    async fn open_thread(
+        &self,
+        _to: &ChannelRef,
+        _parent: &MessageHandle,
+        _name: &str,
+    ) -> Result<String, NotSurfaced> {
+        Err(NotSurfaced::Unsupported)
     }
 
     /// How this platform finds out whether a message sent with an unknown

@@ -55,6 +55,10 @@ pub struct LookupQuery<'a> {
     pub since: SystemTime,
     /// Where the previous page of the same look-up ended.
     pub cursor: Option<String>,
+    /// Look among the replies under this message (a thread), not the
+    /// channel's own messages: where a platform lists replies apart
+    /// (Slack's `conversations.replies`).
+    pub thread: Option<&'a MessageHandle>,
 }
 
 /// One page of a look-up.

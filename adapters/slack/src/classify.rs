@@ -39,6 +39,11 @@ const TRANSIENT: &[&str] = &[
 /// On `chat.update`: the message is no longer there to edit.
 const GONE_ON_EDIT: &[&str] = &["message_not_found", "cant_update_message", "edit_window_closed"];
 
+/// On `chat.postMessage` with `thread_ts`: the parent is no longer there
+/// (Slack mostly posts such a reply to the channel instead; where it
+/// refuses, herald posts the parent anew and replies under it).
+const GONE_ON_REPLY: &[&str] = &["thread_not_found"];
+
 /// When Slack says `ratelimited` without a `Retry-After`.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -64,6 +69,8 @@ pub fn classify(error: &SlackClientError, call: Call) -> NotSurfaced {
                     global: per_workspace(call),
                 }
             } else if call == Call::Edit && GONE_ON_EDIT.contains(&code) {
+                NotSurfaced::Gone
+            } else if call == Call::Post && GONE_ON_REPLY.contains(&code) {
                 NotSurfaced::Gone
             } else if TRANSIENT.contains(&code) {
                 NotSurfaced::Transient { reason }

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use herald_messaging::{
     Budget, Call, ChannelRef, DeliveryOutcome, EDITS, IdempotencyKey, LOOKUPS, Limits, Listening, LookupPage,
     LookupQuery, MessageHandle, Messaging, NotSurfaced, Outbound, POSTS, Platform, PushHandler, Rate,
-    Reconciliation,
+    Reconciliation, Severity,
 };
 use slack_morphism::prelude::*;
 
@@ -169,7 +169,14 @@ impl Messaging for SlackAdapter {
         let mut request =
             SlackApiChatPostMessageRequest::new(SlackChannelId(to.id.clone()), Self::content(msg))
                 .with_parse("none".to_owned());
-        if let Some(thread) = &to.thread {
+        if let Some(reply) = &to.reply {
+            // A failure is also shown in the channel, so a busy channel's
+            // readers see it without opening the thread.
+            request = request.with_thread_ts(SlackTs(reply.parent.0.clone()));
+            if msg.severity == Severity::Failure {
+                request = request.with_reply_broadcast(true);
+            }
+        } else if let Some(thread) = &to.thread {
             request = request.with_thread_ts(SlackTs(thread.clone()));
         }
         let session = self.client.open_session(&self.token);
@@ -198,8 +205,12 @@ impl Messaging for SlackAdapter {
     }
 
     /// One `conversations.history` page (newest first, back to
-    /// `query.since`), reporting which keys it holds in herald's metadata.
+    /// `query.since`), reporting which keys it holds in herald's metadata;
+    /// for replies, one `conversations.replies` page of that thread.
     async fn lookup(&self, to: &ChannelRef, query: &LookupQuery<'_>) -> Result<LookupPage, NotSurfaced> {
+        if let Some(parent) = query.thread {
+            return self.lookup_replies(to, parent, query).await;
+        }
         let mut request = SlackApiConversationsHistoryRequest::new()
             .with_channel(SlackChannelId(to.id.clone()))
             .with_limit(self.history.page_size())
@@ -212,28 +223,7 @@ impl Messaging for SlackAdapter {
         let history = self
             .timed(Call::Lookup, session.conversations_history(&request))
             .await?;
-        let found = history
-            .messages
-            .iter()
-            .filter_map(|m| {
-                let metadata = m.content.metadata.as_ref()?;
-                if metadata.event_type != METADATA_EVENT_TYPE {
-                    return None;
-                }
-                let value = metadata.event_payload.as_ref()?.get(METADATA_KEY)?;
-                let key = query.keys.iter().find(|k| value == &k.0)?;
-                Some((key.clone(), MessageHandle(m.origin.ts.0.clone())))
-            })
-            .collect();
-        let next = match history.has_more {
-            Some(true) => history
-                .response_metadata
-                .and_then(|md| md.next_cursor)
-                .map(|c| c.0)
-                .filter(|c| !c.is_empty()),
-            _ => None,
-        };
-        Ok(LookupPage { found, next })
+        Ok(page_of(&history.messages, history.has_more, history.response_metadata, query))
     }
 
     /// Socket Mode, with the app-level token; `Unsupported` without one.
@@ -243,6 +233,66 @@ impl Messaging for SlackAdapter {
         };
         Ok(socket_mode::listen(self.client.clone(), app_token, handler).await)
     }
+}
+
+impl SlackAdapter {
+    /// One `conversations.replies` page of the thread under `parent`, with
+    /// metadata. slack-morphism's request type has no
+    /// `include_all_metadata`, so the method is called through its
+    /// session's generic GET.
+    async fn lookup_replies(
+        &self,
+        to: &ChannelRef,
+        parent: &MessageHandle,
+        query: &LookupQuery<'_>,
+    ) -> Result<LookupPage, NotSurfaced> {
+        let limit = self.history.page_size().to_string();
+        let oldest = slack_ts(query.since);
+        let params = vec![
+            ("channel", Some(to.id.as_str())),
+            ("ts", Some(parent.as_str())),
+            ("limit", Some(limit.as_str())),
+            ("oldest", Some(oldest.as_str())),
+            ("include_all_metadata", Some("true")),
+            ("cursor", query.cursor.as_deref()),
+        ];
+        let session = self.client.open_session(&self.token);
+        let call = session
+            .http_session_api
+            .http_get::<SlackApiConversationsRepliesResponse, _, _>("conversations.replies", &params, None);
+        let replies = self.timed(Call::Lookup, call).await?;
+        Ok(page_of(&replies.messages, replies.has_more, replies.response_metadata, query))
+    }
+}
+
+/// Which of the query's keys a page of messages holds (in herald's
+/// metadata), and where the next page starts.
+fn page_of(
+    messages: &[SlackHistoryMessage],
+    has_more: Option<bool>,
+    metadata: Option<SlackResponseMetadata>,
+    query: &LookupQuery<'_>,
+) -> LookupPage {
+    let found = messages
+        .iter()
+        .filter_map(|m| {
+            let metadata = m.content.metadata.as_ref()?;
+            if metadata.event_type != METADATA_EVENT_TYPE {
+                return None;
+            }
+            let value = metadata.event_payload.as_ref()?.get(METADATA_KEY)?;
+            let key = query.keys.iter().find(|k| value == &k.0)?;
+            Some((key.clone(), MessageHandle(m.origin.ts.0.clone())))
+        })
+        .collect();
+    let next = match has_more {
+        Some(true) => metadata
+            .and_then(|md| md.next_cursor)
+            .map(|c| c.0)
+            .filter(|c| !c.is_empty()),
+        _ => None,
+    };
+    LookupPage { found, next }
 }
 
 /// A time as Slack's `ts` (`seconds.micros`).

@@ -29,8 +29,8 @@ use serde::Deserialize;
 use teloxide::ApiError;
 use teloxide::payloads::{EditMessageText, SendMessage};
 use teloxide::types::{
-    ChatId, LinkPreviewOptions, Message, MessageId, ParseMode, Recipient, ReplyMarkup, ResponseParameters,
-    ThreadId,
+    ChatId, LinkPreviewOptions, Message, MessageId, ParseMode, Recipient, ReplyMarkup, ReplyParameters,
+    ResponseParameters, ThreadId,
 };
 
 /// Telegram's public Bot API, used when no `api_url` is configured.
@@ -190,6 +190,15 @@ fn thread(to: &ChannelRef) -> Option<ThreadId> {
         .map(|id| ThreadId(MessageId(id)))
 }
 
+/// A reply quotes its parent (the task's live message); a parent deleted
+/// meanwhile makes it a plain message in the chat rather than an error.
+fn reply_to(to: &ChannelRef) -> Option<ReplyParameters> {
+    let parent = to.reply.as_ref()?.parent.as_str().parse::<i32>().ok()?;
+    let mut reply = ReplyParameters::new(MessageId(parent));
+    reply.allow_sending_without_reply = Some(true);
+    Some(reply)
+}
+
 fn no_preview() -> LinkPreviewOptions {
     LinkPreviewOptions {
         is_disabled: true,
@@ -311,6 +320,7 @@ impl Messaging for TelegramAdapter {
         payload.parse_mode = Some(ParseMode::Html);
         payload.link_preview_options = Some(no_preview());
         payload.message_thread_id = thread(to);
+        payload.reply_parameters = reply_to(to);
         payload.reply_markup = render::keyboard(msg).map(ReplyMarkup::InlineKeyboard);
         self.call("sendMessage", &payload, None).await
     }

@@ -132,6 +132,24 @@ impl ProgressStore for PgStore {
         Ok(oldest.map(|t| (now - t).max(0)))
     }
 
+    async fn record_thread(
+        &self,
+        task: i64,
+        lease: &Lease,
+        parent: &str,
+        thread: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.fence(lease).await?;
+        sqlx::query("UPDATE task_channels SET thread_id = $1 WHERE task = $2 AND channel = $3 AND message_id = $4")
+            .bind(thread)
+            .bind(task)
+            .bind(&lease.channel)
+            .bind(parent)
+            .execute(&self.delivery)
+            .await?;
+        Ok(())
+    }
+
     async fn record_progress(
         &self,
         task: i64,
@@ -170,7 +188,7 @@ impl ProgressStore for PgStore {
             }
             ProgressWrite::Gone => {
                 sqlx::query(
-                    "UPDATE task_channels SET message_id = NULL, shown_version = 0, shown_hash = NULL, \
+                    "UPDATE task_channels SET message_id = NULL, thread_id = NULL, shown_version = 0, shown_hash = NULL, \
                      post_started = FALSE, post_key = $1, dirty_since = COALESCE(dirty_since, $2), retry_at = NULL \
                      WHERE task = $3 AND channel = $4",
                 )

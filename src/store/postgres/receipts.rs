@@ -11,17 +11,35 @@ use crate::store::{Lease, StoreError};
 /// statements built from it bind every value), over `r` (receipts),
 /// `t` (its task) and `e` (its terminal event).
 const CLAIMED_COLUMNS: &str = "r.id, r.channel, r.attempts, r.created_at, r.unverified, t.run_id, t.worker_id, \
-     t.task_id, t.first_seen_at, t.labels, e.body, r.fallback_for, r.miss_reason";
+     t.task_id, t.first_seen_at, t.labels, e.body, r.fallback_for, r.miss_reason, r.task, \
+     tc.message_id AS parent, tc.thread_id AS thread";
 
-/// Joins a receipt `r` to its task and terminal event.
+/// Joins a receipt `r` to its task, its terminal event, and the task's
+/// live message in the receipt's channel (`tc`, where it has one).
 const CLAIMED_JOINS: &str = "JOIN tasks t ON t.id = r.task JOIN events e ON e.run_id = t.run_id \
-     AND e.worker_id = t.worker_id AND e.task_id = t.task_id AND e.seq = r.event_seq";
+     AND e.worker_id = t.worker_id AND e.task_id = t.task_id AND e.seq = r.event_seq \
+     LEFT JOIN task_channels tc ON tc.task = r.task AND tc.channel = r.channel AND tc.progress";
+
+/// What [`Claimable`] allows, over `receipts`, with `verified_only` bound
+/// as `$V` and `parent_posted` as `$P` (the caller substitutes the
+/// placeholders' numbers): a reply waits while its task's live message in
+/// the channel is still due to be posted.
+fn claimable(verified: u8, parent: u8) -> String {
+    format!(
+        "(NOT ${verified} OR receipts.unverified = FALSE) AND (NOT ${parent} OR NOT EXISTS \
+         (SELECT 1 FROM task_channels tc WHERE tc.task = receipts.task AND tc.channel = receipts.channel \
+         AND tc.progress AND tc.message_id IS NULL AND tc.dirty_since IS NOT NULL))"
+    )
+}
 
 fn claimed_from_row(row: &PgRow) -> Result<ClaimedReceipt, StoreError> {
     let labels: String = row.try_get("labels")?;
     let body: String = row.try_get("body")?;
     Ok(ClaimedReceipt {
         id: row.try_get("id")?,
+        task: row.try_get("task")?,
+        parent: row.try_get("parent")?,
+        thread: row.try_get("thread")?,
         channel: row.try_get("channel")?,
         attempts: row.try_get("attempts")?,
         created_at: row.try_get("created_at")?,
@@ -83,14 +101,15 @@ impl ReceiptStore for PgStore {
         now: i64,
         lease_ms: i64,
         limit: i64,
-        verified_only: bool,
+        which: Claimable,
     ) -> Result<Vec<ClaimedReceipt>, StoreError> {
         // SKIP LOCKED: a receipt another replica is claiming right now is
         // left to it instead of waited for (and then claimed twice).
+        let claimable = claimable(5, 8);
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "WITH r AS (UPDATE receipts SET status = 'sending', lease_until = $1, attempts = attempts + 1, \
              attempted_at = $2 WHERE id IN (SELECT id FROM receipts WHERE channel = $3 AND status = 'pending' \
-             AND next_attempt_at <= $4 AND (NOT $5 OR unverified = FALSE) \
+             AND next_attempt_at <= $4 AND {claimable} \
              ORDER BY next_attempt_at, created_at LIMIT $6 FOR UPDATE SKIP LOCKED) \
              AND EXISTS (SELECT 1 FROM channel_leases WHERE channel = $3 AND epoch = $7 AND holder IS NOT NULL) \
              RETURNING id, channel, attempts, created_at, unverified, task, event_seq, fallback_for, miss_reason) \
@@ -100,9 +119,10 @@ impl ReceiptStore for PgStore {
         .bind(now)
         .bind(&lease.channel)
         .bind(now)
-        .bind(verified_only)
+        .bind(which.verified_only)
         .bind(limit)
         .bind(lease.epoch)
+        .bind(which.parent_posted)
         .fetch_all(&self.delivery)
         .await?;
         if rows.is_empty() {
@@ -476,13 +496,14 @@ impl ReceiptStore for PgStore {
         )
     }
 
-    async fn next_receipt_due(&self, channel: &str, verified_only: bool) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM receipts WHERE channel = $1 AND status = 'pending' \
-             AND (NOT $2 OR unverified = FALSE)",
-        )
+    async fn next_receipt_due(&self, channel: &str, which: Claimable) -> Result<Option<i64>, StoreError> {
+        let claimable = claimable(2, 3);
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT MIN(next_attempt_at) FROM receipts WHERE channel = $1 AND status = 'pending' AND {claimable}"
+        )))
         .bind(channel)
-        .bind(verified_only)
+        .bind(which.verified_only)
+        .bind(which.parent_posted)
         .fetch_one(&self.delivery)
         .await?)
     }

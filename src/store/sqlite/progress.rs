@@ -112,6 +112,24 @@ impl ProgressStore for SqliteStore {
         Ok(oldest.map(|t| (now - t).max(0)))
     }
 
+    async fn record_thread(
+        &self,
+        task: i64,
+        lease: &Lease,
+        parent: &str,
+        thread: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.fence(lease).await?;
+        sqlx::query("UPDATE task_channels SET thread_id = ? WHERE task = ? AND channel = ? AND message_id = ?")
+            .bind(thread)
+            .bind(task)
+            .bind(&lease.channel)
+            .bind(parent)
+            .execute(&self.delivery)
+            .await?;
+        Ok(())
+    }
+
     async fn record_progress(
         &self,
         task: i64,
@@ -146,7 +164,7 @@ impl ProgressStore for SqliteStore {
             }
             ProgressWrite::Gone => {
                 sqlx::query(
-                    "UPDATE task_channels SET message_id = NULL, shown_version = 0, shown_hash = NULL, \
+                    "UPDATE task_channels SET message_id = NULL, thread_id = NULL, shown_version = 0, shown_hash = NULL, \
                      post_started = 0, post_key = ?, dirty_since = COALESCE(dirty_since, ?), retry_at = NULL \
                      WHERE task = ? AND channel = ?",
                 )

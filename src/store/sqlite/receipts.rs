@@ -12,6 +12,9 @@ use crate::store::{Lease, StoreError};
 #[derive(serde::Deserialize)]
 struct ReceiptDoc {
     id: String,
+    task: i64,
+    parent: Option<String>,
+    thread: Option<String>,
     channel: String,
     attempts: i64,
     created_at: i64,
@@ -30,6 +33,9 @@ impl ReceiptDoc {
     fn into_claimed(self) -> Result<ClaimedReceipt, StoreError> {
         Ok(ClaimedReceipt {
             id: self.id,
+            task: self.task,
+            parent: self.parent,
+            thread: self.thread,
             channel: self.channel,
             attempts: self.attempts,
             created_at: self.created_at,
@@ -44,6 +50,13 @@ impl ReceiptDoc {
         })
     }
 }
+
+/// What [`Claimable`] allows, over `receipts`, binding `verified_only`
+/// then `parent_posted`: a reply waits while its task's live message in
+/// the channel is still due to be posted.
+const CLAIMABLE: &str = "(? = 0 OR unverified = 0) AND (? = 0 OR NOT EXISTS (SELECT 1 FROM task_channels tc \
+     WHERE tc.task = receipts.task AND tc.channel = receipts.channel AND tc.progress = 1 \
+     AND tc.message_id IS NULL AND tc.dirty_since IS NOT NULL))";
 
 /// Rows per batched outcome statement (well inside SQLite's bind limit).
 const FINISH_CHUNK: usize = 200;
@@ -90,21 +103,22 @@ impl ReceiptStore for SqliteStore {
         now: i64,
         lease_ms: i64,
         limit: i64,
-        verified_only: bool,
+        which: Claimable,
     ) -> Result<Vec<ClaimedReceipt>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE receipts SET status = 'sending', lease_until = ?, attempts = attempts + 1, attempted_at = ? \
              WHERE id IN (SELECT id FROM receipts WHERE channel = ? AND status = 'pending' \
-                          AND next_attempt_at <= ? AND (? = 0 OR unverified = 0) \
+                          AND next_attempt_at <= ? AND {CLAIMABLE} \
                           ORDER BY next_attempt_at, created_at LIMIT ?) \
              AND EXISTS (SELECT 1 FROM channel_leases WHERE channel = ? AND epoch = ? AND holder IS NOT NULL) \
-             RETURNING id",
-        )
+             RETURNING id"
+        )))
         .bind(now + lease_ms)
         .bind(now)
         .bind(&lease.channel)
         .bind(now)
-        .bind(verified_only)
+        .bind(which.verified_only)
+        .bind(which.parent_posted)
         .bind(limit)
         .bind(&lease.channel)
         .bind(lease.epoch)
@@ -129,10 +143,13 @@ impl ReceiptStore for SqliteStore {
              'created_at', r.created_at, 'unverified', r.unverified, 'run_id', t.run_id, \
              'worker_id', t.worker_id, 'task_id', t.task_id, 'first_seen_at', t.first_seen_at, \
              'labels', json(t.labels), 'event', json(e.body), 'fallback_for', r.fallback_for, \
-             'miss_reason', r.miss_reason)) AS rows \
+             'miss_reason', r.miss_reason, 'task', r.task, 'parent', tc.message_id, \
+             'thread', tc.thread_id)) AS rows \
              FROM receipts r JOIN tasks t ON t.id = r.task \
              JOIN events e ON e.run_id = t.run_id AND e.worker_id = t.worker_id AND e.task_id = t.task_id \
-             AND e.seq = r.event_seq WHERE r.id IN ",
+             AND e.seq = r.event_seq \
+             LEFT JOIN task_channels tc ON tc.task = r.task AND tc.channel = r.channel AND tc.progress = 1 \
+             WHERE r.id IN ",
         );
         super::push_list(&mut qb, ids);
         let rows: String = qb.build().fetch_one(&self.delivery).await?.try_get("rows")?;
@@ -478,13 +495,13 @@ impl ReceiptStore for SqliteStore {
         )
     }
 
-    async fn next_receipt_due(&self, channel: &str, verified_only: bool) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM receipts WHERE channel = ? AND status = 'pending' \
-             AND (? = 0 OR unverified = 0)",
-        )
+    async fn next_receipt_due(&self, channel: &str, which: Claimable) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT MIN(next_attempt_at) FROM receipts WHERE channel = ? AND status = 'pending' AND {CLAIMABLE}"
+        )))
         .bind(channel)
-        .bind(verified_only)
+        .bind(which.verified_only)
+        .bind(which.parent_posted)
         .fetch_one(&self.delivery)
         .await?)
     }
