@@ -403,7 +403,13 @@ async fn permanent_fails_at_once_and_replay_redrives_it() {
         "{r:?}"
     );
     // A failed receipt is never due again: nothing will retry it.
-    assert_eq!(e.store.next_receipt_due("main", Claimable::default()).await.unwrap(), None);
+    assert_eq!(
+        e.store
+            .next_receipt_due("main", Claimable::default())
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(
         fake.posts(MessageKind::Terminal).len(),
         1,
@@ -577,7 +583,13 @@ async fn crash_with_unverified(e: &Engine, n: usize) {
     let lease = dead_replicas_lease(&e.store, "main").await;
     let claimed = e
         .store
-        .claim_receipts(&lease, now, 60_000, i64::try_from(n).unwrap(), Claimable::default())
+        .claim_receipts(
+            &lease,
+            now,
+            60_000,
+            i64::try_from(n).unwrap(),
+            Claimable::default(),
+        )
         .await
         .unwrap();
     assert_eq!(claimed.len(), n);
@@ -692,7 +704,11 @@ async fn a_late_outcome_never_overwrites_a_newer_attempt() {
     e.ingest(vec![ev("r", "t", 1, "completed")]).await;
     let now = herald::store::now_ms();
     let lease = dead_replicas_lease(&e.store, "main").await;
-    let first = e.store.claim_receipts(&lease, now, 10, 1, Claimable::default()).await.unwrap();
+    let first = e
+        .store
+        .claim_receipts(&lease, now, 10, 1, Claimable::default())
+        .await
+        .unwrap();
     // Attempt 1's lease expires; the receipt is reclaimed and tried again.
     assert_eq!(
         e.store.reclaim_expired_receipts(&lease, now + 20).await.unwrap(),

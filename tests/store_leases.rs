@@ -121,7 +121,10 @@ async fn writes_under_a_lease_that_passed_on_change_nothing() {
         .await
         .unwrap()
         .unwrap();
-    let claimed = store.claim_receipts(&old, now, 60_000, 10, Claimable::default()).await.unwrap();
+    let claimed = store
+        .claim_receipts(&old, now, 60_000, 10, Claimable::default())
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1);
     // a stops being alive; b takes the channel and recovers a's claim.
     let new = store
@@ -145,7 +148,9 @@ async fn writes_under_a_lease_that_passed_on_change_nothing() {
     assert_eq!(store.finish_receipts(&[outcome]).await.unwrap(), vec![false]);
     // ... and a can neither claim nor write progress any more.
     assert!(matches!(
-        store.claim_receipts(&old, now + 4, 60_000, 10, Claimable::default()).await,
+        store
+            .claim_receipts(&old, now + 4, 60_000, 10, Claimable::default())
+            .await,
         Err(StoreError::LeaseLost { .. })
     ));
     let task = store

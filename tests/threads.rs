@@ -23,15 +23,20 @@ const CHAT: i64 = 4500;
 /// Task ids no platform's escaping changes (Discord escapes `-`).
 const TASK_LEN: usize = 6;
 
-fn config(discord: &DiscordEmulator, slack: &SlackEmulator, telegram: &TelegramEmulator, extra: &str) -> String {
+fn config(
+    discord: &DiscordEmulator,
+    slack: &SlackEmulator,
+    telegram: &TelegramEmulator,
+    extra: &str,
+) -> String {
     format!(
         "[[sources]]\nname = \"fleet\"\ntoken = \"test-token\"\n\n\
          [adapters.discord]\ntoken = \"dtoken\"\napi_url = \"{}\"\ntimeout = \"1s\"\n\n\
          [adapters.slack]\ntoken = \"xoxb-t\"\napi_url = \"{}\"\ntimeout = \"1s\"\n\n\
          [adapters.telegram]\ntoken = \"1:tg\"\napi_url = \"{}\"\ntimeout = \"1s\"\n\n\
-         [channels.d]\nadapter = \"discord\"\nid = \"9001\"\nthread = true\n\n\
-         [channels.s]\nadapter = \"slack\"\nid = \"C1\"\nthread = true\n\n\
-         [channels.t]\nadapter = \"telegram\"\nid = \"{CHAT}\"\nthread = true\n\n\
+         [channels.d]\nadapter = \"discord\"\nid = \"9001\"\nthread = true\nmention_on_failure = [\"<@111>\"]\n\n\
+         [channels.s]\nadapter = \"slack\"\nid = \"C1\"\nthread = true\nmention_on_failure = [\"<@U024BE7LH>\"]\n\n\
+         [channels.t]\nadapter = \"telegram\"\nid = \"{CHAT}\"\nthread = true\nmention_on_failure = [\"tg://user?id=4242\"]\n\n\
          [defaults]\nchannels = [\"d\", \"s\", \"t\"]\n\n\
          [delivery]\nretry_schedule = [\"200ms\", \"500ms\", \"1s\"]\nprogress_min_interval = \"200ms\"\n{extra}",
         discord.api_url(),
@@ -49,7 +54,11 @@ fn task_of(text: &str) -> Option<String> {
 /// Discord: the channel's own messages (live ones), and per thread (by
 /// the task its starter message names) the messages in it.
 fn discord_view(discord: &DiscordEmulator) -> (Shown, Vec<(String, Shown)>) {
-    let top: Vec<(String, bool)> = discord.messages("9001").iter().map(tally::discord_message).collect();
+    let top: Vec<(String, bool)> = discord
+        .messages("9001")
+        .iter()
+        .map(tally::discord_message)
+        .collect();
     let top_shown = Shown::count(&top, "tsk", TASK_LEN);
     let mut threads = Vec::new();
     for (thread, _) in discord.threads("9001") {
@@ -59,7 +68,11 @@ fn discord_view(discord: &DiscordEmulator) -> (Shown, Vec<(String, Shown)>) {
             .find(|m| m["id"] == thread.as_str())
             .map(|m| m.to_string())
             .unwrap_or_default();
-        let inside: Vec<(String, bool)> = discord.messages(&thread).iter().map(tally::discord_message).collect();
+        let inside: Vec<(String, bool)> = discord
+            .messages(&thread)
+            .iter()
+            .map(tally::discord_message)
+            .collect();
         threads.push((
             task_of(&starter).unwrap_or_default(),
             Shown::count(&inside, "tsk", TASK_LEN),
@@ -111,7 +124,14 @@ async fn notifications_are_replies_under_each_tasks_one_live_message_on_all_thre
     let (status, body) = h
         .post_events(&json!([
             event("r", "w", "tsk001", 2, "completed", json!({"summary": "all good"})),
-            event("r", "w", "tsk002", 2, "failed", json!({"reason": "exit 2"})),
+            event(
+                "r",
+                "w",
+                "tsk002",
+                2,
+                "failed",
+                json!({"reason": "exit 2 @everyone <@999> <!here> @admin"})
+            ),
         ]))
         .await;
     assert_eq!(status, 202, "{body}");
@@ -130,13 +150,25 @@ async fn notifications_are_replies_under_each_tasks_one_live_message_on_all_thre
     // end; each task's notification is the one message of its own thread,
     // started from its live message and named after it.
     let (top, threads) = discord_view(&discord);
-    assert_eq!(top.faults(&tasks), (3, 0, 0), "no notification in the channel itself: {top:?}");
+    assert_eq!(
+        top.faults(&tasks),
+        (3, 0, 0),
+        "no notification in the channel itself: {top:?}"
+    );
     assert_eq!(discord.messages("9001").len(), 3, "{top:?}");
     assert!(ended(&top, &tasks), "every live message shows its end: {top:?}");
     assert_eq!(threads.len(), 3, "{threads:?}");
     for (task, inside) in &threads {
-        assert_eq!(inside.faults(std::slice::from_ref(task)), (0, 0, 0), "thread of {task}: {inside:?}");
-        assert_eq!(inside.terminal.len(), 1, "only {task}'s notification is in its thread: {inside:?}");
+        assert_eq!(
+            inside.faults(std::slice::from_ref(task)),
+            (0, 0, 0),
+            "thread of {task}: {inside:?}"
+        );
+        assert_eq!(
+            inside.terminal.len(),
+            1,
+            "only {task}'s notification is in its thread: {inside:?}"
+        );
     }
     let names: Vec<String> = discord.threads("9001").into_iter().map(|(_, n)| n).collect();
     assert!(names.iter().all(|n| n.contains("tsk")), "{names:?}");
@@ -150,9 +182,16 @@ async fn notifications_are_replies_under_each_tasks_one_live_message_on_all_thre
         assert_eq!(list.len(), 1, "{task}: {list:?}");
         let reply = &list[0];
         assert_eq!(task_of(&reply.to_string()).as_deref(), Some(task.as_str()));
-        assert!(tally::slack_message(reply).1, "the reply is {task}'s notification");
+        assert!(
+            tally::slack_message(reply).1,
+            "the reply is {task}'s notification"
+        );
         let broadcast = reply["subtype"] == "thread_broadcast";
-        assert_eq!(broadcast, task != "tsk001", "failures reach the channel too: {reply}");
+        assert_eq!(
+            broadcast,
+            task != "tsk001",
+            "failures reach the channel too: {reply}"
+        );
     }
     assert_eq!(
         slack.top_level("C1").len(),
@@ -175,11 +214,42 @@ async fn notifications_are_replies_under_each_tasks_one_live_message_on_all_thre
             task_of(m["text"].as_str().unwrap_or("")),
             "{m} replies to {parent}"
         );
-        assert!(!tally::telegram_message(parent).1, "the parent is the live message");
+        assert!(
+            !tally::telegram_message(parent).1,
+            "the parent is the live message"
+        );
     }
     assert_eq!(
-        messages.iter().filter(|m| !m["reply_to_message"].is_null()).count(),
+        messages
+            .iter()
+            .filter(|m| !m["reply_to_message"].is_null())
+            .count(),
         3
+    );
+    // Only the configured people are pinged, once per failure, by the
+    // replies; nothing from the event text.
+    let who = |pings: Vec<String>| {
+        let mut pings = pings;
+        pings.sort();
+        pings
+    };
+    assert_eq!(
+        who(discord.pings().into_iter().map(|(_, p)| p).collect()),
+        ["user:111", "user:111"],
+        "{:?}",
+        discord.pings()
+    );
+    assert!(
+        discord.pings().iter().all(|(channel, _)| channel != "9001"),
+        "the pings come from replies in threads"
+    );
+    assert_eq!(
+        who(slack.pings().into_iter().map(|(_, p)| p).collect()),
+        ["U024BE7LH", "U024BE7LH"]
+    );
+    assert_eq!(
+        who(telegram.pings().into_iter().map(|(_, p)| p).collect()),
+        ["user:4242", "user:4242"]
     );
     assert_eq!(
         discord.rate_limited() + slack.rate_limited() + telegram.rate_limited(),
@@ -210,14 +280,18 @@ async fn a_deleted_live_message_or_thread_is_replaced_and_the_reply_goes_under_t
         .await;
     assert_eq!(status, 202, "{body}");
     let thread = h
-        .wait_for("tsk001's stale notice in its thread", Duration::from_secs(20), || async {
-            let thread = threads_id(&discord, "tsk001");
-            discord
-                .threads("9001")
-                .into_iter()
-                .any(|(id, _)| id == thread && !discord.messages(&id).is_empty())
-                .then_some(thread)
-        })
+        .wait_for(
+            "tsk001's stale notice in its thread",
+            Duration::from_secs(20),
+            || async {
+                let thread = threads_id(&discord, "tsk001");
+                discord
+                    .threads("9001")
+                    .into_iter()
+                    .any(|(id, _)| id == thread && !discord.messages(&id).is_empty())
+                    .then_some(thread)
+            },
+        )
         .await;
     let deleted_thread = thread.clone();
     discord.delete_thread(&thread);
@@ -225,7 +299,12 @@ async fn a_deleted_live_message_or_thread_is_replaced_and_the_reply_goes_under_t
     let live = |list: Vec<Value>, field: &str| {
         list.into_iter()
             .find(|m| m.to_string().contains("tsk002"))
-            .map(|m| m[field].as_str().map(str::to_owned).unwrap_or_else(|| m[field].to_string()))
+            .map(|m| {
+                m[field]
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| m[field].to_string())
+            })
     };
     let d_live = live(discord.messages("9001"), "id").expect("tsk002's live message on Discord");
     discord.delete("9001", &d_live);
@@ -267,10 +346,17 @@ async fn a_deleted_live_message_or_thread_is_replaced_and_the_reply_goes_under_t
     assert_eq!(failures_in_thread("tsk001", "exit 1"), 1);
     assert_eq!(failures_in_thread("tsk002", "exit 2"), 1);
     assert!(
-        discord.threads("9001").iter().any(|(id, _)| *id == deleted_thread),
+        discord
+            .threads("9001")
+            .iter()
+            .any(|(id, _)| *id == deleted_thread),
         "a thread is started again from the live message whose thread was deleted"
     );
-    assert_ne!(threads_id(&discord, "tsk002"), d_live, "tsk002's live message was posted anew");
+    assert_ne!(
+        threads_id(&discord, "tsk002"),
+        d_live,
+        "tsk002's live message was posted anew"
+    );
     // Slack and Telegram: nothing is lost; the deleted parent's reply is
     // a fresh message, and the live message is posted anew.
     let notices = |all: Vec<(String, bool)>, reason: &str| {
@@ -282,13 +368,27 @@ async fn a_deleted_live_message_or_thread_is_replaced_and_the_reply_goes_under_t
     assert_eq!(notices(slack_all.clone(), "exit 1"), 1, "{slack_all:?}");
     assert_eq!(notices(slack_all.clone(), "exit 2"), 1, "{slack_all:?}");
     let shown = Shown::count(&slack_all, "tsk", TASK_LEN);
-    assert!(shown.live_text.get("tsk002").is_some_and(|t| t.contains("failed")), "{shown:?}");
+    assert!(
+        shown
+            .live_text
+            .get("tsk002")
+            .is_some_and(|t| t.contains("failed")),
+        "{shown:?}"
+    );
     assert_ne!(
-        slack.top_level("C1").iter().find(|m| m.to_string().contains("tsk002") && !tally::slack_message(m).1).map(|m| m["ts"].clone()),
+        slack
+            .top_level("C1")
+            .iter()
+            .find(|m| m.to_string().contains("tsk002") && !tally::slack_message(m).1)
+            .map(|m| m["ts"].clone()),
         Some(json!(s_live)),
         "tsk002's live message was posted anew"
     );
-    let telegram_all: Vec<(String, bool)> = telegram.messages(CHAT).iter().map(tally::telegram_message).collect();
+    let telegram_all: Vec<(String, bool)> = telegram
+        .messages(CHAT)
+        .iter()
+        .map(tally::telegram_message)
+        .collect();
     assert_eq!(notices(telegram_all.clone(), "exit 1"), 1, "{telegram_all:?}");
     assert_eq!(notices(telegram_all.clone(), "exit 2"), 1, "{telegram_all:?}");
     assert!(discord.early().is_empty() && slack.early().is_empty());
@@ -326,12 +426,26 @@ async fn kill_nine_during_threaded_delivery_duplicates_nothing_on_discord_and_sl
         // The tasks start, then end (two of them failing); herald is
         // killed every 1.2 s meanwhile.
         let batch: Vec<Value> = match step {
-            0 => tasks.iter().map(|t| event("r", "w", t, 1, "running", json!({}))).collect(),
+            0 => tasks
+                .iter()
+                .map(|t| event("r", "w", t, 1, "running", json!({})))
+                .collect(),
             1 => tasks
                 .iter()
                 .map(|t| {
-                    let state = if t.ends_with('1') || t.ends_with('4') { "failed" } else { "completed" };
-                    event("r", "w", t, 2, state, json!({"summary": format!("{t} done"), "reason": "exit 1"}))
+                    let state = if t.ends_with('1') || t.ends_with('4') {
+                        "failed"
+                    } else {
+                        "completed"
+                    };
+                    event(
+                        "r",
+                        "w",
+                        t,
+                        2,
+                        state,
+                        json!({"summary": format!("{t} done"), "reason": "exit 1"}),
+                    )
                 })
                 .collect(),
             _ => Vec::new(),
@@ -341,7 +455,8 @@ async fn kill_nine_during_threaded_delivery_duplicates_nothing_on_discord_and_sl
             // creation, Slack's first replies) are applied and never
             // answered: what herald must find again, not send twice.
             h.wait_for("the live messages", Duration::from_secs(30), || async {
-                let live = discord.messages("9001").len() == tasks.len() && slack.messages("C1").len() == tasks.len();
+                let live = discord.messages("9001").len() == tasks.len()
+                    && slack.messages("C1").len() == tasks.len();
                 live.then_some(())
             })
             .await;
@@ -437,4 +552,104 @@ fn threads_id(discord: &DiscordEmulator, task: &str) -> String {
         .find(|m| m.to_string().contains(task))
         .and_then(|m| m["id"].as_str().map(str::to_owned))
         .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn acknowledge_on_a_reply_in_a_discord_thread_is_believed() {
+    let discord = DiscordEmulator::start("dtoken", &["9001"]).await;
+    let slack = SlackEmulator::start("xoxb-t", &["C1"]).await;
+    let telegram = TelegramEmulator::start("1:tg").await;
+    telegram.chat(CHAT, ChatKind::Private);
+    // No `public_key`: Discord's interactions come over the Gateway.
+    let h = Herald::start(&config(&discord, &slack, &telegram, ""));
+    let (status, body) = h
+        .post_events(&json!([event(
+            "r",
+            "w",
+            "tsk009",
+            1,
+            "failed",
+            json!({"reason": "exit 9"})
+        )]))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (thread, reply) = h
+        .wait_for("the failure in its thread", Duration::from_secs(20), || async {
+            let thread = threads_id(&discord, "tsk009");
+            let reply = discord.messages(&thread).into_iter().next()?;
+            Some((thread, reply))
+        })
+        .await;
+    h.wait_for("a ready Gateway session", Duration::from_secs(20), || async {
+        (discord.gateway.ready_sessions() == 1).then_some(())
+    })
+    .await;
+    let custom_id = reply["components"][0]["components"][0]["custom_id"]
+        .as_str()
+        .expect("an Acknowledge button")
+        .to_owned();
+    let message_id = reply["id"].as_str().expect("an id").to_owned();
+    // Discord names the thread as the press's channel.
+    let id = discord
+        .gateway
+        .dispatch(discord.press_interaction(&thread, &message_id, &custom_id, "Ana"));
+    let answer = h
+        .wait_for("the press answered", Duration::from_secs(10), || async {
+            discord.gateway.answer(&id).map(|c| c.body)
+        })
+        .await;
+    assert_eq!(
+        answer["type"], 7,
+        "the pressed reply is updated in place: {answer}"
+    );
+    let acks: Vec<Value> = h
+        .journal("r", "w", "tsk009")
+        .await
+        .into_iter()
+        .filter(|e| e["event"]["state"] == "acknowledged")
+        .collect();
+    assert_eq!(acks.len(), 1, "{acks:?}");
+}
+
+#[tokio::test]
+async fn without_the_permission_to_open_threads_a_discord_notification_goes_to_the_channel() {
+    let discord = DiscordEmulator::start("dtoken", &["9001"]).await;
+    let slack = SlackEmulator::start("xoxb-t", &["C1"]).await;
+    let telegram = TelegramEmulator::start("1:tg").await;
+    telegram.chat(CHAT, ChatKind::Private);
+    discord.forbid_threads("9001");
+    let h = Herald::start(&config(&discord, &slack, &telegram, ""));
+    let (status, body) = h
+        .post_events(&json!([event(
+            "r",
+            "w",
+            "tsk010",
+            1,
+            "failed",
+            json!({"reason": "exit 10"})
+        )]))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    h.wait_for(
+        "the notification in the channel",
+        Duration::from_secs(20),
+        || async {
+            let messages: Vec<(String, bool)> = discord
+                .messages("9001")
+                .iter()
+                .map(tally::discord_message)
+                .collect();
+            let shown = Shown::count(&messages, "tsk", TASK_LEN);
+            (shown.terminal.get("tsk010") == Some(&1) && shown.progress.get("tsk010") == Some(&1))
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(discord.threads("9001").is_empty());
+    let refused = discord
+        .seen()
+        .iter()
+        .filter(|s| s.method == "THREAD" && s.status == 403)
+        .count();
+    assert_eq!(refused, 1, "one thread creation was tried and refused");
 }

@@ -183,6 +183,13 @@ impl Attempts {
                     }
                     thread = Some(id);
                 }
+                // Not allowed to open threads here (a missing permission):
+                // the notification goes to the channel itself rather than
+                // nowhere.
+                Err(NotSurfaced::Permanent { reason }) => {
+                    warn!(channel = %self.lease.channel, %reason, "cannot open a thread for a task's replies; posting the notification in the channel");
+                    return Place::At(self.target.clone());
+                }
                 Err(reason) => {
                     if reason == NotSurfaced::Gone {
                         self.parent_gone(receipt).await;

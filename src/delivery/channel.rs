@@ -803,7 +803,10 @@ impl ChannelActor {
 
     /// Unverified receipts split by where they were posted: in the channel,
     /// or (a threaded channel's replies) under each parent.
-    async fn by_thread(&self, ids: Vec<String>) -> Result<(Vec<String>, Vec<(MessageHandle, Vec<String>)>), StoreError> {
+    async fn by_thread(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<(Vec<String>, Vec<(MessageHandle, Vec<String>)>), StoreError> {
         if !self.thread || ids.is_empty() {
             return Ok((ids, Vec::new()));
         }

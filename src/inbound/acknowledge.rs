@@ -89,9 +89,6 @@ pub async fn acknowledge(state: &AppState, press: &Press) -> Result<Acknowledged
         .receipt_placement(receipt_id)
         .await?
         .ok_or(PressError::NotHerald)?;
-    if !posted_there(state, &channel, message_id.as_deref(), press) {
-        return Err(PressError::NotThisMessage);
-    }
     let receipt = state
         .store
         .receipts_by_id(&[receipt_id.to_owned()])
@@ -99,6 +96,15 @@ pub async fn acknowledge(state: &AppState, press: &Press) -> Result<Acknowledged
         .into_iter()
         .next()
         .ok_or(PressError::NotHerald)?;
+    if !posted_there(
+        state,
+        &channel,
+        message_id.as_deref(),
+        receipt.thread.as_deref(),
+        press,
+    ) {
+        return Err(PressError::NotThisMessage);
+    }
     state
         .writer
         .commit(vec![acknowledged_event(
@@ -139,13 +145,21 @@ pub async fn acknowledge(state: &AppState, press: &Press) -> Result<Acknowledged
 }
 
 /// Whether the receipt's message is the one pressed: same platform, same
-/// chat, and the same message id once the receipt knows it.
-fn posted_there(state: &AppState, channel: &str, message_id: Option<&str>, press: &Press) -> bool {
+/// chat (or the thread of its task's replies there, which Discord reports
+/// as the chat), and the same message id once the receipt knows it.
+fn posted_there(
+    state: &AppState,
+    channel: &str,
+    message_id: Option<&str>,
+    thread: Option<&str>,
+    press: &Press,
+) -> bool {
     let config = state.config.borrow();
     let Some(ch) = config.channels.get(channel) else {
         return false;
     };
-    let same_chat = matches!(&ch.target, ChannelTarget::Chat { id, .. } if *id == press.chat);
+    let in_thread = ch.thread && thread == Some(press.chat.as_str());
+    let same_chat = in_thread || matches!(&ch.target, ChannelTarget::Chat { id, .. } if *id == press.chat);
     ch.platform == press.platform && same_chat && message_id.is_none_or(|m| m == press.message)
 }
 

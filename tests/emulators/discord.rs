@@ -104,6 +104,8 @@ struct Channel {
     threads: Bucket,
     /// For a thread: the channel it was started in, and its name.
     thread_of: Option<(String, String)>,
+    /// The bot lacks Create Public Threads here.
+    no_threads: bool,
 }
 
 #[derive(Default)]
@@ -149,7 +151,10 @@ impl DiscordEmulator {
         let app = Router::new()
             .route("/api/v10/channels/{channel}/messages", post(create))
             .route("/api/v10/channels/{channel}/messages/{message}", patch(edit))
-            .route("/api/v10/channels/{channel}/messages/{message}/threads", post(start_thread))
+            .route(
+                "/api/v10/channels/{channel}/messages/{message}/threads",
+                post(start_thread),
+            )
             .route("/api/v10/gateway", get(gateway_url))
             .route("/api/v10/gateway/bot", get(gateway_bot))
             .route(
@@ -836,6 +841,9 @@ fn create_thread(inner: &Arc<Mutex<Inner>>, channel: &str, message_id: &str, bod
         return error(400, 50035, "Invalid Form Body");
     }
     let mut state = inner.lock().unwrap();
+    if state.channels[channel].no_threads {
+        return error(403, 50013, "Missing Permissions");
+    }
     if state.channels[channel].thread_of.is_some() {
         return error(400, 50024, "Cannot execute action on this channel type");
     }
@@ -897,6 +905,17 @@ impl DiscordEmulator {
             .collect();
         out.sort();
         out
+    }
+
+    /// Take Create Public Threads away from the bot in `channel`.
+    pub fn forbid_threads(&self, channel: &str) {
+        self.inner
+            .lock()
+            .unwrap()
+            .channels
+            .get_mut(channel)
+            .unwrap()
+            .no_threads = true;
     }
 
     /// Delete a thread, as a moderator might (its starter message stays).

@@ -264,10 +264,7 @@ impl SlackEmulator {
     /// A channel's own messages (what its history lists), oldest first:
     /// no thread replies but those broadcast to the channel.
     pub fn top_level(&self, channel: &str) -> Vec<Value> {
-        self.messages(channel)
-            .into_iter()
-            .filter(is_listed)
-            .collect()
+        self.messages(channel).into_iter().filter(is_listed).collect()
     }
 
     /// The replies under message `parent` of a channel, oldest first.
@@ -527,7 +524,9 @@ fn handle(inner: &Arc<Mutex<Inner>>, method: &str, headers: &HeaderMap, args: &V
         Some(ChannelKind::NotMember) if !method.starts_with("conversations.") => {
             return api_error("not_in_channel");
         }
-        Some(ChannelKind::Archived) if !method.starts_with("conversations.") => return api_error("is_archived"),
+        Some(ChannelKind::Archived) if !method.starts_with("conversations.") => {
+            return api_error("is_archived");
+        }
         _ => {}
     }
     let now = Instant::now();

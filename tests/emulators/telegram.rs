@@ -634,7 +634,9 @@ fn handle(inner: &Arc<Mutex<Inner>>, bot: &str, method: &str, args: &Value) -> R
     if method == "editmessagetext" {
         message["edit_date"] = json!(date);
         // An edit keeps what the message replies to.
-        if let Some(parent) = message_id.and_then(|id| chat.messages.get(&id)).map(|m| m["reply_to_message"].clone())
+        if let Some(parent) = message_id
+            .and_then(|id| chat.messages.get(&id))
+            .map(|m| m["reply_to_message"].clone())
             && !parent.is_null()
         {
             message["reply_to_message"] = parent;

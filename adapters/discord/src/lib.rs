@@ -224,12 +224,22 @@ impl Messaging for DiscordAdapter {
     /// started from the live message (its id is the parent's). Discord's
     /// "a thread has already been created for this message" means it is
     /// open: the answer lost before, or another replica opened it.
-    async fn open_thread(&self, to: &ChannelRef, parent: &MessageHandle, name: &str) -> Result<String, NotSurfaced> {
+    async fn open_thread(
+        &self,
+        to: &ChannelRef,
+        parent: &MessageHandle,
+        name: &str,
+    ) -> Result<String, NotSurfaced> {
         let body = encode(&render::thread(name)).map_err(|outcome| match outcome {
             DeliveryOutcome::NotSurfaced(reason) => reason,
             DeliveryOutcome::Surfaced(_) => NotSurfaced::Unsupported,
         })?;
-        let url = format!("{}/channels/{}/messages/{}/threads", self.api_url, to.id, parent.as_str());
+        let url = format!(
+            "{}/channels/{}/messages/{}/threads",
+            self.api_url,
+            to.id,
+            parent.as_str()
+        );
         let (status, text, outcome) = self
             .exchange(Call::Post, to, self.http.post(url), body)
             .await

@@ -238,7 +238,11 @@ pub fn create(msg: &Outbound) -> CreateMessage {
 /// brings it back).
 pub fn thread(name: &str) -> CreateThread<'static> {
     let name = truncate_chars(name.trim(), crate::MAX_THREAD_NAME);
-    let name = if name.is_empty() { "herald".to_owned() } else { name };
+    let name = if name.is_empty() {
+        "herald".to_owned()
+    } else {
+        name
+    };
     CreateThread::new(name).auto_archive_duration(AutoArchiveDuration::OneDay)
 }
 
@@ -317,6 +321,17 @@ mod tests {
             acknowledge: None,
             mentions: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_thread_is_named_after_the_task_within_discords_100_characters() {
+        let body = serde_json::to_value(thread("  w · tsk001  ")).unwrap();
+        assert_eq!(body["name"], "w · tsk001");
+        assert_eq!(body["auto_archive_duration"], 1440);
+        let long = serde_json::to_value(thread(&"x".repeat(300))).unwrap();
+        assert_eq!(long["name"].as_str().unwrap().chars().count(), 100);
+        let empty = serde_json::to_value(thread("   ")).unwrap();
+        assert_eq!(empty["name"], "herald");
     }
 
     #[test]

@@ -68,9 +68,9 @@ pub fn classify(error: &SlackClientError, call: Call) -> NotSurfaced {
                     retry_after: DEFAULT_RETRY_AFTER,
                     global: per_workspace(call),
                 }
-            } else if call == Call::Edit && GONE_ON_EDIT.contains(&code) {
-                NotSurfaced::Gone
-            } else if call == Call::Post && GONE_ON_REPLY.contains(&code) {
+            } else if (call == Call::Edit && GONE_ON_EDIT.contains(&code))
+                || (call == Call::Post && GONE_ON_REPLY.contains(&code))
+            {
                 NotSurfaced::Gone
             } else if TRANSIENT.contains(&code) {
                 NotSurfaced::Transient { reason }
@@ -114,5 +114,31 @@ pub fn classify(error: &SlackClientError, call: Call) -> NotSurfaced {
         other => NotSurfaced::Unverified {
             reason: other.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slack_morphism::errors::SlackClientApiError;
+
+    fn api(code: &str) -> SlackClientError {
+        SlackClientError::ApiError(SlackClientApiError::new(code.to_owned()))
+    }
+
+    #[test]
+    fn a_reply_whose_parent_is_gone_posts_anew_and_other_refusals_stay_permanent() {
+        assert_eq!(classify(&api("thread_not_found"), Call::Post), NotSurfaced::Gone);
+        assert_eq!(classify(&api("message_not_found"), Call::Edit), NotSurfaced::Gone);
+        // A look-up of a thread that is gone cannot be made: permanent,
+        // so the core sends what it looked for again.
+        assert!(matches!(
+            classify(&api("thread_not_found"), Call::Lookup),
+            NotSurfaced::Permanent { .. }
+        ));
+        assert!(matches!(
+            classify(&api("channel_not_found"), Call::Post),
+            NotSurfaced::Permanent { .. }
+        ));
     }
 }

@@ -223,7 +223,12 @@ impl Messaging for SlackAdapter {
         let history = self
             .timed(Call::Lookup, session.conversations_history(&request))
             .await?;
-        Ok(page_of(&history.messages, history.has_more, history.response_metadata, query))
+        Ok(page_of(
+            &history.messages,
+            history.has_more,
+            history.response_metadata,
+            query,
+        ))
     }
 
     /// Socket Mode, with the app-level token; `Unsupported` without one.
@@ -261,7 +266,12 @@ impl SlackAdapter {
             .http_session_api
             .http_get::<SlackApiConversationsRepliesResponse, _, _>("conversations.replies", &params, None);
         let replies = self.timed(Call::Lookup, call).await?;
-        Ok(page_of(&replies.messages, replies.has_more, replies.response_metadata, query))
+        Ok(page_of(
+            &replies.messages,
+            replies.has_more,
+            replies.response_metadata,
+            query,
+        ))
     }
 }
 

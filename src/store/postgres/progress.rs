@@ -140,13 +140,15 @@ impl ProgressStore for PgStore {
         thread: Option<&str>,
     ) -> Result<(), StoreError> {
         self.fence(lease).await?;
-        sqlx::query("UPDATE task_channels SET thread_id = $1 WHERE task = $2 AND channel = $3 AND message_id = $4")
-            .bind(thread)
-            .bind(task)
-            .bind(&lease.channel)
-            .bind(parent)
-            .execute(&self.delivery)
-            .await?;
+        sqlx::query(
+            "UPDATE task_channels SET thread_id = $1 WHERE task = $2 AND channel = $3 AND message_id = $4",
+        )
+        .bind(thread)
+        .bind(task)
+        .bind(&lease.channel)
+        .bind(parent)
+        .execute(&self.delivery)
+        .await?;
         Ok(())
     }
 

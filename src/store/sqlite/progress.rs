@@ -120,13 +120,15 @@ impl ProgressStore for SqliteStore {
         thread: Option<&str>,
     ) -> Result<(), StoreError> {
         self.fence(lease).await?;
-        sqlx::query("UPDATE task_channels SET thread_id = ? WHERE task = ? AND channel = ? AND message_id = ?")
-            .bind(thread)
-            .bind(task)
-            .bind(&lease.channel)
-            .bind(parent)
-            .execute(&self.delivery)
-            .await?;
+        sqlx::query(
+            "UPDATE task_channels SET thread_id = ? WHERE task = ? AND channel = ? AND message_id = ?",
+        )
+        .bind(thread)
+        .bind(task)
+        .bind(&lease.channel)
+        .bind(parent)
+        .execute(&self.delivery)
+        .await?;
         Ok(())
     }
 
