@@ -1,6 +1,8 @@
 //! The config file exactly as written: serde structs with source spans, so
 //! that validation can point at `PATH:LINE:COL`. Nothing here is checked
-//! beyond TOML types; `validate.rs` turns it into a [`super::Config`].
+//! beyond TOML types — even required keys are optional here, so that a
+//! missing one is reported with every other error instead of stopping
+//! serde — and `validate.rs` turns it into a [`super::Config`].
 
 use std::collections::BTreeMap;
 
@@ -50,7 +52,7 @@ pub struct RawEscalation {
     pub after_stale: Option<SpannedStr>,
     pub after_restarts: Option<Spanned<i64>>,
     pub on_failed: Option<bool>,
-    pub channels: Spanned<Vec<SpannedStr>>,
+    pub channels: Option<Spanned<Vec<SpannedStr>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -76,8 +78,8 @@ pub struct RawStore {
 
 #[derive(Debug, Deserialize)]
 pub struct RawSource {
-    pub name: SpannedStr,
-    pub token: SpannedStr,
+    pub name: Option<SpannedStr>,
+    pub token: Option<SpannedStr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -89,7 +91,7 @@ pub struct RawAdapters {
 
 #[derive(Debug, Deserialize)]
 pub struct RawAccount {
-    pub token: SpannedStr,
+    pub token: Option<SpannedStr>,
     pub api_url: Option<SpannedStr>,
     pub timeout: Option<SpannedStr>,
     /// Slack only: `tier3` or `limited`.
@@ -106,7 +108,7 @@ pub struct RawAccount {
 
 #[derive(Debug, Deserialize)]
 pub struct RawChannel {
-    pub adapter: SpannedStr,
+    pub adapter: Option<SpannedStr>,
     pub id: Option<SpannedStr>,
     pub thread_id: Option<SpannedStr>,
     pub url: Option<SpannedStr>,
@@ -134,7 +136,7 @@ pub struct RawChannel {
 pub struct RawRoute {
     #[serde(rename = "match", default)]
     pub matchers: BTreeMap<String, Spanned<RawMatcher>>,
-    pub channels: Spanned<Vec<SpannedStr>>,
+    pub channels: Option<Spanned<Vec<SpannedStr>>>,
     #[serde(rename = "continue", default)]
     pub continue_: bool,
     /// Who failures of the tasks this route sends ping, on its channels.

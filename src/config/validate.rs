@@ -107,6 +107,20 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         }
     }
 
+    /// A key the config needs: `None` (with `msg` at `at`, the table
+    /// that lacks it) when missing.
+    fn required<'r, T>(
+        &mut self,
+        value: &'r Option<Spanned<T>>,
+        at: Range<usize>,
+        msg: impl Into<String>,
+    ) -> Option<&'r Spanned<T>> {
+        if value.is_none() {
+            self.err(at, msg);
+        }
+        value.as_ref()
+    }
+
     fn non_empty(&mut self, value: &SpannedStr, what: &str) -> Option<String> {
         let s = self.text(value)?;
         if s.trim().is_empty() {
@@ -256,15 +270,23 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         };
         let mut ok = true;
         let mut channels = Vec::new();
-        for c in e.channels.get_ref() {
-            match self.channel_ref(c, cfg) {
-                Some(name) => channels.push(name),
-                None => ok = false,
+        match &e.channels {
+            None => {
+                self.err(raw.span(), "an [[escalations]] entry needs `channels`");
+                ok = false;
             }
-        }
-        if e.channels.get_ref().is_empty() {
-            self.err(e.channels.span(), "an escalation needs at least one channel");
-            ok = false;
+            Some(list) if list.get_ref().is_empty() => {
+                self.err(list.span(), "an escalation needs at least one channel");
+                ok = false;
+            }
+            Some(list) => {
+                for c in list.get_ref() {
+                    match self.channel_ref(c, cfg) {
+                        Some(name) => channels.push(name),
+                        None => ok = false,
+                    }
+                }
+            }
         }
         let (matchers, after_stale, after_restarts) = (matchers?, after_stale?, after_restarts?);
         let on_failed = e.on_failed.unwrap_or(false);
@@ -388,16 +410,21 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
 
     fn sources(&mut self, raw: &RawConfig) -> Vec<SourceConfig> {
         let mut out: Vec<SourceConfig> = Vec::new();
-        for src in &raw.sources {
-            let src = src.get_ref();
+        for spanned in &raw.sources {
+            let src = spanned.get_ref();
+            let name = self.required(&src.name, spanned.span(), "a [[sources]] entry needs `name`");
+            let token = self.required(&src.token, spanned.span(), "a [[sources]] entry needs `token`");
+            let (Some(name_at), Some(token_at)) = (name, token) else {
+                continue;
+            };
             let (Some(name), Some(token)) = (
-                self.non_empty(&src.name, "source name"),
-                self.non_empty(&src.token, "source token"),
+                self.non_empty(name_at, "source name"),
+                self.non_empty(token_at, "source token"),
             ) else {
                 continue;
             };
             if out.iter().any(|s| s.name == name) {
-                self.err(src.name.span(), format!("duplicate source name {name:?}"));
+                self.err(name_at.span(), format!("duplicate source name {name:?}"));
                 continue;
             }
             out.push(SourceConfig {
@@ -434,7 +461,8 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
                 return None;
             }
         };
-        let token = self.non_empty(&acc.token, "token")?;
+        let token = self.required(&acc.token, raw.span(), format!("[adapters.{platform}] needs `token`"))?;
+        let token = self.non_empty(token, "token")?;
         let api_url = match &acc.api_url {
             Some(u) => Some(self.url(u)?),
             None => None,
@@ -517,7 +545,12 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             );
             return None;
         }
-        let adapter_text = ch.adapter.get_ref().as_str();
+        let adapter = self.required(
+            &ch.adapter,
+            raw.span(),
+            format!("channel {name:?} needs `adapter` (discord, slack, telegram, webhook, web, pagerduty or slack_webhook)"),
+        )?;
+        let adapter_text = adapter.get_ref().as_str();
         let platform = match adapter_text {
             "discord" => Platform::Discord,
             "slack" => Platform::Slack,
@@ -528,7 +561,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             "slack_webhook" => Platform::SlackWebhook,
             other => {
                 self.err(
-                    ch.adapter.span(),
+                    adapter.span(),
                     format!(
                         "unknown adapter {other:?} (expected discord, slack, telegram, webhook, web, pagerduty or slack_webhook)"
                     ),
@@ -544,7 +577,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         };
         if !account_configured {
             self.err(
-                ch.adapter.span(),
+                adapter.span(),
                 format!("channel {name:?} uses {platform} but [adapters.{platform}] is not configured"),
             );
         }
@@ -953,24 +986,33 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         let matchers = self.matchers(&route.matchers);
         let mut ok = matchers.is_some();
         let mut channels = Vec::new();
-        for c in route.channels.get_ref() {
-            match self.channel_ref(c, cfg) {
-                Some(name) => channels.push(name),
-                None => ok = false,
+        match &route.channels {
+            None => {
+                self.err(raw.span(), "a [[routes]] entry needs `channels`");
+                ok = false;
             }
-        }
-        if route.channels.get_ref().is_empty() {
-            self.err(route.channels.span(), "a route needs at least one channel");
-            ok = false;
+            Some(list) if list.get_ref().is_empty() => {
+                self.err(list.span(), "a route needs at least one channel");
+                ok = false;
+            }
+            Some(list) => {
+                for c in list.get_ref() {
+                    match self.channel_ref(c, cfg) {
+                        Some(name) => channels.push(name),
+                        None => ok = false,
+                    }
+                }
+            }
         }
         let mut mentions = Vec::new();
         if let Some(list) = &route.mention_on_failure {
             let platforms: Vec<Platform> = route
                 .channels
-                .get_ref()
                 .iter()
+                .flat_map(|list| list.get_ref())
                 .filter_map(|c| cfg.channels.get(c.get_ref()))
-                .filter_map(|c| adapter_platform(c.get_ref().adapter.get_ref()))
+                .filter_map(|c| c.get_ref().adapter.as_ref())
+                .filter_map(|a| adapter_platform(a.get_ref()))
                 .collect();
             for m in list.get_ref() {
                 let raw = m.get_ref().trim();
@@ -1209,6 +1251,37 @@ mod tests {
             e[0].contains("h.toml:3:14") && e[0].contains("64 hex digits"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn every_error_comes_at_once_with_keys_as_written() {
+        let e = errors(
+            "[channels.oncall]\nadapter = \"pagerduty\"\nrouting_key = \"abc\"\napi_urll = \"http://x\"\n\n\
+             [channels.hook]\nadapter = \"webhook\"\nurl = \"http://example.com\"\nsecreet = \"s\"\n\n\
+             [channels.bare]\nid = \"C1\"\n\n\
+             [adapters.slack]\ntokn = \"x\"\n\n\
+             [[sources]]\nnam = \"fleet\"\n\n\
+             [[routes]]\nmatch = { run_id = \"x\" }\ncontine = true\n\n\
+             [[escalations]]\non_failed = true\n",
+        );
+        let expected = [
+            "h.toml:4:1: unknown key `channels.oncall.api_urll`",
+            "needs `secret`",
+            "h.toml:9:1: unknown key `channels.hook.secreet`",
+            "channel \"bare\" needs `adapter`",
+            "[adapters.slack] needs `token`",
+            "unknown key `adapters.slack.tokn`",
+            "a [[sources]] entry needs `name`",
+            "a [[sources]] entry needs `token`",
+            "unknown key `sources[0].nam`",
+            "a [[routes]] entry needs `channels`",
+            "unknown key `routes[0].contine`",
+            "an [[escalations]] entry needs `channels`",
+        ];
+        for want in expected {
+            assert!(e.iter().any(|e| e.contains(want)), "{want:?} not in {e:#?}");
+        }
+        assert!(!e.iter().any(|e| e.contains("serde")), "{e:#?}");
     }
 
     #[test]
