@@ -1,5 +1,5 @@
-//! A small client for herald's ingest API, used by `herald send` and the
-//! demo fleet.
+//! A small client for herald's HTTP API, used by `herald send`, `herald
+//! deliveries` and the demo fleet.
 
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ pub enum ClientError {
         source: reqwest::Error,
     },
     /// Herald answered with an error.
-    #[error("herald rejected the event ({status}): {body}")]
+    #[error("herald refused ({status}): {body}")]
     Rejected {
         /// HTTP status.
         status: u16,
@@ -39,6 +39,7 @@ pub struct Accepted {
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
+    base_url: String,
     events_url: String,
     token: Option<String>,
 }
@@ -49,11 +50,45 @@ impl Client {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()?;
+        let base_url = base_url.trim_end_matches('/').to_owned();
         Ok(Client {
             http,
-            events_url: format!("{}/v1/events", base_url.trim_end_matches('/')),
+            events_url: format!("{base_url}/v1/events"),
+            base_url,
             token,
         })
+    }
+
+    /// `GET path` (with its query), answering the JSON body.
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.call(self.http.get(format!("{}{path}", self.base_url)), path)
+            .await
+    }
+
+    /// `POST path` without a body, answering the JSON body.
+    pub async fn post_empty(&self, path: &str) -> Result<Value, ClientError> {
+        self.call(self.http.post(format!("{}{path}", self.base_url)), path)
+            .await
+    }
+
+    async fn call(&self, mut request: reqwest::RequestBuilder, path: &str) -> Result<Value, ClientError> {
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let unreachable = |source| ClientError::Unreachable {
+            url: format!("{}{path}", self.base_url),
+            source,
+        };
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        let body = response.text().await.map_err(unreachable)?;
+        match serde_json::from_str::<Value>(&body) {
+            Ok(value) if status.is_success() => Ok(value),
+            _ => Err(ClientError::Rejected {
+                status: status.as_u16(),
+                body,
+            }),
+        }
     }
 
     /// Post a batch of events as a JSON array.

@@ -4,6 +4,7 @@
 
 pub mod alert_policy;
 pub mod alerts;
+pub mod api_time;
 pub mod app;
 pub mod client;
 pub mod config;

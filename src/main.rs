@@ -97,6 +97,22 @@ enum Command {
         #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// List or re-drive delivery receipts, over the HTTP API.
+    Deliveries {
+        #[command(subcommand)]
+        action: DeliveriesAction,
+        /// Herald's base URL.
+        #[arg(
+            long,
+            env = "HERALD_URL",
+            default_value = "http://127.0.0.1:8600",
+            global = true
+        )]
+        url: String,
+        /// A source token (retry) or read token (list).
+        #[arg(long, env = "HERALD_TOKEN", hide_env_values = true, global = true)]
+        token: Option<String>,
+    },
     /// Start the gateway on the built-in default plus a simulated fleet.
     Demo {
         /// Simulated workers.
@@ -112,6 +128,137 @@ enum Command {
         #[arg(long, default_value_t = 1.5)]
         pace: f64,
     },
+}
+
+#[derive(Subcommand)]
+enum DeliveriesAction {
+    /// Print receipts, newest first, one per line (tab-separated: id,
+    /// channel, status, state, run/worker/task, accepted at, attempts,
+    /// last error), every page.
+    List {
+        /// pending, sending, surfaced or failed.
+        #[arg(long)]
+        status: Option<String>,
+        /// Of one channel.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Of one run.
+        #[arg(long)]
+        run: Option<String>,
+        /// Accepted at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Stop after this many.
+        #[arg(long)]
+        max: Option<usize>,
+        /// One JSON object per line instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-drive every failed receipt of a channel (or of all channels).
+    Retry {
+        /// The channel; all channels when omitted.
+        #[arg(long)]
+        channel: Option<String>,
+    },
+}
+
+/// A query string from the parameters that are set.
+fn query(params: &[(&str, Option<&str>)]) -> String {
+    let pairs: Vec<String> = params
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", urlencoding(v))))
+        .collect();
+    if pairs.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", pairs.join("&"))
+    }
+}
+
+/// Percent-encode a query value.
+fn urlencoding(value: &str) -> String {
+    let mut out = String::new();
+    for b in value.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(char::from(b)),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// `herald deliveries …`.
+async fn deliveries(action: DeliveriesAction, url: &str, token: Option<String>) -> Result<()> {
+    let client = herald::client::Client::new(url, token)?;
+    match action {
+        DeliveriesAction::List {
+            status,
+            channel,
+            run,
+            since,
+            max,
+            json,
+        } => {
+            let mut cursor: Option<String> = None;
+            let mut printed = 0usize;
+            loop {
+                let path = format!(
+                    "/v1/deliveries{}",
+                    query(&[
+                        ("status", status.as_deref()),
+                        ("channel", channel.as_deref()),
+                        ("run_id", run.as_deref()),
+                        ("since", since.as_deref()),
+                        ("limit", Some("1000")),
+                        ("cursor", cursor.as_deref()),
+                    ])
+                );
+                let page = client.get(&path).await?;
+                for d in page["deliveries"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                {
+                    if max.is_some_and(|m| printed >= m) {
+                        return Ok(());
+                    }
+                    printed += 1;
+                    if json {
+                        println!("{d}");
+                        continue;
+                    }
+                    let text = |k: &str| d[k].as_str().unwrap_or("").replace(['\t', '\n'], " ");
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}/{}/{}\t{}\t{}\t{}",
+                        text("id"),
+                        text("channel"),
+                        text("status"),
+                        text("state"),
+                        text("run_id"),
+                        text("worker_id"),
+                        text("task_id"),
+                        text("created_at"),
+                        d["attempts"],
+                        text("last_error"),
+                    );
+                }
+                match page["next_cursor"].as_str() {
+                    Some(next) => cursor = Some(next.to_owned()),
+                    None => return Ok(()),
+                }
+            }
+        }
+        DeliveriesAction::Retry { channel } => {
+            let path = format!(
+                "/v1/deliveries/retry{}",
+                query(&[("status", Some("failed")), ("channel", channel.as_deref())])
+            );
+            let answer = client.post_empty(&path).await?;
+            println!("{} receipt(s) will be sent again", answer["retried"]);
+            Ok(())
+        }
+    }
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -217,6 +364,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let client = herald::client::Client::new(&url, token)?;
             let answer = client.post(&[Value::Object(event)]).await?;
             println!("accepted {} duplicates {}", answer.accepted, answer.duplicates);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Deliveries { action, url, token } => {
+            deliveries(action, &url, token).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo {

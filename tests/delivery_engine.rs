@@ -272,7 +272,7 @@ impl Engine {
     }
 
     async fn receipts(&self) -> Vec<ReceiptRow> {
-        self.store.receipts(None, 1000).await.unwrap()
+        self.store.receipts(&Default::default(), 1000).await.unwrap()
     }
 
     async fn wait_receipt(&self, channel: &str, status: &str, within: Duration) -> ReceiptRow {

@@ -77,7 +77,7 @@ async fn two_writers_on_one_database_accept_each_event_once_and_lose_no_state() 
     assert_eq!(one.2 + two.2, TASKS, "one receipt per task");
     assert_eq!(a.event_count().await.unwrap(), total as i64);
 
-    let workers = a.workers(Some("r"), None, 100).await.unwrap();
+    let workers = a.workers(Some("r"), None, None, 100).await.unwrap();
     assert_eq!(workers.len(), TASKS);
     for w in workers {
         // The terminal event is the highest seq, so whatever the order the
@@ -90,6 +90,6 @@ async fn two_writers_on_one_database_accept_each_event_once_and_lose_no_state() 
         );
         assert_eq!(w.channels, vec!["main".to_owned()], "{}: routed once", w.task_id);
     }
-    let receipts = a.receipts(None, 1000).await.unwrap();
+    let receipts = a.receipts(&Default::default(), 1000).await.unwrap();
     assert_eq!(receipts.len(), TASKS);
 }

@@ -90,7 +90,7 @@ async fn one_progress_message_per_task_edited_in_place_and_one_terminal_notifica
     // Posted while queued (the wait above), then edited in place.
     let a = &progress["w1 · a"][0];
     assert!(
-        a["updated_at"].as_i64() > a["created_at"].as_i64(),
+        a["updated_at"].as_str() > a["created_at"].as_str(),
         "the live message was not edited: {a}"
     );
     assert_eq!(terminal["w1 · a"].len(), 1);

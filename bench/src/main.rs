@@ -437,11 +437,15 @@ async fn ingest(herald: &Path, batch: usize, clients: usize, events: usize, web:
 async fn collect_surfaced(server: &Server, into: &mut HashMap<String, i64>) -> Result<()> {
     let body = server.get("/v1/deliveries?status=surfaced&limit=1000").await?;
     for r in body["deliveries"].as_array().context("deliveries")? {
-        let (Some(id), Some(created), Some(surfaced)) = (
-            r["id"].as_str(),
-            r["created_at"].as_i64(),
-            r["surfaced_at"].as_i64(),
-        ) else {
+        // The API's times are RFC 3339 with milliseconds.
+        let time = |field: &str| {
+            chrono::DateTime::parse_from_rfc3339(r[field].as_str()?)
+                .ok()
+                .map(|t| t.timestamp_millis())
+        };
+        let (Some(id), Some(created), Some(surfaced)) =
+            (r["id"].as_str(), time("created_at"), time("surfaced_at"))
+        else {
             continue;
         };
         into.insert(id.to_owned(), surfaced - created);

@@ -461,7 +461,11 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
                 return None;
             }
         };
-        let token = self.required(&acc.token, raw.span(), format!("[adapters.{platform}] needs `token`"))?;
+        let token = self.required(
+            &acc.token,
+            raw.span(),
+            format!("[adapters.{platform}] needs `token`"),
+        )?;
         let token = self.non_empty(token, "token")?;
         let api_url = match &acc.api_url {
             Some(u) => Some(self.url(u)?),

@@ -139,11 +139,14 @@ pub struct ReplicaView {
     pub listen: String,
     /// Whether the store still sees its process.
     pub alive: bool,
-    /// Unix ms it joined.
+    /// When it joined (RFC 3339 in the API).
+    #[serde(serialize_with = "crate::api_time::at")]
     pub started_at: i64,
-    /// Unix ms of its last heartbeat.
+    /// Its last heartbeat.
+    #[serde(serialize_with = "crate::api_time::at")]
     pub heartbeat_at: i64,
-    /// Unix ms its registration lapses without a heartbeat.
+    /// When its registration lapses without a heartbeat.
+    #[serde(serialize_with = "crate::api_time::at")]
     pub expires_at: i64,
     /// The leases it holds (none once it is not alive).
     pub channels: Vec<HeldView>,
@@ -156,7 +159,8 @@ pub struct HeldView {
     pub channel: String,
     /// The grant.
     pub epoch: i64,
-    /// Unix ms it lapses unless renewed.
+    /// When it lapses unless renewed.
+    #[serde(serialize_with = "crate::api_time::at")]
     pub lease_expires_at: i64,
 }
 

@@ -45,7 +45,7 @@ impl StatusReport {
         let limit = i64::try_from(ATTENTION_LISTED).unwrap_or(10);
         let mut attention: Vec<Attention> = Vec::new();
         for state in ["failed", "firing"] {
-            for row in store.workers(run, Some(state), limit).await? {
+            for row in store.workers(run, Some(state), None, limit).await? {
                 attention.push(entry(&row, state));
             }
         }

@@ -4,6 +4,7 @@
 mod auth;
 mod body;
 mod error;
+mod pages;
 pub mod plan;
 mod queries;
 pub mod reads;
@@ -74,6 +75,7 @@ pub fn routes(state: AppState) -> Router {
         )
         .route("/v1/deliveries", get(queries::deliveries))
         .route("/v1/replicas", get(queries::replicas))
+        .route("/v1/deliveries/retry", post(queries::retry_deliveries))
         .route("/v1/deliveries/{id}/retry", post(queries::retry_delivery))
         .route("/-/reload", post(reload))
         .route("/healthz", get(healthz))

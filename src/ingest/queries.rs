@@ -8,22 +8,10 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::{ApiError, ok};
-use crate::store::now_ms;
+use super::pages;
+use crate::store::{ReceiptFilter, now_ms};
 
-const DEFAULT_LIMIT: i64 = 100;
-const MAX_LIMIT: i64 = 1000;
 const RECEIPT_STATUSES: &[&str] = &["pending", "sending", "surfaced", "failed"];
-
-fn limit(requested: Option<i64>) -> Result<i64, ApiError> {
-    match requested {
-        None => Ok(DEFAULT_LIMIT),
-        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        Some(_) => Err(
-            ApiError::new(StatusCode::BAD_REQUEST, format!("limit must be 1..={MAX_LIMIT}"))
-                .with("field", "limit"),
-        ),
-    }
-}
 
 /// `GET /v1/workers` parameters.
 #[derive(Debug, Deserialize)]
@@ -31,26 +19,34 @@ pub struct WorkersQuery {
     run_id: Option<String>,
     state: Option<String>,
     limit: Option<i64>,
+    cursor: Option<String>,
 }
 
 pub async fn workers(
     State(state): State<AppState>,
     Query(q): Query<WorkersQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = limit(q.limit)?;
+    let limit = pages::limit(q.limit)?;
+    let after = pages::position::<i64>(q.cursor.as_deref())?;
     let rows = state
         .store
-        .workers(q.run_id.as_deref(), q.state.as_deref(), limit)
+        .workers(q.run_id.as_deref(), q.state.as_deref(), after, limit + 1)
         .await
         .map_err(|e| ApiError::internal("could not list workers", e))?;
-    Ok(ok(StatusCode::OK, json!({ "workers": rows })))
+    let (rows, next) = pages::split(rows, limit, |w| w.row);
+    Ok(ok(
+        StatusCode::OK,
+        json!({ "workers": rows, "next_cursor": next }),
+    ))
 }
 
-/// Journal paging parameters.
+/// Journal paging parameters: `cursor` (or the event id `after`, as the
+/// spec's table names it).
 #[derive(Debug, Deserialize)]
 pub struct JournalQuery {
     limit: Option<i64>,
     after: Option<i64>,
+    cursor: Option<String>,
 }
 
 pub async fn journal(
@@ -58,11 +54,14 @@ pub async fn journal(
     Path((run_id, worker_id, task_id)): Path<(String, String, String)>,
     Query(q): Query<JournalQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = limit(q.limit)?;
-    let after = q.after.unwrap_or(0);
+    let limit = pages::limit(q.limit)?;
+    let after = match pages::position::<i64>(q.cursor.as_deref())? {
+        Some(id) => id,
+        None => q.after.unwrap_or(0),
+    };
     let events = state
         .store
-        .journal(&run_id, &worker_id, &task_id, after, limit)
+        .journal(&run_id, &worker_id, &task_id, after, limit + 1)
         .await
         .map_err(|e| ApiError::internal("could not read the journal", e))?;
     if events.is_empty()
@@ -74,10 +73,10 @@ pub async fn journal(
     {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such worker task"));
     }
-    let next = events.last().map(|e| e.id);
+    let (events, next) = pages::split(events, limit, |e| e.id);
     Ok(ok(
         StatusCode::OK,
-        json!({ "events": events, "next_after": next }),
+        json!({ "events": events, "next_cursor": next }),
     ))
 }
 
@@ -85,29 +84,56 @@ pub async fn journal(
 #[derive(Debug, Deserialize)]
 pub struct DeliveriesQuery {
     status: Option<String>,
+    channel: Option<String>,
+    run_id: Option<String>,
+    since: Option<String>,
     limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+fn status_of(status: Option<&str>) -> Result<Option<String>, ApiError> {
+    match status {
+        Some(s) if !RECEIPT_STATUSES.contains(&s) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("status must be one of {}", RECEIPT_STATUSES.join(", ")),
+        )
+        .with("field", "status")),
+        s => Ok(s.map(str::to_owned)),
+    }
 }
 
 pub async fn deliveries(
     State(state): State<AppState>,
     Query(q): Query<DeliveriesQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = limit(q.limit)?;
-    if let Some(s) = &q.status
-        && !RECEIPT_STATUSES.contains(&s.as_str())
-    {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("status must be one of {}", RECEIPT_STATUSES.join(", ")),
-        )
-        .with("field", "status"));
-    }
+    let limit = pages::limit(q.limit)?;
+    let since = match &q.since {
+        Some(text) => Some(crate::api_time::parse(text).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "since must be an RFC 3339 time (2026-06-12T17:02:00Z)",
+            )
+            .with("field", "since")
+        })?),
+        None => None,
+    };
+    let filter = ReceiptFilter {
+        status: status_of(q.status.as_deref())?,
+        channel: q.channel,
+        run_id: q.run_id,
+        since,
+        after: pages::position::<(i64, String)>(q.cursor.as_deref())?,
+    };
     let rows = state
         .store
-        .receipts(q.status.as_deref(), limit)
+        .receipts(&filter, limit + 1)
         .await
         .map_err(|e| ApiError::internal("could not list deliveries", e))?;
-    Ok(ok(StatusCode::OK, json!({ "deliveries": rows })))
+    let (rows, next) = pages::split(rows, limit, |r| (r.created_at, r.id.clone()));
+    Ok(ok(
+        StatusCode::OK,
+        json!({ "deliveries": rows, "next_cursor": next }),
+    ))
 }
 
 pub async fn retry_delivery(
@@ -132,6 +158,55 @@ pub async fn retry_delivery(
         },
         Err(e) => Err(ApiError::internal("could not retry the receipt", e)),
     }
+}
+
+/// `POST /v1/deliveries/retry` parameters.
+#[derive(Debug, Deserialize)]
+pub struct RetryQuery {
+    status: Option<String>,
+    channel: Option<String>,
+}
+
+/// Re-drive every failed receipt of a channel (or of all channels) at once:
+/// after fixing a channel's permissions, one call instead of one per
+/// receipt. Answers how many, per channel.
+pub async fn retry_deliveries(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<RetryQuery>,
+) -> Result<Response, ApiError> {
+    super::check_auth(&state, &headers)?;
+    if q.status.as_deref() != Some("failed") {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "status=failed is required: only failed receipts can be retried",
+        )
+        .with("field", "status"));
+    }
+    if let Some(channel) = &q.channel
+        && !state.config.borrow().channels.contains_key(channel)
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no channel {channel:?} in the config"),
+        )
+        .with("field", "channel"));
+    }
+    let counts = state
+        .store
+        .replay_failed(q.channel.as_deref(), now_ms())
+        .await
+        .map_err(|e| ApiError::internal("could not retry the receipts", e))?;
+    for (channel, _) in &counts {
+        state.waker.wake(channel);
+    }
+    let retried: i64 = counts.iter().map(|(_, n)| n).sum();
+    let channels: serde_json::Map<String, serde_json::Value> =
+        counts.into_iter().map(|(c, n)| (c, json!(n))).collect();
+    Ok(ok(
+        StatusCode::ACCEPTED,
+        json!({"retried": retried, "channels": channels}),
+    ))
 }
 
 /// `GET /v1/replicas`: the replicas of this store, whether each is alive,

@@ -6,9 +6,27 @@ use serde_json::Value;
 use super::StoreError;
 use super::columns::Columns;
 
+/// Which receipts `GET /v1/deliveries` lists (every filter optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReceiptFilter {
+    /// Of this status.
+    pub status: Option<String>,
+    /// Of this channel.
+    pub channel: Option<String>,
+    /// Of tasks of this run.
+    pub run_id: Option<String>,
+    /// Accepted at or after this (Unix ms).
+    pub since: Option<i64>,
+    /// After this position of the list (`created_at`, `id`): the next page.
+    pub after: Option<(i64, String)>,
+}
+
 /// A worker task as `GET /v1/workers` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkerRow {
+    /// The task's row id: its place in the list (newest first), for cursors.
+    #[serde(skip)]
+    pub row: i64,
     /// Run id.
     pub run_id: String,
     /// Worker id.
@@ -29,11 +47,14 @@ pub struct WorkerRow {
     pub event: Value,
     /// Channels the task was routed to.
     pub channels: Vec<String>,
-    /// Unix ms of the first event.
+    /// When the first event arrived (RFC 3339 in the API).
+    #[serde(serialize_with = "crate::api_time::at")]
     pub first_seen_at: i64,
-    /// Unix ms of the last event.
+    /// When the last event arrived.
+    #[serde(serialize_with = "crate::api_time::at")]
     pub updated_at: i64,
-    /// Unix ms of the last heartbeat, if any.
+    /// When the last heartbeat arrived, if any.
+    #[serde(serialize_with = "crate::api_time::maybe_at")]
     pub last_heartbeat_at: Option<i64>,
 }
 
@@ -42,7 +63,8 @@ pub struct WorkerRow {
 pub struct JournalEntry {
     /// Ingest-order cursor: pass it as `after` to page.
     pub id: i64,
-    /// Unix ms when herald accepted it.
+    /// When herald accepted it.
+    #[serde(serialize_with = "crate::api_time::at")]
     pub received_at: i64,
     /// The event, normalised.
     pub event: Value,
@@ -61,11 +83,14 @@ pub struct ReceiptRow {
     pub attempts: i64,
     /// Last failure, if any.
     pub last_error: Option<String>,
-    /// Unix ms of the next attempt (pending receipts).
+    /// When the next attempt is due (pending receipts).
+    #[serde(serialize_with = "crate::api_time::maybe_at")]
     pub next_attempt_at: Option<i64>,
-    /// Unix ms the event was accepted.
+    /// When the event was accepted.
+    #[serde(serialize_with = "crate::api_time::at")]
     pub created_at: i64,
-    /// Unix ms the platform confirmed it.
+    /// When the platform confirmed it.
+    #[serde(serialize_with = "crate::api_time::maybe_at")]
     pub surfaced_at: Option<i64>,
     /// The platform's message id once surfaced.
     pub message_id: Option<String>,
@@ -78,6 +103,7 @@ pub struct ReceiptRow {
     /// The terminal state notified.
     pub state: String,
     /// When it missed its delivery contract (and went to the fallback).
+    #[serde(serialize_with = "crate::api_time::maybe_at")]
     pub missed_at: Option<i64>,
     /// Why it missed, or — on a fallback — why the channel it stands in
     /// for did.
@@ -89,6 +115,7 @@ pub struct ReceiptRow {
 /// A [`WorkerRow`] from a row of tasks with their channels joined by U+001F.
 pub(crate) fn worker_row_from(r: &impl Columns) -> Result<WorkerRow, StoreError> {
     Ok(WorkerRow {
+        row: r.int("id")?,
         run_id: r.text("run_id")?,
         worker_id: r.text("worker_id")?,
         task_id: r.text("task_id")?,
@@ -157,11 +184,13 @@ pub struct StateCount {
 /// Read-only views for the HTTP API.
 #[async_trait::async_trait]
 pub trait QueryStore: Send + Sync {
-    /// Worker tasks, most recently updated first.
+    /// Worker tasks, newest first (by when herald first saw them, a
+    /// place that never changes, so pages are stable), after row `after`.
     async fn workers(
         &self,
         run_id: Option<&str>,
         state: Option<&str>,
+        after: Option<i64>,
         limit: i64,
     ) -> Result<Vec<WorkerRow>, StoreError>;
 
@@ -190,8 +219,9 @@ pub trait QueryStore: Send + Sync {
     /// Total events in the journal (for tests, benchmarks and metrics).
     async fn event_count(&self) -> Result<i64, StoreError>;
 
-    /// Delivery receipts, newest first, optionally of one status.
-    async fn receipts(&self, status: Option<&str>, limit: i64) -> Result<Vec<ReceiptRow>, StoreError>;
+    /// Delivery receipts that `filter` allows, newest first (accepted
+    /// time, then id).
+    async fn receipts(&self, filter: &ReceiptFilter, limit: i64) -> Result<Vec<ReceiptRow>, StoreError>;
 
     /// Tasks per state shown (of one run, or all).
     async fn state_counts(&self, run_id: Option<&str>) -> Result<Vec<StateCount>, StoreError>;

@@ -235,6 +235,11 @@ pub trait ReceiptStore: Send + Sync {
     /// or `None` when there is no failed receipt with that id.
     async fn replay_receipt(&self, id: &str, now: i64) -> Result<Option<String>, StoreError>;
 
+    /// Re-drive every failed receipt (of `channel`, or of all channels):
+    /// due now, like [`ReceiptStore::replay_receipt`]. Returns how many
+    /// per channel.
+    async fn replay_failed(&self, channel: Option<&str>, now: i64) -> Result<Vec<(String, i64)>, StoreError>;
+
     /// The status of one receipt, if it exists.
     async fn receipt_status(&self, id: &str) -> Result<Option<String>, StoreError>;
 

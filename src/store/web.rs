@@ -17,9 +17,11 @@ pub struct WebMessageRow {
     pub channel: String,
     /// The rendered message.
     pub body: Value,
-    /// Unix ms created.
+    /// When it was created (RFC 3339 in the API).
+    #[serde(serialize_with = "crate::api_time::at")]
     pub created_at: i64,
-    /// Unix ms last edited.
+    /// When it was last edited.
+    #[serde(serialize_with = "crate::api_time::at")]
     pub updated_at: i64,
 }
 

@@ -13,9 +13,10 @@ impl QueryStore for PgStore {
         &self,
         run_id: Option<&str>,
         state: Option<&str>,
+        after: Option<i64>,
         limit: i64,
     ) -> Result<Vec<WorkerRow>, StoreError> {
-        self.select_workers(run_id, state, false, limit).await
+        self.select_workers(run_id, state, after, false, limit).await
     }
 
     async fn state_counts(&self, run_id: Option<&str>) -> Result<Vec<StateCount>, StoreError> {
@@ -39,7 +40,7 @@ impl QueryStore for PgStore {
     }
 
     async fn stale_tasks(&self, run_id: Option<&str>, limit: i64) -> Result<Vec<WorkerRow>, StoreError> {
-        self.select_workers(run_id, None, true, limit).await
+        self.select_workers(run_id, None, None, true, limit).await
     }
 
     async fn journal(
@@ -101,15 +102,34 @@ impl QueryStore for PgStore {
             .await?)
     }
 
-    async fn receipts(&self, status: Option<&str>, limit: i64) -> Result<Vec<ReceiptRow>, StoreError> {
+    async fn receipts(&self, filter: &ReceiptFilter, limit: i64) -> Result<Vec<ReceiptRow>, StoreError> {
         let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
             "SELECT r.id, r.channel, r.status, r.attempts, r.last_error, r.next_attempt_at, r.created_at, \
              r.surfaced_at, r.message_id, r.missed_at, r.miss_reason, r.fallback_for, t.run_id, t.worker_id, \
              t.task_id, e.state \
              FROM receipts r JOIN tasks t ON t.id = r.task JOIN events e ON e.run_id = t.run_id AND e.worker_id = t.worker_id AND e.task_id = t.task_id AND e.seq = r.event_seq",
         );
-        if let Some(status) = status {
-            qb.push(" WHERE r.status = ").push_bind(status.to_owned());
+        qb.push(" WHERE 1 = 1");
+        if let Some(status) = &filter.status {
+            qb.push(" AND r.status = ").push_bind(status.clone());
+        }
+        if let Some(channel) = &filter.channel {
+            qb.push(" AND r.channel = ").push_bind(channel.clone());
+        }
+        if let Some(run) = &filter.run_id {
+            qb.push(" AND t.run_id = ").push_bind(run.clone());
+        }
+        if let Some(since) = filter.since {
+            qb.push(" AND r.created_at >= ").push_bind(since);
+        }
+        if let Some((created_at, id)) = &filter.after {
+            qb.push(" AND (r.created_at < ")
+                .push_bind(*created_at)
+                .push(" OR (r.created_at = ")
+                .push_bind(*created_at)
+                .push(" AND r.id > ")
+                .push_bind(id.clone())
+                .push("))");
         }
         qb.push(" ORDER BY r.created_at DESC, r.id LIMIT ")
             .push_bind(limit);
@@ -123,6 +143,7 @@ impl PgStore {
         &self,
         run_id: Option<&str>,
         state: Option<&str>,
+        after: Option<i64>,
         stale_only: bool,
         limit: i64,
     ) -> Result<Vec<WorkerRow>, StoreError> {
@@ -138,11 +159,21 @@ impl PgStore {
         if let Some(state) = state {
             qb.push(" AND t.state = ").push_bind(state.to_owned());
         }
+        if let Some(after) = after {
+            qb.push(" AND t.id < ").push_bind(after);
+        }
         if stale_only {
             qb.push(" AND t.stale_since IS NOT NULL AND NOT t.terminal");
         }
-        qb.push(" ORDER BY t.updated_at DESC, t.id DESC LIMIT ")
-            .push_bind(limit);
+        // The stale list is read whole (by the bot): most recently
+        // updated first. The worker list pages, so by a place that never
+        // changes: newest task first.
+        qb.push(if stale_only {
+            " ORDER BY t.updated_at DESC, t.id DESC LIMIT "
+        } else {
+            " ORDER BY t.id DESC LIMIT "
+        })
+        .push_bind(limit);
         let rows = qb.build().fetch_all(&self.pool).await?;
         rows.iter().map(worker_row_from).collect()
     }

@@ -453,6 +453,23 @@ impl ReceiptStore for PgStore {
         Ok(channel)
     }
 
+    async fn replay_failed(&self, channel: Option<&str>, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        let channels: Vec<String> = sqlx::query_scalar(
+            "UPDATE receipts SET status = 'pending', next_attempt_at = $1, created_at = $2, lease_until = NULL \
+             WHERE status = 'failed' AND ($3::TEXT IS NULL OR channel = $3) RETURNING channel",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(channel)
+        .fetch_all(&self.delivery)
+        .await?;
+        let mut counts: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+        for c in channels {
+            *counts.entry(c).or_default() += 1;
+        }
+        Ok(counts.into_iter().collect())
+    }
+
     async fn receipt_status(&self, id: &str) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar("SELECT status FROM receipts WHERE id = $1")
             .bind(id)

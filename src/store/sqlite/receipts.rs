@@ -452,6 +452,24 @@ impl ReceiptStore for SqliteStore {
         Ok(channel)
     }
 
+    async fn replay_failed(&self, channel: Option<&str>, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        let channels: Vec<String> = sqlx::query_scalar(
+            "UPDATE receipts SET status = 'pending', next_attempt_at = ?, created_at = ?, lease_until = NULL \
+             WHERE status = 'failed' AND (? IS NULL OR channel = ?) RETURNING channel",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(channel)
+        .bind(channel)
+        .fetch_all(&self.delivery)
+        .await?;
+        let mut counts: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+        for c in channels {
+            *counts.entry(c).or_default() += 1;
+        }
+        Ok(counts.into_iter().collect())
+    }
+
     async fn receipt_status(&self, id: &str) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar("SELECT status FROM receipts WHERE id = ?")
             .bind(id)
