@@ -100,6 +100,7 @@ pub async fn serve(
         web.clone(),
     ));
     let refreshing = tokio::spawn(reloader.clone().keep_refreshing());
+    let pruning = tokio::spawn(crate::retention::keep_pruning(store.clone(), config_rx.clone()));
     let state = AppState {
         store: store.clone(),
         writer,
@@ -155,6 +156,7 @@ pub async fn serve(
     info!("stopped accepting; draining in-flight deliveries");
     contracts.abort();
     refreshing.abort();
+    pruning.abort();
     if let Some(polling) = telegram_poll {
         polling.abort();
     }

@@ -23,6 +23,7 @@ pub mod protocol;
 pub mod redact;
 pub mod reloader;
 pub mod render;
+pub mod retention;
 pub mod routing;
 pub mod store;
 pub mod tasks;

@@ -38,6 +38,8 @@ pub const INBOUND_REJECTED: &str = "herald_inbound_rejected_total";
 pub const EVENT_POLICIES_IGNORED: &str = "herald_event_policies_ignored_total";
 /// Notifications that missed their delivery contract, by channel.
 pub const SLA_MISSED: &str = "herald_delivery_sla_missed_total";
+/// Rows deleted past retention, by kind.
+pub const RETENTION_DELETED: &str = "herald_retention_deleted_total";
 
 /// Install the process-wide recorder and describe every metric.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
@@ -95,6 +97,10 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         "Events whose own extra.alert_policy herald ignored (escalation is what [[escalations]] configures)."
     );
     describe_counter!(
+        RETENTION_DELETED,
+        "Rows deleted past [store] retention, by kind (tasks, events, receipts, web_messages)."
+    );
+    describe_counter!(
         SLA_MISSED,
         "Notifications not surfaced within [contracts] surface_within, or failed for good, on a channel with a fallback (each sent there once), by channel."
     );
@@ -114,6 +120,13 @@ pub fn inbound_rejected(platform: &'static str, reason: &'static str) {
 /// Count events whose own alert policy was ignored.
 pub fn event_policies_ignored(count: usize) {
     counter!(EVENT_POLICIES_IGNORED).increment(count as u64);
+}
+
+/// Count rows deleted past retention.
+pub fn retention_deleted(kind: &'static str, rows: u64) {
+    if rows > 0 {
+        counter!(RETENTION_DELETED, "kind" => kind).increment(rows);
+    }
 }
 
 /// Count a notification that missed its delivery contract on `channel`.

@@ -126,7 +126,13 @@ pub struct StoreConfig {
     /// replicas, or a PostgreSQL you already run and back up). May carry
     /// a password: show it with [`StoreConfig::shown`].
     pub url: String,
+    /// How long finished tasks are kept (their journal, surfaced
+    /// receipts, web messages); failed receipts are kept `max_age` longer.
+    pub retention: Duration,
 }
+
+/// `[store] retention` unless set.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl StoreConfig {
     /// The URL with any password replaced, for logs and summaries.

@@ -74,6 +74,7 @@ pub struct RawServer {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawStore {
     pub url: Option<SpannedStr>,
+    pub retention: Option<SpannedStr>,
 }
 
 #[derive(Debug, Deserialize)]

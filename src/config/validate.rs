@@ -371,17 +371,21 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
     }
 
     fn store(&mut self, raw: &RawConfig) -> Option<StoreConfig> {
+        let retention = self
+            .positive_duration(raw.store.retention.as_ref(), "store.retention")?
+            .unwrap_or(super::DEFAULT_RETENTION);
         let Some(url) = &raw.store.url else {
             return Some(StoreConfig {
                 url: DEFAULT_STORE.to_owned(),
+                retention,
             });
         };
         let text = self.non_empty(url, "store.url")?;
         if text.starts_with("sqlite:") {
-            Some(StoreConfig { url: text })
+            Some(StoreConfig { url: text, retention })
         } else if crate::store::is_postgres(&text) {
             // Checked for form only: check-config does not need the server.
-            let config = StoreConfig { url: text };
+            let config = StoreConfig { url: text, retention };
             match <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&config.url) {
                 Ok(_) => Some(config),
                 Err(e) => {

@@ -22,6 +22,7 @@ mod postgres;
 mod progress;
 mod queries;
 mod receipts;
+mod retention;
 mod runtime_channels;
 mod sqlite;
 mod web;
@@ -44,6 +45,7 @@ pub use queries::{JournalEntry, QueryStore, ReceiptFilter, ReceiptRow, StateCoun
 pub use receipts::{
     Claimable, ClaimedReceipt, ReceiptOutcome, ReceiptStore, ReceiptUpdate, UnverifiedReceipt,
 };
+pub use retention::{Pruned, RetentionStore};
 pub use runtime_channels::RuntimeChannelStore;
 pub use sqlite::{SqliteStore, held_by_another};
 pub use web::{WebMessageRow, WebStore};
@@ -145,6 +147,7 @@ pub trait Backend:
     + ContractStore
     + FallbackStore
     + RuntimeChannelStore
+    + RetentionStore
     + BotOffsetStore
     + Lifecycle
     + std::fmt::Debug
@@ -164,6 +167,7 @@ impl<T> Backend for T where
         + ContractStore
         + FallbackStore
         + RuntimeChannelStore
+        + RetentionStore
         + BotOffsetStore
         + Lifecycle
         + std::fmt::Debug

@@ -24,8 +24,9 @@ use tokio_stream::wrappers::BroadcastStream;
 use super::WebChannel;
 use crate::config::{ChannelTarget, Config};
 
-/// Messages shown when a page opens.
-const RECENT: i64 = 200;
+/// Messages a page shows at most (the newest; the page drops older ones
+/// as new ones arrive).
+const RECENT: i64 = 500;
 
 const CHANNEL_PAGE: &str = include_str!("channel.html");
 

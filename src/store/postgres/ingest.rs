@@ -53,7 +53,10 @@ fn key_columns(keys: &[TaskKey]) -> (Vec<&str>, Vec<&str>, Vec<&str>) {
 /// feeds the outer scan in its order, so every batch locks in the same
 /// order. Two tasks whose hashes collide share a lock, which only
 /// serialises them.
-async fn lock_tasks(tx: &mut Transaction<'_, Postgres>, keys: &[TaskKey]) -> Result<(), StoreError> {
+pub(super) async fn lock_tasks(
+    tx: &mut Transaction<'_, Postgres>,
+    keys: &[TaskKey],
+) -> Result<(), StoreError> {
     let (runs, workers, tasks) = key_columns(keys);
     sqlx::query(
         "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT \

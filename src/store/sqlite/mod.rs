@@ -11,6 +11,7 @@ mod leases;
 mod progress;
 mod queries;
 mod receipts;
+mod retention;
 mod runtime_channels;
 mod web;
 
