@@ -2,8 +2,8 @@
 //! call the store and answer. Errors become JSON in `error.rs`.
 
 mod auth;
-mod body;
-mod error;
+pub mod body;
+pub mod error;
 mod pages;
 pub mod plan;
 mod queries;
