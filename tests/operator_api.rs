@@ -160,6 +160,8 @@ async fn deliveries_page_past_a_thousand_with_stable_cursors_filters_and_rfc3339
         ("/v1/deliveries?since=yesterday", "since"),
         ("/v1/deliveries?status=lost", "status"),
         ("/v1/workers?cursor=abc", "cursor"),
+        ("/v1/deliveries?limit=abc", "query"),
+        ("/v1/workers?limit=99999999999999999999", "query"),
     ] {
         let (status, body) = h.get(path).await;
         assert_eq!(status, 400, "{path}: {body}");

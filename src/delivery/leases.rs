@@ -122,7 +122,7 @@ pub fn plan(me: &str, live: &[String], channels: &[String], leases: &[LeaseRow],
 }
 
 /// What `GET /v1/replicas` shows.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReplicasView {
     /// Every registered replica.
     pub replicas: Vec<ReplicaView>,
@@ -131,7 +131,7 @@ pub struct ReplicasView {
 }
 
 /// One replica and the channels it delivers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReplicaView {
     /// Replica id.
     pub id: String,
@@ -141,19 +141,22 @@ pub struct ReplicaView {
     pub alive: bool,
     /// When it joined (RFC 3339 in the API).
     #[serde(serialize_with = "crate::api_time::at")]
+    #[schema(value_type = String, format = DateTime)]
     pub started_at: i64,
     /// Its last heartbeat.
     #[serde(serialize_with = "crate::api_time::at")]
+    #[schema(value_type = String, format = DateTime)]
     pub heartbeat_at: i64,
     /// When its registration lapses without a heartbeat.
     #[serde(serialize_with = "crate::api_time::at")]
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: i64,
     /// The leases it holds (none once it is not alive).
     pub channels: Vec<HeldView>,
 }
 
 /// One lease a replica holds.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HeldView {
     /// Channel name.
     pub channel: String,
@@ -161,6 +164,7 @@ pub struct HeldView {
     pub epoch: i64,
     /// When it lapses unless renewed.
     #[serde(serialize_with = "crate::api_time::at")]
+    #[schema(value_type = String, format = DateTime)]
     pub lease_expires_at: i64,
 }
 

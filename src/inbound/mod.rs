@@ -85,6 +85,13 @@ async fn answer(state: &AppState, words: &str) -> Answer {
 }
 
 /// `POST /v1/inbound/slack`: a slash command (`/herald status [run]`).
+/// Slack's calls to the bot: a slash command or interaction, form-encoded, verified before anything is read.
+#[utoipa::path(post, path = "/v1/inbound/slack", tag = "bot",
+    request_body(content = String, description = "a slash command or interaction, form-encoded", content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "The bot's answer, in Slack's format", body = Object),
+        (status = 400, description = "Not a payload the bot understands", body = crate::ingest::shapes::ErrorBody),
+        (status = 401, description = "Not signed by Slack (or stale)", body = crate::ingest::shapes::ErrorBody),
+        (status = 404, description = "Slack is not configured", body = crate::ingest::shapes::ErrorBody)))]
 pub async fn slack(State(state): State<AppState>, request: axum::extract::Request) -> Response {
     let (parts, raw) = request.into_parts();
     let Some(secret) = inbound_secret(&state, |a| &a.slack) else {
@@ -126,6 +133,13 @@ async fn slack_command(state: &AppState, words: &str) -> Value {
 }
 
 /// `POST /v1/inbound/discord`: an interaction (PING, the `/herald` command).
+/// Discord's calls to the bot: an interaction, verified before anything is read.
+#[utoipa::path(post, path = "/v1/inbound/discord", tag = "bot",
+    request_body(content = Object, description = "an interaction", content_type = "application/json"),
+    responses((status = 200, description = "The bot's answer, in Discord's format", body = Object),
+        (status = 400, description = "Not a payload the bot understands", body = crate::ingest::shapes::ErrorBody),
+        (status = 401, description = "Not signed by Discord (or stale)", body = crate::ingest::shapes::ErrorBody),
+        (status = 404, description = "Discord is not configured", body = crate::ingest::shapes::ErrorBody)))]
 pub async fn discord(State(state): State<AppState>, request: axum::extract::Request) -> Response {
     let (parts, raw) = request.into_parts();
     let Some(key) = inbound_secret(&state, |a| &a.discord) else {
@@ -181,6 +195,13 @@ async fn discord_interaction(state: &AppState, interaction: &Value) -> Option<Va
 
 /// `POST /v1/inbound/telegram`: a webhook update (`/status [run]`, a
 /// press of Acknowledge), answered in the response with a Bot API method.
+/// Telegram's calls to the bot: an update, verified before anything is read.
+#[utoipa::path(post, path = "/v1/inbound/telegram", tag = "bot",
+    request_body(content = Object, description = "an update", content_type = "application/json"),
+    responses((status = 200, description = "The bot's answer, in Telegram's format", body = Object),
+        (status = 400, description = "Not a payload the bot understands", body = crate::ingest::shapes::ErrorBody),
+        (status = 401, description = "Not signed by Telegram (or stale)", body = crate::ingest::shapes::ErrorBody),
+        (status = 404, description = "Telegram is not configured", body = crate::ingest::shapes::ErrorBody)))]
 pub async fn telegram(State(state): State<AppState>, request: axum::extract::Request) -> Response {
     let (parts, raw) = request.into_parts();
     let Some(secret) = inbound_secret(&state, |a| &a.telegram) else {

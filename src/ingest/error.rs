@@ -56,6 +56,11 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A typed answer (one of `shapes.rs`) with a status.
+pub fn answer<T: serde::Serialize>(status: StatusCode, body: T) -> Response {
+    (status, Json(body)).into_response()
+}
+
 /// A JSON success answer with a status.
 pub fn ok(status: StatusCode, body: Value) -> Response {
     (status, Json(body)).into_response()

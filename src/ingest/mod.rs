@@ -4,10 +4,13 @@
 mod auth;
 pub mod body;
 pub mod error;
+mod extract;
+pub mod openapi;
 mod pages;
 pub mod plan;
 mod queries;
 pub mod reads;
+pub mod shapes;
 pub mod writer;
 
 use std::sync::Arc;
@@ -19,13 +22,13 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde_json::json;
 use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::store::Store;
 pub use auth::{Auth, authenticate};
 pub use error::ApiError;
+use shapes::{Accepted, ErrorBody, EventsIn, Health, Reloaded};
 use writer::IngestWriter;
 
 /// Something that re-reads the config (`POST /-/reload`, SIGHUP).
@@ -81,6 +84,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
+        .route("/openapi.json", get(openapi::document))
         // Ingest enforces `server.max_body_bytes` itself, with a JSON 413.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
@@ -102,6 +106,18 @@ fn check_auth(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// Ingest worker events (SPEC §3.1): durable before the answer.
+#[utoipa::path(post, path = "/v1/events", tag = "ingest",
+    request_body(content = EventsIn, description = "One event, an array, or NDJSON (application/x-ndjson)",
+        content_type = "application/json"),
+    responses(
+        (status = 202, description = "Stored (journaled) before this answer", body = Accepted),
+        (status = 400, description = "Bad input; nothing was stored", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 413, description = "Body larger than server.max_body_bytes", body = ErrorBody),
+        (status = 503, description = "Store unreachable or herald stopping; nothing was stored", body = ErrorBody),
+    ),
+    security(("bearer" = []), ()))]
 async fn post_events(State(state): State<AppState>, request: Request<axum::body::Body>) -> Response {
     match ingest(state, request).await {
         Ok(r) => r,
@@ -135,10 +151,14 @@ async fn ingest(state: AppState, request: Request<axum::body::Body>) -> Result<R
         })?;
     }
     let report = commit(&state, events).await?;
-    Ok(error::ok(
-        StatusCode::ACCEPTED,
-        json!({"accepted": report.accepted, "duplicates": report.duplicates}),
-    ))
+    Ok(error::answer(StatusCode::ACCEPTED, accepted(&report)))
+}
+
+fn accepted(report: &plan::RequestReport) -> Accepted {
+    Accepted {
+        accepted: report.accepted as u64,
+        duplicates: report.duplicates as u64,
+    }
 }
 
 /// Commit events through the group-commit writer: durable when it returns.
@@ -181,12 +201,28 @@ async fn read_body(
         })
 }
 
+/// Prometheus Alertmanager webhook (payload version 4).
+#[utoipa::path(post, path = "/v1/alerts/alertmanager", tag = "alerts",
+    request_body(content = Object, description = "Alertmanager's webhook payload", content_type = "application/json"),
+    responses((status = 200, description = "Every alert of the payload stored", body = Accepted), (status = 400, description = "Bad input; nothing was stored", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 413, description = "Body larger than server.max_body_bytes", body = ErrorBody),
+        (status = 503, description = "Store unreachable or herald stopping; nothing was stored", body = ErrorBody),),
+    security(("bearer" = []), ()))]
 async fn post_alertmanager(State(state): State<AppState>, request: Request<axum::body::Body>) -> Response {
     take_alerts(state, request, crate::alerts::AlertSource::Alertmanager)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
+/// Grafana webhook contact point (payload version 1).
+#[utoipa::path(post, path = "/v1/alerts/grafana", tag = "alerts",
+    request_body(content = Object, description = "Grafana's webhook payload", content_type = "application/json"),
+    responses((status = 200, description = "Every alert of the payload stored", body = Accepted), (status = 400, description = "Bad input; nothing was stored", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 413, description = "Body larger than server.max_body_bytes", body = ErrorBody),
+        (status = 503, description = "Store unreachable or herald stopping; nothing was stored", body = ErrorBody),),
+    security(("bearer" = []), ()))]
 async fn post_grafana(State(state): State<AppState>, request: Request<axum::body::Body>) -> Response {
     take_alerts(state, request, crate::alerts::AlertSource::Grafana)
         .await
@@ -228,12 +264,18 @@ async fn take_alerts(
     } else {
         commit(&state, events).await?
     };
-    Ok(error::ok(
-        StatusCode::OK,
-        json!({"accepted": report.accepted, "duplicates": report.duplicates}),
-    ))
+    Ok(error::answer(StatusCode::OK, accepted(&report)))
 }
 
+/// Re-read the config file (as SIGHUP does).
+#[utoipa::path(post, path = "/-/reload", tag = "operations",
+    responses(
+        (status = 200, description = "The new config is running", body = Reloaded),
+        (status = 400, description = "The file is invalid; the old config stays", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 403, description = "No [[sources]]: reload by SIGHUP", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 async fn reload(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     if state.config.borrow().sources.is_empty() {
         return Err(ApiError::new(
@@ -243,9 +285,12 @@ async fn reload(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
     }
     check_auth(&state, &headers)?;
     match state.reloader.reload().await {
-        Ok(summary) => Ok(error::ok(
+        Ok(summary) => Ok(error::answer(
             StatusCode::OK,
-            json!({"reloaded": true, "summary": summary}),
+            Reloaded {
+                reloaded: true,
+                summary,
+            },
         )),
         Err(errors) => Err(
             ApiError::new(StatusCode::BAD_REQUEST, "config rejected; the old config stays")
@@ -254,18 +299,38 @@ async fn reload(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
     }
 }
 
+/// Liveness: 200 while the process runs.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = Health)))]
 async fn healthz() -> Response {
-    error::ok(StatusCode::OK, json!({"status": "ok"}))
+    error::answer(
+        StatusCode::OK,
+        Health {
+            status: "ok".to_owned(),
+        },
+    )
 }
 
+/// Readiness: 200 when the store answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready", body = Health),
+        (status = 503, description = "The store does not answer", body = ErrorBody)))]
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.store.ping().await {
-        error::ok(StatusCode::OK, json!({"status": "ready"}))
+        error::answer(
+            StatusCode::OK,
+            Health {
+                status: "ready".to_owned(),
+            },
+        )
     } else {
         ApiError::unavailable("the store is not reachable").into_response()
     }
 }
 
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn render_metrics(State(state): State<AppState>) -> Response {
     match state.store.receipt_counts().await {
         Ok(counts) => {

@@ -1,20 +1,22 @@
 //! Read endpoints and the dead-letter replay.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::json;
 
 use super::AppState;
-use super::error::{ApiError, ok};
+use super::error::{ApiError, answer};
+use super::extract::Query;
 use super::pages;
+use super::shapes::{DeliveriesPage, ErrorBody, JournalPage, Replicas, Retried, RetriedMany, WorkersPage};
 use crate::store::{ReceiptFilter, now_ms};
 
 const RECEIPT_STATUSES: &[&str] = &["pending", "sending", "surfaced", "failed"];
 
 /// `GET /v1/workers` parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WorkersQuery {
     run_id: Option<String>,
     state: Option<String>,
@@ -22,6 +24,12 @@ pub struct WorkersQuery {
     cursor: Option<String>,
 }
 
+/// Worker tasks, newest first (SPEC §3.3 pages).
+#[utoipa::path(get, path = "/v1/workers", tag = "reads", params(WorkersQuery),
+    responses((status = 200, description = "A page", body = WorkersPage), (status = 400, description = "A bad parameter, named in `field`", body = ErrorBody),
+        (status = 401, description = "Missing or wrong read token", body = ErrorBody),
+        (status = 503, description = "The store does not answer", body = ErrorBody),),
+    security(("bearer" = []), ()))]
 pub async fn workers(
     State(state): State<AppState>,
     Query(q): Query<WorkersQuery>,
@@ -34,21 +42,33 @@ pub async fn workers(
         .await
         .map_err(|e| ApiError::internal("could not list workers", e))?;
     let (rows, next) = pages::split(rows, limit, |w| w.row);
-    Ok(ok(
+    Ok(answer(
         StatusCode::OK,
-        json!({ "workers": rows, "next_cursor": next }),
+        WorkersPage {
+            workers: rows,
+            next_cursor: next,
+        },
     ))
 }
 
 /// Journal paging parameters: `cursor` (or the event id `after`, as the
 /// spec's table names it).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct JournalQuery {
     limit: Option<i64>,
     after: Option<i64>,
     cursor: Option<String>,
 }
 
+/// One task's journal, in ingest order.
+#[utoipa::path(get, path = "/v1/workers/{run_id}/{worker_id}/{task_id}/events", tag = "reads",
+    params(("run_id" = String, Path), ("worker_id" = String, Path), ("task_id" = String, Path), JournalQuery),
+    responses((status = 200, description = "A page", body = JournalPage),
+        (status = 404, description = "No such worker task", body = ErrorBody), (status = 400, description = "A bad parameter, named in `field`", body = ErrorBody),
+        (status = 401, description = "Missing or wrong read token", body = ErrorBody),
+        (status = 503, description = "The store does not answer", body = ErrorBody),),
+    security(("bearer" = []), ()))]
 pub async fn journal(
     State(state): State<AppState>,
     Path((run_id, worker_id, task_id)): Path<(String, String, String)>,
@@ -74,14 +94,18 @@ pub async fn journal(
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such worker task"));
     }
     let (events, next) = pages::split(events, limit, |e| e.id);
-    Ok(ok(
+    Ok(answer(
         StatusCode::OK,
-        json!({ "events": events, "next_cursor": next }),
+        JournalPage {
+            events,
+            next_cursor: next,
+        },
     ))
 }
 
 /// `GET /v1/deliveries` parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeliveriesQuery {
     status: Option<String>,
     channel: Option<String>,
@@ -102,6 +126,12 @@ fn status_of(status: Option<&str>) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// Delivery receipts, newest first.
+#[utoipa::path(get, path = "/v1/deliveries", tag = "reads", params(DeliveriesQuery),
+    responses((status = 200, description = "A page", body = DeliveriesPage), (status = 400, description = "A bad parameter, named in `field`", body = ErrorBody),
+        (status = 401, description = "Missing or wrong read token", body = ErrorBody),
+        (status = 503, description = "The store does not answer", body = ErrorBody),),
+    security(("bearer" = []), ()))]
 pub async fn deliveries(
     State(state): State<AppState>,
     Query(q): Query<DeliveriesQuery>,
@@ -130,12 +160,24 @@ pub async fn deliveries(
         .await
         .map_err(|e| ApiError::internal("could not list deliveries", e))?;
     let (rows, next) = pages::split(rows, limit, |r| (r.created_at, r.id.clone()));
-    Ok(ok(
+    Ok(answer(
         StatusCode::OK,
-        json!({ "deliveries": rows, "next_cursor": next }),
+        DeliveriesPage {
+            deliveries: rows,
+            next_cursor: next,
+        },
     ))
 }
 
+/// Re-drive one failed receipt (dead-letter replay).
+#[utoipa::path(post, path = "/v1/deliveries/{id}/retry", tag = "deliveries",
+    params(("id" = String, Path, description = "Receipt id")),
+    responses((status = 202, description = "Pending again", body = Retried),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "No such receipt", body = ErrorBody),
+        (status = 409, description = "The receipt is not failed", body = ErrorBody),
+        (status = 503, description = "The store does not answer", body = ErrorBody)),
+    security(("bearer" = []), ()))]
 pub async fn retry_delivery(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
@@ -145,7 +187,13 @@ pub async fn retry_delivery(
     match state.store.replay_receipt(&id, now_ms()).await {
         Ok(Some(channel)) => {
             state.waker.wake(&channel);
-            Ok(ok(StatusCode::ACCEPTED, json!({"id": id, "status": "pending"})))
+            Ok(answer(
+                StatusCode::ACCEPTED,
+                Retried {
+                    id,
+                    status: "pending".to_owned(),
+                },
+            ))
         }
         Ok(None) => match state.store.receipt_status(&id).await {
             Ok(Some(status)) => Err(ApiError::new(
@@ -161,7 +209,8 @@ pub async fn retry_delivery(
 }
 
 /// `POST /v1/deliveries/retry` parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RetryQuery {
     status: Option<String>,
     channel: Option<String>,
@@ -170,6 +219,14 @@ pub struct RetryQuery {
 /// Re-drive every failed receipt of a channel (or of all channels) at once:
 /// after fixing a channel's permissions, one call instead of one per
 /// receipt. Answers how many, per channel.
+/// Re-drive every failed receipt of a channel, or of all channels.
+#[utoipa::path(post, path = "/v1/deliveries/retry", tag = "deliveries", params(RetryQuery),
+    responses((status = 202, description = "Pending again, counted", body = RetriedMany),
+        (status = 400, description = "status=failed is missing", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "No such channel", body = ErrorBody),
+        (status = 503, description = "The store does not answer", body = ErrorBody)),
+    security(("bearer" = []), ()))]
 pub async fn retry_deliveries(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
@@ -201,17 +258,24 @@ pub async fn retry_deliveries(
         state.waker.wake(channel);
     }
     let retried: i64 = counts.iter().map(|(_, n)| n).sum();
-    let channels: serde_json::Map<String, serde_json::Value> =
-        counts.into_iter().map(|(c, n)| (c, json!(n))).collect();
-    Ok(ok(
+    Ok(answer(
         StatusCode::ACCEPTED,
-        json!({"retried": retried, "channels": channels}),
+        RetriedMany {
+            retried,
+            channels: counts.into_iter().collect(),
+        },
     ))
 }
 
 /// `GET /v1/replicas`: the replicas of this store, whether each is alive,
 /// and the channels each delivers with their lease expiries; channels no
 /// live replica holds are listed apart (being taken over, or never taken).
+/// Which replica delivers which channel.
+#[utoipa::path(get, path = "/v1/replicas", tag = "reads",
+    responses((status = 200, description = "Replicas and their leases", body = Replicas),
+        (status = 401, description = "Missing or wrong read token", body = ErrorBody),
+        (status = 503, description = "The store does not answer", body = ErrorBody)),
+    security(("bearer" = []), ()))]
 pub async fn replicas(State(state): State<AppState>) -> Result<Response, ApiError> {
     let now = now_ms();
     let replicas = state
@@ -225,8 +289,6 @@ pub async fn replicas(State(state): State<AppState>) -> Result<Response, ApiErro
         .await
         .map_err(|e| ApiError::internal("could not list channel leases", e))?;
     let configured: Vec<String> = state.config.borrow().channels.keys().cloned().collect();
-    let view = crate::delivery::leases::view(&replicas, &leases, &configured, now);
-    let body =
-        serde_json::to_value(&view).map_err(|e| ApiError::internal("could not encode the replicas", e))?;
-    Ok(ok(StatusCode::OK, body))
+    let view: Replicas = crate::delivery::leases::view(&replicas, &leases, &configured, now);
+    Ok(answer(StatusCode::OK, view))
 }

@@ -22,7 +22,7 @@ pub struct ReceiptFilter {
 }
 
 /// A worker task as `GET /v1/workers` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WorkerRow {
     /// The task's row id: its place in the list (newest first), for cursors.
     #[serde(skip)]
@@ -42,36 +42,43 @@ pub struct WorkerRow {
     /// Whether the task has ended.
     pub terminal: bool,
     /// Merged labels.
+    #[schema(value_type = Object)]
     pub labels: Value,
     /// The displayed event.
+    #[schema(value_type = Object)]
     pub event: Value,
     /// Channels the task was routed to.
     pub channels: Vec<String>,
     /// When the first event arrived (RFC 3339 in the API).
     #[serde(serialize_with = "crate::api_time::at")]
+    #[schema(value_type = String, format = DateTime)]
     pub first_seen_at: i64,
     /// When the last event arrived.
     #[serde(serialize_with = "crate::api_time::at")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
     /// When the last heartbeat arrived, if any.
     #[serde(serialize_with = "crate::api_time::maybe_at")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_heartbeat_at: Option<i64>,
 }
 
 /// One journaled event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JournalEntry {
     /// Ingest-order cursor: pass it as `after` to page.
     pub id: i64,
     /// When herald accepted it.
     #[serde(serialize_with = "crate::api_time::at")]
+    #[schema(value_type = String, format = DateTime)]
     pub received_at: i64,
     /// The event, normalised.
+    #[schema(value_type = Object)]
     pub event: Value,
 }
 
 /// A delivery receipt as `GET /v1/deliveries` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ReceiptRow {
     /// Receipt id (also the idempotency key sent to the platform).
     pub id: String,
@@ -85,12 +92,15 @@ pub struct ReceiptRow {
     pub last_error: Option<String>,
     /// When the next attempt is due (pending receipts).
     #[serde(serialize_with = "crate::api_time::maybe_at")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub next_attempt_at: Option<i64>,
     /// When the event was accepted.
     #[serde(serialize_with = "crate::api_time::at")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     /// When the platform confirmed it.
     #[serde(serialize_with = "crate::api_time::maybe_at")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub surfaced_at: Option<i64>,
     /// The platform's message id once surfaced.
     pub message_id: Option<String>,
@@ -104,6 +114,7 @@ pub struct ReceiptRow {
     pub state: String,
     /// When it missed its delivery contract (and went to the fallback).
     #[serde(serialize_with = "crate::api_time::maybe_at")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub missed_at: Option<i64>,
     /// Why it missed, or — on a fallback — why the channel it stands in
     /// for did.

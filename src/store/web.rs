@@ -9,19 +9,22 @@ use super::StoreError;
 use super::columns::Columns;
 
 /// One message of a web channel.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WebMessageRow {
     /// Message id (the `MessageHandle`).
     pub id: i64,
     /// Web channel name.
     pub channel: String,
     /// The rendered message.
+    #[schema(value_type = Object)]
     pub body: Value,
     /// When it was created (RFC 3339 in the API).
     #[serde(serialize_with = "crate::api_time::at")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     /// When it was last edited.
     #[serde(serialize_with = "crate::api_time::at")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
 }
 

@@ -3,7 +3,7 @@
 //! live to `/channels/{name}` with server-sent events, so the embedded
 //! default works with nothing but a browser.
 
-mod pages;
+pub(crate) mod pages;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -31,7 +31,7 @@ const RECENT: i64 = 500;
 const CHANNEL_PAGE: &str = include_str!("channel.html");
 
 #[derive(Clone)]
-struct PagesState {
+pub(crate) struct PagesState {
     web: WebChannel,
     config: watch::Receiver<Arc<Config>>,
 }
@@ -80,7 +80,12 @@ fn escape_html(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-async fn index(State(state): State<PagesState>) -> Html<String> {
+/// The web channels' index page.
+#[utoipa::path(get, path = "/", tag = "web",
+    responses((status = 200, description = "The page", body = String, content_type = "text/html"),
+        (status = 401, description = "Missing or wrong read token", body = crate::ingest::shapes::ErrorBody)),
+    security(("bearer" = []), ()))]
+pub(crate) async fn index(State(state): State<PagesState>) -> Html<String> {
     let channels = web_channels(&state.config.borrow());
     let items: String = channels
         .iter()
@@ -100,7 +105,13 @@ async fn index(State(state): State<PagesState>) -> Html<String> {
     ))
 }
 
-async fn channel_page(State(state): State<PagesState>, Path(name): Path<String>) -> Response {
+/// One web channel's page, live.
+#[utoipa::path(get, path = "/channels/{name}", tag = "web", params(("name" = String, Path)),
+    responses((status = 200, description = "The page", body = String, content_type = "text/html"),
+        (status = 401, description = "Missing or wrong read token", body = crate::ingest::shapes::ErrorBody),
+        (status = 404, description = "No web channel of that name", body = crate::ingest::shapes::ErrorBody)),
+    security(("bearer" = []), ()))]
+pub(crate) async fn channel_page(State(state): State<PagesState>, Path(name): Path<String>) -> Response {
     if !known(&state, &name) {
         return not_found(&name);
     }
@@ -117,21 +128,39 @@ async fn channel_page(State(state): State<PagesState>, Path(name): Path<String>)
     .into_response()
 }
 
-async fn channel_messages(State(state): State<PagesState>, Path(name): Path<String>) -> Response {
+/// A web channel's newest messages (at most 500).
+#[utoipa::path(get, path = "/channels/{name}/messages", tag = "web", params(("name" = String, Path)),
+    responses((status = 200, description = "Oldest first", body = crate::ingest::shapes::WebMessages),
+        (status = 401, description = "Missing or wrong read token", body = crate::ingest::shapes::ErrorBody),
+        (status = 404, description = "No web channel of that name", body = crate::ingest::shapes::ErrorBody),
+        (status = 503, description = "The store does not answer", body = crate::ingest::shapes::ErrorBody)),
+    security(("bearer" = []), ()))]
+pub(crate) async fn channel_messages(State(state): State<PagesState>, Path(name): Path<String>) -> Response {
     if !known(&state, &name) {
         return not_found(&name);
     }
     match state.web.recent(&name, RECENT).await {
-        Ok(messages) => Json(json!({ "messages": messages })).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"error": format!("could not read messages: {e}")})),
-        )
-            .into_response(),
+        Ok(messages) => Json(crate::ingest::shapes::WebMessages { messages }).into_response(),
+        Err(e) => {
+            // The cause goes to the log; the answer never carries store text.
+            tracing::warn!(channel = %name, error = %e, "could not read a web channel's messages");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "could not read the channel's messages; try again"})),
+            )
+                .into_response()
+        }
     }
 }
 
-async fn channel_events(State(state): State<PagesState>, Path(name): Path<String>) -> Response {
+/// A web channel's messages as they are posted and edited (server-sent
+/// events `post`, `edit`, `reload`).
+#[utoipa::path(get, path = "/channels/{name}/events", tag = "web", params(("name" = String, Path)),
+    responses((status = 200, description = "An event stream", body = String, content_type = "text/event-stream"),
+        (status = 401, description = "Missing or wrong read token", body = crate::ingest::shapes::ErrorBody),
+        (status = 404, description = "No web channel of that name", body = crate::ingest::shapes::ErrorBody)),
+    security(("bearer" = []), ()))]
+pub(crate) async fn channel_events(State(state): State<PagesState>, Path(name): Path<String>) -> Response {
     if !known(&state, &name) {
         return not_found(&name);
     }
