@@ -268,26 +268,9 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
                 }
             },
         };
-        let mut ok = true;
-        let mut channels = Vec::new();
-        match &e.channels {
-            None => {
-                self.err(raw.span(), "an [[escalations]] entry needs `channels`");
-                ok = false;
-            }
-            Some(list) if list.get_ref().is_empty() => {
-                self.err(list.span(), "an escalation needs at least one channel");
-                ok = false;
-            }
-            Some(list) => {
-                for c in list.get_ref() {
-                    match self.channel_ref(c, cfg) {
-                        Some(name) => channels.push(name),
-                        None => ok = false,
-                    }
-                }
-            }
-        }
+        let channels = self.channel_list(e.channels.as_ref(), raw.span(), "an [[escalations]] entry", cfg);
+        let mut ok = channels.is_some();
+        let channels = channels.unwrap_or_default();
         let (matchers, after_stale, after_restarts) = (matchers?, after_stale?, after_restarts?);
         let on_failed = e.on_failed.unwrap_or(false);
         if after_stale.is_none() && after_restarts.is_none() && !on_failed {
@@ -989,29 +972,41 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         }
     }
 
+    /// The `channels` of a route or an escalation (`what`, the table at
+    /// `at`): present, not empty, each a configured channel. `None` once
+    /// any of that was reported.
+    fn channel_list(
+        &mut self,
+        list: Option<&Spanned<Vec<SpannedStr>>>,
+        at: Range<usize>,
+        what: &str,
+        cfg: &RawConfig,
+    ) -> Option<Vec<String>> {
+        let Some(list) = list else {
+            self.err(at, format!("{what} needs `channels`"));
+            return None;
+        };
+        if list.get_ref().is_empty() {
+            self.err(list.span(), format!("{what} needs at least one channel"));
+            return None;
+        }
+        let mut ok = true;
+        let mut channels = Vec::new();
+        for c in list.get_ref() {
+            match self.channel_ref(c, cfg) {
+                Some(name) => channels.push(name),
+                None => ok = false,
+            }
+        }
+        ok.then_some(channels)
+    }
+
     fn route(&mut self, raw: &Spanned<RawRoute>, cfg: &RawConfig) -> Option<Route> {
         let route = raw.get_ref();
         let matchers = self.matchers(&route.matchers);
-        let mut ok = matchers.is_some();
-        let mut channels = Vec::new();
-        match &route.channels {
-            None => {
-                self.err(raw.span(), "a [[routes]] entry needs `channels`");
-                ok = false;
-            }
-            Some(list) if list.get_ref().is_empty() => {
-                self.err(list.span(), "a route needs at least one channel");
-                ok = false;
-            }
-            Some(list) => {
-                for c in list.get_ref() {
-                    match self.channel_ref(c, cfg) {
-                        Some(name) => channels.push(name),
-                        None => ok = false,
-                    }
-                }
-            }
-        }
+        let channels = self.channel_list(route.channels.as_ref(), raw.span(), "a [[routes]] entry", cfg);
+        let mut ok = matchers.is_some() && channels.is_some();
+        let channels = channels.unwrap_or_default();
         let mut mentions = Vec::new();
         if let Some(list) = &route.mention_on_failure {
             let platforms: Vec<Platform> = route

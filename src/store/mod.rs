@@ -186,6 +186,38 @@ impl Deref for Store {
     }
 }
 
+/// Append the conditions of a [`ReceiptFilter`] (over `r`, receipts, and
+/// `t`, their tasks) to a query that already has a `WHERE`, on either
+/// backend.
+fn push_receipt_filter<DB>(qb: &mut sqlx::QueryBuilder<DB>, filter: &ReceiptFilter)
+where
+    DB: sqlx::Database,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    if let Some(status) = &filter.status {
+        qb.push(" AND r.status = ").push_bind(status.clone());
+    }
+    if let Some(channel) = &filter.channel {
+        qb.push(" AND r.channel = ").push_bind(channel.clone());
+    }
+    if let Some(run) = &filter.run_id {
+        qb.push(" AND t.run_id = ").push_bind(run.clone());
+    }
+    if let Some(since) = filter.since {
+        qb.push(" AND r.created_at >= ").push_bind(since);
+    }
+    if let Some((created_at, id)) = &filter.after {
+        qb.push(" AND (r.created_at < ")
+            .push_bind(*created_at)
+            .push(" OR (r.created_at = ")
+            .push_bind(*created_at)
+            .push(" AND r.id > ")
+            .push_bind(id.clone())
+            .push("))");
+    }
+}
+
 /// Append `(a, b, …)` of bound values to a query, on either backend: the
 /// `IN` lists of the store's batched statements.
 fn push_list<'t, DB, T>(qb: &mut sqlx::QueryBuilder<DB>, items: impl IntoIterator<Item = T>)

@@ -651,25 +651,7 @@ fn handle(inner: &Arc<Mutex<Inner>>, method: &str, headers: &HeaderMap, args: &V
                         .collect()
                 })
                 .unwrap_or_default();
-            let has_more = range.len() > page;
-            let next_cursor = range
-                .get(page)
-                .map(|m| format!("next_ts:{}", m["ts"].as_str().unwrap_or("")));
-            let messages: Vec<Value> = range
-                .into_iter()
-                .take(page)
-                .map(|mut m| {
-                    if !with_metadata {
-                        m.as_object_mut().unwrap().remove("metadata");
-                    }
-                    m
-                })
-                .collect();
-            json_response(
-                StatusCode::OK,
-                json!({"ok": true, "messages": messages, "has_more": has_more,
-                       "response_metadata": {"next_cursor": next_cursor.unwrap_or_default()}}),
-            )
+            page_answer(range, page, with_metadata, "next_ts:")
         }
         "conversations.replies" => {
             let limit = state.history.limit();
@@ -707,28 +689,35 @@ fn handle(inner: &Arc<Mutex<Inner>>, method: &str, headers: &HeaderMap, args: &V
                 .filter(|m| (m["ts"] == thread_ts.as_str() || ts(m) > oldest) && ts(m) >= from)
                 .cloned()
                 .collect();
-            let has_more = range.len() > page;
-            let next_cursor = range
-                .get(page)
-                .map(|m| format!("from_ts:{}", m["ts"].as_str().unwrap_or("")));
-            let messages: Vec<Value> = range
-                .into_iter()
-                .take(page)
-                .map(|mut m| {
-                    if !with_metadata {
-                        m.as_object_mut().unwrap().remove("metadata");
-                    }
-                    m
-                })
-                .collect();
-            json_response(
-                StatusCode::OK,
-                json!({"ok": true, "messages": messages, "has_more": has_more,
-                       "response_metadata": {"next_cursor": next_cursor.unwrap_or_default()}}),
-            )
+            page_answer(range, page, with_metadata, "from_ts:")
         }
         other => api_error(&format!("unknown_method:{other}")),
     }
+}
+
+/// One page of `range` as Slack answers a history or replies call: at
+/// most `page` messages (metadata only when asked for), `has_more`, and a
+/// cursor naming where the next page starts (`prefix` + its first ts).
+fn page_answer(range: Vec<Value>, page: usize, with_metadata: bool, prefix: &str) -> Response {
+    let has_more = range.len() > page;
+    let next_cursor = range
+        .get(page)
+        .map(|m| format!("{prefix}{}", m["ts"].as_str().unwrap_or("")));
+    let messages: Vec<Value> = range
+        .into_iter()
+        .take(page)
+        .map(|mut m| {
+            if !with_metadata {
+                m.as_object_mut().unwrap().remove("metadata");
+            }
+            m
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        json!({"ok": true, "messages": messages, "has_more": has_more,
+               "response_metadata": {"next_cursor": next_cursor.unwrap_or_default()}}),
+    )
 }
 
 /// Block Kit's rules for the blocks herald sends (Slack's block and

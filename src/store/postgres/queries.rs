@@ -110,27 +110,7 @@ impl QueryStore for PgStore {
              FROM receipts r JOIN tasks t ON t.id = r.task JOIN events e ON e.run_id = t.run_id AND e.worker_id = t.worker_id AND e.task_id = t.task_id AND e.seq = r.event_seq",
         );
         qb.push(" WHERE 1 = 1");
-        if let Some(status) = &filter.status {
-            qb.push(" AND r.status = ").push_bind(status.clone());
-        }
-        if let Some(channel) = &filter.channel {
-            qb.push(" AND r.channel = ").push_bind(channel.clone());
-        }
-        if let Some(run) = &filter.run_id {
-            qb.push(" AND t.run_id = ").push_bind(run.clone());
-        }
-        if let Some(since) = filter.since {
-            qb.push(" AND r.created_at >= ").push_bind(since);
-        }
-        if let Some((created_at, id)) = &filter.after {
-            qb.push(" AND (r.created_at < ")
-                .push_bind(*created_at)
-                .push(" OR (r.created_at = ")
-                .push_bind(*created_at)
-                .push(" AND r.id > ")
-                .push_bind(id.clone())
-                .push("))");
-        }
+        crate::store::push_receipt_filter(&mut qb, filter);
         qb.push(" ORDER BY r.created_at DESC, r.id LIMIT ")
             .push_bind(limit);
         let rows = qb.build().fetch_all(&self.pool).await?;
