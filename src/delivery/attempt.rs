@@ -172,8 +172,8 @@ impl Attempts {
             self.account.note(opened.as_ref().err()).await;
             match opened {
                 Ok(id) => {
-                    // Not kept: the next reply opens it again, and the
-                    // platform answers with the same thread.
+                    // If it cannot be kept, the next reply opens it again
+                    // and the platform answers with the same thread.
                     if let Err(e) = self
                         .store
                         .record_thread(receipt.task, &self.lease, parent.as_str(), Some(&id))
