@@ -208,11 +208,10 @@ async fn deliveries(action: DeliveriesAction, url: &str, token: Option<String>) 
                     ])
                 );
                 let page = client.get(&path).await?;
-                for d in page["deliveries"]
+                let deliveries = page["deliveries"]
                     .as_array()
-                    .map(Vec::as_slice)
-                    .unwrap_or_default()
-                {
+                    .with_context(|| format!("herald's answer to {path} has no deliveries list: {page}"))?;
+                for d in deliveries {
                     if max.is_some_and(|m| printed >= m) {
                         return Ok(());
                     }
