@@ -93,3 +93,34 @@ async fn two_writers_on_one_database_accept_each_event_once_and_lose_no_state() 
     let receipts = a.receipts(&Default::default(), 1000).await.unwrap();
     assert_eq!(receipts.len(), TASKS);
 }
+
+/// A web post whose answer was lost (the connection went with it) is sent
+/// again with the same key: the store answers with the message it holds,
+/// instead of a unique-key error on every later attempt (which CI caught
+/// as a receipt retried 148 times on PostgreSQL).
+#[tokio::test]
+async fn a_web_post_sent_again_with_its_key_is_the_same_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = common::store::url(dir.path());
+    let store = Store::open(&url, Duration::from_secs(10)).await.unwrap();
+    let first = store
+        .web_post("main", &json!({"title": "a"}), Some("hr1"), 1)
+        .await
+        .unwrap();
+    let again = store
+        .web_post("main", &json!({"title": "a"}), Some("hr1"), 2)
+        .await
+        .unwrap();
+    assert_eq!(again.id, first.id);
+    assert_eq!(again.created_at, 1);
+    // Without a key every post is new; another channel has its own keys.
+    let other = store
+        .web_post("other", &json!({"title": "a"}), Some("hr1"), 3)
+        .await
+        .unwrap();
+    assert_ne!(other.id, first.id);
+    let a = store.web_post("main", &json!({}), None, 4).await.unwrap();
+    let b = store.web_post("main", &json!({}), None, 5).await.unwrap();
+    assert_ne!(a.id, b.id);
+    assert_eq!(store.web_messages("main", 10).await.unwrap().len(), 3);
+}

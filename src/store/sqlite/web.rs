@@ -16,9 +16,15 @@ impl WebStore for SqliteStore {
         idempotency_key: Option<&str>,
         now: i64,
     ) -> Result<WebMessageRow, StoreError> {
-        let id: i64 = sqlx::query_scalar(
+        // A key already posted (the answer of an earlier attempt was lost
+        // with the store's connection) is that message: it is answered,
+        // not posted twice nor refused forever.
+        let row = sqlx::query(
             "INSERT INTO web_messages (channel, body, idempotency_key, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?) RETURNING id",
+             VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (channel, idempotency_key) WHERE idempotency_key IS NOT NULL \
+             DO UPDATE SET idempotency_key = excluded.idempotency_key \
+             RETURNING id, body, created_at, updated_at",
         )
         .bind(channel)
         .bind(body.to_string())
@@ -27,13 +33,7 @@ impl WebStore for SqliteStore {
         .bind(now)
         .fetch_one(&self.delivery)
         .await?;
-        Ok(WebMessageRow {
-            id,
-            channel: channel.to_owned(),
-            body: body.clone(),
-            created_at: now,
-            updated_at: now,
-        })
+        web_message_from(&row, channel)
     }
 
     async fn web_edit(
