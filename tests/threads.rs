@@ -460,8 +460,15 @@ async fn kill_nine_during_threaded_delivery_duplicates_nothing_on_discord_and_sl
                 live.then_some(())
             })
             .await;
-            discord.inject(vec![DiscordFault::ApplyThenHang, DiscordFault::ApplyThenHang]);
-            slack.inject(vec![SlackFault::ApplyThenHang, SlackFault::ApplyThenHang]);
+            // Targeted, so the edits of the live messages cannot take them.
+            discord.inject_on(
+                "thread-",
+                vec![DiscordFault::ApplyThenHang, DiscordFault::ApplyThenHang],
+            );
+            slack.inject_on(
+                "post:",
+                vec![SlackFault::ApplyThenHang, SlackFault::ApplyThenHang],
+            );
         }
         if !batch.is_empty() {
             let (status, body) = h.post_events(&json!(batch)).await;

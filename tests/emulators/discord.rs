@@ -114,6 +114,9 @@ struct Inner {
     channels: HashMap<String, Channel>,
     forbidden: HashMap<String, (i64, &'static str)>,
     faults: VecDeque<Fault>,
+    /// Faults for the next requests of one bucket (by prefix), taken
+    /// before the untargeted ones.
+    targeted: Vec<(String, Fault)>,
     seen: Vec<Seen>,
     global: VecDeque<Instant>,
     lockouts: Lockouts,
@@ -231,6 +234,16 @@ impl DiscordEmulator {
     /// Queue faults for the next requests.
     pub fn inject(&self, faults: Vec<Fault>) {
         self.inner.lock().unwrap().faults.extend(faults);
+    }
+
+    /// Queue faults for the next requests whose rate-limit bucket starts
+    /// with `bucket` (say, thread creations only), whatever other calls
+    /// come first.
+    pub fn inject_on(&self, bucket: &str, faults: Vec<Fault>) {
+        let mut inner = self.inner.lock().unwrap();
+        inner
+            .targeted
+            .extend(faults.into_iter().map(|f| (bucket.to_owned(), f)));
     }
 
     /// Every request so far.
@@ -614,13 +627,15 @@ async fn gate(
             return Err(rate_limited(&mut state, left, false, bucket));
         }
         spend_global(&mut state, now)?;
-        state.faults.pop_front().or_else(|| {
-            state.chaos.as_mut().and_then(|c| match c.draw() {
-                Draw::Normal => None,
-                Draw::ServerError => Some(Fault::Error(500, 0, "500: Internal Server Error")),
-                Draw::Lost => Some(Fault::ApplyThenHang),
+        take_targeted(&mut state.targeted, bucket)
+            .or_else(|| state.faults.pop_front())
+            .or_else(|| {
+                state.chaos.as_mut().and_then(|c| match c.draw() {
+                    Draw::Normal => None,
+                    Draw::ServerError => Some(Fault::Error(500, 0, "500: Internal Server Error")),
+                    Draw::Lost => Some(Fault::ApplyThenHang),
+                })
             })
-        })
     };
     let mut hang = false;
     match fault {
@@ -1075,4 +1090,12 @@ async fn interaction_callback(
     } else {
         (status, axum::Json(reply)).into_response()
     }
+}
+
+/// The first fault queued for a bucket `bucket` starts with, taken out.
+fn take_targeted(targeted: &mut Vec<(String, Fault)>, bucket: &str) -> Option<Fault> {
+    let at = targeted
+        .iter()
+        .position(|(prefix, _)| bucket.starts_with(prefix.as_str()))?;
+    Some(targeted.remove(at).1)
 }

@@ -125,6 +125,9 @@ struct Inner {
     /// Every call answers 503 (Slack is down).
     outage: bool,
     faults: VecDeque<Fault>,
+    /// Faults for the next requests of one bucket (by prefix), taken
+    /// before the untargeted ones.
+    targeted: Vec<(String, Fault)>,
     seen: Vec<Seen>,
     clock: u64,
     rate_limited: usize,
@@ -218,6 +221,16 @@ impl SlackEmulator {
     /// Queue faults for the next calls.
     pub fn inject(&self, faults: Vec<Fault>) {
         self.inner.lock().unwrap().faults.extend(faults);
+    }
+
+    /// Queue faults for the next requests whose rate-limit bucket starts
+    /// with `bucket` (say, thread creations only), whatever other calls
+    /// come first.
+    pub fn inject_on(&self, bucket: &str, faults: Vec<Fault>) {
+        let mut inner = self.inner.lock().unwrap();
+        inner
+            .targeted
+            .extend(faults.into_iter().map(|f| (bucket.to_owned(), f)));
     }
 
     /// Every call so far.
@@ -432,13 +445,15 @@ async fn call(
             Some(left) => (None, Some(left)),
             None if state.outage => (Some(Fault::Http(503)), None),
             None => {
-                let fault = state.faults.pop_front().or_else(|| {
-                    state.chaos.as_mut().and_then(|c| match c.draw() {
-                        Draw::Normal => None,
-                        Draw::ServerError => Some(Fault::Http(500)),
-                        Draw::Lost => Some(Fault::ApplyThenHang),
-                    })
-                });
+                let fault = take_targeted(&mut state.targeted, &bucket)
+                    .or_else(|| state.faults.pop_front())
+                    .or_else(|| {
+                        state.chaos.as_mut().and_then(|c| match c.draw() {
+                            Draw::Normal => None,
+                            Draw::ServerError => Some(Fault::Http(500)),
+                            Draw::Lost => Some(Fault::ApplyThenHang),
+                        })
+                    });
                 (fault, None)
             }
         }
@@ -884,4 +899,12 @@ fn slack_pings(args: &Value) -> Vec<String> {
         }
     }
     out
+}
+
+/// The first fault queued for a bucket `bucket` starts with, taken out.
+fn take_targeted(targeted: &mut Vec<(String, Fault)>, bucket: &str) -> Option<Fault> {
+    let at = targeted
+        .iter()
+        .position(|(prefix, _)| bucket.starts_with(prefix.as_str()))?;
+    Some(targeted.remove(at).1)
 }
