@@ -69,6 +69,7 @@ pub async fn serve(
         listen: local.to_string(),
     };
     let delivery = Delivery::start(&config, &store, &adapters, &wakers, replica).await?;
+    let throttles = delivery.throttles();
     info!(summary = %config.summary(), "starting");
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
 
@@ -129,6 +130,12 @@ pub async fn serve(
     }
     let app = crate::ingest::routes(state)
         .merge(crate::web::routes(web.clone(), config_rx.clone()))
+        .merge(crate::web::overview::routes(
+            store.clone(),
+            config_rx.clone(),
+            throttles,
+            web.clone(),
+        ))
         .fallback(crate::ingest::not_found)
         .layer(axum::middleware::from_fn_with_state(
             config_rx,

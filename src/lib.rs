@@ -19,6 +19,7 @@ pub mod inbound;
 pub mod ingest;
 pub mod mentions;
 pub mod metrics;
+pub mod overview;
 pub mod protocol;
 pub mod redact;
 pub mod reloader;

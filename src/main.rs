@@ -442,7 +442,7 @@ async fn demo(workers: usize, listen: Option<String>, db: Option<PathBuf>, pace:
         }
     };
     let base = format!("http://{addr}");
-    println!("herald demo: watch the fleet at {base}/channels/main  (Ctrl-C to stop)");
+    println!("herald demo: the fleet at {base}/ and its messages at {base}/channels/main  (Ctrl-C to stop)");
     let pace = Duration::from_secs_f64(pace.max(0.01));
     let fleet = tokio::spawn(async move { herald::demo::run_fleet(&base, None, workers, pace).await });
     let result = server.await?;

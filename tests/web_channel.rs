@@ -118,7 +118,13 @@ async fn pages_render_and_updates_stream_live() {
         .text()
         .await
         .unwrap();
-    assert!(index.contains("/channels/main"), "{index}");
+    // `/` is the overview; it links the web channels from its data.
+    assert!(
+        index.contains("/v1/overview/events") && index.contains("<main>"),
+        "{index}"
+    );
+    let (_, overview) = h.get("/v1/overview").await;
+    assert_eq!(overview["channels"][0]["page"], "/channels/main", "{overview}");
     let page = h.client.get(h.url("/channels/main")).send().await.unwrap();
     assert_eq!(page.status().as_u16(), 200);
     let html = page.text().await.unwrap();

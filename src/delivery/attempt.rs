@@ -102,6 +102,10 @@ pub struct Attempts {
     pub store: Store,
     /// The channel lease the attempts are made under.
     pub lease: Lease,
+    /// The channel's name.
+    pub name: String,
+    /// Where its rate-limited answers are counted (the overview).
+    pub throttles: super::throttles::Throttles,
 }
 
 /// Where one receipt's post goes, or why it cannot be made now.
@@ -170,6 +174,7 @@ impl Attempts {
                 .observe(Call::Post, slot, opened.as_ref().err(), exhausted)
                 .await;
             self.account.note(opened.as_ref().err()).await;
+            self.throttles.note(&self.name, opened.as_ref().err(), now_ms());
             match opened {
                 Ok(id) => {
                     // If it cannot be kept, the next reply opens it again
@@ -243,6 +248,7 @@ impl Attempts {
                     .observe(Call::Post, slot, failure(&outcome), exhausted)
                     .await;
                 self.account.note(failure(&outcome)).await;
+                self.throttles.note(&self.name, failure(&outcome), now_ms());
                 if outcome == DeliveryOutcome::NotSurfaced(NotSurfaced::Gone) {
                     self.parent_gone(&receipt).await;
                 }

@@ -89,6 +89,8 @@ pub struct ChannelActor {
     pub wake: Arc<super::Signal>,
     /// Becomes true when this actor should stop.
     pub shutdown: watch::Receiver<bool>,
+    /// Where its rate-limited answers are counted (the overview).
+    pub throttles: super::throttles::Throttles,
 }
 
 /// A stable hash of a rendering, to skip edits that would change nothing.
@@ -405,6 +407,8 @@ impl ChannelActor {
             thread: self.thread,
             store: self.store.clone(),
             lease: self.lease.clone(),
+            name: self.name.clone(),
+            throttles: self.throttles.clone(),
         });
         let flight = self
             .account
@@ -498,6 +502,7 @@ impl ChannelActor {
         let exhausted = self.account.adapter.exhausted_for(&self.target, call);
         state.door.observe(call, slot, failure, exhausted).await;
         self.account.note(failure).await;
+        self.throttles.note(&self.name, failure, now_ms());
     }
 
     /// One round of work: reclaim expired claims now and then, advance a

@@ -13,6 +13,7 @@ mod door;
 pub mod leases;
 mod outcomes;
 pub mod receipts;
+pub mod throttles;
 
 pub use attempt::receipt_message;
 
@@ -260,6 +261,7 @@ pub struct Replica {
 /// back leases (`leases.rs`) every [`leases::TICK`].
 pub struct Delivery {
     engine: Arc<tokio::sync::Mutex<Engine>>,
+    throttles: throttles::Throttles,
     leasing: JoinHandle<()>,
     sweeper: JoinHandle<()>,
 }
@@ -284,6 +286,8 @@ struct Engine {
     held: HashMap<String, Lease>,
     /// The route table, for the routes' mentions; replaced on reload.
     routes: crate::mentions::SharedRouter,
+    /// The actors' rate-limited answers, for the overview.
+    throttles: throttles::Throttles,
 }
 
 impl Delivery {
@@ -316,7 +320,9 @@ impl Delivery {
             wanted: BTreeMap::new(),
             held: HashMap::new(),
             routes: crate::mentions::SharedRouter::default(),
+            throttles: throttles::Throttles::default(),
         };
+        let throttles = engine.throttles.clone();
         engine.apply(config, adapters, Duration::ZERO).await?;
         // The first share is taken before serving: a lone herald starts
         // delivering everything at once, as before replicas.
@@ -325,6 +331,7 @@ impl Delivery {
         let leasing = tokio::spawn(keep_leasing(engine.clone()));
         Ok(Delivery {
             engine,
+            throttles,
             leasing,
             sweeper,
         })
@@ -344,6 +351,12 @@ impl Delivery {
         deadline: Duration,
     ) -> Result<(), StartError> {
         self.engine.lock().await.apply(config, adapters, deadline).await
+    }
+
+    /// The rate-limited answers of this replica's channels in the last
+    /// hour, as they keep coming (for the overview page).
+    pub fn throttles(&self) -> throttles::Throttles {
+        self.throttles.clone()
     }
 
     /// Stop: actors finish the platform call in flight (up to `deadline`)
@@ -510,6 +523,7 @@ impl Engine {
             thread: ch.thread,
             wake: wake.clone(),
             shutdown: stop_rx,
+            throttles: self.throttles.clone(),
         };
         self.actors.insert(
             ch.name.clone(),

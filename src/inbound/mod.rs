@@ -14,7 +14,7 @@
 mod acknowledge;
 mod answers;
 pub mod pushed;
-mod status;
+pub(crate) mod status;
 pub mod telegram_poll;
 pub mod verify;
 

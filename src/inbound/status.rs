@@ -13,6 +13,12 @@ pub const ATTENTION_LISTED: usize = 10;
 /// One task that needs attention, as the answer lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attention {
+    /// The task's run.
+    pub run_id: String,
+    /// The task's worker (an alert: its name).
+    pub worker_id: String,
+    /// The task (an alert: its fingerprint).
+    pub task_id: String,
     /// `worker · task` (an alert: its name and where).
     pub title: String,
     /// `failed`, `stale` or `firing`.
@@ -115,6 +121,9 @@ fn entry(row: &WorkerRow, state: &str) -> Attention {
         _ => format!("{} · {}", row.worker_id, row.task_id),
     };
     Attention {
+        run_id: row.run_id.clone(),
+        worker_id: row.worker_id.clone(),
+        task_id: row.task_id.clone(),
         title,
         state: state.to_owned(),
         detail: detail.map(|d| herald_messaging::truncate_chars(&d, 200)),

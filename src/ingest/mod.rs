@@ -4,7 +4,7 @@
 mod auth;
 pub mod body;
 pub mod error;
-mod extract;
+pub(crate) mod extract;
 pub mod openapi;
 mod pages;
 pub mod plan;

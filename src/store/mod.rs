@@ -41,7 +41,9 @@ pub use ingest::IngestStore;
 pub use leases::{Lease, LeaseRow, LeaseStore, ReplicaRow};
 pub use postgres::PgStore;
 pub use progress::{ProgressJob, ProgressStore, ProgressWrite, StartedPost};
-pub use queries::{JournalEntry, QueryStore, ReceiptFilter, ReceiptRow, StateCount, WorkerRow};
+pub use queries::{
+    ChannelBacklog, JournalEntry, QueryStore, ReceiptFilter, ReceiptRow, RunStateCount, StateCount, WorkerRow,
+};
 pub use receipts::{
     Claimable, ClaimedReceipt, ReceiptOutcome, ReceiptStore, ReceiptUpdate, UnverifiedReceipt,
 };

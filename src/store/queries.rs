@@ -192,6 +192,39 @@ pub struct StateCount {
     pub tasks: i64,
 }
 
+/// How many tasks of one run show one state (the overview's table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunStateCount {
+    /// The run.
+    pub run_id: String,
+    /// The state shown.
+    pub state: String,
+    /// Open and marked stale by herald.
+    pub stale: bool,
+    /// How many tasks.
+    pub tasks: i64,
+    /// The newest event of these tasks (Unix ms).
+    pub updated_at: i64,
+}
+
+/// The receipts of one channel that are not done: what the overview's
+/// delivery-health table shows. Channels with none are absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelBacklog {
+    /// Channel name.
+    pub channel: String,
+    /// Pending or being sent.
+    pub pending: i64,
+    /// Given up (replayable).
+    pub failed: i64,
+    /// When the oldest pending one was accepted (Unix ms).
+    pub oldest_pending_at: Option<i64>,
+    /// The newest error among them (stored redacted).
+    pub last_error: Option<String>,
+    /// When that error was seen (its attempt, Unix ms).
+    pub last_error_at: Option<i64>,
+}
+
 /// Read-only views for the HTTP API.
 #[async_trait::async_trait]
 pub trait QueryStore: Send + Sync {
@@ -237,6 +270,46 @@ pub trait QueryStore: Send + Sync {
     /// Tasks per state shown (of one run, or all).
     async fn state_counts(&self, run_id: Option<&str>) -> Result<Vec<StateCount>, StoreError>;
 
+    /// Tasks per run and state shown, for the `runs` runs with the newest
+    /// events.
+    async fn run_state_counts(&self, runs: i64) -> Result<Vec<RunStateCount>, StoreError>;
+
+    /// Per channel, the receipts not yet done (pending, sending, failed)
+    /// and the newest error among them.
+    async fn channel_backlogs(&self) -> Result<Vec<ChannelBacklog>, StoreError>;
+
     /// Open tasks herald marked stale, most recently updated first.
     async fn stale_tasks(&self, run_id: Option<&str>, limit: i64) -> Result<Vec<WorkerRow>, StoreError>;
+}
+
+/// Merge backlog counts — rows of (channel, status, receipts, oldest
+/// accepted) — with the newest error of each channel, one entry per
+/// channel, by name.
+pub(crate) fn merge_backlogs(
+    counts: Vec<(String, String, i64, i64)>,
+    errors: Vec<(String, String, i64)>,
+) -> Vec<ChannelBacklog> {
+    let mut by_channel: std::collections::BTreeMap<String, ChannelBacklog> =
+        std::collections::BTreeMap::new();
+    for (channel, status, receipts, oldest) in counts {
+        let entry = by_channel
+            .entry(channel.clone())
+            .or_insert_with(|| ChannelBacklog {
+                channel,
+                ..ChannelBacklog::default()
+            });
+        if status == "failed" {
+            entry.failed += receipts;
+        } else {
+            entry.pending += receipts;
+            entry.oldest_pending_at = Some(entry.oldest_pending_at.map_or(oldest, |o| o.min(oldest)));
+        }
+    }
+    for (channel, error, at) in errors {
+        if let Some(entry) = by_channel.get_mut(&channel) {
+            entry.last_error = Some(error);
+            entry.last_error_at = Some(at);
+        }
+    }
+    by_channel.into_values().collect()
 }

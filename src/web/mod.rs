@@ -3,6 +3,7 @@
 //! live to `/channels/{name}` with server-sent events, so the embedded
 //! default works with nothing but a browser.
 
+pub(crate) mod overview;
 pub(crate) mod pages;
 
 use std::collections::HashMap;

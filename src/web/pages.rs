@@ -1,5 +1,5 @@
-//! The web channel's pages: `/` lists the web channels, `/channels/{name}`
-//! shows one, live. The page loads recent messages as JSON, then follows
+//! The web channel's pages: `/channels/{name}` shows one, live (`/`, the
+//! overview, links to them). The page loads recent messages as JSON, then follows
 //! server-sent events; on every (re)connect it reloads, so a viewer that
 //! missed updates catches up.
 
@@ -39,7 +39,6 @@ pub(crate) struct PagesState {
 /// The web channel's HTTP routes.
 pub fn routes(web: WebChannel, config: watch::Receiver<Arc<Config>>) -> Router {
     Router::new()
-        .route("/", get(index))
         .route("/channels/{name}", get(channel_page))
         .route("/channels/{name}/messages", get(channel_messages))
         .route("/channels/{name}/events", get(channel_events))
@@ -78,31 +77,6 @@ fn escape_html(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
-}
-
-/// The web channels' index page.
-#[utoipa::path(get, path = "/", tag = "web",
-    responses((status = 200, description = "The page", body = String, content_type = "text/html"),
-        (status = 401, description = "Missing or wrong read token", body = crate::ingest::shapes::ErrorBody)),
-    security(("bearer" = []), ()))]
-pub(crate) async fn index(State(state): State<PagesState>) -> Html<String> {
-    let channels = web_channels(&state.config.borrow());
-    let items: String = channels
-        .iter()
-        .map(|(id, name)| {
-            format!(
-                "<li><a href=\"/channels/{}\">{}</a></li>",
-                escape_html(id),
-                escape_html(name)
-            )
-        })
-        .collect();
-    Html(format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>herald</title><style>body{{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}}\
-         a{{font-size:1.2rem}}</style></head><body><h1>herald</h1><p>Web channels:</p><ul>{items}</ul></body></html>"
-    ))
 }
 
 /// One web channel's page, live.

@@ -39,6 +39,61 @@ impl QueryStore for SqliteStore {
             .collect()
     }
 
+    async fn run_state_counts(&self, runs: i64) -> Result<Vec<RunStateCount>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.run_id, t.state, (t.stale_since IS NOT NULL AND t.terminal = 0) AS stale, \
+             COUNT(*) AS tasks, MAX(t.updated_at) AS updated_at FROM tasks t \
+             WHERE t.run_id IN (SELECT run_id FROM tasks GROUP BY run_id ORDER BY MAX(updated_at) DESC LIMIT ?) \
+             GROUP BY 1, 2, 3",
+        )
+        .bind(runs)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RunStateCount {
+                    run_id: r.text("run_id")?,
+                    state: r.text("state")?,
+                    stale: r.flag("stale")?,
+                    tasks: r.int("tasks")?,
+                    updated_at: r.int("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn channel_backlogs(&self) -> Result<Vec<ChannelBacklog>, StoreError> {
+        let counts = sqlx::query(
+            "SELECT channel, status, COUNT(*) AS receipts, MIN(created_at) AS oldest FROM receipts \
+             WHERE status IN ('pending', 'sending', 'failed') GROUP BY channel, status",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.text("channel")?,
+                r.text("status")?,
+                r.int("receipts")?,
+                r.int("oldest")?,
+            ))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        let errors = sqlx::query(
+            "SELECT channel, last_error, seen_at FROM (\
+               SELECT channel, last_error, COALESCE(attempted_at, created_at) AS seen_at, \
+                 ROW_NUMBER() OVER (PARTITION BY channel ORDER BY COALESCE(attempted_at, created_at) DESC) AS newest \
+               FROM receipts WHERE status IN ('pending', 'sending', 'failed') AND last_error IS NOT NULL\
+             ) AS e WHERE newest = 1",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.text("channel")?, r.text("last_error")?, r.int("seen_at")?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(merge_backlogs(counts, errors))
+    }
+
     async fn stale_tasks(&self, run_id: Option<&str>, limit: i64) -> Result<Vec<WorkerRow>, StoreError> {
         self.select_workers(run_id, None, None, true, limit).await
     }

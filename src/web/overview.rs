@@ -1,0 +1,202 @@
+//! The overview at `/` and its data: `GET /v1/overview` (JSON) and
+//! `GET /v1/overview/events` (server-sent `overview` events, one whenever
+//! what it shows changes), so the page stays current without reloads.
+//! What it holds is read by [`crate::overview::Overview`].
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use super::WebChannel;
+use crate::config::Config;
+use crate::delivery::throttles::Throttles;
+use crate::ingest::ApiError;
+use crate::ingest::error::answer;
+use crate::ingest::extract::Query;
+use crate::ingest::shapes::ErrorBody;
+use crate::overview::Overview;
+use crate::store::{Store, now_ms};
+
+/// How often an open overview is read again (a change shows within this).
+pub const REFRESH: Duration = Duration::from_secs(2);
+
+/// The longest run id the overview is narrowed to (longer ones match no
+/// task: ids are bounded at ingest).
+const MAX_RUN_ID: usize = 256;
+
+const OVERVIEW_PAGE: &str = include_str!("overview.html");
+
+/// What the overview's handlers read.
+#[derive(Clone)]
+pub(crate) struct OverviewState {
+    store: Store,
+    config: watch::Receiver<Arc<Config>>,
+    throttles: Throttles,
+    /// Ends the live streams when herald stops.
+    web: WebChannel,
+}
+
+/// The overview's routes: the page and its data.
+pub fn routes(
+    store: Store,
+    config: watch::Receiver<Arc<Config>>,
+    throttles: Throttles,
+    web: WebChannel,
+) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/v1/overview", get(overview))
+        .route("/v1/overview/events", get(overview_events))
+        .with_state(OverviewState {
+            store,
+            config,
+            throttles,
+            web,
+        })
+}
+
+/// `?run=`: narrow the counts and the attention list to one run.
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct OverviewQuery {
+    /// Only this run's tasks (the channels' health is for all runs).
+    run: Option<String>,
+}
+
+impl OverviewQuery {
+    fn run(&self) -> Result<Option<&str>, ApiError> {
+        match self.run.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(run) if run.len() > MAX_RUN_ID => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("run must be at most {MAX_RUN_ID} bytes"),
+            )
+            .with("field", "run")),
+            Some(run) => Ok(Some(run)),
+        }
+    }
+}
+
+impl OverviewState {
+    async fn read(&self, run: Option<&str>) -> Result<Overview, crate::store::StoreError> {
+        let config = self.config.borrow().clone();
+        Overview::read(&self.store, &config, &self.throttles, run, now_ms()).await
+    }
+}
+
+/// The overview page: tasks by state, those needing attention, and
+/// delivery health per channel, live.
+#[utoipa::path(get, path = "/", tag = "web",
+    responses((status = 200, description = "The page", body = String, content_type = "text/html"),
+        (status = 401, description = "Missing or wrong read token", body = ErrorBody)),
+    security(("bearer" = []), ()))]
+pub(crate) async fn page() -> Html<&'static str> {
+    Html(OVERVIEW_PAGE)
+}
+
+/// Tasks by state (all runs, or `run`), the runs with the newest events,
+/// tasks that need attention, and every channel's delivery health.
+#[utoipa::path(get, path = "/v1/overview", tag = "reads", params(OverviewQuery),
+    responses((status = 200, description = "The overview", body = Overview),
+        (status = 400, description = "A bad parameter, named in `field`", body = ErrorBody),
+        (status = 401, description = "Missing or wrong read token", body = ErrorBody),
+        (status = 500, description = "The store does not answer", body = ErrorBody)),
+    security(("bearer" = []), ()))]
+pub(crate) async fn overview(
+    State(state): State<OverviewState>,
+    Query(q): Query<OverviewQuery>,
+) -> Result<Response, ApiError> {
+    let overview = state
+        .read(q.run()?)
+        .await
+        .map_err(|e| ApiError::internal("could not read the overview", e))?;
+    Ok(answer(StatusCode::OK, overview))
+}
+
+/// The overview as it changes: an `overview` event (the JSON of
+/// `GET /v1/overview`) at once and whenever it changes, read every 2 s;
+/// `unavailable` while the store does not answer.
+#[utoipa::path(get, path = "/v1/overview/events", tag = "reads", params(OverviewQuery),
+    responses((status = 200, description = "An event stream", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "A bad parameter, named in `field`", body = ErrorBody),
+        (status = 401, description = "Missing or wrong read token", body = ErrorBody)),
+    security(("bearer" = []), ()))]
+pub(crate) async fn overview_events(
+    State(state): State<OverviewState>,
+    Query(q): Query<OverviewQuery>,
+) -> Result<Response, ApiError> {
+    let run = q.run()?.map(str::to_owned);
+    let closed = state.web.closed();
+    let mut ticks = tokio::time::interval(REFRESH);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let start = Watching {
+        state,
+        run,
+        ticks,
+        last: None,
+        down: false,
+    };
+    let stream = futures_util::stream::unfold(start, |mut watching| async move {
+        let event = watching.next_change().await;
+        Some((Ok::<Event, Infallible>(event), watching))
+    });
+    Ok(Sse::new(stream.take_until(closed))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+/// One viewer's stream: what it was last sent, to send only changes.
+struct Watching {
+    state: OverviewState,
+    run: Option<String>,
+    ticks: tokio::time::Interval,
+    /// The last overview sent, without its time.
+    last: Option<String>,
+    /// `unavailable` was sent and nothing since.
+    down: bool,
+}
+
+impl Watching {
+    /// The next event to send: waits for a change.
+    async fn next_change(&mut self) -> Event {
+        loop {
+            self.ticks.tick().await;
+            match self.state.read(self.run.as_deref()).await {
+                Ok(overview) => {
+                    self.down = false;
+                    let unchanged = Overview {
+                        generated_at: 0,
+                        ..overview.clone()
+                    };
+                    let key = serde_json::to_string(&unchanged).ok();
+                    if key.is_some() && key == self.last {
+                        continue;
+                    }
+                    self.last = key;
+                    if let Ok(event) = Event::default().event("overview").json_data(&overview) {
+                        return event;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the overview for a viewer");
+                    self.last = None;
+                    if !std::mem::replace(&mut self.down, true) {
+                        return Event::default()
+                            .event("unavailable")
+                            .data("the store does not answer; retrying");
+                    }
+                }
+            }
+        }
+    }
+}

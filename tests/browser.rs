@@ -1,0 +1,208 @@
+//! The pages in a real browser (SPEC §3 `GET /`; docs/operations.md):
+//! Debian's Chromium driven by playwright-core (`tests/browser/run.mjs`,
+//! both installed by `scripts/test`, no browser download) against the real
+//! binary.
+//!
+//! * `herald demo`: the overview shows running and completed tasks within
+//!   10 s, and a card of the channel page is edited in place (the same
+//!   element, a new state) when its task moves;
+//! * a failed webhook receipt: the overview, logged in by HTTP Basic with a
+//!   read token, shows it and its error, and its replay button (asking for
+//!   a source token) drives it again until the receiver has it.
+//!
+//! Screenshots of each page land in `target/browser/` for people to look at.
+//! Where Chromium could not be installed the tests say so and skip.
+
+mod common;
+mod emulators;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Herald, event, herald_bin};
+use emulators::webhook::{Receiver, Reply};
+use serde_json::{Value, json};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+fn screenshots() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser")
+}
+
+/// Whether the browser and its driver are installed; if not, say why.
+fn installed() -> bool {
+    let chromium = std::env::var("HERALD_CHROMIUM").unwrap_or_else(|_| CHROMIUM.to_owned());
+    if !Path::new(&chromium).exists() {
+        eprintln!("SKIPPED: {chromium} is not installed (scripts/test installs Debian's chromium)");
+        return false;
+    }
+    if !browser_dir().join("node_modules/playwright-core").exists() {
+        eprintln!("SKIPPED: playwright-core is not installed (scripts/test runs npm ci in tests/browser)");
+        return false;
+    }
+    true
+}
+
+/// Run one scenario of `run.mjs`; its measurements, or a panic with what
+/// the browser saw.
+async fn scenario(name: &str, base: &str, env: &[(&str, &str)]) -> Value {
+    // Every wait in run.mjs has its own deadline, so the script ends.
+    let mut command = Command::new("node");
+    command
+        .arg(browser_dir().join("run.mjs"))
+        .args([name, base])
+        .arg(screenshots())
+        .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("node runs (Debian's nodejs)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "browser scenario {name} failed:\n{stdout}\n{stderr}"
+    );
+    let result: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    eprintln!("{name}: {result}");
+    result
+}
+
+/// `herald demo` on an ephemeral port, and the base URL it printed.
+struct Demo {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Demo {
+    fn start() -> Demo {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(herald_bin())
+            .args([
+                "demo",
+                "--listen",
+                "127.0.0.1:0",
+                "--workers",
+                "12",
+                "--pace",
+                "0.5",
+                "--db",
+            ])
+            .arg(dir.path().join("herald.db"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start herald demo");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        // "herald demo: the fleet at http://127.0.0.1:PORT/ and ..."
+        let base = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .map(|w| w.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        Demo {
+            child,
+            base,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if let Err(e) = self.child.kill() {
+            eprintln!("could not stop herald demo: {e}");
+        }
+        if let Err(e) = self.child.wait() {
+            eprintln!("could not reap herald demo: {e}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_demo_overview_counts_tasks_and_its_channel_edits_cards_in_place() {
+    if !installed() {
+        return;
+    }
+    let demo = Demo::start();
+    let result = scenario("demo", &demo.base, &[]).await;
+    assert!(result["countsAfterMs"].as_u64() < Some(10_000), "{result}");
+    assert_ne!(result["editedFrom"], result["editedTo"]);
+    for shot in ["overview.png", "overview-dark.png", "channel.png"] {
+        let size = std::fs::metadata(screenshots().join(shot))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(size > 10_000, "{shot}: {size} bytes");
+    }
+}
+
+const READ: &str = "reader-9f3b2c";
+const SOURCE: &str = "source-41d7e0";
+
+#[tokio::test]
+async fn the_replay_button_drives_a_failed_receipt_again() {
+    if !installed() {
+        return;
+    }
+    // Gone for the first notification (410: given up at once), then fine.
+    let hook = Receiver::start(vec![Reply::Status(410)]).await;
+    let h = Herald::start_full(|dir| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nread_tokens = [\"{READ}\"]\n\n[store]\nurl = \"{}\"\n\n\
+             [[sources]]\nname = \"fleet\"\ntoken = \"{SOURCE}\"\n\n\
+             [channels.main]\nadapter = \"web\"\n\n\
+             [channels.hook]\nadapter = \"webhook\"\nurl = \"{}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\n\
+             [defaults]\nchannels = [\"main\", \"hook\"]\n\n[delivery]\nretry_schedule = [\"100ms\"]\n",
+            common::store::url(dir),
+            hook.url()
+        )
+    });
+    let failed = h
+        .client
+        .post(h.url("/v1/events"))
+        .bearer_auth(SOURCE)
+        .json(&json!([event(
+            "nightly",
+            "w1",
+            "build",
+            1,
+            "failed",
+            json!({"reason": "linker error"})
+        )]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status().as_u16(), 202);
+    let result = scenario(
+        "replay",
+        &h.base,
+        &[("HERALD_READ_TOKEN", READ), ("HERALD_SOURCE_TOKEN", SOURCE)],
+    )
+    .await;
+    assert_eq!(result["replayed"], true);
+    // The receiver has the notification: refused once, then delivered.
+    let got = hook.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].headers["webhook-id"], got[1].headers["webhook-id"]);
+    let receipts = h
+        .client
+        .get(h.url("/v1/deliveries?channel=hook"))
+        .bearer_auth(READ)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(receipts["deliveries"][0]["status"], "surfaced", "{receipts}");
+}
