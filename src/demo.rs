@@ -69,7 +69,13 @@ impl Worker {
             self.emit(&task_id, &mut seq, "starting", json!({})).await;
             self.pause(0.5).await;
             self.emit(&task_id, &mut seq, "running", json!({})).await;
-            let steps = rand::rng().random_range(2..6);
+            // Each worker's first task is one step: someone opening the
+            // demo sees whole lifecycles end within seconds, not a minute.
+            let steps = if task_no == 1 {
+                1
+            } else {
+                rand::rng().random_range(2..6)
+            };
             for _ in 0..steps {
                 self.pause(1.0).await;
                 let model = MODELS.choose(&mut rand::rng()).copied().unwrap_or("model");

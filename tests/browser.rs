@@ -10,6 +10,9 @@
 //!   read token, shows it and its error, and its replay button (asking for
 //!   a source token) drives it again until the receiver has it.
 //!
+//! * a channel with more messages than a page keeps: 500 cards, and still
+//!   500 as new ones stream in on top.
+//!
 //! Screenshots of each page land in `target/browser/` for people to look at.
 //! Where Chromium could not be installed the tests say so and skip.
 
@@ -86,16 +89,9 @@ impl Demo {
     fn start() -> Demo {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(herald_bin())
-            .args([
-                "demo",
-                "--listen",
-                "127.0.0.1:0",
-                "--workers",
-                "12",
-                "--pace",
-                "0.5",
-                "--db",
-            ])
+            // The demo as the README starts it (20 workers, its own pace),
+            // on a free port and a file of its own.
+            .args(["demo", "--listen", "127.0.0.1:0", "--db"])
             .arg(dir.path().join("herald.db"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -205,4 +201,35 @@ async fn the_replay_button_drives_a_failed_receipt_again() {
         .await
         .unwrap();
     assert_eq!(receipts["deliveries"][0]["status"], "surfaced", "{receipts}");
+}
+
+#[tokio::test]
+async fn a_channel_page_keeps_the_newest_500_cards_as_more_arrive() {
+    if !installed() {
+        return;
+    }
+    let h = Herald::start(common::WEB_ONLY);
+    // 300 tasks: a live message and a notification each, 600 in all.
+    for chunk in 0..3 {
+        let batch: Vec<Value> = (0..100)
+            .map(|n| {
+                let task = format!("t{:03}", chunk * 100 + n);
+                event("r", "w", &task, 1, "completed", json!({}))
+            })
+            .collect();
+        assert_eq!(h.post_events(&Value::Array(batch)).await.0, 202);
+    }
+    h.wait_for("600 web messages", Duration::from_secs(30), || async {
+        let (_, body) = h.get("/channels/main/messages").await;
+        // The page's snapshot is capped at 500 too; the last one posted
+        // being there means all were.
+        let messages = body["messages"].as_array().cloned().unwrap_or_default();
+        let last = messages
+            .iter()
+            .any(|m| m["body"]["kind"] == "terminal" && m["body"].to_string().contains("t299"));
+        (messages.len() == 500 && last).then_some(())
+    })
+    .await;
+    let result = scenario("cap", &h.base, &[("HERALD_SOURCE_TOKEN", "test-token")]).await;
+    assert_eq!(result["cards"], 500);
 }

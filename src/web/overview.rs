@@ -3,9 +3,10 @@
 //! what it shows changes), so the page stays current without reloads.
 //! What it holds is read by [`crate::overview::Overview`].
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -30,11 +31,21 @@ use crate::store::{Store, now_ms};
 /// How often an open overview is read again (a change shows within this).
 pub const REFRESH: Duration = Duration::from_secs(2);
 
+/// How long one read serves every viewer of the same run filter: a wall
+/// of open pages costs the store one read per filter, not one per page.
+const SHARED_FOR: Duration = Duration::from_secs(1);
+
+/// Filters whose last read is kept; beyond, the oldest is forgotten.
+const SHARED_FILTERS: usize = 64;
+
 /// The longest run id the overview is narrowed to (longer ones match no
 /// task: ids are bounded at ingest).
 const MAX_RUN_ID: usize = 256;
 
 const OVERVIEW_PAGE: &str = include_str!("overview.html");
+
+/// The last read of each run filter (`None`: all runs), and when.
+type SharedReads = HashMap<Option<String>, (Instant, Overview)>;
 
 /// What the overview's handlers read.
 #[derive(Clone)]
@@ -44,6 +55,8 @@ pub(crate) struct OverviewState {
     throttles: Throttles,
     /// Ends the live streams when herald stops.
     web: WebChannel,
+    /// The last read of each run filter, and when it was made.
+    recent: Arc<std::sync::Mutex<SharedReads>>,
 }
 
 /// The overview's routes: the page and its data.
@@ -62,6 +75,7 @@ pub fn routes(
             config,
             throttles,
             web,
+            recent: Arc::default(),
         })
 }
 
@@ -88,9 +102,35 @@ impl OverviewQuery {
 }
 
 impl OverviewState {
+    /// The overview of `run`, read again unless another viewer's read of
+    /// the same filter is younger than [`SHARED_FOR`].
     async fn read(&self, run: Option<&str>) -> Result<Overview, crate::store::StoreError> {
+        let key = run.map(str::to_owned);
+        if let Some((at, overview)) = self.recent().get(&key)
+            && at.elapsed() < SHARED_FOR
+        {
+            return Ok(overview.clone());
+        }
         let config = self.config.borrow().clone();
-        Overview::read(&self.store, &config, &self.throttles, run, now_ms()).await
+        let overview = Overview::read(&self.store, &config, &self.throttles, run, now_ms()).await?;
+        let mut recent = self.recent();
+        if recent.len() >= SHARED_FILTERS && !recent.contains_key(&key) {
+            let oldest = recent
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                recent.remove(&oldest);
+            }
+        }
+        recent.insert(key, (Instant::now(), overview.clone()));
+        Ok(overview)
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, SharedReads> {
+        self.recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -167,8 +167,33 @@ async function replay() {
   return { replayed: true, lastError: error, contrast };
 }
 
+// A channel with more messages than a page keeps: the newest 500 cards,
+// and still 500 as new ones stream in, the newest first.
+async function cap() {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 800 } });
+  const page = await context.newPage();
+  await page.goto(base + "/channels/main");
+  await waitFor("the newest 500 cards", 10000, async () =>
+    (await page.locator("#messages article").count()) === 500);
+  const events = [];
+  for (let n = 0; n < 30; n++) {
+    events.push({ seq: 1, run_id: "late", worker_id: "w", task_id: "late-" + n, state: "completed",
+      timestamp: new Date().toISOString(), summary: "late " + n });
+  }
+  const res = await page.request.post(base + "/v1/events", {
+    headers: { Authorization: "Bearer " + process.env.HERALD_SOURCE_TOKEN }, data: events });
+  check(res.status() === 202, "events accepted: " + res.status());
+  await waitFor("the late notifications on top", 10000, async () =>
+    /late-29/.test(await page.locator("#messages article").first().textContent()));
+  const cards = await page.locator("#messages article").count();
+  check(cards === 500, "still 500 cards, got " + cards);
+  return { cards };
+}
+
 try {
-  const result = scenario === "demo" ? await demo() : await replay();
+  const scenarios = { demo, replay, cap };
+  check(scenarios[scenario], "no scenario " + scenario);
+  const result = await scenarios[scenario]();
   console.log(JSON.stringify(result));
 } finally {
   await browser.close();
