@@ -20,16 +20,13 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 #[tokio::test]
 async fn reload_applies_a_valid_config_and_keeps_the_old_one_on_errors() {
     let h = Herald::start(WEB_ONLY);
-    let index = h
-        .client
-        .get(h.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(!index.contains("/channels/extra"));
+    let (_, overview) = h.get("/v1/overview").await;
+    assert_eq!(
+        overview["channels"].as_array().map(Vec::len),
+        Some(1),
+        "{overview}"
+    );
+    assert_eq!(h.get("/channels/extra").await.0, 404);
 
     // A broken file is rejected over HTTP with its errors; the old config stays.
     std::fs::write(
@@ -93,8 +90,12 @@ async fn reload_applies_a_valid_config_and_keeps_the_old_one_on_errors() {
             .success()
     );
     h.wait_for("reloaded config", Duration::from_secs(15), || async {
-        let index = h.client.get(h.url("/")).send().await.ok()?.text().await.ok()?;
-        index.contains("/channels/extra").then_some(())
+        let (_, overview) = h.get("/v1/overview").await;
+        let channels = overview["channels"].as_array()?;
+        channels
+            .iter()
+            .any(|c| c["page"] == "/channels/extra")
+            .then_some(())
     })
     .await;
     let metrics = h
@@ -136,13 +137,14 @@ async fn demo_moves_a_fleet_through_the_web_channel() {
     let stdout = child.stdout.take().unwrap();
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line
+    // "the fleet at http://HOST:PORT/ and its messages at .../channels/main"
+    let urls: Vec<&str> = line
         .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in {line:?}"))
-        .to_owned();
-    assert!(url.ends_with("/channels/main"), "{url}");
-    let base = url.trim_end_matches("/channels/main").to_owned();
+        .filter(|w| w.starts_with("http://"))
+        .collect();
+    assert_eq!(urls.len(), 2, "{line:?}");
+    assert!(urls[1].ends_with("/channels/main"), "{line:?}");
+    let base = urls[0].trim_end_matches('/').to_owned();
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     let (workers, surfaced) = loop {
@@ -181,8 +183,11 @@ async fn demo_moves_a_fleet_through_the_web_channel() {
     };
     assert_eq!(workers, 20);
     assert!(surfaced >= 5);
-    let page = client.get(&url).send().await.unwrap();
-    assert_eq!(page.status().as_u16(), 200);
+    // Both pages it printed answer.
+    for url in urls {
+        let page = client.get(url).send().await.unwrap();
+        assert_eq!(page.status().as_u16(), 200, "{url}");
+    }
     child.kill().unwrap();
     child.wait().unwrap();
 }
