@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::delivery::throttles::Throttles;
-use crate::inbound::status::StatusReport;
+use crate::inbound::status::{Attention, StatusReport};
 use crate::store::{ChannelBacklog, Store, StoreError};
 
 /// Runs listed in the per-run table (those with the newest events).
@@ -76,7 +76,7 @@ pub struct Overview {
     /// The runs with the newest events, newest first, with their counts.
     pub runs: Vec<RunTally>,
     /// Failed, stale and firing tasks, newest first (at most 10).
-    pub attention: Vec<AttentionItem>,
+    pub attention: Vec<Attention>,
     /// Every configured channel, by name.
     pub channels: Vec<ChannelHealth>,
 }
@@ -103,27 +103,6 @@ pub struct RunTally {
     pub tasks: i64,
     /// Per phase, as [`Overview::phases`].
     pub phases: Vec<StateTally>,
-}
-
-/// A task that needs attention.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct AttentionItem {
-    /// Run id.
-    pub run_id: String,
-    /// Worker id (an alert: its name).
-    pub worker_id: String,
-    /// Task id (an alert: its fingerprint).
-    pub task_id: String,
-    /// `worker · task`, or the alert's name.
-    pub title: String,
-    /// `failed`, `stale` or `firing`.
-    pub state: String,
-    /// Its reason, summary, or since when it is silent.
-    pub detail: Option<String>,
-    /// Its last event.
-    #[serde(serialize_with = "crate::api_time::at")]
-    #[schema(value_type = String, format = DateTime)]
-    pub updated_at: i64,
 }
 
 /// Delivery health of one configured channel.
@@ -203,19 +182,7 @@ impl Overview {
                 .map(|(state, tasks)| StateTally { state, tasks })
                 .collect(),
             runs,
-            attention: report
-                .attention
-                .into_iter()
-                .map(|a| AttentionItem {
-                    run_id: a.run_id,
-                    worker_id: a.worker_id,
-                    task_id: a.task_id,
-                    title: a.title,
-                    state: a.state,
-                    detail: a.detail,
-                    updated_at: a.updated_at,
-                })
-                .collect(),
+            attention: report.attention,
             channels,
         })
     }

@@ -10,8 +10,9 @@ use crate::store::{Store, StoreError, WorkerRow};
 /// Most tasks listed as needing attention.
 pub const ATTENTION_LISTED: usize = 10;
 
-/// One task that needs attention, as the answer lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One task that needs attention, as the answer (and the overview page)
+/// lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Attention {
     /// The task's run.
     pub run_id: String,
@@ -25,7 +26,9 @@ pub struct Attention {
     pub state: String,
     /// The reason, the summary, or since when it is silent.
     pub detail: Option<String>,
-    /// Unix ms of its last event (newest first).
+    /// Its last event (newest first; RFC 3339 in the API).
+    #[serde(serialize_with = "crate::api_time::at")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
 }
 

@@ -282,6 +282,33 @@ pub trait QueryStore: Send + Sync {
     async fn stale_tasks(&self, run_id: Option<&str>, limit: i64) -> Result<Vec<WorkerRow>, StoreError>;
 }
 
+/// A [`RunStateCount`] from a row of `run_state_counts`.
+pub(crate) fn run_state_count_from(r: &impl Columns) -> Result<RunStateCount, StoreError> {
+    Ok(RunStateCount {
+        run_id: r.text("run_id")?,
+        state: r.text("state")?,
+        stale: r.flag("stale")?,
+        tasks: r.int("tasks")?,
+        updated_at: r.int("updated_at")?,
+    })
+}
+
+/// One row of receipts not done, grouped: (channel, status, receipts,
+/// oldest accepted).
+pub(crate) fn backlog_count_from(r: &impl Columns) -> Result<(String, String, i64, i64), StoreError> {
+    Ok((
+        r.text("channel")?,
+        r.text("status")?,
+        r.int("receipts")?,
+        r.int("oldest")?,
+    ))
+}
+
+/// One channel's newest error: (channel, error, when seen).
+pub(crate) fn backlog_error_from(r: &impl Columns) -> Result<(String, String, i64), StoreError> {
+    Ok((r.text("channel")?, r.text("last_error")?, r.int("seen_at")?))
+}
+
 /// Merge backlog counts — rows of (channel, status, receipts, oldest
 /// accepted) — with the newest error of each channel, one entry per
 /// channel, by name.

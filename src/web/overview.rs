@@ -42,7 +42,10 @@ const SHARED_FILTERS: usize = 64;
 /// task: ids are bounded at ingest).
 const MAX_RUN_ID: usize = 256;
 
-const OVERVIEW_PAGE: &str = include_str!("overview.html");
+/// The page, with the shared relative-time script inlined.
+static OVERVIEW_PAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    include_str!("overview.html").replace("/*{{RELATIVE_TIME}}*/", super::pages::RELATIVE_TIME)
+});
 
 /// The last read of each run filter (`None`: all runs), and when.
 type SharedReads = HashMap<Option<String>, (Instant, Overview)>;
@@ -141,7 +144,7 @@ impl OverviewState {
         (status = 401, description = "Missing or wrong read token", body = ErrorBody)),
     security(("bearer" = []), ()))]
 pub(crate) async fn page() -> Html<&'static str> {
-    Html(OVERVIEW_PAGE)
+    Html(OVERVIEW_PAGE.as_str())
 }
 
 /// Tasks by state (all runs, or `run`), the runs with the newest events,

@@ -30,6 +30,10 @@ const RECENT: i64 = 500;
 
 const CHANNEL_PAGE: &str = include_str!("channel.html");
 
+/// The pages' shared relative-time script, inlined where a page says
+/// `/*{{RELATIVE_TIME}}*/` (no second request, no asset route).
+pub(crate) const RELATIVE_TIME: &str = include_str!("relative_time.js");
+
 #[derive(Clone)]
 pub(crate) struct PagesState {
     web: WebChannel,
@@ -96,6 +100,7 @@ pub(crate) async fn channel_page(State(state): State<PagesState>, Path(name): Pa
         .replace('<', "\\u003c");
     Html(
         CHANNEL_PAGE
+            .replace("/*{{RELATIVE_TIME}}*/", RELATIVE_TIME)
             .replace("{{CHANNEL_JSON}}", &as_json)
             .replace("{{CHANNEL}}", &escape_html(&name)),
     )

@@ -49,17 +49,7 @@ impl QueryStore for PgStore {
         .bind(runs)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RunStateCount {
-                    run_id: r.text("run_id")?,
-                    state: r.text("state")?,
-                    stale: r.flag("stale")?,
-                    tasks: r.int("tasks")?,
-                    updated_at: r.int("updated_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(run_state_count_from).collect()
     }
 
     async fn channel_backlogs(&self) -> Result<Vec<ChannelBacklog>, StoreError> {
@@ -70,14 +60,7 @@ impl QueryStore for PgStore {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|r| {
-            Ok((
-                r.text("channel")?,
-                r.text("status")?,
-                r.int("receipts")?,
-                r.int("oldest")?,
-            ))
-        })
+        .map(backlog_count_from)
         .collect::<Result<Vec<_>, StoreError>>()?;
         let errors = sqlx::query(
             "SELECT channel, last_error, seen_at FROM (\
@@ -89,7 +72,7 @@ impl QueryStore for PgStore {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|r| Ok((r.text("channel")?, r.text("last_error")?, r.int("seen_at")?)))
+        .map(backlog_error_from)
         .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(merge_backlogs(counts, errors))
     }
