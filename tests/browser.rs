@@ -19,12 +19,11 @@
 mod common;
 mod emulators;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{Herald, event, herald_bin};
+use common::{Demo, Herald, event};
 use emulators::webhook::{Receiver, Reply};
 use serde_json::{Value, json};
 
@@ -78,60 +77,15 @@ async fn scenario(name: &str, base: &str, env: &[(&str, &str)]) -> Value {
     result
 }
 
-/// `herald demo` on an ephemeral port, and the base URL it printed.
-struct Demo {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Demo {
-    fn start() -> Demo {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(herald_bin())
-            // The demo as the README starts it (20 workers, its own pace),
-            // on a free port and a file of its own.
-            .args(["demo", "--listen", "127.0.0.1:0", "--db"])
-            .arg(dir.path().join("herald.db"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start herald demo");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        // "herald demo: the fleet at http://127.0.0.1:PORT/ and ..."
-        let base = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .map(|w| w.trim_end_matches('/').to_owned())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        Demo {
-            child,
-            base,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        if let Err(e) = self.child.kill() {
-            eprintln!("could not stop herald demo: {e}");
-        }
-        if let Err(e) = self.child.wait() {
-            eprintln!("could not reap herald demo: {e}");
-        }
-    }
-}
-
 #[tokio::test]
 async fn the_demo_overview_counts_tasks_and_its_channel_edits_cards_in_place() {
     if !installed() {
         return;
     }
-    let demo = Demo::start();
-    let result = scenario("demo", &demo.base, &[]).await;
+    // The demo as the README starts it (20 workers, its own pace), on a
+    // free port and a file of its own.
+    let demo = Demo::start(&[]);
+    let result = scenario("demo", &demo.base(), &[]).await;
     assert!(result["countsAfterMs"].as_u64() < Some(10_000), "{result}");
     assert_ne!(result["editedFrom"], result["editedTo"]);
     for shot in ["overview.png", "overview-dark.png", "channel.png"] {

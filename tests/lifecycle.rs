@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Herald, WEB_ONLY, config_text, herald_bin};
+use common::{Demo, Herald, WEB_ONLY, config_text};
 use serde_json::Value;
 
 fn metric(text: &str, name: &str) -> Option<f64> {
@@ -115,36 +114,11 @@ async fn reload_applies_a_valid_config_and_keeps_the_old_one_on_errors() {
 
 #[tokio::test]
 async fn demo_moves_a_fleet_through_the_web_channel() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(herald_bin())
-        .args([
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "20",
-            "--pace",
-            "0.02",
-            "--db",
-        ])
-        .arg(dir.path().join("demo.db"))
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    // "the fleet at http://HOST:PORT/ and its messages at .../channels/main"
-    let urls: Vec<&str> = line
-        .split_whitespace()
-        .filter(|w| w.starts_with("http://"))
-        .collect();
-    assert_eq!(urls.len(), 2, "{line:?}");
-    assert!(urls[1].ends_with("/channels/main"), "{line:?}");
-    let base = urls[0].trim_end_matches('/').to_owned();
+    let demo = Demo::start(&["--workers", "20", "--pace", "0.02"]);
+    let urls = demo.urls.clone();
+    assert_eq!(urls.len(), 2, "{urls:?}");
+    assert!(urls[1].ends_with("/channels/main"), "{urls:?}");
+    let base = demo.base();
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     let (workers, surfaced) = loop {
@@ -184,10 +158,8 @@ async fn demo_moves_a_fleet_through_the_web_channel() {
     assert_eq!(workers, 20);
     assert!(surfaced >= 5);
     // Both pages it printed answer.
-    for url in urls {
+    for url in &urls {
         let page = client.get(url).send().await.unwrap();
         assert_eq!(page.status().as_u16(), 200, "{url}");
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
 }

@@ -344,3 +344,66 @@ pub fn slack_press_payload(response_url: &str, ts: &str, token: &str, user: &str
                      "action_ts": "1700000000.000001"}],
     })
 }
+
+/// `herald demo` on an ephemeral port with a file of its own, stopped
+/// when dropped — also when the test using it panics, so a failed test
+/// leaves no simulated fleet running.
+pub struct Demo {
+    child: Child,
+    /// The URLs it printed: the overview, then the web channel's page.
+    pub urls: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Demo {
+    /// Start it with `args` after `demo --listen 127.0.0.1:0 --db FILE`.
+    pub fn start(args: &[&str]) -> Demo {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = Command::new(herald_bin())
+            .args(["demo", "--listen", "127.0.0.1:0", "--db"])
+            .arg(dir.path().join("demo.db"))
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start herald demo");
+        let mut demo = Demo {
+            child,
+            urls: Vec::new(),
+            _dir: dir,
+        };
+        let stdout = demo.child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the demo's first line");
+        // "herald demo: the fleet at http://HOST:PORT/ and its messages at …"
+        demo.urls = line
+            .split_whitespace()
+            .filter(|w| w.starts_with("http://"))
+            .map(str::to_owned)
+            .collect();
+        demo
+    }
+
+    /// The base URL (the overview's, without its slash).
+    pub fn base(&self) -> String {
+        self.urls
+            .first()
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if let Err(e) = self.child.kill() {
+            eprintln!("could not stop herald demo: {e}");
+        }
+        if let Err(e) = self.child.wait() {
+            eprintln!("could not reap herald demo: {e}");
+        }
+    }
+}
