@@ -8,8 +8,7 @@
 //!   element, a new state) when its task moves;
 //! * a failed webhook receipt: the overview, logged in by HTTP Basic with a
 //!   read token, shows it and its error, and its replay button (asking for
-//!   a source token) drives it again until the receiver has it.
-//!
+//!   a source token) drives it again until the receiver has it;
 //! * a channel with more messages than a page keeps: 500 cards, and still
 //!   500 as new ones stream in on top.
 //!
@@ -64,7 +63,7 @@ async fn scenario(name: &str, base: &str, env: &[(&str, &str)]) -> Value {
     let out = tokio::task::spawn_blocking(move || command.output())
         .await
         .unwrap()
-        .expect("node runs (Debian's nodejs)");
+        .expect("node runs (Node.js is on the machine; see the env notes)");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
