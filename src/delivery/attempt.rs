@@ -12,9 +12,9 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use super::account::Account;
+use super::bookkeeping::{Bookkeeping, OutcomeError};
 use super::concurrency::Answer;
 use super::door::{Door, Slot};
-use super::outcomes::{OutcomeError, OutcomeWriter};
 use super::receipts::decide;
 use crate::config::DeliveryConfig;
 use crate::render::{self, TaskView};
@@ -88,8 +88,8 @@ pub struct Attempts {
     pub door: Door,
     /// Retry schedule and max age.
     pub config: DeliveryConfig,
-    /// Where outcomes are recorded.
-    pub outcomes: OutcomeWriter,
+    /// Where outcomes are recorded (group commit).
+    pub bookkeeping: Bookkeeping,
     /// Becomes true when the channel stops.
     pub shutdown: watch::Receiver<bool>,
     /// The epoch of the channel lease the attempts are made under.
@@ -272,7 +272,7 @@ impl Attempts {
             }
         };
         let recorded = self
-            .outcomes
+            .bookkeeping
             .record(ReceiptOutcome {
                 id: receipt.id.clone(),
                 attempt: receipt.attempts,

@@ -20,14 +20,15 @@ use tracing::{debug, info, warn};
 
 use super::account::Account;
 use super::attempt::{Attempts, Landed, failure, receipt_message};
+use super::bookkeeping::Bookkeeping;
 use super::concurrency::{Answer, Limiter};
 use super::door::{Door, Slot};
-use super::outcomes::OutcomeWriter;
 use super::receipts::{backoff, decide_progress};
 use crate::config::{DeliveryConfig, InFlight};
 use crate::render::{self, TaskView};
 use crate::store::{
-    Claimable, ClaimedReceipt, Lease, ProgressJob, ProgressWrite, ReceiptUpdate, Store, StoreError, now_ms,
+    ClaimRequest, Claimable, ClaimedReceipt, Lease, ProgressJob, ProgressWrite, ReceiptUpdate, Store,
+    StoreError, now_ms,
 };
 
 /// How long a claimed receipt stays ours before the actor reclaims it as
@@ -79,8 +80,9 @@ pub struct ChannelActor {
     /// Posts in flight at once, where the platform takes them
     /// concurrently.
     pub in_flight: InFlight,
-    /// Where attempt outcomes are recorded (group commit).
-    pub outcomes: OutcomeWriter,
+    /// Where attempt outcomes are recorded and receipts claimed (group
+    /// commit).
+    pub bookkeeping: Bookkeeping,
     /// Who its failure and attention notifications ping.
     pub mentions: crate::mentions::ChannelMentions,
     /// A task's notifications are replies under its live message.
@@ -400,7 +402,7 @@ impl ChannelActor {
             account: self.account.clone(),
             door: door.clone(),
             config: self.config.clone(),
-            outcomes: self.outcomes.clone(),
+            bookkeeping: self.bookkeeping.clone(),
             shutdown: self.shutdown.clone(),
             epoch: self.lease.epoch,
             mentions: self.mentions.clone(),
@@ -475,6 +477,17 @@ impl ChannelActor {
             candidates.push(Some(now + round.lookup_blocked.map_or(0, millis)));
         }
         Ok(candidates.into_iter().flatten().min())
+    }
+
+    /// A claim of up to `limit` of the channel's due receipts, now.
+    fn claim(&self, limit: i64, which: Claimable) -> ClaimRequest {
+        ClaimRequest {
+            lease: self.lease.clone(),
+            now: now_ms(),
+            lease_ms: LEASE_MS,
+            limit,
+            which,
+        }
     }
 
     fn min_interval_ms(&self) -> i64 {
@@ -558,8 +571,8 @@ impl ChannelActor {
             } else {
                 let limit = i64::try_from(free.min(BATCH)).unwrap_or(1);
                 let receipts = self
-                    .store
-                    .claim_receipts(&self.lease, now_ms(), LEASE_MS, limit, state.claimable())
+                    .bookkeeping
+                    .claim(self.claim(limit, state.claimable()))
                     .await?;
                 round.sent |= !receipts.is_empty();
                 for receipt in receipts {
@@ -635,14 +648,8 @@ impl ChannelActor {
                 // slots would mean a claim per landing.
                 let want = (2 * limit - ahead).min(CLAIM_MAX);
                 let receipts = self
-                    .store
-                    .claim_receipts(
-                        &self.lease,
-                        now_ms(),
-                        LEASE_MS,
-                        i64::try_from(want).unwrap_or(1),
-                        which,
-                    )
+                    .bookkeeping
+                    .claim(self.claim(i64::try_from(want).unwrap_or(1), which))
                     .await?;
                 flight.ids.extend(receipts.iter().map(|r| r.id.clone()));
                 flight.queue.extend(receipts);

@@ -6,12 +6,12 @@
 
 mod account;
 mod attempt;
+mod bookkeeping;
 pub mod budget;
 mod channel;
 mod concurrency;
 mod door;
 pub mod leases;
-mod outcomes;
 pub mod receipts;
 pub mod throttles;
 
@@ -277,8 +277,9 @@ struct Engine {
     actors: HashMap<String, Running>,
     /// Channel names the sweeper keeps; written only under reload.
     known: Arc<tokio::sync::RwLock<Vec<String>>>,
-    /// Records every actor's attempt outcomes, many per transaction.
-    outcomes: outcomes::OutcomeWriter,
+    /// Records every actor's attempt outcomes and makes its claims, many
+    /// per transaction.
+    bookkeeping: bookkeeping::Bookkeeping,
     replica: Replica,
     /// Every configured channel with its account: what may be leased.
     wanted: BTreeMap<String, (ChannelConfig, AccountKey)>,
@@ -315,7 +316,7 @@ impl Delivery {
             account_configs: HashMap::new(),
             actors: HashMap::new(),
             known,
-            outcomes: outcomes::OutcomeWriter::start(store.clone()),
+            bookkeeping: bookkeeping::Bookkeeping::start(store.clone()),
             replica,
             wanted: BTreeMap::new(),
             held: HashMap::new(),
@@ -510,7 +511,7 @@ impl Engine {
             target: target_of(ch),
             progress: ch.progress,
             in_flight: ch.in_flight,
-            outcomes: self.outcomes.clone(),
+            bookkeeping: self.bookkeeping.clone(),
             account,
             store: self.store.clone(),
             config: self.delivery.clone(),

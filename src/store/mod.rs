@@ -45,7 +45,8 @@ pub use queries::{
     ChannelBacklog, JournalEntry, QueryStore, ReceiptFilter, ReceiptRow, RunStateCount, StateCount, WorkerRow,
 };
 pub use receipts::{
-    Claimable, ClaimedReceipt, ReceiptOutcome, ReceiptStore, ReceiptUpdate, UnverifiedReceipt,
+    Bookkept, ClaimRequest, Claimable, ClaimedReceipt, ReceiptOutcome, ReceiptStore, ReceiptUpdate,
+    UnverifiedReceipt,
 };
 pub use retention::{Pruned, RetentionStore};
 pub use runtime_channels::RuntimeChannelStore;
@@ -83,6 +84,12 @@ pub enum StoreError {
         /// The channel.
         channel: String,
     },
+    /// The shared bookkeeping transaction this request was part of failed
+    /// on a connection problem (named here), or the writer making it has
+    /// stopped: whether it committed is unknown, and trying again later
+    /// can succeed. Each request of the group gets its own copy.
+    #[error("the delivery bookkeeping write did not complete: {0}")]
+    Unanswered(String),
 }
 
 impl StoreError {
@@ -92,8 +99,10 @@ impl StoreError {
     /// lock conflict. Decided from sqlx's error kinds and the database's
     /// own error codes (SQLSTATE on PostgreSQL, result codes on SQLite).
     pub fn is_transient(&self) -> bool {
-        let StoreError::Database(e) = self else {
-            return false;
+        let e = match self {
+            StoreError::Database(e) => e,
+            StoreError::Unanswered(_) => return true,
+            _ => return false,
         };
         match e {
             sqlx::Error::Io(_)

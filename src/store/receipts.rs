@@ -122,12 +122,51 @@ pub struct ReceiptOutcome {
     pub at: i64,
 }
 
+/// One channel's claim: up to `limit` of its due pending receipts, oldest
+/// due first, of those `which` allows, for `lease_ms` from `now`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequest {
+    /// The channel's lease the claim is made under (the fence).
+    pub lease: Lease,
+    /// Unix ms: what is due by then is claimable.
+    pub now: i64,
+    /// How long the claim holds before it may be reclaimed.
+    pub lease_ms: i64,
+    /// Most receipts to take.
+    pub limit: i64,
+    /// Which due receipts qualify.
+    pub which: Claimable,
+}
+
+/// What one bookkeeping transaction did ([`ReceiptStore::finish_and_claim`]).
+#[derive(Debug, Default)]
+pub struct Bookkept {
+    /// In the order of the outcomes: whether each was recorded (false: a
+    /// newer attempt or another replica owns the receipt now).
+    pub recorded: Vec<bool>,
+    /// In the order of the claims: the receipts claimed, or `None` when the
+    /// channel's lease had passed on (nothing was claimed).
+    pub claimed: Vec<Option<Vec<ClaimedReceipt>>>,
+}
+
 /// Terminal receipts: claims, fenced outcomes, leases, reconciliation, replay.
 #[async_trait::async_trait]
 pub trait ReceiptStore: Send + Sync {
-    /// Claim up to `limit` due pending receipts of the lease's channel for
-    /// `lease_ms`, oldest due first, of those `which` allows.
-    /// [`StoreError::LeaseLost`] once the channel's lease has passed on.
+    /// The delivery writer's group commit: record `outcomes` (each fenced,
+    /// as [`ReceiptStore::finish_receipts`] says) and make `claims` (each
+    /// for its own channel) in one write transaction. SQLite has one
+    /// writer at a time: a claim made on its own collides with the outcome
+    /// batches and sleeps in SQLite's busy handler, one made here waits
+    /// for nothing and shares the commit.
+    async fn finish_and_claim(
+        &self,
+        outcomes: &[ReceiptOutcome],
+        claims: &[ClaimRequest],
+    ) -> Result<Bookkept, StoreError>;
+
+    /// One claim on its own ([`ReceiptStore::finish_and_claim`] with no
+    /// outcomes). [`StoreError::LeaseLost`] once the channel's lease has
+    /// passed on.
     async fn claim_receipts(
         &self,
         lease: &Lease,
@@ -135,7 +174,23 @@ pub trait ReceiptStore: Send + Sync {
         lease_ms: i64,
         limit: i64,
         which: Claimable,
-    ) -> Result<Vec<ClaimedReceipt>, StoreError>;
+    ) -> Result<Vec<ClaimedReceipt>, StoreError> {
+        let claim = ClaimRequest {
+            lease: lease.clone(),
+            now,
+            lease_ms,
+            limit,
+            which,
+        };
+        let done = self.finish_and_claim(&[], std::slice::from_ref(&claim)).await?;
+        done.claimed
+            .into_iter()
+            .next()
+            .flatten()
+            .ok_or_else(|| StoreError::LeaseLost {
+                channel: lease.channel.clone(),
+            })
+    }
 
     /// Receipts with what to render, by id (claimed or not), oldest first.
     /// The rows come back aggregated into one JSON array: with sqlx's
@@ -150,7 +205,9 @@ pub trait ReceiptStore: Send + Sync {
     /// overwrites a newer state (the claim was reclaimed or replayed, or
     /// the channel passed to another replica). Returns, in order, whether
     /// each was recorded.
-    async fn finish_receipts(&self, outcomes: &[ReceiptOutcome]) -> Result<Vec<bool>, StoreError>;
+    async fn finish_receipts(&self, outcomes: &[ReceiptOutcome]) -> Result<Vec<bool>, StoreError> {
+        Ok(self.finish_and_claim(outcomes, &[]).await?.recorded)
+    }
 
     /// Claims of `channel` whose lease expired while `sending` (a store
     /// error, a stuck call) go back to `pending`, due now and unverified:

@@ -93,44 +93,120 @@ async fn finish_batch(
     Ok(recorded)
 }
 
+/// Record `outcomes` in `tx`, one statement per kind; returns the ids
+/// recorded (the others were fenced off).
+async fn finish_in(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    outcomes: &[ReceiptOutcome],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let (mut surfaced, mut retry, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+    for outcome in outcomes {
+        match outcome.update {
+            ReceiptUpdate::Surfaced { .. } => surfaced.push(outcome),
+            ReceiptUpdate::Retry { .. } => retry.push(outcome),
+            ReceiptUpdate::Failed { .. } => failed.push(outcome),
+        }
+    }
+    let mut recorded = std::collections::HashSet::new();
+    // Each row: (id, attempt, epoch, message_id, surfaced_at).
+    recorded.extend(
+        finish_batch(
+            tx,
+            &surfaced,
+            "status = 'surfaced', message_id = v.column4, surfaced_at = v.column5, \
+                 lease_until = NULL, unverified = FALSE, backoff = FALSE",
+            |b, outcome| {
+                if let ReceiptUpdate::Surfaced { message_id } = &outcome.update {
+                    b.push_bind(message_id.clone()).push_bind(outcome.at);
+                }
+            },
+        )
+        .await?,
+    );
+    // Each row: (id, attempt, epoch, next_attempt_at, last_error, unverified, backoff).
+    recorded.extend(
+        finish_batch(
+            tx,
+            &retry,
+            "status = 'pending', next_attempt_at = v.column4, last_error = v.column5, \
+                 unverified = v.column6, backoff = v.column7, lease_until = NULL",
+            |b, outcome| {
+                if let ReceiptUpdate::Retry {
+                    at,
+                    error,
+                    unverified,
+                    backoff,
+                } = &outcome.update
+                {
+                    b.push_bind(*at)
+                        .push_bind(error.clone())
+                        .push_bind(*unverified)
+                        .push_bind(*backoff);
+                }
+            },
+        )
+        .await?,
+    );
+    // Each row: (id, attempt, epoch, last_error).
+    recorded.extend(
+        finish_batch(
+            tx,
+            &failed,
+            "status = 'failed', last_error = v.column4, lease_until = NULL, backoff = FALSE",
+            |b, outcome| {
+                if let ReceiptUpdate::Failed { error } = &outcome.update {
+                    b.push_bind(error.clone());
+                }
+            },
+        )
+        .await?,
+    );
+    Ok(recorded)
+}
+
+/// Make one claim in `tx`: the receipts claimed, or `None` when the
+/// channel's lease has passed on. SKIP LOCKED: a receipt another replica
+/// is claiming right now is left to it instead of waited for (and then
+/// claimed twice).
+async fn claim_in(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    claim: &ClaimRequest,
+) -> Result<Option<Vec<ClaimedReceipt>>, StoreError> {
+    let claimable = claimable(5, 8);
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH r AS (UPDATE receipts SET status = 'sending', lease_until = $1, attempts = attempts + 1, \
+         attempted_at = $2 WHERE id IN (SELECT id FROM receipts WHERE channel = $3 AND status = 'pending' \
+         AND next_attempt_at <= $4 AND {claimable} \
+         ORDER BY next_attempt_at, created_at LIMIT $6 FOR UPDATE SKIP LOCKED) \
+         AND EXISTS (SELECT 1 FROM channel_leases WHERE channel = $3 AND epoch = $7 AND holder IS NOT NULL) \
+         RETURNING id, channel, attempts, created_at, unverified, task, event_seq, fallback_for, miss_reason) \
+         SELECT {CLAIMED_COLUMNS} FROM r {CLAIMED_JOINS} ORDER BY r.created_at"
+    )))
+    .bind(claim.now + claim.lease_ms)
+    .bind(claim.now)
+    .bind(&claim.lease.channel)
+    .bind(claim.now)
+    .bind(claim.which.verified_only)
+    .bind(claim.limit)
+    .bind(claim.lease.epoch)
+    .bind(claim.which.parent_posted)
+    .fetch_all(&mut **tx)
+    .await?;
+    if !rows.is_empty() {
+        return Ok(Some(rows.iter().map(claimed_from_row).collect::<Result<_, _>>()?));
+    }
+    let held: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM channel_leases WHERE channel = $1 AND epoch = $2 AND holder IS NOT NULL",
+    )
+    .bind(&claim.lease.channel)
+    .bind(claim.lease.epoch)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(held.map(|_| Vec::new()))
+}
+
 #[async_trait::async_trait]
 impl ReceiptStore for PgStore {
-    async fn claim_receipts(
-        &self,
-        lease: &Lease,
-        now: i64,
-        lease_ms: i64,
-        limit: i64,
-        which: Claimable,
-    ) -> Result<Vec<ClaimedReceipt>, StoreError> {
-        // SKIP LOCKED: a receipt another replica is claiming right now is
-        // left to it instead of waited for (and then claimed twice).
-        let claimable = claimable(5, 8);
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "WITH r AS (UPDATE receipts SET status = 'sending', lease_until = $1, attempts = attempts + 1, \
-             attempted_at = $2 WHERE id IN (SELECT id FROM receipts WHERE channel = $3 AND status = 'pending' \
-             AND next_attempt_at <= $4 AND {claimable} \
-             ORDER BY next_attempt_at, created_at LIMIT $6 FOR UPDATE SKIP LOCKED) \
-             AND EXISTS (SELECT 1 FROM channel_leases WHERE channel = $3 AND epoch = $7 AND holder IS NOT NULL) \
-             RETURNING id, channel, attempts, created_at, unverified, task, event_seq, fallback_for, miss_reason) \
-             SELECT {CLAIMED_COLUMNS} FROM r {CLAIMED_JOINS} ORDER BY r.created_at"
-        )))
-        .bind(now + lease_ms)
-        .bind(now)
-        .bind(&lease.channel)
-        .bind(now)
-        .bind(which.verified_only)
-        .bind(limit)
-        .bind(lease.epoch)
-        .bind(which.parent_posted)
-        .fetch_all(&self.delivery)
-        .await?;
-        if rows.is_empty() {
-            self.fence(lease).await?;
-        }
-        rows.iter().map(claimed_from_row).collect()
-    }
-
     async fn receipts_by_id(&self, ids: &[String]) -> Result<Vec<ClaimedReceipt>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -144,72 +220,22 @@ impl ReceiptStore for PgStore {
         rows.iter().map(claimed_from_row).collect()
     }
 
-    async fn finish_receipts(&self, outcomes: &[ReceiptOutcome]) -> Result<Vec<bool>, StoreError> {
-        let (mut surfaced, mut retry, mut failed) = (Vec::new(), Vec::new(), Vec::new());
-        for outcome in outcomes {
-            match outcome.update {
-                ReceiptUpdate::Surfaced { .. } => surfaced.push(outcome),
-                ReceiptUpdate::Retry { .. } => retry.push(outcome),
-                ReceiptUpdate::Failed { .. } => failed.push(outcome),
-            }
-        }
+    async fn finish_and_claim(
+        &self,
+        outcomes: &[ReceiptOutcome],
+        claims: &[ClaimRequest],
+    ) -> Result<Bookkept, StoreError> {
         let mut tx = self.delivery.begin().await?;
-        let mut recorded = std::collections::HashSet::new();
-        // Each row: (id, attempt, epoch, message_id, surfaced_at).
-        recorded.extend(
-            finish_batch(
-                &mut tx,
-                &surfaced,
-                "status = 'surfaced', message_id = v.column4, surfaced_at = v.column5, \
-                 lease_until = NULL, unverified = FALSE, backoff = FALSE",
-                |b, outcome| {
-                    if let ReceiptUpdate::Surfaced { message_id } = &outcome.update {
-                        b.push_bind(message_id.clone()).push_bind(outcome.at);
-                    }
-                },
-            )
-            .await?,
-        );
-        // Each row: (id, attempt, epoch, next_attempt_at, last_error, unverified, backoff).
-        recorded.extend(
-            finish_batch(
-                &mut tx,
-                &retry,
-                "status = 'pending', next_attempt_at = v.column4, last_error = v.column5, \
-                 unverified = v.column6, backoff = v.column7, lease_until = NULL",
-                |b, outcome| {
-                    if let ReceiptUpdate::Retry {
-                        at,
-                        error,
-                        unverified,
-                        backoff,
-                    } = &outcome.update
-                    {
-                        b.push_bind(*at)
-                            .push_bind(error.clone())
-                            .push_bind(*unverified)
-                            .push_bind(*backoff);
-                    }
-                },
-            )
-            .await?,
-        );
-        // Each row: (id, attempt, epoch, last_error).
-        recorded.extend(
-            finish_batch(
-                &mut tx,
-                &failed,
-                "status = 'failed', last_error = v.column4, lease_until = NULL, backoff = FALSE",
-                |b, outcome| {
-                    if let ReceiptUpdate::Failed { error } = &outcome.update {
-                        b.push_bind(error.clone());
-                    }
-                },
-            )
-            .await?,
-        );
+        let recorded = finish_in(&mut tx, outcomes).await?;
+        let mut claimed = Vec::with_capacity(claims.len());
+        for claim in claims {
+            claimed.push(claim_in(&mut tx, claim).await?);
+        }
         tx.commit().await?;
-        Ok(outcomes.iter().map(|o| recorded.contains(&o.id)).collect())
+        Ok(Bookkept {
+            recorded: outcomes.iter().map(|o| recorded.contains(&o.id)).collect(),
+            claimed,
+        })
     }
 
     async fn reclaim_expired_receipts(&self, lease: &Lease, now: i64) -> Result<u64, StoreError> {

@@ -4,7 +4,7 @@
 //!
 //! The lease tick's writes queue for the write gate on the ingest pool:
 //! on the delivery pool (two connections) they slept in SQLite's busy
-//! handler behind the outcome writer, holding a connection claims needed
+//! handler behind the bookkeeping writer, holding a connection claims needed
 //! (measured: webhook delivery 10–20 % slower).
 
 use sqlx::Row;

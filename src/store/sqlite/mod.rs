@@ -37,13 +37,13 @@ use super::{Lifecycle, StoreError};
 /// SQLite has one writer at a time, and a connection that finds the write
 /// lock taken sleeps in coarse steps (1, 2, 5, 10 … ms) before it tries
 /// again. The two big transactions (the ingest writer's group commit and
-/// the outcome writer's batches) therefore queue for `write_gate` first,
-/// in process, and wake the moment it is free; other writes skip the gate
-/// and fall back on the busy timeout. Measured: during a webhook burst the
-/// delivery connections slept 1.2 s in 3 s before, none after. Gating the
-/// claims as well made one busy channel 10 % faster but 1,000 channels
-/// twice as slow (each of hundreds of small claims then waits its turn
-/// behind the others and the big transactions), so claims are not gated.
+/// the delivery bookkeeping writer's outcomes and claims) therefore queue
+/// for `write_gate` first, in process, and wake the moment it is free;
+/// other writes skip the gate and fall back on the busy timeout. Measured:
+/// during a webhook burst the delivery connections slept 1.2 s in 3 s
+/// before, none after. Claims are made in the bookkeeping transaction:
+/// gated one by one, hundreds of small claims made 1,000 channels twice as
+/// slow (each waited its turn behind the others and the big transactions).
 #[derive(Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,

@@ -95,45 +95,117 @@ async fn finish_batch(
     Ok(recorded)
 }
 
+/// Record `outcomes` in `tx`, one statement per kind; returns the ids
+/// recorded (the others were fenced off).
+async fn finish_in(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    outcomes: &[ReceiptOutcome],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let (mut surfaced, mut retry, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+    for outcome in outcomes {
+        match outcome.update {
+            ReceiptUpdate::Surfaced { .. } => surfaced.push(outcome),
+            ReceiptUpdate::Retry { .. } => retry.push(outcome),
+            ReceiptUpdate::Failed { .. } => failed.push(outcome),
+        }
+    }
+    let mut recorded = std::collections::HashSet::new();
+    // Each row: (id, attempt, epoch, message_id, surfaced_at).
+    recorded.extend(
+        finish_batch(
+            tx,
+            &surfaced,
+            "status = 'surfaced', message_id = v.column4, surfaced_at = v.column5, \
+                 lease_until = NULL, unverified = 0, backoff = 0",
+            |b, outcome| {
+                if let ReceiptUpdate::Surfaced { message_id } = &outcome.update {
+                    b.push_bind(message_id.clone()).push_bind(outcome.at);
+                }
+            },
+        )
+        .await?,
+    );
+    // Each row: (id, attempt, epoch, next_attempt_at, last_error, unverified, backoff).
+    recorded.extend(
+        finish_batch(
+            tx,
+            &retry,
+            "status = 'pending', next_attempt_at = v.column4, last_error = v.column5, \
+                 unverified = v.column6, backoff = v.column7, lease_until = NULL",
+            |b, outcome| {
+                if let ReceiptUpdate::Retry {
+                    at,
+                    error,
+                    unverified,
+                    backoff,
+                } = &outcome.update
+                {
+                    b.push_bind(*at)
+                        .push_bind(error.clone())
+                        .push_bind(*unverified)
+                        .push_bind(*backoff);
+                }
+            },
+        )
+        .await?,
+    );
+    // Each row: (id, attempt, epoch, last_error).
+    recorded.extend(
+        finish_batch(
+            tx,
+            &failed,
+            "status = 'failed', last_error = v.column4, lease_until = NULL, backoff = 0",
+            |b, outcome| {
+                if let ReceiptUpdate::Failed { error } = &outcome.update {
+                    b.push_bind(error.clone());
+                }
+            },
+        )
+        .await?,
+    );
+    Ok(recorded)
+}
+
+/// Make one claim in `tx`: the ids claimed, or `None` when the channel's
+/// lease has passed on.
+async fn claim_in(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    claim: &ClaimRequest,
+) -> Result<Option<Vec<String>>, StoreError> {
+    let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "UPDATE receipts SET status = 'sending', lease_until = ?, attempts = attempts + 1, attempted_at = ? \
+         WHERE id IN (SELECT id FROM receipts WHERE channel = ? AND status = 'pending' \
+                      AND next_attempt_at <= ? AND {CLAIMABLE} \
+                      ORDER BY next_attempt_at, created_at LIMIT ?) \
+         AND EXISTS (SELECT 1 FROM channel_leases WHERE channel = ? AND epoch = ? AND holder IS NOT NULL) \
+         RETURNING id"
+    )))
+    .bind(claim.now + claim.lease_ms)
+    .bind(claim.now)
+    .bind(&claim.lease.channel)
+    .bind(claim.now)
+    .bind(claim.which.verified_only)
+    .bind(claim.which.parent_posted)
+    .bind(claim.limit)
+    .bind(&claim.lease.channel)
+    .bind(claim.lease.epoch)
+    .fetch_all(&mut **tx)
+    .await?;
+    if !ids.is_empty() {
+        return Ok(Some(ids));
+    }
+    let held: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM channel_leases WHERE channel = ? AND epoch = ? AND holder IS NOT NULL",
+    )
+    .bind(&claim.lease.channel)
+    .bind(claim.lease.epoch)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(held.map(|_| Vec::new()))
+}
+
 #[async_trait::async_trait]
 impl ReceiptStore for SqliteStore {
-    async fn claim_receipts(
-        &self,
-        lease: &Lease,
-        now: i64,
-        lease_ms: i64,
-        limit: i64,
-        which: Claimable,
-    ) -> Result<Vec<ClaimedReceipt>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE receipts SET status = 'sending', lease_until = ?, attempts = attempts + 1, attempted_at = ? \
-             WHERE id IN (SELECT id FROM receipts WHERE channel = ? AND status = 'pending' \
-                          AND next_attempt_at <= ? AND {CLAIMABLE} \
-                          ORDER BY next_attempt_at, created_at LIMIT ?) \
-             AND EXISTS (SELECT 1 FROM channel_leases WHERE channel = ? AND epoch = ? AND holder IS NOT NULL) \
-             RETURNING id"
-        )))
-        .bind(now + lease_ms)
-        .bind(now)
-        .bind(&lease.channel)
-        .bind(now)
-        .bind(which.verified_only)
-        .bind(which.parent_posted)
-        .bind(limit)
-        .bind(&lease.channel)
-        .bind(lease.epoch)
-        .fetch_all(&self.delivery)
-        .await?;
-        if rows.is_empty() {
-            self.fence(lease).await?;
-        }
-        let ids = rows
-            .iter()
-            .map(|r| r.try_get::<String, _>("id"))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.receipts_by_id(&ids).await
-    }
-
     async fn receipts_by_id(&self, ids: &[String]) -> Result<Vec<ClaimedReceipt>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -162,73 +234,42 @@ impl ReceiptStore for SqliteStore {
         Ok(out)
     }
 
-    async fn finish_receipts(&self, outcomes: &[ReceiptOutcome]) -> Result<Vec<bool>, StoreError> {
-        let (mut surfaced, mut retry, mut failed) = (Vec::new(), Vec::new(), Vec::new());
-        for outcome in outcomes {
-            match outcome.update {
-                ReceiptUpdate::Surfaced { .. } => surfaced.push(outcome),
-                ReceiptUpdate::Retry { .. } => retry.push(outcome),
-                ReceiptUpdate::Failed { .. } => failed.push(outcome),
+    async fn finish_and_claim(
+        &self,
+        outcomes: &[ReceiptOutcome],
+        claims: &[ClaimRequest],
+    ) -> Result<Bookkept, StoreError> {
+        let gate = self.write_gate.lock().await;
+        let mut tx = self.delivery.begin_with("BEGIN IMMEDIATE").await?;
+        let recorded = finish_in(&mut tx, outcomes).await?;
+        let mut claimed_ids = Vec::with_capacity(claims.len());
+        for claim in claims {
+            claimed_ids.push(claim_in(&mut tx, claim).await?);
+        }
+        tx.commit().await?;
+        drop(gate);
+        // What to render is read after the commit: a read does not hold
+        // up the next writer.
+        let mut owner = std::collections::HashMap::new();
+        for (i, ids) in claimed_ids.iter().enumerate() {
+            for id in ids.iter().flatten() {
+                owner.insert(id.clone(), i);
             }
         }
-        let _gate = self.write_gate.lock().await;
-        let mut tx = self.delivery.begin_with("BEGIN IMMEDIATE").await?;
-        let mut recorded = std::collections::HashSet::new();
-        // Each row: (id, attempt, epoch, message_id, surfaced_at).
-        recorded.extend(
-            finish_batch(
-                &mut tx,
-                &surfaced,
-                "status = 'surfaced', message_id = v.column4, surfaced_at = v.column5, \
-                 lease_until = NULL, unverified = 0, backoff = 0",
-                |b, outcome| {
-                    if let ReceiptUpdate::Surfaced { message_id } = &outcome.update {
-                        b.push_bind(message_id.clone()).push_bind(outcome.at);
-                    }
-                },
-            )
-            .await?,
-        );
-        // Each row: (id, attempt, epoch, next_attempt_at, last_error, unverified, backoff).
-        recorded.extend(
-            finish_batch(
-                &mut tx,
-                &retry,
-                "status = 'pending', next_attempt_at = v.column4, last_error = v.column5, \
-                 unverified = v.column6, backoff = v.column7, lease_until = NULL",
-                |b, outcome| {
-                    if let ReceiptUpdate::Retry {
-                        at,
-                        error,
-                        unverified,
-                        backoff,
-                    } = &outcome.update
-                    {
-                        b.push_bind(*at)
-                            .push_bind(error.clone())
-                            .push_bind(*unverified)
-                            .push_bind(*backoff);
-                    }
-                },
-            )
-            .await?,
-        );
-        // Each row: (id, attempt, epoch, last_error).
-        recorded.extend(
-            finish_batch(
-                &mut tx,
-                &failed,
-                "status = 'failed', last_error = v.column4, lease_until = NULL, backoff = 0",
-                |b, outcome| {
-                    if let ReceiptUpdate::Failed { error } = &outcome.update {
-                        b.push_bind(error.clone());
-                    }
-                },
-            )
-            .await?,
-        );
-        tx.commit().await?;
-        Ok(outcomes.iter().map(|o| recorded.contains(&o.id)).collect())
+        let all: Vec<String> = owner.keys().cloned().collect();
+        let mut claimed: Vec<Option<Vec<ClaimedReceipt>>> = claimed_ids
+            .iter()
+            .map(|ids| ids.as_ref().map(|ids| Vec::with_capacity(ids.len())))
+            .collect();
+        for receipt in self.receipts_by_id(&all).await? {
+            if let Some(Some(list)) = owner.get(&receipt.id).and_then(|&i| claimed.get_mut(i)) {
+                list.push(receipt);
+            }
+        }
+        Ok(Bookkept {
+            recorded: outcomes.iter().map(|o| recorded.contains(&o.id)).collect(),
+            claimed,
+        })
     }
 
     async fn reclaim_expired_receipts(&self, lease: &Lease, now: i64) -> Result<u64, StoreError> {
