@@ -317,3 +317,91 @@ async fn a_replica_is_alive_only_by_a_lock_in_its_own_database() {
             .any(|r| r.id == "x" && r.alive)
     );
 }
+
+fn two_channels(_: &RoutingInput<'_>) -> Vec<RoutedChannel> {
+    ["main", "other"]
+        .into_iter()
+        .map(|name| RoutedChannel {
+            name: name.into(),
+            progress: false,
+        })
+        .collect()
+}
+
+/// The delivery writer's group commit: outcomes and the claims of several
+/// channels in one transaction, each claim fenced by its own lease, each
+/// answered on its own.
+#[tokio::test]
+async fn one_bookkeeping_write_records_outcomes_and_claims_for_several_channels() {
+    let (store, _dir) = open().await;
+    let event = |task: &str| {
+        parse_event(json!({
+            "seq": 1, "run_id": "r", "worker_id": "w", "task_id": task,
+            "timestamp": "2026-12-01T00:00:00Z", "state": "completed",
+        }))
+        .unwrap()
+    };
+    let requests = vec![vec![event("t1")]];
+    store
+        .ingest(&Batch::new(&requests).unwrap(), &two_channels)
+        .await
+        .unwrap();
+    let now = now_ms();
+    let main = store
+        .take_lease("main", "a", &live(&["a"]), now, 10_000)
+        .await
+        .unwrap()
+        .unwrap();
+    let old_other = store
+        .take_lease("other", "a", &live(&["a"]), now, 10_000)
+        .await
+        .unwrap()
+        .unwrap();
+    let first = store
+        .claim_receipts(&main, now, 60_000, 10, Claimable::default())
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    // `other` passes to b; a second task arrives for both channels.
+    store
+        .take_lease("other", "b", &live(&["b"]), now + 1, 10_000)
+        .await
+        .unwrap()
+        .expect("a is gone");
+    let requests = vec![vec![event("t2")]];
+    store
+        .ingest(&Batch::new(&requests).unwrap(), &two_channels)
+        .await
+        .unwrap();
+    let claim = |lease: &herald::store::Lease| herald::store::ClaimRequest {
+        lease: lease.clone(),
+        now: now_ms(),
+        lease_ms: 60_000,
+        limit: 10,
+        which: Claimable::default(),
+    };
+    let outcome = ReceiptOutcome {
+        id: first[0].id.clone(),
+        attempt: first[0].attempts,
+        epoch: main.epoch,
+        update: ReceiptUpdate::Surfaced {
+            message_id: "m1".into(),
+        },
+        at: now_ms(),
+    };
+    let done = store
+        .finish_and_claim(&[outcome], &[claim(&main), claim(&old_other)])
+        .await
+        .unwrap();
+    assert_eq!(done.recorded, vec![true]);
+    let mut claimed = done.claimed.into_iter();
+    let of_main = claimed.next().unwrap().unwrap();
+    assert_eq!(of_main.len(), 1, "main's second receipt");
+    assert_eq!(of_main[0].task_id, "t2");
+    assert_eq!(of_main[0].channel, "main");
+    match claimed.next().unwrap() {
+        Err(StoreError::LeaseLost { channel }) => assert_eq!(channel, "other"),
+        other => panic!("a claim under a lease that passed on: {other:?}"),
+    }
+    assert!(claimed.next().is_none());
+}

@@ -109,13 +109,10 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
         match store.finish_and_claim(&outcomes, &claims).await {
             Ok(done) => {
                 answer_outcomes(outcome_replies, done.recorded.into_iter().map(Ok));
-                for ((reply, claimed), claim) in claim_replies.into_iter().zip(done.claimed).zip(&claims) {
-                    let answer = claimed.ok_or_else(|| StoreError::LeaseLost {
-                        channel: claim.lease.channel.clone(),
-                    });
+                for (reply, claimed) in claim_replies.into_iter().zip(done.claimed) {
                     // A stopped actor no longer waits: its claims expire
                     // with their lease and are reclaimed.
-                    let _gone = reply.send(answer).is_err();
+                    let _gone = reply.send(claimed).is_err();
                 }
             }
             Err(e) if e.is_transient() => {

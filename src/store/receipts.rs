@@ -144,9 +144,12 @@ pub struct Bookkept {
     /// In the order of the outcomes: whether each was recorded (false: a
     /// newer attempt or another replica owns the receipt now).
     pub recorded: Vec<bool>,
-    /// In the order of the claims: the receipts claimed, or `None` when the
-    /// channel's lease had passed on (nothing was claimed).
-    pub claimed: Vec<Option<Vec<ClaimedReceipt>>>,
+    /// In the order of the claims: the receipts claimed;
+    /// [`StoreError::LeaseLost`] when the channel's lease had passed on
+    /// (nothing was claimed); another error when the claim committed but
+    /// what it claimed could not be read (the caller puts its channel's
+    /// orphaned claims back).
+    pub claimed: Vec<Result<Vec<ClaimedReceipt>, StoreError>>,
 }
 
 /// Terminal receipts: claims, fenced outcomes, leases, reconciliation, replay.
@@ -186,10 +189,7 @@ pub trait ReceiptStore: Send + Sync {
         done.claimed
             .into_iter()
             .next()
-            .flatten()
-            .ok_or_else(|| StoreError::LeaseLost {
-                channel: lease.channel.clone(),
-            })
+            .unwrap_or_else(|| Err(StoreError::Unanswered("the store answered no claim".to_owned())))
     }
 
     /// Receipts with what to render, by id (claimed or not), oldest first.

@@ -229,7 +229,10 @@ impl ReceiptStore for PgStore {
         let recorded = finish_in(&mut tx, outcomes).await?;
         let mut claimed = Vec::with_capacity(claims.len());
         for claim in claims {
-            claimed.push(claim_in(&mut tx, claim).await?);
+            let taken = claim_in(&mut tx, claim).await?;
+            claimed.push(taken.ok_or_else(|| StoreError::LeaseLost {
+                channel: claim.lease.channel.clone(),
+            }));
         }
         tx.commit().await?;
         Ok(Bookkept {

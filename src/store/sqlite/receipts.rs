@@ -166,6 +166,43 @@ async fn finish_in(
     Ok(recorded)
 }
 
+/// What each of `claims` took, read by id (`claimed_ids`, in the same
+/// order: `None` where the channel's lease had passed on). On failure the
+/// error, with the number of claims.
+async fn read_claimed(
+    store: &SqliteStore,
+    claims: &[ClaimRequest],
+    claimed_ids: Vec<Option<Vec<String>>>,
+) -> Result<Vec<Result<Vec<ClaimedReceipt>, StoreError>>, (StoreError, usize)> {
+    let mut owner = std::collections::HashMap::new();
+    for (i, ids) in claimed_ids.iter().enumerate() {
+        for id in ids.iter().flatten() {
+            owner.insert(id.clone(), i);
+        }
+    }
+    let all: Vec<String> = owner.keys().cloned().collect();
+    let rows = store
+        .receipts_by_id(&all)
+        .await
+        .map_err(|e| (e, claimed_ids.len()))?;
+    let mut claimed: Vec<Result<Vec<ClaimedReceipt>, StoreError>> = claimed_ids
+        .into_iter()
+        .zip(claims)
+        .map(|(ids, claim)| match ids {
+            Some(ids) => Ok(Vec::with_capacity(ids.len())),
+            None => Err(StoreError::LeaseLost {
+                channel: claim.lease.channel.clone(),
+            }),
+        })
+        .collect();
+    for receipt in rows {
+        if let Some(Ok(list)) = owner.get(&receipt.id).and_then(|&i| claimed.get_mut(i)) {
+            list.push(receipt);
+        }
+    }
+    Ok(claimed)
+}
+
 /// Make one claim in `tx`: the ids claimed, or `None` when the channel's
 /// lease has passed on.
 async fn claim_in(
@@ -249,23 +286,17 @@ impl ReceiptStore for SqliteStore {
         tx.commit().await?;
         drop(gate);
         // What to render is read after the commit: a read does not hold
-        // up the next writer.
-        let mut owner = std::collections::HashMap::new();
-        for (i, ids) in claimed_ids.iter().enumerate() {
-            for id in ids.iter().flatten() {
-                owner.insert(id.clone(), i);
+        // up the next writer. Should it fail, the outcomes stand and each
+        // claim is answered with the error.
+        let claimed = match read_claimed(self, claims, claimed_ids).await {
+            Ok(claimed) => claimed,
+            Err((e, count)) => {
+                let said = e.to_string();
+                (0..count)
+                    .map(|_| Err(StoreError::Unanswered(said.clone())))
+                    .collect()
             }
-        }
-        let all: Vec<String> = owner.keys().cloned().collect();
-        let mut claimed: Vec<Option<Vec<ClaimedReceipt>>> = claimed_ids
-            .iter()
-            .map(|ids| ids.as_ref().map(|ids| Vec::with_capacity(ids.len())))
-            .collect();
-        for receipt in self.receipts_by_id(&all).await? {
-            if let Some(Some(list)) = owner.get(&receipt.id).and_then(|&i| claimed.get_mut(i)) {
-                list.push(receipt);
-            }
-        }
+        };
         Ok(Bookkept {
             recorded: outcomes.iter().map(|o| recorded.contains(&o.id)).collect(),
             claimed,
