@@ -150,6 +150,16 @@ impl Attempts {
         }
     }
 
+    /// Let the door, the account and the overview's count of 429s learn
+    /// from the platform's answer to `call` at `target` (`None`: it
+    /// confirmed the call). Every answer herald gets passes here.
+    pub async fn learn(&self, target: &ChannelRef, call: Call, slot: Slot, failure: Option<&NotSurfaced>) {
+        let exhausted = self.account.adapter.exhausted_for(target, call);
+        self.door.observe(call, slot, failure, exhausted).await;
+        self.account.note(failure).await;
+        self.throttles.note(&self.name, failure, now_ms());
+    }
+
     /// Where a receipt's post goes: the channel, or in a threaded channel
     /// a reply under its task's live message — first opening the thread
     /// from it where the platform keeps replies in one (one call through
@@ -169,12 +179,8 @@ impl Attempts {
                 .adapter
                 .open_thread(&self.target, &parent, &message.title)
                 .await;
-            let exhausted = self.account.adapter.exhausted_for(&self.target, Call::Post);
-            self.door
-                .observe(Call::Post, slot, opened.as_ref().err(), exhausted)
+            self.learn(&self.target, Call::Post, slot, opened.as_ref().err())
                 .await;
-            self.account.note(opened.as_ref().err()).await;
-            self.throttles.note(&self.name, opened.as_ref().err(), now_ms());
             match opened {
                 Ok(id) => {
                     // If it cannot be kept, the next reply opens it again
@@ -243,12 +249,7 @@ impl Attempts {
                 let started = Instant::now();
                 let outcome = self.account.adapter.post(&target, &message).await;
                 let rtt = started.elapsed();
-                let exhausted = self.account.adapter.exhausted_for(&target, Call::Post);
-                self.door
-                    .observe(Call::Post, slot, failure(&outcome), exhausted)
-                    .await;
-                self.account.note(failure(&outcome)).await;
-                self.throttles.note(&self.name, failure(&outcome), now_ms());
+                self.learn(&target, Call::Post, slot, failure(&outcome)).await;
                 if outcome == DeliveryOutcome::NotSurfaced(NotSurfaced::Gone) {
                     self.parent_gone(&receipt).await;
                 }

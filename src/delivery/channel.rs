@@ -509,13 +509,10 @@ impl ChannelActor {
         state.attempts.through_door(call).await
     }
 
-    /// Let the door and the account learn from an answer (`None`: the
-    /// platform confirmed the call).
+    /// Let the door, the account and the 429 counts learn from an answer
+    /// (`None`: the platform confirmed the call).
     async fn observe(&self, state: &State, call: Call, slot: Slot, failure: Option<&NotSurfaced>) {
-        let exhausted = self.account.adapter.exhausted_for(&self.target, call);
-        state.door.observe(call, slot, failure, exhausted).await;
-        self.account.note(failure).await;
-        self.throttles.note(&self.name, failure, now_ms());
+        state.attempts.learn(&self.target, call, slot, failure).await;
     }
 
     /// One round of work: reclaim expired claims now and then, advance a

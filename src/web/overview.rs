@@ -215,19 +215,29 @@ impl Watching {
         loop {
             self.ticks.tick().await;
             match self.state.read(self.run.as_deref()).await {
-                Ok(overview) => {
+                Ok(mut overview) => {
                     self.down = false;
-                    let unchanged = Overview {
-                        generated_at: 0,
-                        ..overview.clone()
+                    // Compared without its time, which changes every tick.
+                    let generated_at = std::mem::replace(&mut overview.generated_at, 0);
+                    let key = match serde_json::to_string(&overview) {
+                        Ok(key) => key,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not serialize the overview for a viewer; trying at the next tick");
+                            continue;
+                        }
                     };
-                    let key = serde_json::to_string(&unchanged).ok();
-                    if key.is_some() && key == self.last {
+                    if self.last.as_ref() == Some(&key) {
                         continue;
                     }
-                    self.last = key;
-                    if let Ok(event) = Event::default().event("overview").json_data(&overview) {
-                        return event;
+                    overview.generated_at = generated_at;
+                    match Event::default().event("overview").json_data(&overview) {
+                        Ok(event) => {
+                            self.last = Some(key);
+                            return event;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not serialize the overview for a viewer; trying at the next tick");
+                        }
                     }
                 }
                 Err(e) => {

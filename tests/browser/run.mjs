@@ -132,8 +132,8 @@ async function demo() {
   check(sameId === 1, "one card per message, got " + sameId);
   const times = await page.locator("#messages time").allTextContents();
   check(times.length > 0 && times.every((t) => /ago$|^just now$/.test(t)), "relative times: " + times.slice(0, 3));
+  // Reported only: the cap is the `cap` scenario's check.
   const cards = await page.locator("#messages article").count();
-  check(cards <= 500, "at most 500 cards, got " + cards);
   await page.screenshot({ path: join(shots, "channel.png") });
   const channelContrast = await contrastInBothSchemes(page, "channel page");
   check(errors.length === 0, "page errors: " + errors.join("; "));
