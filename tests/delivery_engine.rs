@@ -457,8 +457,11 @@ async fn max_age_turns_a_receipt_failed() {
     e.ingest(vec![ev("r", "t", 1, "completed")]).await;
     let r = e.wait_receipt("main", "failed", Duration::from_secs(5)).await;
     assert!(r.last_error.as_deref().unwrap().contains("max_age"), "{r:?}");
-    // Attempts every ~50 ms until the next would be past 300 ms: about six.
-    assert!((4..=7).contains(&r.attempts), "{r:?}");
+    // Attempts every ~50 ms at most until the next would be past 300 ms:
+    // never more than seven; retried at least once. How many fit depends
+    // on the machine (5–6 here on SQLite, 4–5 on PostgreSQL, 3 once on a
+    // loaded CI machine), so only the bounds the policy sets are checked.
+    assert!((2..=7).contains(&r.attempts), "{r:?}");
     e.stop().await;
 }
 
