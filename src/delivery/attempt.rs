@@ -13,7 +13,7 @@ use tracing::warn;
 
 use super::account::Account;
 use super::bookkeeping::{Bookkeeping, OutcomeError};
-use super::concurrency::Answer;
+use super::concurrency::{Answer, Ticket};
 use super::door::{Door, Slot};
 use super::receipts::decide;
 use crate::config::DeliveryConfig;
@@ -129,8 +129,6 @@ pub struct Landed {
     /// The platform's answer; `None` when the channel stopped before the
     /// call was made.
     pub outcome: Option<DeliveryOutcome>,
-    /// What the answer says about the receiver's load.
-    pub answer: Answer,
     /// What the policy decided.
     pub update: ReceiptUpdate,
     /// Whether it was recorded (false: a newer attempt owns the receipt).
@@ -233,8 +231,10 @@ impl Attempts {
         }
     }
 
-    /// Deliver one claimed receipt and record the outcome.
-    pub async fn deliver(&self, receipt: ClaimedReceipt) -> Landed {
+    /// Deliver one claimed receipt and record the outcome. A concurrent
+    /// channel's `ticket` goes back with the answer, before the outcome is
+    /// recorded.
+    pub async fn deliver(&self, receipt: ClaimedReceipt, ticket: Option<Ticket>) -> Landed {
         let message = receipt_message(&receipt, &self.mentions.for_receipt(&receipt));
         // An unverified receipt reaches here only where resending is the
         // reconciliation (the same key: nonce, webhook-id); look-up and
@@ -272,6 +272,9 @@ impl Attempts {
                 (None, Answer::Neutral, update)
             }
         };
+        if let Some(ticket) = ticket {
+            ticket.answer(answer);
+        }
         let recorded = self
             .bookkeeping
             .record(ReceiptOutcome {
@@ -287,7 +290,6 @@ impl Attempts {
             attempt: receipt.attempts,
             created_at: receipt.created_at,
             outcome,
-            answer,
             update,
             recorded,
         }

@@ -130,11 +130,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
                 // One bad row must not fail its neighbours: each on its
                 // own, so every sender gets its own answer.
                 warn!(error = %e, outcomes = outcomes.len(), claims = claims.len(), "group commit of delivery bookkeeping failed; doing each on its own");
-                for (outcome, reply) in outcomes.iter().zip(outcome_replies) {
-                    let one = store.finish_receipts(std::slice::from_ref(outcome)).await;
-                    let answer = one.map(|r| r.first().copied().unwrap_or(false));
-                    let _gone = reply.send(answer).is_err();
-                }
+                answer_outcomes(outcome_replies, one_by_one(&store, &outcomes).await);
                 for (claim, reply) in claims.into_iter().zip(claim_replies) {
                     let one = store
                         .claim_receipts(&claim.lease, claim.now, claim.lease_ms, claim.limit, claim.which)
@@ -156,6 +152,17 @@ fn answer_outcomes(
         // recorded regardless.
         let _gone = reply.send(answer).is_err();
     }
+}
+
+/// Record each outcome in its own write, so that one bad row does not
+/// fail its neighbours: each gets its own answer.
+async fn one_by_one(store: &Store, outcomes: &[ReceiptOutcome]) -> Vec<Result<bool, StoreError>> {
+    let mut answers = Vec::with_capacity(outcomes.len());
+    for outcome in outcomes {
+        let one = store.finish_receipts(std::slice::from_ref(outcome)).await;
+        answers.push(one.map(|recorded| recorded.first().copied().unwrap_or(false)));
+    }
+    answers
 }
 
 /// Record outcomes whose first try failed on `first` (transient), trying
@@ -190,12 +197,7 @@ async fn retry_outcomes(
             Err(e) if e.is_transient() => failures += 1,
             Err(e) => {
                 warn!(error = %e, outcomes = outcomes.len(), "delivery outcomes could not be recorded together; recording them one by one");
-                let mut answers = Vec::with_capacity(outcomes.len());
-                for outcome in outcomes {
-                    let one = store.finish_receipts(std::slice::from_ref(outcome)).await;
-                    answers.push(one.map(|r| r.first().copied().unwrap_or(false)));
-                }
-                return answers;
+                return one_by_one(store, outcomes).await;
             }
         }
     }

@@ -13,7 +13,7 @@ use herald_messaging::{
     Call, ChannelRef, DeliveryOutcome, IdempotencyKey, LookupPage, LookupQuery, MessageHandle, NotSurfaced,
     Outbound, Platform, Probe, Reconciliation, Reply,
 };
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 use super::account::Account;
 use super::attempt::{Attempts, Landed, failure, receipt_message};
 use super::bookkeeping::Bookkeeping;
-use super::concurrency::{Answer, Limiter};
+use super::concurrency::{Answer, Limiter, Ticket};
 use super::door::{Door, Slot};
 use super::receipts::{backoff, decide_progress};
 use crate::config::{DeliveryConfig, InFlight};
@@ -197,10 +197,23 @@ struct Flight {
     limiter: Limiter,
     /// Claimed, not yet sent.
     queue: VecDeque<ClaimedReceipt>,
-    /// Attempts under way.
+    /// Attempts under way (posting, or recording what the receiver said).
     tasks: JoinSet<Landed>,
     /// Every receipt claimed and not yet landed (queued or under way).
     ids: std::collections::HashSet<String>,
+    /// Where attempts' tickets come back with the receiver's answers.
+    answers: mpsc::UnboundedReceiver<Answer>,
+    /// Cloned into each attempt's ticket.
+    tickets: mpsc::UnboundedSender<Answer>,
+}
+
+impl Flight {
+    /// Give the limiter every answer that came back so far.
+    fn take_answers(&mut self) {
+        while let Ok(answer) = self.answers.try_recv() {
+            self.limiter.finish(answer);
+        }
+    }
 }
 
 /// What the actor keeps between rounds.
@@ -332,14 +345,35 @@ impl ChannelActor {
             if sleep.is_zero() {
                 continue;
             }
-            let landing = async {
-                match state.flight.as_mut() {
-                    Some(flight) if !flight.tasks.is_empty() => flight.tasks.join_next().await,
+            let (tasks, answers) = match state.flight.as_mut() {
+                Some(Flight {
+                    tasks,
+                    answers,
+                    limiter,
+                    ..
+                }) => (Some(tasks), Some((answers, limiter))),
+                None => (None, None),
+            };
+            let landing = async move {
+                match tasks {
+                    Some(tasks) if !tasks.is_empty() => tasks.join_next().await,
                     _ => std::future::pending().await,
+                }
+            };
+            let answered = async move {
+                // An answer frees a place: the next round fills it. (The
+                // flight holds a sender, so `recv` ends only with it.)
+                match answers {
+                    Some((answers, limiter)) => match answers.recv().await {
+                        Some(answer) => limiter.finish(answer),
+                        None => std::future::pending().await,
+                    },
+                    None => std::future::pending().await,
                 }
             };
             let landed = tokio::select! {
                 landed = landing => landed,
+                () = answered => None,
                 _ = self.wake.notified() => None,
                 _ = tokio::time::sleep(sleep) => None,
                 _ = self.shutdown.changed() => None,
@@ -360,12 +394,10 @@ impl ChannelActor {
         match joined {
             Ok(landed) => {
                 flight.ids.remove(&landed.receipt);
-                flight.limiter.finish(landed.answer);
                 self.report(state, landed).await;
             }
             Err(e) => {
-                flight.limiter.finish(Answer::Neutral);
-                // Its lease expires; the receipt is reclaimed and resent
+                // Its ticket went back with its task. Its lease expires; the receipt is reclaimed and resent
                 // with the same key.
                 warn!(channel = %self.name, error = %e, "a delivery attempt ended abnormally; its receipt is retried once its lease expires");
             }
@@ -382,7 +414,7 @@ impl ChannelActor {
         let queued: Vec<ClaimedReceipt> = flight.queue.drain(..).collect();
         for receipt in queued {
             // The shutdown flag is set: `deliver` records it as not sent.
-            let landed = state.attempts.deliver(receipt).await;
+            let landed = state.attempts.deliver(receipt, None).await;
             self.report(state, landed).await;
         }
         while let Some(flight) = state.flight.as_mut() {
@@ -416,11 +448,16 @@ impl ChannelActor {
             .account
             .adapter
             .accepts_concurrent_posts(&self.target)
-            .then(|| Flight {
-                limiter: Limiter::new(self.in_flight),
-                queue: VecDeque::new(),
-                tasks: JoinSet::new(),
-                ids: std::collections::HashSet::new(),
+            .then(|| {
+                let (tickets, answers) = mpsc::unbounded_channel();
+                Flight {
+                    limiter: Limiter::new(self.in_flight),
+                    queue: VecDeque::new(),
+                    tasks: JoinSet::new(),
+                    ids: std::collections::HashSet::new(),
+                    answers,
+                    tickets,
+                }
             });
         Ok(State {
             door,
@@ -573,7 +610,7 @@ impl ChannelActor {
                     .await?;
                 round.sent |= !receipts.is_empty();
                 for receipt in receipts {
-                    let landed = state.attempts.deliver(receipt).await;
+                    let landed = state.attempts.deliver(receipt, None).await;
                     self.report(state, landed).await;
                 }
             }
@@ -620,9 +657,9 @@ impl ChannelActor {
     }
 
     /// Keep as many receipts in flight as the limiter allows: take in the
-    /// attempts that landed, claim due receipts in batches (when the queue
-    /// is down to half the limit, up to twice the limit ahead, as far as the
-    /// door allows), start attempts.
+    /// answers and the attempts that landed, claim due receipts in batches
+    /// (when the queue is down to half the limit, up to twice the limit
+    /// ahead, as far as the door allows), start attempts.
     async fn fly(&mut self, state: &mut State, round: &mut Round) -> Result<(), StoreError> {
         while let Some(joined) = state.flight.as_mut().and_then(|f| f.tasks.try_join_next()) {
             self.land(state, joined).await;
@@ -631,11 +668,14 @@ impl ChannelActor {
         let Some(flight) = state.flight.as_mut() else {
             return Ok(());
         };
+        flight.take_answers();
         let limit = flight.limiter.limit();
         let ahead = flight.queue.len() + flight.limiter.in_flight();
         // Refill when the queue runs low, not after every landing: one
-        // claim then takes many receipts.
-        if flight.queue.len() <= limit / 2 && ahead < 2 * limit {
+        // claim then takes many receipts. Answered attempts still being
+        // recorded count too, up to as many again: a store that records
+        // slowly holds claims back instead of piling them up.
+        if flight.queue.len() <= limit / 2 && ahead < 2 * limit && flight.ids.len() < 4 * limit {
             let free = state.door.available_now(Call::Post).await;
             if free == 0 {
                 round.posts_blocked = Some(state.door.ready_in(Call::Post).await);
@@ -657,7 +697,10 @@ impl ChannelActor {
         {
             flight.limiter.start();
             let attempts = state.attempts.clone();
-            flight.tasks.spawn(async move { attempts.deliver(receipt).await });
+            let ticket = Ticket::new(flight.tickets.clone());
+            flight
+                .tasks
+                .spawn(async move { attempts.deliver(receipt, Some(ticket)).await });
             round.sent = true;
         }
         round.flight_full = flight.limiter.room() == 0;

@@ -138,8 +138,35 @@ pub struct ClaimRequest {
     pub which: Claimable,
 }
 
-/// What one bookkeeping transaction did ([`ReceiptStore::finish_and_claim`]).
+/// Outcomes sorted by kind, in their order within each: each kind is
+/// recorded by one batched statement of its own (both backends).
 #[derive(Debug, Default)]
+pub struct OutcomeKinds<'a> {
+    /// Confirmed by the platform.
+    pub surfaced: Vec<&'a ReceiptOutcome>,
+    /// To be tried again.
+    pub retry: Vec<&'a ReceiptOutcome>,
+    /// Given up on.
+    pub failed: Vec<&'a ReceiptOutcome>,
+}
+
+impl<'a> OutcomeKinds<'a> {
+    /// Sort `outcomes` by kind.
+    pub fn of(outcomes: &'a [ReceiptOutcome]) -> OutcomeKinds<'a> {
+        let mut kinds = OutcomeKinds::default();
+        for outcome in outcomes {
+            match outcome.update {
+                ReceiptUpdate::Surfaced { .. } => kinds.surfaced.push(outcome),
+                ReceiptUpdate::Retry { .. } => kinds.retry.push(outcome),
+                ReceiptUpdate::Failed { .. } => kinds.failed.push(outcome),
+            }
+        }
+        kinds
+    }
+}
+
+/// What one bookkeeping transaction did ([`ReceiptStore::finish_and_claim`]).
+#[derive(Debug)]
 pub struct Bookkept {
     /// In the order of the outcomes: whether each was recorded (false: a
     /// newer attempt or another replica owns the receipt now).

@@ -99,14 +99,11 @@ async fn finish_in(
     tx: &mut sqlx::Transaction<'_, Postgres>,
     outcomes: &[ReceiptOutcome],
 ) -> Result<std::collections::HashSet<String>, StoreError> {
-    let (mut surfaced, mut retry, mut failed) = (Vec::new(), Vec::new(), Vec::new());
-    for outcome in outcomes {
-        match outcome.update {
-            ReceiptUpdate::Surfaced { .. } => surfaced.push(outcome),
-            ReceiptUpdate::Retry { .. } => retry.push(outcome),
-            ReceiptUpdate::Failed { .. } => failed.push(outcome),
-        }
-    }
+    let OutcomeKinds {
+        surfaced,
+        retry,
+        failed,
+    } = OutcomeKinds::of(outcomes);
     let mut recorded = std::collections::HashSet::new();
     // Each row: (id, attempt, epoch, message_id, surfaced_at).
     recorded.extend(

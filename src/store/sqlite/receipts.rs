@@ -101,14 +101,11 @@ async fn finish_in(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
     outcomes: &[ReceiptOutcome],
 ) -> Result<std::collections::HashSet<String>, StoreError> {
-    let (mut surfaced, mut retry, mut failed) = (Vec::new(), Vec::new(), Vec::new());
-    for outcome in outcomes {
-        match outcome.update {
-            ReceiptUpdate::Surfaced { .. } => surfaced.push(outcome),
-            ReceiptUpdate::Retry { .. } => retry.push(outcome),
-            ReceiptUpdate::Failed { .. } => failed.push(outcome),
-        }
-    }
+    let OutcomeKinds {
+        surfaced,
+        retry,
+        failed,
+    } = OutcomeKinds::of(outcomes);
     let mut recorded = std::collections::HashSet::new();
     // Each row: (id, attempt, epoch, message_id, surfaced_at).
     recorded.extend(
@@ -173,7 +170,7 @@ async fn read_claimed(
     store: &SqliteStore,
     claims: &[ClaimRequest],
     claimed_ids: Vec<Option<Vec<String>>>,
-) -> Result<Vec<Result<Vec<ClaimedReceipt>, StoreError>>, (StoreError, usize)> {
+) -> Result<Vec<Result<Vec<ClaimedReceipt>, StoreError>>, StoreError> {
     let mut owner = std::collections::HashMap::new();
     for (i, ids) in claimed_ids.iter().enumerate() {
         for id in ids.iter().flatten() {
@@ -181,10 +178,7 @@ async fn read_claimed(
         }
     }
     let all: Vec<String> = owner.keys().cloned().collect();
-    let rows = store
-        .receipts_by_id(&all)
-        .await
-        .map_err(|e| (e, claimed_ids.len()))?;
+    let rows = store.receipts_by_id(&all).await?;
     let mut claimed: Vec<Result<Vec<ClaimedReceipt>, StoreError>> = claimed_ids
         .into_iter()
         .zip(claims)
@@ -290,9 +284,9 @@ impl ReceiptStore for SqliteStore {
         // claim is answered with the error.
         let claimed = match read_claimed(self, claims, claimed_ids).await {
             Ok(claimed) => claimed,
-            Err((e, count)) => {
+            Err(e) => {
                 let said = e.to_string();
-                (0..count)
+                (0..claims.len())
                     .map(|_| Err(StoreError::Unanswered(said.clone())))
                     .collect()
             }
