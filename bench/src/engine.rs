@@ -92,6 +92,23 @@ impl Herald {
             .await?;
         Ok(body["deliveries"].as_array().map_or(0, Vec::len))
     }
+
+    /// The receipts not yet decided (pending or sending), as herald's API
+    /// shows them: what a run that does not settle is left with.
+    async fn undecided(&self) -> Result<Vec<Value>> {
+        let mut all = Vec::new();
+        for status in ["pending", "sending"] {
+            let body: Value = self
+                .client
+                .get(format!("{}/v1/deliveries?status={status}&limit=20", self.base))
+                .send()
+                .await?
+                .json()
+                .await?;
+            all.extend(body["deliveries"].as_array().cloned().unwrap_or_default());
+        }
+        Ok(all)
+    }
 }
 
 fn event(run: &str, task: &str, seq: i64, state: &str) -> Value {
@@ -236,7 +253,11 @@ pub async fn chaos(herald: &Path, tasks: usize, channels: usize, seconds: u64) -
             break;
         }
         if Instant::now() > deadline {
-            bail!("not settled after 600 s: {surfaced} of {expected} receipts done");
+            let left = h.undecided().await?;
+            bail!(
+                "not settled after 600 s: {surfaced} of {expected} receipts done; undecided: {}",
+                serde_json::to_string(&left)?
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
