@@ -106,11 +106,19 @@ async fn finished_tasks_go_after_the_retention_and_what_is_still_owed_stays() {
     // running task (and its live message).
     let (_, failed) = h.get("/v1/deliveries?status=failed").await;
     assert_eq!(failed["deliveries"][0]["run_id"], "dead", "{failed}");
-    let (_, pending) = h.get("/v1/deliveries?status=pending&run_id=stuck").await;
-    let (_, sending) = h.get("/v1/deliveries?status=sending&run_id=stuck").await;
-    let owed =
-        pending["deliveries"].as_array().unwrap().len() + sending["deliveries"].as_array().unwrap().len();
-    assert_eq!(owed, 1, "{pending} {sending}");
+    // One read: the receipt moves between pending and sending as it is
+    // retried, so two reads by status may see it twice or not at all.
+    let (_, stuck) = h.get("/v1/deliveries?run_id=stuck").await;
+    let owed: Vec<&str> = stuck["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["status"].as_str())
+        .collect();
+    assert!(
+        owed.len() == 1 && matches!(owed[0], "pending" | "sending"),
+        "the receipt still owed is kept, undecided: {stuck}"
+    );
     assert_eq!(h.get("/v1/workers/stuck/w/owed/events").await.0, 200);
     assert_eq!(h.get("/v1/workers/live/w/running/events").await.0, 200);
     assert_eq!(h.get("/v1/workers/dead/w/letter/events").await.0, 200);
